@@ -1,0 +1,24 @@
+"""nbhelpers: train a Japanese GPT-NeoX language model from nothing on free notebook hardware."""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# The one place a fork changes: notebook badges and setup cells are built from it.
+REPO_URL = "https://github.com/nbhelpers/nbhelpers"
+REPO_REF = "main"
+
+_SUBMODULES = {
+    "config", "rundir", "runner", "notebooks", "device", "platform", "sources", "arithmetic", "tokenizer",
+    "corpus", "model", "planner", "loop", "checkpoint", "xla", "collator", "sft", "generate", "evaluation",
+    "plots", "data_utils",
+}
+
+
+def __getattr__(name: str):
+    """Import submodules on first use so `import nbhelpers` stays fast and torch-free."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'nbhelpers' has no attribute {name!r}")

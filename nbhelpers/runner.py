@@ -1,0 +1,109 @@
+"""Run the numbered notebooks in order with papermill, injecting the profile, run directory and overrides."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import nbformat
+
+from . import config as config_mod
+from .notebooks import discover, to_notebook
+from .rundir import STAGES, RunDir
+
+NOTEBOOK_STAGE = {nb: stage for stage, (nb, _, _) in STAGES.items()}
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised: the message names the notebook, the failing cell and the error."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What happened to one notebook."""
+
+    name: str
+    status: str  # ran | skipped
+    seconds: float
+    output: Path | None
+
+
+def _select(sources: list[Path], only: Sequence[str] | None) -> list[Path]:
+    if not only:
+        return sources
+    wanted = {o.strip() for o in only if o.strip()}
+    chosen = [s for s in sources if s.stem[:2] in wanted or s.stem in wanted]
+    known = {s.stem[:2] for s in sources} | {s.stem for s in sources}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ValueError(f"--only {','.join(unknown)}: no such notebook; have {', '.join(s.stem for s in sources)}")
+    return chosen
+
+
+def _describe_failure(name: str, err: Exception, executed: Path) -> str:
+    """One readable paragraph: notebook, cell number and first source line, exception."""
+    ename = getattr(err, "ename", type(err).__name__)
+    evalue = getattr(err, "evalue", str(err))
+    cell = getattr(err, "cell_index", None)
+    src = (getattr(err, "source", "") or "").strip().splitlines()
+    where = f"cell {cell}" if cell is not None else "a cell"
+    if src:
+        where += f" ({src[0][:80]!r})"
+    return f"{name} failed in {where}: {ename}: {evalue}\n  executed notebook with the full traceback: {executed}"
+
+
+def run(
+    profile: str,
+    run_dir: str | Path,
+    only: Sequence[str] | None = None,
+    overrides: Sequence[str] = (),
+    force: bool = False,
+    notebooks_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    log_output: bool = False,
+    timeout: int | None = None,
+) -> list[StepResult]:
+    """Execute the numbered notebooks in order; stop at the first failure with a clear message."""
+    import papermill
+
+    cfg = config_mod.load(profile, overrides)  # a bad profile or override fails before anything runs
+    run = RunDir.open(run_dir, cfg)
+    run.notebooks.mkdir(parents=True, exist_ok=True)
+    sources = _select(discover(notebooks_dir), only)
+    results = []
+    for i, source in enumerate(sources, 1):
+        name = source.stem
+        stage = NOTEBOOK_STAGE.get(name)
+        prefix = f"[{i}/{len(sources)}] {name}"
+        if stage and not force and run.is_complete(stage):
+            log(f"{prefix}: skipped, artifacts complete for this configuration (--force reruns it)")
+            results.append(StepResult(name, "skipped", 0.0, None))
+            continue
+        log(f"{prefix}: running ...")
+        start = time.perf_counter()
+        executed = run.notebooks / f"{name}.ipynb"
+        with tempfile.TemporaryDirectory() as tmp:
+            src_nb = Path(tmp) / f"{name}.ipynb"
+            nbformat.write(to_notebook(source), src_nb)
+            try:
+                papermill.execute_notebook(
+                    str(src_nb),
+                    str(executed),
+                    parameters={"PROFILE": profile, "RUN_DIR": str(run.root), "OVERRIDES": list(overrides)},
+                    kernel_name="python3",
+                    cwd=str(source.parent),
+                    progress_bar=False,
+                    log_output=log_output,
+                    stdout_file=sys.stdout if log_output else None,
+                    execution_timeout=timeout,
+                )
+            except Exception as err:  # papermill wraps the notebook's exception
+                raise NotebookFailed(_describe_failure(name, err, executed)) from None
+        seconds = time.perf_counter() - start
+        log(f"{prefix}: done in {seconds:.0f}s -> {executed}")
+        results.append(StepResult(name, "ran", seconds, executed))
+    return results
