@@ -59,6 +59,8 @@ class RunDir:
     @classmethod
     def open(cls, root: str | os.PathLike, config: RunConfig) -> "RunDir":
         """Create the directory if needed and record the resolved configuration."""
+        if not str(root):
+            root = Path("runs") / config.profile  # empty RUN_DIR: a default next to the working directory
         run = cls(Path(root).expanduser().resolve(), config)
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.root / "config.json", json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
