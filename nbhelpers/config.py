@@ -8,8 +8,9 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 # Seed corpus mixture: the report mixes Wikipedia, Wikibooks, C4 (ja) and JaMARD by ratio.
 SEED_MIXTURE = {"wikipedia_ja": 0.45, "wikibooks_ja": 0.05, "c4_ja": 0.40, "jamard": 0.10}

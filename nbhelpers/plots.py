@@ -10,7 +10,7 @@ matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(("modul
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save(fig: "plt.Figure", path: str | Path | None) -> "plt.Figure":
+def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
     """Save `fig` as PNG at `path` (parents created) when a path is given; return the figure."""
     if path is not None:
         path = Path(path)

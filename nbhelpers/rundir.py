@@ -57,7 +57,7 @@ class RunDir:
     config: RunConfig
 
     @classmethod
-    def open(cls, root: str | os.PathLike, config: RunConfig) -> "RunDir":
+    def open(cls, root: str | os.PathLike, config: RunConfig) -> RunDir:
         """Create the directory if needed and record the resolved configuration."""
         if not str(root):
             root = Path("runs") / config.profile  # empty RUN_DIR: a default next to the working directory

@@ -1,0 +1,298 @@
+"""The source registry: where each corpus comes from, and one way to read any of them as plain documents."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import html.parser
+import importlib.resources
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import arithmetic
+
+
+@dataclass(frozen=True)
+class Source:
+    """One corpus: a hub dataset, local files, a bundled file or a generator."""
+
+    name: str
+    kind: str  # hub | files | bundled | arithmetic | debian
+    location: str  # hub dataset id, file glob, bundled file name, or "" for generators
+    config: str | None = None  # hub dataset configuration
+    revision: str | None = None  # hub git revision (pin it for reproducible corpora)
+    split: str = "train"
+    text_field: str = "text"  # column holding the text ("messages" joins chat turns)
+    math: bool = False  # math text is exempt from symbol thinning
+    licence: str = ""
+    description: str = ""
+
+
+# The report's four corpora plus the offline sources. Edit weights in CorpusConfig.mixture, not here.
+REGISTRY: dict[str, Source] = {
+    s.name: s
+    for s in [
+        Source("wikipedia_ja", "hub", "wikimedia/wikipedia", config="20231101.ja", revision="main",
+               licence="CC BY-SA 4.0", description="Japanese Wikipedia, 2023-11-01 dump (about 1.4M articles)"),
+        Source("wikibooks_ja", "hub", "hpprc/jawiki-books", revision="main",
+               licence="CC BY-SA 3.0", description="Japanese Wikibooks textbooks"),
+        Source("c4_ja", "hub", "allenai/c4", config="ja", revision="main",
+               licence="ODC-BY", description="Japanese part of multilingual C4 (mC4), web text"),
+        Source("jamard", "hub", "elyza/JaMARD", revision="main", text_field="messages", math=True,
+               licence="MIT", description="JaMARD: Japanese math word problems with verified chain-of-thought "
+               "answers (loading script: needs datasets<4 and trust_remote_code)"),
+        Source("bundled_prose", "bundled", "prose_ja.jsonl", licence="Apache-2.0",
+               description="Japanese prose written for this project (varied topics, tens of KB)"),
+        Source("arithmetic", "arithmetic", "", math=True, licence="Apache-2.0",
+               description="generated Japanese arithmetic word problems with worked answers"),
+        Source("debian_ja", "debian", "/usr/share/debian-reference/*.ja.*", licence="GPL-2+ / various",
+               description="Debian Reference (ja) and Japanese man pages from Debian packages"),
+    ]
+}
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be read: the message names the source and the reason."""
+
+
+class BadUTF8(SourceError):
+    """A file that is not UTF-8: the message names the file and the byte offset."""
+
+
+def resolve(name: str) -> Source:
+    """A registry name, or `files:GLOB` for local .txt / .jsonl / .parquet files (optionally `#field`)."""
+    if name.startswith("files:"):
+        pattern, _, field = name[len("files:"):].partition("#")
+        return Source(name, "files", pattern, text_field=field or "text", description=f"local files {pattern}")
+    if name not in REGISTRY:
+        raise SourceError(f"unknown source {name!r}; known: {', '.join(REGISTRY)} (or files:GLOB)")
+    return REGISTRY[name]
+
+
+def registry_table() -> list[dict[str, Any]]:
+    """The registry as rows for a notebook table."""
+    return [{"name": s.name, "kind": s.kind, "location": s.location, "config": s.config, "revision": s.revision,
+             "text_field": s.text_field, "math": s.math, "licence": s.licence, "description": s.description}
+            for s in REGISTRY.values()]
+
+
+def iter_texts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
+               skipped: Counter | None = None) -> Iterator[str]:
+    """Yield the source's documents as strings, streaming; generators are endless, files are read once."""
+    src = resolve(source) if isinstance(source, str) else source
+    if on_bad_utf8 not in ("error", "skip"):
+        raise ValueError(f"on_bad_utf8 must be 'error' or 'skip', got {on_bad_utf8!r}")
+    if src.kind == "arithmetic":
+        return (p.text() for p in arithmetic.problems(seed))
+    if src.kind == "bundled":
+        path = importlib.resources.files("nbhelpers") / "data" / src.location
+        return _read_jsonl(Path(str(path)), src.text_field)
+    if src.kind == "files":
+        return _iter_files(src, on_bad_utf8, skipped)
+    if src.kind == "debian":
+        return _iter_debian(on_bad_utf8, skipped)
+    if src.kind == "hub":
+        return _iter_hub(src)
+    raise SourceError(f"source {src.name!r}: unknown kind {src.kind!r}")
+
+
+# ---------------------------------------------------------------- hub
+
+
+def _row_text(src: Source, row: dict[str, Any]) -> str:
+    value = row.get(src.text_field)
+    if isinstance(value, list):  # chat-style rows: [{"role": ..., "content": ...}, ...]
+        return "\n".join(m.get("content", "") if isinstance(m, dict) else str(m) for m in value)
+    return value if isinstance(value, str) else ""
+
+
+def _iter_hub(src: Source) -> Iterator[str]:
+    """Stream a hub dataset; an unreachable hub is a clear error naming the source."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(src.location, src.config, split=src.split, revision=src.revision, streaming=True)
+        rows = iter(ds)
+        first = next(rows, None)
+    except Exception as err:  # connection errors, missing configs, loading scripts: all name the source
+        hint = ""
+        if "script" in str(err).lower():
+            hint = (" This dataset uses a loading script, which datasets>=4 refuses: install 'datasets<4' and pass "
+                    "trust_remote_code, or export it to files and use files:GLOB.")
+        raise SourceError(f"source {src.name!r} ({src.location}, config {src.config}) could not be loaded from the "
+                          f"Hugging Face hub: {type(err).__name__}: {str(err)[:300]}.{hint} Offline, use "
+                          "bundled_prose, arithmetic or files:GLOB instead.") from err
+    if first is None:
+        return
+    if src.text_field not in first:
+        raise SourceError(f"source {src.name!r}: rows have no field {src.text_field!r}; fields: {sorted(first)}")
+    yield _row_text(src, first)
+    for row in rows:
+        yield _row_text(src, row)
+
+
+# ---------------------------------------------------------------- local files
+
+
+def decode_utf8(data: bytes, path: Path | str) -> str:
+    """Decode bytes as UTF-8, or raise BadUTF8 naming the file and the first bad byte offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadUTF8(f"{path}: not UTF-8 at byte offset {err.start} ({err.reason})") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+
+
+def _split_paragraphs(text: str) -> Iterator[str]:
+    """Plain text files: documents are separated by blank lines."""
+    for part in re.split(r"\n\s*\n", text):
+        part = part.strip()
+        if part:
+            yield part
+
+
+def _read_jsonl(path: Path, field: str) -> Iterator[str]:
+    with open(path, "rb") as fh:
+        offset = 0
+        for lineno, raw in enumerate(fh, 1):
+            line = decode_utf8(raw, f"{path} line {lineno} (file offset {offset})").strip()
+            offset += len(raw)
+            if line:
+                yield _parse_json_line(line, path, lineno, field)
+
+
+def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Iterator[str]:
+    paths = sorted(Path(p) for p in glob.glob(src.location, recursive=True))
+    if not paths:
+        raise SourceError(f"source {src.name!r}: no files match {src.location!r}")
+    for path in paths:
+        try:
+            if path.name.endswith((".jsonl", ".jsonl.gz")):
+                if path.suffix == ".gz":
+                    lines = decode_utf8(_read_bytes(path), path).splitlines()
+                    yield from (_parse_json_line(ln, path, i, src.text_field) for i, ln in enumerate(lines, 1) if ln.strip())
+                else:
+                    yield from _read_jsonl(path, src.text_field)
+            elif path.suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                table = pq.ParquetFile(path)
+                if src.text_field not in table.schema_arrow.names:
+                    raise SourceError(f"{path}: no column {src.text_field!r}; columns: {table.schema_arrow.names}")
+                for batch in table.iter_batches(columns=[src.text_field], batch_size=1024):
+                    yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
+            else:
+                yield from _split_paragraphs(decode_utf8(_read_bytes(path), path))
+        except BadUTF8:
+            if on_bad_utf8 == "error":
+                raise
+            if skipped is not None:
+                skipped[str(path)] += 1
+
+
+def _parse_json_line(line: str, path: Path, lineno: int, field: str) -> str:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise SourceError(f"{path} line {lineno}: not JSON ({err.msg})") from None
+    if not isinstance(row, dict) or not isinstance(row.get(field), str):
+        raise SourceError(f"{path} line {lineno}: expected an object with a string field {field!r}")
+    return row[field]
+
+
+# ---------------------------------------------------------------- Debian's Japanese documentation
+
+
+class _HTMLText(html.parser.HTMLParser):
+    """Collect the visible text of an HTML page, one block element per paragraph."""
+
+    BLOCKS = {"p", "div", "li", "h1", "h2", "h3", "h4", "pre", "tr", "dt", "dd", "table", "br"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in ("script", "style"):
+            self.skip += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self.skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(data)
+
+
+def html_text(text: str) -> str:
+    """Visible text of an HTML document, paragraphs separated by blank lines."""
+    parser = _HTMLText()
+    parser.feed(text)
+    return "".join(parser.parts)
+
+
+_TROFF_ESCAPE = re.compile(r"\\f[BIRP]|\\f\(..|\\[&/,:%]|\\s[+-]?\d|\\\*\(..|\\\*.|\\\(..")
+
+
+def man_text(text: str) -> str:
+    """Readable text of a troff man page: requests dropped, font escapes removed, paragraphs kept."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(('.\\"', "'\\\"")):
+            continue
+        if line.startswith("."):
+            request = line[1:].split(None, 1)
+            if request and request[0] in ("SH", "SS", "PP", "LP", "P", "TP", "HP", "IP", "sp", "br"):
+                out.append("")
+                if len(request) > 1 and request[0] in ("SH", "SS", "IP"):
+                    out.append(request[1].strip('"'))
+            elif len(request) > 1 and request[0] in ("B", "I", "BI", "BR", "IR", "RB", "RI"):
+                out.append(request[1].replace('"', ""))
+            continue
+        out.append(_TROFF_ESCAPE.sub("", line).replace("\\-", "-").replace("\\e", "\\"))
+    return "\n".join(out)
+
+
+def debian_files() -> list[Path]:
+    """Debian's Japanese text files present on this machine (empty when the packages are absent)."""
+    files = sorted(Path("/usr/share/debian-reference").glob("*.ja.txt.gz"))
+    files += sorted(Path("/usr/share/debian-reference").glob("*.ja.html"))
+    files += sorted(Path("/usr/share/man/ja").glob("man*/*.gz"))
+    return files
+
+
+def read_debian_file(path: Path) -> str:
+    """One Debian file as plain text (book, HTML chapter or man page)."""
+    text = decode_utf8(_read_bytes(path), path)
+    if path.name.endswith(".html"):
+        return html_text(text)
+    if "/man/" in str(path):
+        return man_text(text)
+    return text
+
+
+def _iter_debian(on_bad_utf8: str, skipped: Counter | None) -> Iterator[str]:
+    files = debian_files()
+    if not files:
+        raise SourceError("source 'debian_ja': no files; install them with "
+                          "`apt-get install debian-reference-ja manpages-ja`")
+    for path in files:
+        try:
+            yield from _split_paragraphs(read_debian_file(path))
+        except BadUTF8:
+            if on_bad_utf8 == "error":
+                raise
+            if skipped is not None:
+                skipped[str(path)] += 1
