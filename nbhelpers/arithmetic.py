@@ -90,7 +90,8 @@ def _percent(r: random.Random) -> Problem:
 
 def _two_step(r: random.Random) -> Problem:
     who, (item, unit) = r.choice(PEOPLE), r.choice(ITEMS)
-    a, b, c = r.randint(10, 200), r.randint(2, 9), r.randint(1, 50)
+    a, b = r.randint(10, 200), r.randint(2, 9)
+    c = r.randint(1, a)  # never more than was there, so the answer stays positive
     q = f"{who}は{item}を{a}{unit}持っていました。その{b}倍を買い足し、{c}{unit}を友だちにあげました。今は何{unit}ありますか？"
     total = a + a * b - c
     sol = f"買い足したのは {a} × {b} = {a * b}{unit}。{a} + {a * b} - {c} = {total}。"

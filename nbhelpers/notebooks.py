@@ -32,11 +32,12 @@ def to_notebook(source: Path) -> nbformat.NotebookNode:
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    for cell in nb.cells:
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
-        cell.pop("id", None)
+        cell.id = f"cell-{i:02d}"  # stable ids keep the committed twin byte-identical across syncs
     return nb
 
 

@@ -1,0 +1,100 @@
+import itertools
+import json
+
+import pytest
+
+from nbhelpers import sources
+
+
+def test_registry_has_the_reports_four_corpora_with_hub_ids():
+    for name in ("wikipedia_ja", "wikibooks_ja", "c4_ja", "jamard"):
+        src = sources.REGISTRY[name]
+        assert src.kind == "hub" and "/" in src.location and src.revision and src.text_field
+    assert sources.REGISTRY["jamard"].math and sources.REGISTRY["arithmetic"].math
+    assert not sources.REGISTRY["wikipedia_ja"].math
+    assert {row["name"] for row in sources.registry_table()} == set(sources.REGISTRY)
+
+
+def test_unknown_source_lists_known_names():
+    with pytest.raises(sources.SourceError) as err:
+        sources.resolve("wikipedia")
+    assert "wikipedia_ja" in str(err.value) and "files:GLOB" in str(err.value)
+
+
+def test_hub_source_offline_names_the_source(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'wikimedia/wikipedia' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(sources.SourceError) as err:
+        next(sources.iter_texts("wikipedia_ja"))
+    msg = str(err.value)
+    assert "wikipedia_ja" in msg and "wikimedia/wikipedia" in msg and "bundled_prose" in msg
+
+
+def test_arithmetic_source_is_endless_and_seeded():
+    a = list(itertools.islice(sources.iter_texts("arithmetic", seed=1), 20))
+    b = list(itertools.islice(sources.iter_texts("arithmetic", seed=1), 20))
+    assert a == b and all(t.startswith("問題: ") for t in a)
+
+
+def test_local_txt_jsonl_parquet(tmp_path):
+    (tmp_path / "a.txt").write_text("一つ目の段落です。\n続きです。\n\n二つ目の段落です。\n", encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text(
+        "\n".join(json.dumps({"body": t}, ensure_ascii=False) for t in ["三つ目", "四つ目"]) + "\n", encoding="utf-8"
+    )
+    assert list(sources.iter_texts(f"files:{tmp_path}/*.txt")) == ["一つ目の段落です。\n続きです。", "二つ目の段落です。"]
+    assert list(sources.iter_texts(f"files:{tmp_path}/*.jsonl#body")) == ["三つ目", "四つ目"]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["五つ目", "六つ目"]}), tmp_path / "c.parquet")
+    assert list(sources.iter_texts(f"files:{tmp_path}/*.parquet")) == ["五つ目", "六つ目"]
+
+
+def test_bad_jsonl_lines_name_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "よい"}\n{"text": \n', encoding="utf-8")
+    with pytest.raises(sources.SourceError, match=r"bad.jsonl line 2: not JSON"):
+        list(sources.iter_texts(f"files:{path}"))
+    path.write_text('{"text": "よい"}\n{"title": "x"}\n', encoding="utf-8")
+    with pytest.raises(sources.SourceError, match=r"bad.jsonl line 2: expected an object with a string field 'text'"):
+        list(sources.iter_texts(f"files:{path}"))
+
+
+def test_non_utf8_file_is_named_with_byte_offset_or_skipped_and_counted(tmp_path):
+    good = tmp_path / "a.txt"
+    good.write_text("正しい文章です。", encoding="utf-8")
+    bad = tmp_path / "b.txt"
+    bad.write_bytes("はじめ".encode() + "シフトJIS".encode("shift_jis"))
+    with pytest.raises(sources.BadUTF8) as err:
+        list(sources.iter_texts(f"files:{tmp_path}/*.txt"))
+    assert "b.txt" in str(err.value) and "byte offset 9" in str(err.value)
+    from collections import Counter
+
+    skipped = Counter()
+    docs = list(sources.iter_texts(f"files:{tmp_path}/*.txt", on_bad_utf8="skip", skipped=skipped))
+    assert docs == ["正しい文章です。"] and skipped == Counter({str(bad): 1})
+
+
+def test_no_matching_files_is_an_error(tmp_path):
+    with pytest.raises(sources.SourceError, match="no files match"):
+        list(sources.iter_texts(f"files:{tmp_path}/*.txt"))
+
+
+def test_man_and_html_text_extraction():
+    page = '.TH LS 1\n.SH 名前\nls \\- 一覧を表示する\n.TP\n\\fB\\-a\\fR, \\fB\\-\\-all\\fR\n.\\" comment\n'
+    text = sources.man_text(page)
+    assert "名前" in text and "ls - 一覧を表示する" in text and "-a, --all" in text and "comment" not in text
+    html = "<html><head><style>x{}</style></head><body><h1>題</h1><p>本文です。</p><script>1</script></body></html>"
+    assert sources.html_text(html).split() == ["題", "本文です。"]
+
+
+@pytest.mark.realtext
+def test_debian_source_reads_real_japanese(debian_files):
+    docs = list(itertools.islice(sources.iter_texts("debian_ja"), 2000))
+    text = "".join(docs)
+    kana = sum("\u3040" <= ch <= "\u30ff" for ch in text)
+    assert len(docs) == 2000 and kana / len(text) > 0.2
