@@ -1,0 +1,50 @@
+"""The whole pipeline: papermill runs every numbered notebook in order on the smoke profile."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nbhelpers import notebooks
+from nbhelpers.rundir import STAGES
+
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
+
+NOTEBOOK_STAGE = {nb: stage for stage, (nb, _, _) in STAGES.items()}
+
+
+def test_every_notebook_has_one_parameters_cell_and_a_synced_twin():
+    sources = notebooks.discover()
+    assert sources, "no numbered notebooks found"
+    for source in sources:
+        assert notebooks.parameters_cells(source) == 1, source.name
+    assert notebooks.sync(check=True) == [], "run `python -m nbhelpers notebooks` and commit the .ipynb files"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke")
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return run_dir, proc.stdout
+
+
+def test_smoke_pipeline_runs_every_notebook_and_records_each_stage(smoke_run):
+    run_dir, out = smoke_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for source in notebooks.discover():
+        assert (run_dir / "notebooks" / f"{source.stem}.ipynb").exists()
+        stage = NOTEBOOK_STAGE.get(source.stem)
+        if stage:
+            assert stage in metrics, f"{source.stem} did not record its figures"
+            for rel in STAGES[stage][2]:
+                assert (run_dir / rel).exists(), rel
+
+
+def test_second_run_skips_complete_stages(smoke_run):
+    run_dir, _ = smoke_run
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir),
+                           "--only", "01"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "skipped" in proc.stdout
