@@ -1,0 +1,211 @@
+"""Backend and precision chosen in one place (XLA, CUDA or CPU), with the reason stated.
+
+torch_xla is never imported when this module loads: only `select()` looks for it, and only when
+it is installed and a TPU / PJRT device is configured (or the XLA backend is asked for).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+
+BACKENDS = ("auto", "cpu", "cuda", "xla")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class DeviceError(RuntimeError):
+    """The requested backend or precision is not available on this machine."""
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """Where and in which precision to train, and why."""
+
+    backend: str  # cpu | cuda | xla
+    device: str  # a torch device string: "cpu", "cuda:0", "xla"
+    name: str  # human-readable accelerator name, e.g. "Tesla T4", "TPU v5 lite", "CPU (2 threads)"
+    precision: str  # fp32 | fp16 | bf16: the autocast compute dtype (weights stay fp32)
+    use_grad_scaler: bool  # fp16 needs loss scaling so small gradients do not flush to zero
+    attn_implementation: str  # sdpa | eager: what build_model uses when model.attn_implementation=auto
+    num_devices: int  # accelerators visible to this process (chips on a TPU host, GPUs on a node)
+    memory_bytes: int  # memory of one device (host RAM for the CPU)
+    capability: tuple[int, int] | None  # CUDA compute capability, None elsewhere
+    reason: str  # one or two sentences: why this backend and precision
+
+    @property
+    def autocast_dtype(self) -> Any:
+        """The torch dtype for torch.autocast, or None for plain fp32."""
+        import torch
+
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain dict for tables and metrics."""
+        return {
+            "backend": self.backend, "device": self.device, "name": self.name, "precision": self.precision,
+            "grad_scaler": self.use_grad_scaler, "attention": self.attn_implementation,
+            "devices": self.num_devices, "memory_GiB": round(self.memory_bytes / 2**30, 1), "reason": self.reason,
+        }
+
+
+# ---------------------------------------------------------------- probes (monkeypatched in tests)
+
+
+@dataclass(frozen=True)
+class CudaInfo:
+    """What CUDA reports about the GPU this process would use."""
+
+    name: str
+    capability: tuple[int, int]
+    memory_bytes: int
+    count: int
+
+
+def cuda_info(index: int = 0) -> CudaInfo | None:
+    """The CUDA GPU at `index`, or None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(index)
+    return CudaInfo(props.name, (props.major, props.minor), int(props.total_memory), torch.cuda.device_count())
+
+
+def xla_installed() -> bool:
+    """True when torch_xla can be imported (checked without importing it)."""
+    return importlib.util.find_spec("torch_xla") is not None
+
+
+def xla_configured() -> bool:
+    """True when a PJRT device is named or this looks like a TPU host (Kaggle / Colab TPU VMs)."""
+    if any(os.environ.get(k) for k in ("PJRT_DEVICE", "TPU_NAME", "TPU_ACCELERATOR_TYPE", "COLAB_TPU_ADDR")):
+        return True
+    # TPU VMs expose their chips as /dev/accel* (v4 and later) or through VFIO (v5e)
+    return any(Path("/dev").glob("accel*")) or Path("/dev/vfio/0").exists()
+
+
+def xla_info() -> tuple[str, int, int]:
+    """(device kind, number of devices, memory per device in bytes) from torch_xla."""
+    try:
+        from . import xla as xla_mod  # the adapter owns every torch_xla call when it exists
+    except ImportError:
+        xla_mod = None
+    if xla_mod is not None and hasattr(xla_mod, "device_info"):
+        kind, count, memory = xla_mod.device_info()
+        return str(kind), int(count), int(memory)
+    import torch_xla.runtime as xr
+
+    kind = os.environ.get("PJRT_DEVICE", "TPU")
+    count = int(xr.global_runtime_device_count())
+    # v5e chips have 16 GB HBM; the CPU PJRT device shares host RAM
+    memory = host_memory_bytes() if kind.upper() == "CPU" else 16 * 10**9
+    return kind, count, memory
+
+
+def host_memory_bytes() -> int:
+    """Physical RAM of this machine."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def cpu_threads() -> int:
+    """Threads torch uses for intra-op work."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ---------------------------------------------------------------- the choice
+
+
+def _check(value: str, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise DeviceError(f"{key}: expected {' | '.join(allowed)}, got {value!r}")
+
+
+def _local_rank() -> int:
+    """This process's GPU under torchrun (LOCAL_RANK), 0 otherwise."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def select(train_cfg: TrainConfig) -> DeviceChoice:
+    """Pick backend and precision from `train.backend` / `train.precision` (auto: the best this machine has)."""
+    backend, precision = train_cfg.backend, train_cfg.precision
+    _check(backend, BACKENDS, "train.backend")
+    _check(precision, PRECISIONS, "train.precision")
+
+    if backend == "xla" or (backend == "auto" and xla_installed() and xla_configured()):
+        return _select_xla(precision, asked=backend == "xla")
+    if backend == "cuda" or backend == "auto":
+        info = cuda_info(_local_rank())
+        if info is not None:
+            return _select_cuda(info, precision)
+        if backend == "cuda":
+            raise DeviceError("train.backend=cuda but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+                              "use train.backend=auto or cpu, or enable a GPU in the notebook's settings")
+    return _select_cpu(precision, backend)
+
+
+def _select_xla(precision: str, asked: bool) -> DeviceChoice:
+    if not xla_installed():
+        raise DeviceError("train.backend=xla but torch_xla is not installed; on Kaggle choose the TPU v5e-8 "
+                          "accelerator (its image ships torch_xla), or use train.backend=auto")
+    if precision == "fp16":
+        raise DeviceError("train.precision=fp16 is not supported on XLA: TPUs compute in bf16; use bf16, fp32 or auto")
+    kind, count, memory = xla_info()
+    chosen = "bf16" if precision == "auto" else precision
+    why = "train.backend=xla" if asked else "torch_xla is installed and a PJRT / TPU device is configured"
+    how = ("bf16 autocast: the TPU's matrix unit computes in bf16 natively and bf16 needs no loss scaling"
+           if chosen == "bf16" else f"{chosen} as train.precision asks")
+    return DeviceChoice(
+        backend="xla", device="xla", name=f"XLA {kind} x{count}", precision=chosen, use_grad_scaler=False,
+        # the seed found that SDPA forced a host sync every step under torch_xla; eager with an explicit mask did not
+        attn_implementation="eager", num_devices=count, memory_bytes=memory, capability=None,
+        reason=f"{why}; {how}; eager attention keeps each step one graph without host syncs.",
+    )
+
+
+def _select_cuda(info: CudaInfo, precision: str) -> DeviceChoice:
+    native_bf16 = info.capability >= (8, 0)  # Ampere and later; a T4 (7.5) only emulates bf16
+    cc = f"compute capability {info.capability[0]}.{info.capability[1]}"
+    if precision == "auto":
+        chosen = "bf16" if native_bf16 else "fp16"
+        how = (f"bf16 autocast: the {info.name} ({cc}) runs bf16 natively, so no loss scaling is needed"
+               if native_bf16 else
+               f"fp16 autocast with a GradScaler: the {info.name} ({cc}) has fp16 tensor cores but no native bf16 "
+               "(torch.cuda.is_bf16_supported() reports the emulated one, which is slow)")
+    elif precision == "bf16" and not native_bf16:
+        raise DeviceError(f"train.precision=bf16: the {info.name} ({cc}) has no native bf16 (it needs 8.0 or later); "
+                          "use fp16 (with loss scaling) or auto")
+    else:
+        chosen = precision
+        how = f"{chosen} as train.precision asks" + (" with a GradScaler" if chosen == "fp16" else "")
+    rank = _local_rank()
+    return DeviceChoice(
+        backend="cuda", device=f"cuda:{rank}", name=info.name, precision=chosen, use_grad_scaler=chosen == "fp16",
+        attn_implementation="sdpa", num_devices=info.count, memory_bytes=info.memory_bytes,
+        capability=info.capability, reason=f"CUDA GPU found; {how}.",
+    )
+
+
+def _select_cpu(precision: str, backend: str) -> DeviceChoice:
+    if precision == "fp16":
+        raise DeviceError("train.precision=fp16 on the CPU: fp16 matmuls are slow there and need loss scaling; "
+                          "use fp32 (auto) or bf16")
+    chosen = "fp32" if precision == "auto" else precision
+    threads = cpu_threads()
+    why = "train.backend=cpu" if backend == "cpu" else "no TPU or CUDA GPU found"
+    how = ("fp32: CPUs gain little from autocast and fp32 keeps the losses exactly reproducible"
+           if chosen == "fp32" else f"{chosen} autocast as train.precision asks")
+    return DeviceChoice(
+        backend="cpu", device="cpu", name=f"CPU ({threads} threads)", precision=chosen, use_grad_scaler=False,
+        attn_implementation="sdpa", num_devices=1, memory_bytes=host_memory_bytes(), capability=None,
+        reason=f"{why}; {how}.",
+    )

@@ -1,0 +1,358 @@
+"""Memory and time planner: parameters, FLOPs per token, memory by part, fit verdict, sessions for the token budget.
+
+FLOPs per trained token (forward + backward) follow the PaLM paper's accounting:
+
+    flops_per_token = 6 * N + 12 * L * H * T
+
+where N is the number of parameters that take part in matrix multiplies (every parameter except the
+input embedding table, which is a lookup), L the number of layers, H the hidden size and T the
+sequence length. 6N counts the weight matmuls (2 FLOPs per multiply-add, forward 1x + backward 2x);
+12*L*H*T counts the attention score and value products (2 * 2 * T * H per token and layer forward,
+3x for forward + backward), computed in full although causal masking could skip half. MFU is
+achieved FLOP/s (tokens/s times this figure) divided by the hardware's peak.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .config import ModelConfig, RunConfig
+from .model import parameter_breakdown, resolve
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .device import DeviceChoice
+
+GiB = 2**30
+PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}  # bytes of one activation element
+OPTIMIZER_BYTES = {"adamw": 8.0, "adamw8bit": 2.0}  # optimizer state per parameter: fp32 m and v, or 8-bit m and v
+
+# Dense peak FLOP/s of one device by (name fragment, precision); the datasheet figures without sparsity.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "T4": {"fp16": 65e12, "fp32": 8.1e12},
+    "P100": {"fp16": 18.7e12, "fp32": 9.3e12},
+    "V100": {"fp16": 125e12, "fp32": 15.7e12},
+    "L4": {"fp16": 121e12, "bf16": 121e12, "fp32": 30.3e12},
+    "A100": {"fp16": 312e12, "bf16": 312e12, "fp32": 19.5e12},
+    "H100": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12},
+    "H200": {"fp16": 989e12, "bf16": 989e12, "fp32": 67e12},
+    "v5e": {"bf16": 197e12},  # TPU v5e (v5 lite) per chip
+}
+_TPU_V5E_NAMES = ("v5e", "v5 lite", "v5lite", "v5litepod")
+
+# Memory this project can count on per device (bytes): the T4 leaves about 15 GiB to PyTorch after the
+# CUDA context; a v5e chip has 16 GB of HBM.
+USABLE_MEMORY = {"T4": 15 * GiB, "v5e": 16 * 10**9}
+
+
+# ---------------------------------------------------------------- FLOPs
+
+
+def flops_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6 * N (matmul parameters) + 12 * L * H * T (attention), see the module docstring."""
+    c = resolve(cfg)
+    parts = parameter_breakdown(c, vocab_size)
+    n_matmul = parts["total"] - parts["embed_in"]
+    return 6.0 * n_matmul + 12.0 * c.num_hidden_layers * c.hidden_size * seq_len
+
+
+def mfu(tokens_per_s: float, flops_token: float, peak_flops_total: float | None) -> float | None:
+    """Model FLOPs utilisation: achieved FLOP/s over the peak of all devices used, or None without a peak."""
+    if not peak_flops_total:
+        return None
+    return tokens_per_s * flops_token / peak_flops_total
+
+
+def measure_cpu_peak_flops(precision: str = "fp32", sizes: tuple[int, ...] = (1024, 2048), repeats: int = 5) -> float:
+    """The CPU's matmul FLOP/s measured now with torch's threads: the best of square matmuls of the given sizes."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, dtype=dtype)
+        b = torch.randn(n, n, dtype=dtype)
+        out = torch.empty(n, n, dtype=dtype)
+        torch.mm(a, b, out=out)  # warm-up: thread pool and caches
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b, out=out)
+            best = max(best, 2.0 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def peak_flops(choice: DeviceChoice, cpu_peak: float | None = None) -> float | None:
+    """Peak FLOP/s of ONE device of `choice` in its precision; the CPU uses `cpu_peak` or measures it."""
+    if choice.backend == "cpu":
+        return cpu_peak if cpu_peak is not None else measure_cpu_peak_flops(choice.precision)
+    name = choice.name
+    if choice.backend == "xla" and any(k in name.lower() for k in _TPU_V5E_NAMES):
+        return PEAK_FLOPS["v5e"].get(choice.precision)
+    if choice.backend == "xla" and "CPU" in name.upper():
+        return cpu_peak if cpu_peak is not None else measure_cpu_peak_flops("fp32")
+    for key, table in PEAK_FLOPS.items():
+        if key in name:
+            return table.get(choice.precision)
+    return None
+
+
+# ---------------------------------------------------------------- memory
+
+
+def activation_parts(cfg: ModelConfig, vocab_size: int, seq_len: int, precision: str,
+                     gradient_checkpointing: bool, attention: str = "sdpa") -> dict[str, float]:
+    """Bytes kept for the backward pass per token of the batch: `layers` (all of them), `recompute`, `head`.
+
+    Per layer the saved tensors are the residual input, both LayerNorm outputs, Q, K and V, the attention
+    output and the MLP's two intermediate tensors: 8H + 2I elements; under autocast the residual stream and
+    LayerNorm outputs stay fp32 (about 2H bytes more). Eager attention also keeps the T x T softmax per head
+    (fp32, plus a 16-bit copy under autocast); SDPA keeps only a log-sum-exp. With gradient checkpointing each
+    layer keeps only its fp32 input (4H bytes) and `recompute` is the one layer rebuilt at a time in backward.
+    The head keeps the fp32 log-softmax of the logits (4V) and the final norm's input and output.
+    Checked against the tensors autograd actually saves in tests/test_planner.py.
+    """
+    c = resolve(cfg)
+    h, inter, heads, n_layers = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers
+    mixed = precision in ("fp16", "bf16")
+    layer = PRECISION_BYTES[precision] * (8 * h + 2 * inter) + (2 * h if mixed else 0)
+    if attention == "eager":
+        layer += heads * seq_len * (6 if mixed else 4)
+    head = 4 * vocab_size + 2 * 4 * h
+    if gradient_checkpointing:
+        return {"layers": n_layers * 4.0 * h, "recompute": float(layer), "head": float(head)}
+    return {"layers": float(n_layers * layer), "recompute": 0.0, "head": float(head)}
+
+
+def activation_bytes_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int, precision: str,
+                               gradient_checkpointing: bool, attention: str = "sdpa") -> float:
+    """Total bytes kept for backward per token of the batch (the sum of `activation_parts`)."""
+    return sum(activation_parts(cfg, vocab_size, seq_len, precision, gradient_checkpointing, attention).values())
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per device by part for one training configuration."""
+
+    precision: str
+    optimizer: str
+    gradient_checkpointing: bool
+    parts: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+
+def memory_plan(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_len: int, precision: str = "fp32",
+                optimizer: str = "adamw", gradient_checkpointing: bool = False, attention: str = "sdpa",
+                shards: int = 1, accelerator: bool = True) -> MemoryPlan:
+    """Memory of one device: fp32 master weights, fp32 gradients, optimizer state, autocast copies, activations.
+
+    `shards` > 1 divides weights, gradients and optimizer state (FSDP); `accelerator` adds 5% for the
+    allocator's fragmentation and kernel workspaces (not on a CPU).
+    """
+    if precision not in PRECISION_BYTES:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISION_BYTES)}, got {precision!r}")
+    if optimizer not in OPTIMIZER_BYTES:
+        raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZER_BYTES)}, got {optimizer!r}")
+    parts = parameter_breakdown(cfg, vocab_size)
+    n = parts["total"]
+    mixed = precision in ("fp16", "bf16")
+    tokens = batch_per_device * seq_len
+    act = activation_bytes_per_token(cfg, vocab_size, seq_len, precision, gradient_checkpointing, attention)
+    out = {
+        "weights": 4.0 * n / shards,  # fp32 master weights; autocast computes in 16 bits from them
+        "gradients": 4.0 * n / shards,
+        "optimizer_state": OPTIMIZER_BYTES[optimizer] * n / shards,
+        # autocast's 16-bit copies of the matmul weights live from forward until backward has used them
+        "autocast_copies": 2.0 * (n - parts["embed_in"]) / shards if mixed else 0.0,
+        "activations": act * tokens,
+        # the returned logits plus their fp32 gradient during backward
+        "logits_transient": tokens * vocab_size * (PRECISION_BYTES[precision] + 4),
+    }
+    if accelerator:
+        out["workspace"] = 0.05 * sum(out.values())
+    return MemoryPlan(precision, optimizer, gradient_checkpointing, out)
+
+
+def memory_grid(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_len: int, attention: str = "sdpa",
+                shards: int = 1, accelerator: bool = True, usable_bytes: float | None = None) -> pd.DataFrame:
+    """GiB by part for fp32 / fp16 / bf16 x AdamW / 8-bit AdamW x with / without gradient checkpointing."""
+    import pandas as pd
+
+    rows = []
+    for precision in PRECISION_BYTES:
+        for optimizer in OPTIMIZER_BYTES:
+            for ckpt in (False, True):
+                m = memory_plan(cfg, vocab_size, batch_per_device, seq_len, precision, optimizer, ckpt, attention,
+                                shards, accelerator)
+                row = {"precision": precision, "optimizer": optimizer, "grad_ckpt": ckpt}
+                row.update({k: round(v / GiB, 2) for k, v in m.parts.items()})
+                row["total_GiB"] = round(m.total / GiB, 2)
+                if usable_bytes:
+                    row["fits"] = m.total <= usable_bytes
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def usable_memory(choice: DeviceChoice) -> float:
+    """Bytes one device can give to training: T4 15 GiB, v5e 16 GB per chip, 95% of other GPUs, host RAM."""
+    if choice.backend == "cuda":
+        for key, value in USABLE_MEMORY.items():
+            if key in choice.name:
+                return float(min(value, choice.memory_bytes) if choice.memory_bytes else value)
+        return 0.95 * choice.memory_bytes
+    if choice.backend == "xla" and any(k in choice.name.lower() for k in _TPU_V5E_NAMES):
+        return float(USABLE_MEMORY["v5e"])
+    return float(choice.memory_bytes)
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the 03 notebook shows before (and after) training."""
+
+    preset: str
+    parameters: int
+    vocab_size: int
+    seq_len: int
+    flops_per_token: float
+    device: str
+    devices: int
+    precision: str
+    optimizer: str
+    gradient_checkpointing: bool
+    batch_per_device: int
+    memory: MemoryPlan
+    usable_bytes: float
+    fits: bool
+    verdict: str
+    budget_tokens: int
+    tokens_per_s: float | None
+    throughput_source: str  # measured | projected at X% MFU | unknown
+    session_minutes: float
+    tokens_per_session: float | None
+    sessions: int | None
+    hours: float | None
+    peak_flops_total: float | None
+    notes: tuple[str, ...] = field(default=())
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(item, value) pairs in reading order."""
+        gib = lambda b: f"{b / GiB:.2f} GiB"  # noqa: E731
+        rows = [
+            ("model", f"{self.preset}: {self.parameters:,} parameters (vocab {self.vocab_size:,})"),
+            ("FLOPs per token", f"{self.flops_per_token:.3e}  (6N + 12*L*H*T at T={self.seq_len})"),
+            ("device", f"{self.device} x{self.devices}, {self.precision}"),
+            ("batch", f"{self.batch_per_device} x {self.seq_len} tokens per device per micro-step"),
+        ]
+        rows += [(f"memory: {k}", gib(v)) for k, v in self.memory.parts.items()]
+        rows += [
+            ("memory: total per device", gib(self.memory.total)),
+            ("memory: usable per device", gib(self.usable_bytes)),
+            ("verdict", self.verdict),
+            ("token budget", f"{self.budget_tokens:,} tokens"),
+        ]
+        if self.tokens_per_s:
+            rows += [
+                ("throughput", f"{self.tokens_per_s:,.0f} tokens/s ({self.throughput_source})"),
+                ("per session", f"{self.tokens_per_session:,.0f} tokens in {self.session_minutes:.0f} min"),
+                ("sessions for the budget", f"{self.sessions} ({self.hours:,.1f} hours of training)"),
+            ]
+        else:
+            rows.append(("throughput", "unknown: measure it by training (the plan is redrawn after training)"))
+        rows += [("note", n) for n in self.notes]
+        return rows
+
+    def to_frame(self) -> pd.DataFrame:
+        """The plan as a two-column pandas table for the notebook."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(), columns=["item", "value"]).set_index("item")
+
+    def to_markdown(self) -> str:
+        """The plan as a markdown table."""
+        lines = ["| item | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in self.rows()]
+        return "\n".join(lines)
+
+
+def batch_per_device(cfg: RunConfig, choice: DeviceChoice) -> int:
+    """Sequences one device holds per micro-step: XLA SPMD splits the micro-batch over chips, DDP does not."""
+    if choice.backend == "xla" and choice.num_devices > 1:
+        return max(1, math.ceil(cfg.train.micro_batch / choice.num_devices))
+    return cfg.train.micro_batch
+
+
+def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_per_s: float | None = None,
+              assumed_mfu: float | None = None, session_minutes: float | None = None,
+              cpu_peak: float | None = None) -> Plan:
+    """Plan a run: memory verdict for `choice` and the sessions the token budget needs.
+
+    Throughput is `tokens_per_s` when measured; otherwise, with `assumed_mfu`, it is projected from the
+    devices' peak FLOP/s (and labelled as a projection). `session_minutes` defaults to train.max_minutes, or
+    12 hours when that is 0.
+    """
+    mc = resolve(cfg.model)
+    seq_len = cfg.corpus.block_len
+    n = parameter_breakdown(mc, vocab_size)["total"]
+    fpt = flops_per_token(mc, vocab_size, seq_len)
+    devices = choice.num_devices if choice.backend != "cpu" else 1
+    shards = devices if (choice.backend == "xla" and cfg.train.fsdp) else 1
+    bpd = batch_per_device(cfg, choice)
+    attention = mc.attn_implementation if mc.attn_implementation != "auto" else choice.attn_implementation
+    mem = memory_plan(mc, vocab_size, bpd, seq_len, choice.precision, cfg.train.optimizer,
+                      cfg.train.gradient_checkpointing, attention, shards, accelerator=choice.backend != "cpu")
+    usable = usable_memory(choice)
+    fits = mem.total <= usable
+    ratio = mem.total / usable if usable else math.inf
+    verdict = (f"fits: {mem.total / GiB:.1f} of {usable / GiB:.1f} GiB ({ratio:.0%})" if fits else
+               f"does NOT fit: {mem.total / GiB:.1f} GiB needed, {usable / GiB:.1f} GiB usable; "
+               + _advice(cfg, choice))
+    budget = cfg.corpus.token_budget or int(cfg.corpus.tokens_per_param * n)
+    peak_one = peak_flops(choice, cpu_peak) if (tokens_per_s or assumed_mfu) else None
+    peak_total = peak_one * devices if peak_one else None
+    source = "unknown"
+    if tokens_per_s:
+        source = "measured in this run"
+    elif assumed_mfu and peak_total:
+        tokens_per_s = assumed_mfu * peak_total / fpt
+        source = f"projected at {assumed_mfu:.0%} MFU of {peak_total / 1e12:,.0f} TFLOP/s peak"
+    minutes = session_minutes or cfg.train.max_minutes or 12 * 60.0
+    per_session = sessions = hours = None
+    if tokens_per_s:
+        per_session = tokens_per_s * minutes * 60
+        sessions = math.ceil(budget / per_session)
+        hours = budget / tokens_per_s / 3600
+    notes = []
+    if choice.backend == "xla" and cfg.train.fsdp:
+        notes.append(f"FSDP: weights, gradients and optimizer state sharded over {shards} devices")
+    return Plan(
+        preset=mc.preset, parameters=n, vocab_size=vocab_size, seq_len=seq_len, flops_per_token=fpt,
+        device=choice.name, devices=devices, precision=choice.precision, optimizer=cfg.train.optimizer,
+        gradient_checkpointing=cfg.train.gradient_checkpointing, batch_per_device=bpd, memory=mem,
+        usable_bytes=usable, fits=fits, verdict=verdict, budget_tokens=budget, tokens_per_s=tokens_per_s,
+        throughput_source=source, session_minutes=minutes, tokens_per_session=per_session, sessions=sessions,
+        hours=hours, peak_flops_total=peak_total, notes=tuple(notes),
+    )
+
+
+def _advice(cfg: RunConfig, choice: DeviceChoice) -> str:
+    """What to change when the plan does not fit."""
+    tips = []
+    if not cfg.train.gradient_checkpointing:
+        tips.append("train.gradient_checkpointing=true")
+    if cfg.train.optimizer == "adamw" and choice.backend == "cuda":
+        tips.append("train.optimizer=adamw8bit")
+    if choice.backend == "xla" and not cfg.train.fsdp:
+        tips.append("train.fsdp=true")
+    if cfg.train.micro_batch > 1:
+        tips.append(f"a smaller train.micro_batch (with a larger train.grad_accum) than {cfg.train.micro_batch}")
+    tips.append("a smaller model.preset")
+    return "try " + ", ".join(tips)

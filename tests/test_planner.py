@@ -1,0 +1,192 @@
+"""Planner arithmetic against hand-checked figures, and its activation estimate against what autograd saves."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from nbhelpers import config
+from nbhelpers.config import ModelConfig
+from nbhelpers.device import DeviceChoice
+from nbhelpers.model import build_model
+from nbhelpers.planner import (
+    GiB,
+    activation_parts,
+    flops_per_token,
+    make_plan,
+    measure_cpu_peak_flops,
+    memory_grid,
+    memory_plan,
+    mfu,
+    peak_flops,
+    usable_memory,
+)
+
+SEED = ModelConfig(preset="seed_1b")
+N_SEED = 776_050_992
+EMBED_IN = 32000 * 1536
+
+
+def choice(backend="cuda", name="Tesla T4", precision="fp16", devices=1, memory=15_828_320_256, attn="sdpa"):
+    return DeviceChoice(backend=backend, device=backend, name=name, precision=precision,
+                        use_grad_scaler=precision == "fp16", attn_implementation=attn, num_devices=devices,
+                        memory_bytes=memory, capability=None, reason="test")
+
+
+def test_flops_per_token_seed_1b():
+    # 6 * (776,050,992 - 32000*1536) + 12 * 24 * 1536 * 1024
+    assert flops_per_token(SEED, 32000, 1024) == 6 * 726_898_992 + 452_984_832 == 4_814_378_784
+    assert flops_per_token(SEED, 32000, 512) == 6 * 726_898_992 + 226_492_416
+
+
+def test_mfu():
+    assert mfu(10_000, 4.8e9, 65e12) == pytest.approx(48e12 / 65e12)
+    assert mfu(10_000, 4.8e9, None) is None
+
+
+def test_memory_seed_1b_fp16_adamw_checkpointed_on_a_t4():
+    plan = memory_plan(SEED, 32000, batch_per_device=4, seq_len=512, precision="fp16", optimizer="adamw",
+                       gradient_checkpointing=True)
+    p = plan.parts
+    assert p["weights"] == p["gradients"] == 4 * N_SEED == 3_104_203_968
+    assert p["optimizer_state"] == 8 * N_SEED
+    assert p["autocast_copies"] == 2 * (N_SEED - EMBED_IN)
+    # per token: 24 layer inputs of 4*1536 bytes; one layer rebuilt: 2*(8*1536 + 2*6114) + 2*1536;
+    # head: 4*32000 + 8*1536; times 4 * 512 tokens
+    assert p["activations"] == (24 * 4 * 1536 + 52_104 + 140_288) * 2048 == 696_008_704
+    assert p["logits_transient"] == 2048 * 32000 * 6
+    assert plan.total == pytest.approx(14_959_838_560 * 1.05)
+    assert plan.total < 15 * GiB  # the colab_t4 profile fits, just
+
+
+def test_memory_optimizer_and_precision_variants():
+    base = dict(batch_per_device=1, seq_len=128, gradient_checkpointing=False)
+    a = memory_plan(SEED, 32000, precision="fp32", optimizer="adamw", accelerator=False, **base)
+    b = memory_plan(SEED, 32000, precision="fp32", optimizer="adamw8bit", accelerator=False, **base)
+    assert a.parts["optimizer_state"] - b.parts["optimizer_state"] == 6 * N_SEED
+    assert a.parts["autocast_copies"] == 0 and "workspace" not in a.parts
+    c = memory_plan(SEED, 32000, precision="bf16", optimizer="adamw", **base)
+    assert c.parts["activations"] < a.parts["activations"]
+    # replicated weights + gradients + AdamW: about 11.6 GiB (issue 5's "about 12 GiB before activations")
+    assert (a.parts["weights"] + a.parts["gradients"] + a.parts["optimizer_state"]) / GiB == pytest.approx(11.56, abs=0.01)
+    sharded = memory_plan(SEED, 32000, precision="bf16", optimizer="adamw", shards=8, **base)
+    assert sharded.parts["optimizer_state"] == pytest.approx(c.parts["optimizer_state"] / 8)
+    with pytest.raises(ValueError, match="precision: expected one of fp32, fp16, bf16, got 'int8'"):
+        memory_plan(SEED, 32000, precision="int8", **base)
+    with pytest.raises(ValueError, match="optimizer: expected one of adamw, adamw8bit"):
+        memory_plan(SEED, 32000, optimizer="sgd", **base)
+
+
+def test_checkpointing_shrinks_activations():
+    full = activation_parts(SEED, 32000, 1024, "bf16", False)
+    ckpt = activation_parts(SEED, 32000, 1024, "bf16", True)
+    assert ckpt["layers"] == 24 * 4 * 1536 and ckpt["recompute"] == full["layers"] / 24
+    assert sum(ckpt.values()) < sum(full.values()) / 4
+    eager = activation_parts(SEED, 32000, 1024, "bf16", False, attention="eager")
+    assert eager["layers"] - full["layers"] == 24 * 16 * 1024 * 6  # the per-head T x T softmax
+
+
+def _saved_bytes(model, ids, autocast_dtype=None) -> int:
+    """Bytes of the distinct non-parameter tensors autograd saves for backward in one forward pass."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        model(input_ids=ids, labels=ids)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("precision,attn,ckpt", [("fp32", "sdpa", False), ("fp32", "eager", False),
+                                                 ("bf16", "sdpa", False), ("fp32", "sdpa", True)])
+def test_activation_estimate_matches_autograd(precision, attn, ckpt):
+    cfg = ModelConfig(preset="tiny", num_hidden_layers=2, attn_implementation=attn)
+    vocab, batch, seq = 2000, 2, 128
+    model = build_model(cfg, vocab, seed=0).train()
+    if ckpt:
+        model.gradient_checkpointing_enable()
+    ids = torch.randint(0, vocab, (batch, seq))  # (B, T)
+    measured = _saved_bytes(model, ids, torch.bfloat16 if precision == "bf16" else None)
+    plan = memory_plan(cfg, vocab, batch, seq, precision, "adamw", ckpt, attn, accelerator=False)
+    parts = activation_parts(cfg, vocab, seq, precision, ckpt, attn)
+    # forward keeps the layers and the head (the recomputed layer exists only during backward);
+    # under autocast the 16-bit weight copies are saved too
+    predicted = (parts["layers"] + parts["head"]) * batch * seq + plan.parts["autocast_copies"]
+    assert measured == pytest.approx(predicted, rel=0.15)
+
+
+def test_memory_grid_covers_every_combination():
+    grid = memory_grid(SEED, 32000, 4, 512, usable_bytes=15 * GiB)
+    assert len(grid) == 12
+    assert set(grid["precision"]) == {"fp32", "fp16", "bf16"} and set(grid["optimizer"]) == {"adamw", "adamw8bit"}
+    row = grid[(grid.precision == "fp16") & (grid.optimizer == "adamw") & grid.grad_ckpt].iloc[0]
+    assert row["total_GiB"] == pytest.approx(14_959_838_560 * 1.05 / GiB, abs=0.01) and bool(row["fits"])
+    assert not grid[(grid.precision == "fp32") & (grid.optimizer == "adamw") & ~grid.grad_ckpt].iloc[0]["fits"]
+
+
+def test_usable_memory_and_peaks():
+    assert usable_memory(choice(memory=17 * 10**9)) == 15 * GiB
+    assert usable_memory(choice()) == 15_828_320_256  # what torch reports for a T4: a little under 15 GiB
+    v5e = choice("xla", "XLA TPU v5 lite x8", "bf16", devices=8, memory=16 * 10**9)
+    assert usable_memory(v5e) == 16e9
+    assert peak_flops(v5e) == 197e12
+    assert peak_flops(choice()) == 65e12
+    assert peak_flops(choice(name="NVIDIA H100 80GB HBM3", precision="bf16")) == 989e12
+    assert peak_flops(choice(name="Some Future GPU", precision="bf16")) is None
+    assert usable_memory(choice(name="Some Future GPU", memory=10 * GiB)) == 9.5 * GiB
+    assert peak_flops(choice("cpu", "CPU", "fp32"), cpu_peak=1e11) == 1e11
+
+
+def test_cpu_peak_is_measured():
+    assert measure_cpu_peak_flops(sizes=(128,), repeats=2) > 0
+
+
+def test_plan_colab_t4_sessions_at_a_measured_throughput():
+    cfg = config.load("colab_t4")
+    plan = make_plan(cfg, 32000, choice(), tokens_per_s=10_000, session_minutes=720)
+    assert plan.parameters == N_SEED and plan.fits and plan.verdict.startswith("fits")
+    assert plan.budget_tokens == 20 * N_SEED  # Chinchilla: 20 tokens per parameter
+    assert plan.tokens_per_session == 10_000 * 720 * 60
+    assert plan.sessions == math.ceil(20 * N_SEED / 432_000_000) == 36
+    assert plan.hours == pytest.approx(20 * N_SEED / 10_000 / 3600)
+    text = plan.to_markdown()
+    assert "sessions for the budget | 36" in text and "measured in this run" in text
+    assert plan.to_frame().loc["verdict", "value"] == plan.verdict
+
+
+def test_plan_that_does_not_fit_gives_advice():
+    cfg = config.load("colab_t4", ["train.gradient_checkpointing=false", "train.micro_batch=8"])
+    plan = make_plan(cfg, 32000, choice())
+    assert not plan.fits
+    assert "does NOT fit" in plan.verdict and "train.gradient_checkpointing=true" in plan.verdict
+    assert "adamw8bit" in plan.verdict
+    assert plan.sessions is None and "unknown" in plan.to_markdown()
+
+
+def test_plan_projects_tpu_throughput_with_fsdp():
+    cfg = config.load("kaggle_tpu_v5e8")
+    v5e = choice("xla", "XLA TPU v5 lite x8", "bf16", devices=8, memory=16 * 10**9, attn="eager")
+    plan = make_plan(cfg, 32000, v5e, assumed_mfu=0.4, session_minutes=540)
+    assert plan.batch_per_device == cfg.train.micro_batch // 8
+    assert plan.memory.parts["optimizer_state"] == pytest.approx(8 * N_SEED / 8)
+    assert plan.tokens_per_s == pytest.approx(0.4 * 8 * 197e12 / flops_per_token(SEED, 32000, 512))
+    assert "projected at 40% MFU" in plan.throughput_source
+    assert any("FSDP" in n for n in plan.notes)
+
+
+def test_plan_budget_from_config_when_set():
+    cfg = config.load("smoke")
+    cfg = dataclasses.replace(cfg, corpus=dataclasses.replace(cfg.corpus, token_budget=123_456))
+    plan = make_plan(cfg, 2000, choice("cpu", "CPU (2 threads)", "fp32", memory=24 * GiB), tokens_per_s=1000,
+                     session_minutes=10)
+    assert plan.budget_tokens == 123_456 and plan.sessions == math.ceil(123_456 / 600_000)
+    assert "workspace" not in plan.memory.parts
