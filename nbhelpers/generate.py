@@ -1,0 +1,106 @@
+"""Chat generation: apply the template, generate (left-padded batches), stop at EOS, return only the response."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .collator import DEFAULT_TEMPLATE, encode_prompt, special_id
+
+
+@dataclass(frozen=True)
+class Response:
+    """One generated answer: its text, whether EOS ended it before the token budget, and its length."""
+
+    text: str
+    ended: bool  # True: the model emitted EOS before max_new_tokens
+    new_tokens: int  # tokens generated, the EOS included
+
+
+def prompt_tokens(tokenizer: Any, prompt: str, template: str = DEFAULT_TEMPLATE, prefix: str = "eos",
+                  max_tokens: int | None = None) -> list[int]:
+    """The ids the model is given: exactly those training used; an over-long prompt loses its start, not the template."""
+    head, body, tail = encode_prompt(tokenizer, prompt, template, prefix)
+    if max_tokens is not None and len(head) + len(body) + len(tail) > max_tokens:
+        keep = max(0, max_tokens - len(head) - len(tail))
+        body = body[len(body) - keep:] if keep else []
+    return head + body + tail
+
+
+def _device_of(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    template: str = DEFAULT_TEMPLATE,
+    prefix: str = "eos",
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    repetition_penalty: float = 1.0,
+    seed: int | None = None,
+    batch_size: int = 16,
+    pad_to_multiple_of: int | None = None,
+) -> list[Response]:
+    """Answers to `prompts` (greedy unless do_sample) as Response objects, in order."""
+    eos, pad = special_id(tokenizer, "eos"), special_id(tokenizer, "pad")
+    device = _device_of(model)
+    if pad_to_multiple_of is None:  # XLA compiles one graph per shape: few distinct prompt widths
+        pad_to_multiple_of = 64 if device.type == "xla" else 1
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    max_prompt = limit - max_new_tokens if limit else None
+    if max_prompt is not None and max_prompt < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in a {limit}-token context")
+    if seed is not None:
+        torch.manual_seed(seed)
+    sampling: dict[str, Any] = {"do_sample": do_sample}
+    if do_sample:
+        sampling.update(temperature=temperature, top_p=top_p, top_k=top_k)
+    was_training = model.training
+    model.eval()
+    out: list[Response] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = [prompt_tokens(tokenizer, p, template, prefix, max_prompt) for p in prompts[start:start + batch_size]]
+            width = -(-max(len(c) for c in chunk) // pad_to_multiple_of) * pad_to_multiple_of
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # (B, T) left-padded
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, c in enumerate(chunk):
+                ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
+                mask[i, width - len(c):] = 1
+            with torch.no_grad():
+                gen = model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                    eos_token_id=eos, pad_token_id=pad, repetition_penalty=repetition_penalty, **sampling,
+                )
+            new = gen[:, width:].cpu()  # (B, <= max_new_tokens): the prompt's tokens cut off
+            for row in new.tolist():
+                end = row.index(eos) if eos in row else None  # after EOS, generate pads (pad may equal EOS)
+                body = row[:end] if end is not None else row
+                text = tokenizer.decode(body, skip_special_tokens=True).strip()
+                out.append(Response(text, end is not None, (end + 1) if end is not None else len(row)))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def generate(model: Any, tokenizer: Any, prompt: str | Sequence[str], **kwargs: Any) -> str | list[str]:
+    """The response text for one prompt (a str) or for each of several (a list); kwargs as generate_batch."""
+    if isinstance(prompt, str):
+        return generate_batch(model, tokenizer, [prompt], **kwargs)[0].text
+    return [r.text for r in generate_batch(model, tokenizer, list(prompt), **kwargs)]
+
+
+def compare(models: dict[str, Any], tokenizer: Any, prompts: Sequence[str], **kwargs: Any) -> list[dict[str, str]]:
+    """One row per prompt with each model's response side by side (for a table)."""
+    answers = {name: generate(m, tokenizer, list(prompts), **kwargs) for name, m in models.items()}
+    return [{"prompt": p, **{name: answers[name][i] for name in models}} for i, p in enumerate(prompts)]

@@ -1,0 +1,134 @@
+"""generate(): only the response comes back, it stops at EOS, batches equal single prompts, sampling is seeded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+from nbhelpers import generate as gen
+
+CHARS = "QAab12xyz"
+T = "Q{prompt}A"
+
+
+def char_tokenizer(pad_is_eos: bool = False) -> PreTrainedTokenizerFast:
+    """One token per character; unk/pad/bos/eos = 0/1/2/3 like the project's tokenizer."""
+    vocab = {"<unk>": 0, "<pad>": 1, "<s>": 2, "</s>": 3}
+    for ch in CHARS:
+        vocab.setdefault(ch, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="</s>" if pad_is_eos else "<pad>")
+
+
+def bigram_model(tok: PreTrainedTokenizerFast, chain: dict[str, str]) -> GPTNeoXForCausalLM:
+    """A GPT-NeoX whose next token depends only on the current one, as `chain` says (others -> EOS).
+
+    Attention and MLP outputs are zeroed, so the residual stream is the token's embedding, a one-hot vector;
+    the output matrix then maps each token to its successor with a large margin.
+    """
+    vocab = len(tok.get_vocab())
+    cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, eos_token_id=3, pad_token_id=1,
+                        bos_token_id=2, tie_word_embeddings=False)
+    model = GPTNeoXForCausalLM(cfg)
+    ids = tok.get_vocab()
+    eos = tok.eos_token_id
+    with torch.no_grad():
+        for layer in model.gpt_neox.layers:
+            layer.attention.dense.weight.zero_()
+            layer.attention.dense.bias.zero_()
+            layer.mlp.dense_4h_to_h.weight.zero_()
+            layer.mlp.dense_4h_to_h.bias.zero_()
+        model.get_input_embeddings().weight.copy_(torch.eye(vocab, 32))
+        w = torch.zeros(vocab, 32)
+        for t in range(vocab):
+            nxt = ids[chain[tok.convert_ids_to_tokens(t)]] if tok.convert_ids_to_tokens(t) in chain else eos
+            w[nxt, t] = 20.0
+        model.get_output_embeddings().weight.copy_(w)
+    return model.eval()
+
+
+CHAIN = {"A": "1", "1": "2", "2": "</s>", "b": "x"}  # after the template's "A": "1", "2", then EOS
+
+
+@pytest.mark.parametrize("pad_is_eos", [False, True])
+def test_returns_only_the_response_and_stops_at_eos(pad_is_eos):
+    tok = char_tokenizer(pad_is_eos)
+    model = bigram_model(tok, CHAIN)
+    assert gen.generate(model, tok, "ab", template=T, max_new_tokens=10) == "12"
+    [r] = gen.generate_batch(model, tok, ["ab"], template=T, max_new_tokens=10)
+    assert (r.text, r.ended, r.new_tokens) == ("12", True, 3)
+
+
+def test_token_budget_reached_is_not_an_eos_ending():
+    tok = char_tokenizer()
+    model = bigram_model(tok, {"A": "1", "1": "1"})  # never ends
+    [r] = gen.generate_batch(model, tok, ["ab"], template=T, max_new_tokens=5)
+    assert (r.text, r.ended, r.new_tokens) == ("11111", False, 5)
+
+
+@pytest.mark.parametrize("pad_is_eos", [False, True])
+def test_left_padded_batch_equals_one_by_one(pad_is_eos):
+    tok = char_tokenizer(pad_is_eos)
+    model = bigram_model(tok, {"A": "1", "1": "2", "2": "x", "x": "</s>"})
+    prompts = ["a", "abababab", "xyz"]
+    singles = [gen.generate(model, tok, p, template=T, max_new_tokens=8) for p in prompts]
+    assert singles == ["12x", "12x", "12x"]
+    assert gen.generate(model, tok, prompts, template=T, max_new_tokens=8, batch_size=3) == singles
+
+
+def test_batched_random_model_matches_unbatched_greedy():
+    """Left padding with the attention mask gives the same greedy tokens as one prompt at a time."""
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(vocab_size=len(tok.get_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    model = GPTNeoXForCausalLM(cfg).eval()
+    prompts = ["a", "ab12xyzab", "xy"]
+    kw = {"template": T, "max_new_tokens": 6}
+    singles = [gen.generate_batch(model, tok, [p], **kw)[0] for p in prompts]
+    assert gen.generate_batch(model, tok, prompts, batch_size=3, **kw) == singles
+
+
+def test_prompt_tokens_are_the_training_context():
+    from nbhelpers.collator import IGNORE, build_example
+
+    tok = char_tokenizer()
+    ex = build_example(tok, "ab", "12", 32, template=T)
+    context = [t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab == IGNORE]
+    assert gen.prompt_tokens(tok, "ab", T) == context
+    # an over-long prompt loses its start, the template stays
+    assert gen.prompt_tokens(tok, "xyzab", T, max_tokens=5) == tok.convert_tokens_to_ids(["</s>", "Q", "a", "b", "A"])
+
+
+def test_sampling_is_seeded_and_respects_strong_logits():
+    tok = char_tokenizer()
+    model = bigram_model(tok, CHAIN)
+    kw = {"template": T, "max_new_tokens": 6, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "seed": 3}
+    assert gen.generate(model, tok, ["ab", "a"], **kw) == ["12", "12"]
+    torch.manual_seed(0)
+    weak = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=13, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=16, max_position_embeddings=64)).eval()
+    hot = {**kw, "temperature": 5.0, "top_p": 1.0}
+    first = gen.generate(weak, tok, ["ab"] * 4, **hot)
+    assert gen.generate(weak, tok, ["ab"] * 4, **hot) == first  # same seed, same text
+    assert len(set(gen.generate(weak, tok, ["ab"] * 8, **{**hot, "seed": 11}))) > 1  # sampling does vary
+
+
+def test_compare_puts_models_side_by_side():
+    tok = char_tokenizer()
+    rows = gen.compare({"one": bigram_model(tok, CHAIN), "two": bigram_model(tok, {"A": "x"})}, tok, ["a"],
+                       template=T, max_new_tokens=4)
+    assert rows == [{"prompt": "a", "one": "12", "two": "x"}]
+
+
+def test_model_is_left_in_its_mode():
+    tok = char_tokenizer()
+    model = bigram_model(tok, CHAIN).train()
+    gen.generate(model, tok, "a", template=T, max_new_tokens=2)
+    assert model.training
