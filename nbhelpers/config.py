@@ -103,21 +103,35 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SFTConfig:
-    """Instruction tuning."""
+    """Instruction tuning: data, prompt template, overflow, replay of pre-training blocks, and the tuning schedule."""
 
+    # data names: bundled_instructions | arithmetic_instructions | files:GLOB (JSONL of {"prompt","target"}) |
+    # hub:ID[@CONFIG]#PROMPT[+CONTEXT]>TARGET | a hub instruction entry of the source registry
     data: tuple[str, ...] = ("bundled_instructions", "arithmetic_instructions")
-    template: str = "### 指示:\n{prompt}\n\n### 応答:\n"
-    max_length: int = 512
-    overflow: str = "truncate_left"  # truncate_left | drop
-    replay_ratio: float = 0.2  # share of each batch taken from pre-training blocks
-    heldout_fraction: float = 0.05
+    template: str = "### 指示:\n{prompt}\n\n### 応答:\n"  # one {prompt}; the same text in training and chat
+    response_marker: str = "### 応答:"  # must follow {prompt} in the template
+    prompt_prefix: str = "eos"  # eos | bos | none: token before each prompt (pre-training puts EOS before documents)
+    max_length: int = 512  # tokens per example (prompt + response + EOS)
+    overflow: str = "truncate_left"  # truncate_left (cut the prompt from the left) | drop
+    fixed_length: bool = False  # pad every batch to max_length (always on for the xla backend)
+    on_invalid: str = "error"  # error | skip: an invalid line stops loading, or is left out and counted
+    max_examples: int = 0  # per data name; 0 = all
+    arithmetic_pairs: int = 2000  # generated arithmetic instruction pairs
+    replay_ratio: float = 0.2  # share of each batch's rows taken from pre-training blocks (0 = no replay)
+    replay_len: int = 0  # tokens per replay row; 0 = the mean trained length of an instruction row
+    heldout_fraction: float = 0.05  # of each data name, for eval loss and the before/after figures
     micro_batch: int = 8
     grad_accum: int = 1
     lr: float = 2e-5
+    weight_decay: float = 0.0
     epochs: float = 3.0
     warmup_steps: int = 20
     eval_every: int = 100
+    eval_batches: int = 16  # micro-batches per eval, for held-out instructions and for the held-out corpus
+    save_every: int = 200
+    eval_prompts: int = 64  # held-out prompts answered before and after tuning (EOS share, arithmetic accuracy)
     max_new_tokens: int = 64
+    seed: int = 4321  # split, order and arithmetic pairs (distinct from the corpus seed: held-out problems stay new)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,420 @@
+"""Instruction tuning data: loading and validation, held-out split, encoding, and batches with pre-training replay."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import importlib.resources
+import json
+import math
+import random
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import arithmetic, sources
+from .collator import IGNORE, Collator, OverflowStats, build_example, check_template, special_id
+from .config import RunConfig, SFTConfig, TrainConfig
+
+BUNDLED_FILE = "instructions_ja.jsonl"
+ON_INVALID = ("error", "skip")
+
+
+class InstructionDataError(ValueError):
+    """Instruction data that cannot be used: the message names the file (or dataset) and line (or row)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One instruction pair and where it came from."""
+
+    prompt: str
+    target: str
+    source: str  # the data name it was loaded from (bundled_instructions, files:..., a hub id)
+    where: str = ""  # "path line N" or "dataset row N": for messages
+    answer: int | None = None  # arithmetic problems: the exact answer, for accuracy
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(row: Any, where: str, source: str) -> Example:
+    """An Example from a parsed row, or InstructionDataError naming `where` and what was expected."""
+    if not isinstance(row, dict):
+        raise InstructionDataError(f"{where}: expected a JSON object with string fields 'prompt' and 'target', "
+                                   f"got {type(row).__name__}")
+    for key in ("prompt", "target"):
+        if key not in row:
+            raise InstructionDataError(f"{where}: missing field {key!r} (fields: {sorted(row)}); each line must be "
+                                       '{"prompt": "...", "target": "..."}')
+        if not isinstance(row[key], str):
+            raise InstructionDataError(f"{where}: field {key!r} must be a string, got {type(row[key]).__name__}")
+    if not row["target"].strip():
+        raise InstructionDataError(f"{where}: empty target; an example with no response teaches nothing but EOS")
+    return Example(row["prompt"], row["target"], source, where)
+
+
+def _collect(rows: Iterable[tuple[str, Any]], source: str, on_invalid: str, errors: list[str]) -> list[Example]:
+    """Validate (where, row) pairs; with on_invalid="error" raise once, listing the first problems."""
+    if on_invalid not in ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
+    good, bad = [], []
+    for where, row in rows:
+        if isinstance(row, InstructionDataError):  # a line that did not even parse
+            bad.append(str(row))
+            continue
+        try:
+            good.append(validate(row, where, source))
+        except InstructionDataError as err:
+            bad.append(str(err))
+    if bad and on_invalid == "error":
+        more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise InstructionDataError(f"{len(bad)} invalid example(s) in {source}; nothing was trained. Fix them, or set "
+                                   "sft.on_invalid=skip to leave them out:\n  " + "\n  ".join(bad[:5]) + more)
+    errors.extend(bad)
+    return good
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, parsed object or the parse error) for each non-blank line of a JSONL file (.gz allowed)."""
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        where = f"{path} line {lineno}"
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as err:
+            yield where, InstructionDataError(f"{where}: not UTF-8 at byte {err.start} of the line")
+            continue
+        if not line:
+            continue
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as err:
+            yield where, InstructionDataError(f"{where}: not JSON ({err.msg} at column {err.colno})")
+
+
+def read_jsonl(path: str | Path, source: str | None = None, on_invalid: str = "error",
+               errors: list[str] | None = None) -> list[Example]:
+    """Examples from a JSONL file of {"prompt", "target"} objects (the report's format), validated line by line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InstructionDataError(f"{path}: no such file")
+    return _collect(_jsonl_rows(path), source or str(path), on_invalid, errors if errors is not None else [])
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _hub_fields(spec: str, name: str) -> tuple[list[str], str]:
+    """'instruction+input>output' -> (['instruction', 'input'], 'output')."""
+    if ">" not in spec:
+        raise InstructionDataError(f"{name}: an instruction dataset needs fields as PROMPT[+CONTEXT]>TARGET (for "
+                                   f"example instruction+input>output), got {spec!r}")
+    left, target = spec.split(">", 1)
+    prompt_fields = [f for f in left.split("+") if f]
+    if not prompt_fields or not target:
+        raise InstructionDataError(f"{name}: bad field spec {spec!r}; expected PROMPT[+CONTEXT]>TARGET")
+    return prompt_fields, target
+
+
+def _hub_source(name: str) -> sources.Source:
+    """`hub:ID[@CONFIG]#FIELDS` or a registry entry of kind hub whose text_field is the field spec."""
+    if name.startswith("hub:"):
+        location, _, spec = name[4:].partition("#")
+        location, _, config = location.partition("@")
+        return sources.Source(name, "hub", location, config=config or None, text_field=spec or "prompt>target")
+    try:
+        src = sources.resolve(name)
+    except sources.SourceError as err:
+        raise InstructionDataError(f"{err}; for instructions also bundled_instructions, arithmetic_instructions, "
+                                   "files:GLOB (JSONL of prompt/target) or hub:ID#PROMPT>TARGET") from None
+    if src.kind != "hub" or ">" not in src.text_field:
+        raise InstructionDataError(f"source {name!r} is a text corpus, not an instruction dataset (its fields "
+                                   f"{src.text_field!r} name no PROMPT>TARGET)")
+    return src
+
+
+def read_hub(src: sources.Source, limit: int = 0, on_invalid: str = "error",
+             errors: list[str] | None = None) -> list[Example]:
+    """Examples from a hub instruction dataset: prompt fields joined by a blank line, the target field as is."""
+    import datasets
+
+    prompt_fields, target_field = _hub_fields(src.text_field, src.name)
+    try:
+        ds = datasets.load_dataset(src.location, src.config, split=src.split, revision=src.revision, streaming=True)
+        rows = iter(ds)
+        first = next(rows, None)
+    except Exception as err:  # no network, unknown id, gated: all become one message naming the dataset
+        raise InstructionDataError(
+            f"instruction dataset {src.name!r} ({src.location}) could not be loaded from the Hugging Face hub: "
+            f"{type(err).__name__}: {str(err)[:300]}. Offline, export it to JSONL of prompt/target and use "
+            "files:PATH, or use bundled_instructions / arithmetic_instructions") from err
+    if first is None:
+        return []
+    missing = [f for f in [*prompt_fields, target_field] if f not in first]
+    if missing:
+        raise InstructionDataError(f"{src.location}: rows have no field(s) {missing}; fields: {sorted(first)}")
+
+    def pair(i: int, row: dict[str, Any]) -> tuple[str, Any]:
+        parts = [row[f] for f in prompt_fields]
+        bad = next((v for v in parts if v is not None and not isinstance(v, str)), None)
+        prompt = bad if bad is not None else "\n\n".join(p.strip() for p in parts if p and p.strip())
+        return f"{src.location} row {i}", {"prompt": prompt, "target": row[target_field]}
+
+    def pairs() -> Iterator[tuple[str, Any]]:
+        yield pair(0, first)
+        for i, row in enumerate(rows, 1):
+            if limit and i >= limit:
+                return
+            yield pair(i, row)
+
+    return _collect(tqdm(pairs(), desc=src.name, unit=" rows"), src.name, on_invalid,
+                    errors if errors is not None else [])
+
+
+def load_source(name: str, cfg: SFTConfig, errors: list[str] | None = None) -> list[Example]:
+    """The examples of one data name: bundled_instructions, arithmetic_instructions, files:GLOB, hub:..., a registry hub entry."""
+    errors = errors if errors is not None else []
+    if name == "bundled_instructions":
+        path = Path(str(importlib.resources.files("nbhelpers") / "data" / BUNDLED_FILE))
+        return read_jsonl(path, name, cfg.on_invalid, errors)
+    if name == "arithmetic_instructions":
+        return [Example(**p.instruction(), source=name, where=f"arithmetic problem {i}", answer=p.answer)
+                for i, p in enumerate(arithmetic.problems(cfg.seed, cfg.arithmetic_pairs))]
+    if name.startswith("files:") or name.endswith((".jsonl", ".jsonl.gz")):
+        pattern = name[len("files:"):] if name.startswith("files:") else name
+        paths = sorted(glob.glob(pattern, recursive=True))
+        if not paths:
+            raise InstructionDataError(f"{name}: no files match {pattern!r}")
+        return [ex for p in paths for ex in read_jsonl(p, name, cfg.on_invalid, errors)]
+    src = _hub_source(name)
+    return read_hub(src, cfg.max_examples, cfg.on_invalid, errors)
+
+
+@dataclass
+class InstructionData:
+    """Examples split into training and held-out sets, with per-source counts and skipped lines."""
+
+    train: list[Example]
+    heldout: list[Example]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # invalid lines left out (on_invalid="skip")
+
+
+def load_instructions(cfg: SFTConfig) -> InstructionData:
+    """Load every name in `cfg.data`, validate, and hold out `heldout_fraction` of each source (seeded)."""
+    check_template(cfg.template, cfg.response_marker)
+    if not cfg.data:
+        raise InstructionDataError("sft.data is empty: name at least one instruction source")
+    data = InstructionData([], [])
+    for name in cfg.data:
+        got = load_source(name, cfg, data.errors)
+        if cfg.max_examples and len(got) > cfg.max_examples:
+            got = got[: cfg.max_examples]
+        order = list(range(len(got)))
+        random.Random(f"{cfg.seed}:{name}").shuffle(order)
+        n_held = min(len(got) - 1, max(1, round(len(got) * cfg.heldout_fraction))) if len(got) > 1 else 0
+        held = set(order[:n_held])
+        data.heldout += [got[i] for i in sorted(held)]
+        data.train += [ex for i, ex in enumerate(got) if i not in held]
+        data.counts[name] = {"examples": len(got), "train": len(got) - n_held, "heldout": n_held}
+    if not data.train:
+        raise InstructionDataError(f"no training examples in {', '.join(cfg.data)}")
+    data.counts["skipped_invalid"] = {"examples": len(data.errors), "train": 0, "heldout": 0}
+    return data
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode(tokenizer: Any, examples: Sequence[Example], cfg: SFTConfig) -> tuple[list[dict[str, list[int]]],
+                                                                                   OverflowStats]:
+    """Token rows for the examples that fit (see collator.build_example) and the truncation / drop counts."""
+    stats = OverflowStats()
+    rows = []
+    for ex in tqdm(examples, desc="encode", unit=" ex", mininterval=2):
+        row = build_example(tokenizer, ex.prompt, ex.target, cfg.max_length, template=cfg.template,
+                            prefix=cfg.prompt_prefix, overflow=cfg.overflow, stats=stats)
+        if row is not None:
+            rows.append(row)
+    return rows, stats
+
+
+def data_table(data: InstructionData, stats: dict[str, OverflowStats]) -> list[dict[str, Any]]:
+    """Rows for the notebook: examples per source, then encoded / truncated / dropped per split."""
+    table = [{"what": name, **c} for name, c in data.counts.items()]
+    table += [{"what": f"{split}: encoded", "examples": s.examples, "truncated": s.truncated,
+               "truncated_tokens": s.truncated_tokens, "dropped": s.dropped} for split, s in stats.items()]
+    return table
+
+
+def trained_tokens(rows: Sequence[dict[str, Sequence[int]]]) -> int:
+    """How many labels are trained (not -100) in all rows."""
+    return sum(sum(1 for t in r["labels"] if t != IGNORE) for r in rows)
+
+
+# ---------------------------------------------------------------- batches with replay
+
+
+def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    env_rank, env_world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        env_rank, env_world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return (env_rank if rank is None else rank), (env_world if world_size is None else world_size)
+
+
+class SFTBatches:
+    """Micro-batches of instruction rows mixed with pre-training blocks (replay); `batch(i)` is pure in `i`.
+
+    Global micro-batch g holds floor((g+1)·B·r) − floor(g·B·r) replay rows and the rest instruction rows, so the
+    realised replay share over any run of batches is `replay_ratio` to within one row. Instruction rows are
+    read from a stream of per-pass permutations (seeded by (seed, pass)); replay rows take the first
+    `replay_len` tokens of corpus blocks from their own seeded stream; all their tokens are trained. The default
+    `replay_len` (0) is the mean trained length of an instruction row, so the trained-token share matches the
+    row share instead of long corpus rows drowning the responses. Rank r of w reads global micro-batches j·w + r.
+    """
+
+    def __init__(self, rows: Sequence[dict[str, Sequence[int]]], micro_batch: int, collator: Collator, *,
+                 replay: Any = None, replay_ratio: float = 0.0, replay_len: int = 0, seed: int = 0,
+                 shuffle: bool = True, limit: int = 0, rank: int | None = None, world_size: int | None = None) -> None:
+        if not 0.0 <= replay_ratio <= 1.0:
+            raise ValueError(f"replay_ratio must be in [0, 1], got {replay_ratio}")
+        if replay_ratio > 0 and (replay is None or len(replay) == 0):
+            raise ValueError("replay_ratio > 0 needs pre-training blocks (the corpus train reader)")
+        if replay_ratio < 1 and not rows:
+            raise ValueError("no instruction rows to batch (all dropped as too long? raise sft.max_length)")
+        if micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+        self.rows, self.B, self.collator, self.replay = list(rows), int(micro_batch), collator, replay
+        self.ratio = Fraction(replay_ratio).limit_denominator(1000)  # exact arithmetic: no float drift in counts
+        self.seed, self.shuffle = int(seed), shuffle
+        self.rank, self.world = _rank_world(rank, world_size)
+        mean_trained = trained_tokens(self.rows) / len(self.rows) if self.rows else collator.max_length
+        width = min(collator.max_length, len(replay[0]) if replay is not None and len(replay) else collator.max_length)
+        self.replay_len = min(width, replay_len or max(1, round(mean_trained)))
+        if self.ratio < 1:
+            global_batches = math.ceil(len(self.rows) / (self.B * (1 - self.ratio)))
+        else:
+            global_batches = max(1, len(replay) // self.B)
+        per_rank = max(1, math.ceil(global_batches / self.world))
+        self._len = min(per_rank, limit) if limit > 0 else per_rank
+        self._perms: dict[tuple[str, int], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _n_replay_before(self, g: int) -> int:
+        return math.floor(g * self.B * self.ratio)
+
+    def _pick(self, kind: str, k: int, n: int) -> int:
+        """Item k of an endless stream over n items: pass k // n in a permutation seeded by (seed, kind, pass)."""
+        epoch, pos = divmod(k, n)
+        if not self.shuffle:
+            return pos
+        key = (kind, epoch)
+        if key not in self._perms:
+            if len(self._perms) > 4:  # keep a few passes cached: memory stays bounded, batch(i) stays pure
+                self._perms.clear()
+            self._perms[key] = np.random.default_rng([self.seed, int(kind == "replay"), epoch]).permutation(n)
+        return int(self._perms[key][pos])
+
+    def layout(self, index: int) -> tuple[list[int], list[int]]:
+        """(instruction row indices, replay block indices) of this rank's micro-batch `index`."""
+        if index < 0:
+            raise IndexError(f"batch index must be >= 0, got {index}")
+        g = index * self.world + self.rank
+        r0, r1 = self._n_replay_before(g), self._n_replay_before(g + 1)
+        i0, i1 = g * self.B - r0, (g + 1) * self.B - r1
+        instr = [self._pick("instr", k, len(self.rows)) for k in range(i0, i1)]
+        replay = [self._pick("replay", k, len(self.replay)) for k in range(r0, r1)]
+        return instr, replay
+
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Micro-batch `index`: input_ids, labels, attention_mask (B, T) int64; replay rows last."""
+        instr, replay = self.layout(index)
+        rows = [self.rows[k] for k in instr]
+        for k in replay:
+            ids = [int(t) for t in np.asarray(self.replay[k])[: self.replay_len]]
+            rows.append({"input_ids": ids, "labels": ids, "attention_mask": [1] * len(ids)})
+        return self.collator(rows)
+
+
+def corpus_eval_batches(reader: Any, micro_batch: int, collator: Collator, limit: int) -> SFTBatches:
+    """Held-out corpus blocks (cut to the SFT width), in order: the forgetting side of the eval plot."""
+    return SFTBatches([], micro_batch, collator, replay=reader, replay_ratio=1.0, replay_len=collator.max_length,
+                      shuffle=False, limit=limit)
+
+
+# ---------------------------------------------------------------- training configuration
+
+
+def train_config(cfg: RunConfig, steps_per_epoch: int, fixed_length: bool | None = None) -> TrainConfig:
+    """The loop's TrainConfig for tuning: the pre-training one with SFT's lr, batch, steps and eval cadence."""
+    s = cfg.sft
+    max_steps = max(1, math.ceil(s.epochs * steps_per_epoch / s.grad_accum))
+    return dataclasses.replace(
+        cfg.train, lr=s.lr, micro_batch=s.micro_batch, grad_accum=s.grad_accum, warmup_steps=min(s.warmup_steps,
+        max_steps // 4), max_steps=max_steps, eval_every=min(s.eval_every, max_steps), save_every=min(s.save_every,
+        max_steps), eval_batches=s.eval_batches, weight_decay=s.weight_decay, sample_tokens=s.max_new_tokens,
+        sample_prompts=(), seed=s.seed)
+
+
+def use_fixed_length(cfg: RunConfig, backend: str) -> bool:
+    """Pad every batch to max_length when asked, and always on XLA (each new shape is a recompilation)."""
+    return cfg.sft.fixed_length or backend == "xla"
+
+
+# ---------------------------------------------------------------- response figures
+
+
+_ANSWER = re.compile(r"答えは\s*(-?[\d,]+)")
+_NUMBER = re.compile(r"-?\d[\d,]*")
+
+
+def extract_answer(text: str) -> int | None:
+    """The number after 答えは, else the last number in the text; None when there is none."""
+    m = _ANSWER.search(text)
+    found = m.group(1) if m else (_NUMBER.findall(text) or [None])[-1]
+    if found is None:
+        return None
+    try:
+        return int(found.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def response_figures(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SFTConfig,
+                     batch_size: int = 16) -> dict[str, Any]:
+    """Greedy answers to held-out prompts: share ending with EOS before max_new_tokens, arithmetic accuracy."""
+    from .generate import generate_batch
+
+    pick = list(examples)[: cfg.eval_prompts]
+    arith = [ex for ex in examples if ex.answer is not None][: cfg.eval_prompts]
+    kw = {"template": cfg.template, "prefix": cfg.prompt_prefix, "max_new_tokens": cfg.max_new_tokens,
+          "batch_size": batch_size}
+    outs = generate_batch(model, tokenizer, [ex.prompt for ex in pick], **kw) if pick else []
+    figures: dict[str, Any] = {
+        "eos_share": sum(o.ended for o in outs) / len(outs) if outs else float("nan"),
+        "eos_prompts": len(outs),
+        "mean_response_tokens": float(np.mean([o.new_tokens for o in outs])) if outs else float("nan"),
+    }
+    if arith:
+        answers = generate_batch(model, tokenizer, [ex.prompt for ex in arith], **kw)
+        correct = [extract_answer(a.text) == ex.answer for a, ex in zip(answers, arith)]
+        figures.update(arithmetic_accuracy=sum(correct) / len(correct), arithmetic_prompts=len(correct))
+    samples = [{"prompt": ex.prompt, "target": ex.target, "response": o.text, "ended_with_eos": o.ended}
+               for ex, o in zip(pick, outs)]
+    return {"figures": figures, "samples": samples}
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The pad id batches use (EOS when the tokenizer has no pad token)."""
+    return special_id(tokenizer, "pad")
