@@ -1,0 +1,125 @@
+"""Fixed-shape batch sources for the loop: packed blocks shuffled by epoch, split across DDP ranks.
+
+A batch source is any object with `__len__()` (micro-batches in one pass) and `batch(i)` returning
+`{"input_ids", "labels"}` int64 tensors of shape (B, T); `batch(i)` is a pure function of `i`, and
+past `len` it continues into the next pass, so a resumed run reads exactly what it would have read.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+class BlockReader(Protocol):
+    """A corpus split: `len(reader)` blocks, `reader[i]` -> np.ndarray (block_len,) uint16."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+
+class BatchSource(Protocol):
+    """What `loop.train` reads: `len()` micro-batches per pass, `batch(i)` pure in `i`."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, index: int) -> dict[str, torch.Tensor]: ...
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of this process: torch.distributed when initialised, else torchrun's env vars."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class PackedBatches:
+    """Micro-batches of `micro_batch` blocks; input_ids = labels (the model shifts).
+
+    Pass `e` (micro-batch index `i // len`) visits the blocks in the order of a permutation seeded by
+    (seed, e); global micro-batch `g` takes permuted blocks `g*B .. g*B+B-1`, and rank `r` of `w`
+    reads global micro-batches `j*w + r`, so ranks read disjoint blocks and together read what one
+    process with micro-batch `w*B` would. Blocks that do not fill a last global micro-batch are
+    left out of that pass (a different set each pass). `shuffle=False` keeps the reader's order
+    (for evaluation), and `limit` caps the micro-batches per pass.
+    """
+
+    def __init__(
+        self,
+        reader: BlockReader,
+        micro_batch: int,
+        seed: int = 0,
+        *,
+        shuffle: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+        limit: int = 0,
+    ) -> None:
+        env_rank, env_world = dist_rank_world()
+        self.reader = reader
+        self.micro_batch = int(micro_batch)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.rank = env_rank if rank is None else int(rank)
+        self.world_size = env_world if world_size is None else int(world_size)
+        if self.micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        per_pass = len(reader) // (self.micro_batch * self.world_size)
+        if per_pass == 0:
+            raise ValueError(
+                f"{len(reader)} blocks cannot fill one micro-batch of {self.micro_batch} on each of "
+                f"{self.world_size} rank(s); build more corpus or lower train.micro_batch"
+            )
+        self._len = min(per_pass, limit) if limit > 0 else per_pass
+        self._perm_epoch = -1
+        self._perm = np.arange(len(reader))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self._perm
+        if epoch != self._perm_epoch:  # one permutation per pass, cached: batch(i) stays pure
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.reader))
+            self._perm_epoch = epoch
+        return self._perm
+
+    def block_indices(self, index: int) -> np.ndarray:
+        """Reader indices of the blocks in micro-batch `index` of this rank."""
+        if index < 0:
+            raise IndexError(f"batch index must be >= 0, got {index}")
+        epoch, j = divmod(index, self._len)
+        g = j * self.world_size + self.rank
+        return self._order(epoch)[g * self.micro_batch : (g + 1) * self.micro_batch]
+
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Micro-batch `index`: input_ids (B, T) int64 and labels (B, T) equal to it."""
+        rows = np.stack([np.asarray(self.reader[int(k)]) for k in self.block_indices(index)])
+        ids = torch.from_numpy(rows.astype(np.int64))  # (B, T)
+        return {"input_ids": ids, "labels": ids.clone()}
+
+
+class ArrayBlocks:
+    """A block reader over an in-memory (n_blocks, block_len) array: tests and small data."""
+
+    def __init__(self, blocks: np.ndarray) -> None:
+        self.blocks = np.asarray(blocks, dtype=np.uint16)
+        if self.blocks.ndim != 2:
+            raise ValueError(f"blocks must be 2-D (n_blocks, block_len), got shape {self.blocks.shape}")
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.blocks[index]
+
+    @property
+    def block_len(self) -> int:
+        return self.blocks.shape[1]

@@ -1,0 +1,720 @@
+"""The one training loop for CPU, CUDA (DDP under torchrun) and XLA: exact resume, time budget, NaN guard.
+
+`train(model, batches, cfg.train, out_dir, ...)` writes `out_dir/checkpoints/step_*/`,
+`out_dir/metrics.jsonl` (one JSON object per line, `kind` = train | eval | samples | event) and, when
+the planned steps are done, `out_dir/final/` (save_pretrained + tokenizer).
+
+How a step runs (the same on every backend): `grad_accum` micro-batches forward and backward under
+autocast (DDP syncs gradients only on the last), loss scaled by the step's target-token count so the
+step's loss is the token mean; unscale (fp16), clip, optimizer step, scheduler step. Nothing in a
+step reads a tensor on the host: losses, the gradient norm and the bad-step counters stay on the
+device and are read every `log_every` steps (and before a checkpoint). The backend seams are the
+`Hooks` methods: where batches are moved to the device (torch_xla's parallel loader on XLA), what
+runs after each optimizer step (the XLA step marker), how the model is wrapped (FSDPv2).
+
+Non-finite losses or gradients: under fp16 the GradScaler skips the step (a gradient overflow is
+normal there and not counted; a non-finite loss is). Otherwise the step is skipped on the device
+(fused AdamW's `found_inf`, no host sync); optimizers without that skip after a host check (CPU,
+CUDA) or, on XLA, step with zeroed gradients. When `max_bad_steps` consecutive steps were bad the
+loop raises `BadStepsError` at the next logging or saving step, without writing a checkpoint, so
+the newest checkpoint is the last good one.
+
+Learning rate: linear warmup from 0 to `lr`, then cosine to `lr * min_lr_ratio` at the planned
+horizon (the same numbers as transformers' `get_cosine_with_min_lr_schedule_with_warmup`). On resume
+with a different horizon (or lr settings) the schedule is re-planned: still inside the warmup, the
+new plan simply replaces the old one (the LR so far is the same when `lr` and `warmup_steps` are);
+after the warmup, the LR continues from the value it had at the checkpoint and follows a new
+warmup-free half cosine to `lr * min_lr_ratio` at the new horizon. A longer horizon therefore never
+continues an already-decayed schedule and never jumps the LR; a schedule that had fully decayed
+stays at its minimum (an `lr_replan` event says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .batches import BatchSource
+from .config import TrainConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingError(RuntimeError):
+    """The loop cannot start or continue; the message says why and what to change."""
+
+
+class BadStepsError(TrainingError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+# ---------------------------------------------------------------- learning-rate plan
+
+
+def lr_factor(step: int, plan: dict[str, Any]) -> float:
+    """LR of optimizer step `step` (0-based) as a fraction of `plan["peak"]`; see the module docstring."""
+    peak, warmup, total, min_ratio = plan["peak"], plan["warmup"], plan["total"], plan["min_ratio"]
+    restart = plan.get("restart")
+    if restart is not None and step >= restart["step"]:
+        s0, l0, min_lr = restart["step"], restart["lr"], peak * min_ratio
+        progress = min(1.0, float(step - s0) / float(max(1, total - s0)))
+        return (min_lr + (l0 - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))) / peak
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    # the same operations as transformers' cosine-with-min-lr lambda, so the numbers agree exactly
+    progress = min(1.0, float(step - warmup) / float(max(1, total - warmup)))
+    factor = 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress))
+    return max(0.0, factor * (1 - min_ratio) + min_ratio)
+
+
+def lr_at(plan: dict[str, Any], step: int) -> float:
+    """Absolute LR of optimizer step `step` under `plan`."""
+    return plan["peak"] * lr_factor(step, plan)
+
+
+def replan(saved: dict[str, Any] | None, wanted: dict[str, Any], step: int) -> tuple[dict[str, Any], str | None]:
+    """The plan to continue with after `step` steps, and a message when it changed (see the module docstring)."""
+    keys = ("peak", "warmup", "total", "min_ratio")
+    if saved is None or all(saved[k] == wanted[k] for k in keys):
+        return (saved or wanted), None
+    changed = ", ".join(f"{k} {saved[k]} -> {wanted[k]}" for k in keys if saved[k] != wanted[k])
+    if step < saved["warmup"]:
+        return dict(wanted), f"schedule re-planned inside the warmup at step {step} ({changed})"
+    current = lr_at(saved, step)
+    plan = dict(wanted, restart={"step": step, "lr": current})
+    note = (f"schedule changed at step {step} ({changed}): cosine from the current lr {current:.3g} "
+            f"to {wanted['peak'] * wanted['min_ratio']:.3g} at step {wanted['total']}")
+    if current <= wanted["peak"] * wanted["min_ratio"] * (1 + 1e-9):
+        note += "; the old schedule had fully decayed, so the lr stays at its minimum"
+    return plan, note
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, plan: dict[str, Any], step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR following `plan`, positioned after `step` completed optimizer steps."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = plan["peak"]
+        group["lr"] = plan["peak"]
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, plan=plan))
+    if step:
+        sched.last_epoch = step
+        lrs = [plan["peak"] * lr_factor(step, plan) for _ in optimizer.param_groups]  # as LambdaLR.step computes it
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+        sched._last_lr = lrs
+    return sched
+
+
+# ---------------------------------------------------------------- backend seams
+
+
+class Hooks:
+    """Where the loop touches the backend; the XLA adapter (`xla.loop_hooks`) overrides these."""
+
+    def device(self, choice: Any) -> torch.device:
+        """The torch device to train on."""
+        return torch.device(choice.device)
+
+    def wrap_model(self, model: torch.nn.Module, choice: Any, cfg: TrainConfig) -> torch.nn.Module:
+        """The module the training step calls (sharded, for example); the unwrapped one is checkpointed."""
+        return model
+
+    def device_batches(self, groups: Iterable[list[dict[str, torch.Tensor]]], device: torch.device
+                       ) -> Iterator[list[dict[str, torch.Tensor]]]:
+        """Move each step's micro-batches (CPU tensors) to the device, in order."""
+        for group in groups:
+            yield [{k: v.to(device, non_blocking=True) for k, v in mb.items()} for mb in group]
+
+    def after_optimizer_step(self) -> None:
+        """Runs once per training step after the optimizer and scheduler stepped."""
+
+    def after_eval_batch(self) -> None:
+        """Runs after each evaluation forward."""
+
+    def generate(self, model: torch.nn.Module, tokenizer: Any, prompts: Iterable[str], max_new_tokens: int,
+                 device: torch.device, autocast: Any) -> list[dict[str, str]]:
+        """Greedy continuations of `prompts` (only the new text)."""
+        out = []
+        for prompt in prompts:
+            enc = tokenizer(prompt, return_tensors="pt", return_token_type_ids=False).to(device)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            with torch.no_grad(), autocast():
+                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+            text = tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out.append({"prompt": prompt, "text": text})
+        return out
+
+
+def default_hooks(choice: Any) -> Hooks:
+    """Plain hooks for CPU and CUDA; the XLA adapter's for XLA (the only place torch_xla is imported)."""
+    if choice.backend == "xla":
+        from . import xla
+
+        return xla.loop_hooks(choice)
+    return Hooks()
+
+
+# ---------------------------------------------------------------- small pieces
+
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """Training FLOPs per token, 6N + 12*L*H*T (planner's accounting; N excludes the input embedding)."""
+    c = model.config
+    if getattr(c, "model_type", "") == "gpt_neox":
+        from .config import ModelConfig
+        from .planner import flops_per_token as planned
+
+        mc = ModelConfig(preset="smoke", hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+                         num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
+                         max_position_embeddings=c.max_position_embeddings)
+        return planned(mc, c.vocab_size, seq_len)
+    n = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    return 6.0 * n + 12.0 * c.num_hidden_layers * c.hidden_size * seq_len
+
+
+def _n_targets(mb: dict[str, torch.Tensor]) -> int:
+    """Tokens that carry a loss in a micro-batch (the model shifts labels left by one)."""
+    return int((mb["labels"][:, 1:] != -100).sum())
+
+
+def _cpu_groups(source: BatchSource, start: int, group: int, counts: dict[int, int], first_key: int,
+                limit: int | None = None) -> Iterator[list[dict[str, torch.Tensor]]]:
+    """Micro-batches `start, start+1, ...` of `source` in groups of `group`; target counts go to `counts[key]`."""
+    key, index = first_key, start
+    while limit is None or key - first_key < limit:
+        mbs = [source.batch(index + k) for k in range(group)]
+        counts[key] = sum(_n_targets(mb) for mb in mbs)  # counted on the CPU, before the device sees the batch
+        yield mbs
+        key, index = key + 1, index + group
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl (a torn last line from a killed process is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
+    return records
+
+
+class _Metrics:
+    """Appends JSON records to metrics.jsonl (rank 0 only), flushed per record."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until: int) -> None:
+        self.path, self.enabled = path, enabled
+        self._fh = None
+        if enabled:
+            kept = [r for r in read_metrics(path) if r.get("step", 0) <= keep_until] if keep_until >= 0 else []
+            # a resumed run drops what the killed session logged after its checkpoint: it is logged again
+            from .rundir import atomic_write_text
+
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+            self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, **record: Any) -> None:
+        if self._fh is not None:
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+@dataclass
+class TrainResult:
+    """What `train` did: why it stopped, where things are, the last figures."""
+
+    status: str  # done | time_budget
+    step: int
+    total_steps: int
+    out_dir: Path
+    metrics_path: Path
+    checkpoint: Path | None = None
+    final_dir: Path | None = None
+    resumed_from: int | None = None
+    train_loss: float | None = None
+    eval: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> {"loss", "ppl"} at the last eval
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    device: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- distributed
+
+
+def _init_distributed(choice: Any) -> tuple[int, int]:
+    """(rank, world): joins the torchrun process group (NCCL on CUDA, gloo on the CPU) when WORLD_SIZE > 1."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and choice.backend != "xla":  # XLA SPMD is one process over every chip
+        dist.init_process_group("nccl" if choice.backend == "cuda" else "gloo")
+        return dist.get_rank(), world
+    return 0, 1
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(
+    model: torch.nn.Module,
+    train_batches: BatchSource,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    eval_batches: dict[str, BatchSource] | None = None,
+    tokenizer: Any = None,
+    total_steps: int | None = None,
+    *,
+    device_choice: Any = None,
+    hooks: Hooks | None = None,
+    peak_flops: float | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` on `train_batches` until `total_steps` (else cfg.max_steps, else one pass), resuming by itself.
+
+    `train_batches` and each of `eval_batches` follow the batch-source protocol (batches.py); under DDP
+    each rank passes its own share. `device_choice` defaults to `device.select(cfg)`; `peak_flops` (one
+    device) to the planner's figure. Returns a TrainResult; raises BadStepsError after
+    `cfg.max_bad_steps` consecutive non-finite steps.
+    """
+    return _Trainer(model, train_batches, cfg, Path(out_dir), eval_batches or {}, tokenizer, total_steps,
+                    device_choice, hooks, peak_flops, progress).run()
+
+
+class _Trainer:
+    """State of one `train` call; `run()` is the loop."""
+
+    def __init__(self, model, train_batches, cfg, out_dir, eval_batches, tokenizer, total_steps,
+                 device_choice, hooks, peak_flops, progress) -> None:
+        self.t0 = time.perf_counter()
+        self.cfg, self.out_dir, self.tokenizer = cfg, out_dir, tokenizer
+        self.train_batches, self.eval_batches = train_batches, eval_batches
+        if device_choice is None:
+            from .device import select
+
+            device_choice = select(cfg)
+        self.choice = device_choice
+        self.hooks = hooks or default_hooks(device_choice)
+        self.rank, self.world = _init_distributed(device_choice)
+        self.main = self.rank == 0
+        self.device = self.hooks.device(device_choice)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.accum = max(1, cfg.grad_accum)
+        self.total = int(total_steps or cfg.max_steps or len(train_batches) // self.accum)
+        if self.total <= 0:
+            raise TrainingError(f"nothing to train: {len(train_batches)} micro-batches per pass give no step of "
+                                f"train.grad_accum={self.accum}; set train.max_steps or build more corpus")
+        self._check_inputs(model)
+        self.raw = model.to(self.device)
+        if cfg.gradient_checkpointing:
+            self.raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.raw.train()
+        self.optimizer = self._make_optimizer()
+        self.scaler = torch.amp.GradScaler(self.device.type) if device_choice.use_grad_scaler else None
+        self.peak_flops = peak_flops
+        self.progress = progress
+        self.ckpt_root = out_dir / "checkpoints"
+
+    # ------------------------------------------------------------ setup
+
+    def _check_inputs(self, model: torch.nn.Module) -> None:
+        """Clear errors for data and tokenizers that do not fit the model, before any work."""
+        from .model import check_compatible
+
+        first = self.train_batches.batch(0)
+        ids = first["input_ids"]
+        if ids.dim() != 2 or ids.dtype != torch.int64 or first["labels"].shape != ids.shape:
+            raise TrainingError(f"batch(0) must give input_ids and labels int64 of shape (B, T); got input_ids "
+                                f"{tuple(ids.shape)} {ids.dtype}, labels {tuple(first['labels'].shape)}")
+        vocab = model.config.vocab_size
+        check_compatible(model.config, seq_len=ids.shape[1],
+                         tokenizer_vocab=len(self.tokenizer) if self.tokenizer is not None else None)
+        if int(ids.max()) >= vocab:
+            raise TrainingError(f"token id {int(ids.max())} in batch(0) is outside the model's vocab_size={vocab}: "
+                                "the corpus was tokenized with another tokenizer; rebuild it (02_corpus)")
+        self.micro_shape = tuple(ids.shape)  # (B, T)
+        self.tokens_per_step = ids.numel() * self.accum * self.world
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW (fused where the backend has it) or bitsandbytes' 8-bit AdamW; no decay on biases and norms."""
+        cfg = self.cfg
+        params = [p for p in self.raw.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        kwargs = {"lr": cfg.lr, "betas": tuple(cfg.betas)}
+        if cfg.optimizer == "adamw8bit":
+            try:
+                import bitsandbytes as bnb
+            except ImportError as err:
+                raise TrainingError("train.optimizer=adamw8bit needs bitsandbytes and a CUDA GPU "
+                                    "(pip install bitsandbytes), or use train.optimizer=adamw") from err
+            return bnb.optim.AdamW8bit(groups, **kwargs)
+        if cfg.optimizer != "adamw":
+            raise TrainingError(f"train.optimizer: expected adamw | adamw8bit, got {cfg.optimizer!r}")
+        if self.choice.backend in ("cpu", "cuda"):
+            try:  # one kernel for all parameters, and it can skip a bad step on the device
+                return torch.optim.AdamW(groups, fused=True, **kwargs)
+            except (RuntimeError, TypeError):
+                pass
+        return torch.optim.AdamW(groups, foreach=self.choice.backend != "xla" or None, **kwargs)
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def _autocast(self):
+        dtype = self.choice.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _resume(self) -> tuple[int, int, dict | None, Path | None]:
+        """(step, micro-batch index, saved lr plan, checkpoint) of the newest complete checkpoint, or a fresh start."""
+        if self.main:
+            ckpt.clean_incomplete(self.ckpt_root)
+        self._barrier()
+        path = ckpt.latest(self.ckpt_root)
+        if path is None:
+            return 0, 0, None, None
+        state = ckpt.load(path, model=self.raw, optimizer=self.optimizer, scaler=self.scaler, rank=self.rank,
+                          restore_rng_state=False)
+        micro = int(state["micro_index"])
+        old_layout = (state.get("micro_batch"), state.get("world_size"))
+        if old_layout != (self.micro_shape[0], self.world):
+            # same samples consumed, counted in the new micro-batch size (exact for PackedBatches)
+            micro = micro * old_layout[0] * old_layout[1] // (self.micro_shape[0] * self.world)
+        return int(state["step"]), micro, state.get("lr_plan"), path
+
+    # ------------------------------------------------------------ one step
+
+    def _step(self, group: list[dict[str, torch.Tensor]], n_items: int) -> None:
+        """Forward/backward over the step's micro-batches, then clip and update; no host sync."""
+        last = len(group) - 1
+        step_loss = None
+        for k, mb in enumerate(group):
+            no_sync = self.ddp.no_sync() if (self.ddp is not None and k < last) else contextlib.nullcontext()
+            with no_sync:
+                with self._autocast():
+                    loss = self.fwd(**mb, num_items_in_batch=max(1, n_items)).loss  # sum / step targets
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            step_loss = loss.detach().float() if step_loss is None else step_loss + loss.detach().float()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        finite_loss = torch.isfinite(step_loss)
+        if self.scaler is not None:  # an fp16 overflow is the scaler's business; a non-finite loss is ours
+            ok = finite_loss
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            ok = finite_loss & torch.isfinite(gnorm)
+            self._guarded_update(ok)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        bad = (~ok).to(torch.int32)
+        self.bad_run = (self.bad_run + 1) * bad  # consecutive bad steps, reset by a good one
+        self.bad_max = torch.maximum(self.bad_max, self.bad_run)
+        self.bad_total = self.bad_total + bad
+        self.win_loss = self.win_loss + torch.where(ok, step_loss, torch.zeros_like(step_loss))
+        self.win_good = self.win_good + ok.to(torch.float32)
+        self.gnorm = gnorm.detach().float()
+
+    def _guarded_update(self, ok: torch.Tensor) -> None:
+        """optimizer.step() unless `ok` is False, deciding on the device where the optimizer allows it."""
+        opt = self.optimizer
+        if getattr(opt, "_step_supports_amp_scaling", False):  # fused AdamW: skips inside the kernel
+            opt.grad_scale, opt.found_inf = None, (~ok).to(torch.float32)
+            try:
+                opt.step()
+            finally:
+                del opt.grad_scale, opt.found_inf
+        elif self.choice.backend != "xla":
+            if bool(ok):  # host check: only non-fused optimizers (8-bit AdamW) pay it
+                opt.step()
+        else:  # no host sync on XLA: a bad step becomes a zero-gradient step
+            grads = [p.grad for p in self.params if p.grad is not None]
+            for g in grads:
+                g.copy_(torch.where(ok, g, torch.zeros_like(g)))
+            opt.step()
+
+    # ------------------------------------------------------------ logging, eval, saving
+
+    def _read_bad(self) -> tuple[int, int, int]:
+        """(current run, longest run since start, total) of bad steps, agreed across ranks."""
+        stats = torch.stack([self.bad_run, self.bad_max, self.bad_total]).to(torch.float32)
+        if self.world > 1:
+            torch.distributed.all_reduce(stats, op=torch.distributed.ReduceOp.MAX)
+        run, longest, total = (int(x) for x in stats.tolist())
+        return run, longest, total
+
+    def _check_bad(self, step: int, longest: int) -> None:
+        if longest >= self.cfg.max_bad_steps:
+            last = ckpt.latest(self.ckpt_root)
+            msg = (f"stopped at step {step}: {longest} consecutive steps had a non-finite loss or gradient "
+                   f"(train.max_bad_steps={self.cfg.max_bad_steps}); they were skipped and no checkpoint was "
+                   f"written after them; the last good checkpoint is {last or 'none (no checkpoint yet)'}. "
+                   "Lower train.lr, raise train.warmup_steps, or use fp32/bf16, then run again to resume.")
+            self.metrics.write(kind="event", step=step, event="bad_steps", message=msg)
+            raise BadStepsError(msg)
+
+    def _log(self, step: int) -> None:
+        """Read the window's figures from the device (the one host sync of a logging step) and write them."""
+        now = time.perf_counter()
+        stats = torch.stack([self.win_loss, self.win_good, self.gnorm])
+        if self.world > 1:
+            torch.distributed.all_reduce(stats)  # loss sum and good-step count over ranks; the norm is the same
+        loss_sum, good, gnorm_sum = stats.tolist()
+        run, longest, total_bad = self._read_bad()
+        window_s = now - self.win_t0
+        self.step_s = window_s / max(1, self.win_steps)
+        tps = self.tokens_per_step * self.win_steps / window_s if window_s > 0 else None
+        peak = self.peak_total()
+        mfu = tps * self.fpt / peak if (tps and peak) else None
+        loss = loss_sum / good if good else float("nan")
+        self.last_loss, self.last_tps, self.last_mfu = loss, tps, mfu
+        self.metrics.write(kind="train", step=step, loss=loss, lr=lr_at(self.plan, step - 1),
+                           grad_norm=gnorm_sum / self.world, tokens=step * self.tokens_per_step,
+                           tokens_per_s=tps, mfu=mfu, elapsed_s=round(now - self.t0, 3), bad_steps=total_bad)
+        if self.bar is not None:
+            post = {"loss": f"{loss:.4f}", "tok/s": f"{tps:,.0f}" if tps else "-"}
+            if mfu is not None:
+                post["mfu"] = f"{mfu:.1%}"
+            self.bar.set_postfix(post, refresh=False)
+        self.win_loss = torch.zeros_like(self.win_loss)
+        self.win_good = torch.zeros_like(self.win_good)
+        self.win_steps, self.win_t0 = 0, time.perf_counter()
+        self._check_bad(step, longest)
+
+    def peak_total(self) -> float | None:
+        """Peak FLOP/s of every device this run uses (for MFU), measured or looked up once."""
+        if self.peak_flops is None:
+            from .planner import measure_cpu_peak_flops
+            from .planner import peak_flops as lookup
+
+            cpu_peak = measure_cpu_peak_flops(self.choice.precision, sizes=(1024,), repeats=3) \
+                if self.choice.backend == "cpu" else None
+            self.peak_flops = lookup(self.choice, cpu_peak) or 0.0
+        devices = self.world * (self.choice.num_devices if self.choice.backend == "xla" else 1)
+        return self.peak_flops * devices if self.peak_flops else None
+
+    def _evaluate(self, step: int) -> None:
+        """Eval loss and perplexity on each eval source; greedy samples on rank 0 when a tokenizer is given."""
+        started = time.perf_counter()
+        self.raw.eval()
+        with torch.no_grad():
+            for name, source in self.eval_batches.items():
+                n = len(source) if self.cfg.eval_batches <= 0 else min(len(source), self.cfg.eval_batches)
+                counts: dict[int, int] = {}
+                loss_sum = torch.zeros((), device=self.device)
+                targets = 0
+                groups = self.hooks.device_batches(_cpu_groups(source, 0, 1, counts, 0, limit=n), self.device)
+                for i, group in enumerate(groups):
+                    with self._autocast():
+                        out = self.raw(**group[0], num_items_in_batch=1)  # summed over targets
+                    loss_sum = loss_sum + out.loss.float()
+                    targets += counts.pop(i)
+                    self.hooks.after_eval_batch()
+                if self.world > 1:  # ranks may hold different eval shares: sum losses and targets over ranks
+                    stats = torch.stack([loss_sum, torch.tensor(float(targets), device=self.device)])
+                    torch.distributed.all_reduce(stats)
+                    total, count = stats.tolist()
+                else:
+                    total, count = loss_sum.item(), float(targets)
+                loss = total / max(count, 1.0)
+                ppl = math.exp(loss) if loss < 700 else float("inf")
+                self.last_eval[name] = {"loss": loss, "ppl": ppl}
+                self.metrics.write(kind="eval", step=step, split=name, loss=loss, ppl=ppl)
+                if self.bar is not None:
+                    self.bar.write(f"step {step}: {name} loss {loss:.4f} ppl {ppl:,.2f}")
+            if self.main and self.tokenizer is not None and self.cfg.sample_prompts:
+                samples = self.hooks.generate(self.raw, self.tokenizer, self.cfg.sample_prompts, self.cfg.sample_tokens,
+                                              self.device, self._autocast)
+                self.metrics.write(kind="samples", step=step, samples=samples)
+                if self.bar is not None:
+                    for s in samples:
+                        self.bar.write(f"step {step}: {s['prompt']} -> {s['text']}")
+        self.raw.train()
+        self.eval_s = time.perf_counter() - started
+
+    def _save(self, step: int, micro: int) -> Path:
+        started = time.perf_counter()
+        state = {
+            "micro_index": micro, "micro_batch": self.micro_shape[0], "seq_len": self.micro_shape[1],
+            "grad_accum": self.accum, "total_steps": self.total, "lr_plan": self.plan,
+            "train_config": dataclasses.asdict(self.cfg), "model_config": ckpt.model_config_dict(self.raw),
+            "device": self.choice.backend, "precision": self.choice.precision,
+        }
+        path = ckpt.save(self.ckpt_root, step, model=self.raw, optimizer=self.optimizer, scheduler=self.scheduler,
+                         scaler=self.scaler, state=state, keep_last=self.cfg.keep_last, rank=self.rank,
+                         world_size=self.world, barrier=self._barrier)
+        self.save_s = time.perf_counter() - started
+        self.saved_step = step
+        return path
+
+    def _write_final(self) -> Path:
+        """out_dir/final: save_pretrained (safetensors) and the tokenizer, replaced atomically."""
+        final = self.out_dir / "final"
+        if self.main:
+            tmp = self.out_dir / ".tmp-final"
+            shutil.rmtree(tmp, ignore_errors=True)
+            cpu_state = {k: v.detach().cpu() for k, v in self.raw.state_dict().items()}
+            use_cache = getattr(self.raw.config, "use_cache", None)
+            self.raw.config.use_cache = True  # generation after loading wants the KV cache
+            self.raw.save_pretrained(tmp, state_dict=cpu_state)
+            if use_cache is not None:
+                self.raw.config.use_cache = use_cache
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+            if final.exists():
+                old = self.out_dir / ".old-final"
+                shutil.rmtree(old, ignore_errors=True)
+                os.rename(final, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, final)
+        self._barrier()
+        return final
+
+    def _out_of_time(self, step: int) -> bool:
+        """Would the next step (and its eval) plus a checkpoint overrun train.max_minutes? Agreed across ranks."""
+        if self.cfg.max_minutes <= 0:
+            return False
+        if self.world > 1 and step % self.cfg.log_every:
+            return False  # ranks decide together, at logging steps (they already meet there)
+        ahead = self.cfg.log_every if self.world > 1 else 1
+        next_eval = self.eval_s if (self.eval_batches and self.cfg.eval_every
+                                    and (step // self.cfg.eval_every) != ((step + ahead) // self.cfg.eval_every)) else 0.0
+        step_s = self.step_s if self.step_s is not None else (time.perf_counter() - self.loop_t0) / max(1, step - self.start)
+        elapsed = time.perf_counter() - self.t0
+        need = elapsed + (ahead + 1) * step_s + next_eval + 2.0 * self.save_s
+        stop = need >= self.cfg.max_minutes * 60.0
+        if self.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    # ------------------------------------------------------------ run
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        self.ckpt_root.mkdir(parents=True, exist_ok=True) if self.main else None
+        start, micro, saved_plan, resumed = self._resume()
+        wanted = {"peak": cfg.lr, "warmup": cfg.warmup_steps, "total": self.total, "min_ratio": cfg.min_lr_ratio}
+        self.plan, plan_note = replan(saved_plan, wanted, start)
+        self.scheduler = make_scheduler(self.optimizer, self.plan, start)
+        self.metrics = _Metrics(self.out_dir / METRICS_FILE, self.main, keep_until=start if resumed else -1)
+        self.start = start
+        self.params = [p for p in self.raw.parameters() if p.requires_grad]
+        self.ddp = None
+        fwd = self.hooks.wrap_model(self.raw, self.choice, cfg)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            fwd = self.ddp = DistributedDataParallel(fwd, device_ids=ids)
+        self.fwd = torch.compile(fwd) if cfg.compile else fwd
+        self.fpt = flops_per_token(self.raw, self.micro_shape[1])
+        zeros_i = torch.zeros((), dtype=torch.int32, device=self.device)
+        self.bad_run, self.bad_max, self.bad_total = zeros_i, zeros_i.clone(), zeros_i.clone()
+        self.win_loss = torch.zeros((), device=self.device)
+        self.win_good = torch.zeros((), device=self.device)
+        self.gnorm = torch.zeros((), device=self.device)
+        self.last_loss = self.last_tps = self.last_mfu = None
+        self.last_eval: dict[str, dict[str, float]] = {}
+        self.step_s: float | None = None
+        self.eval_s = 0.0
+        param_bytes = sum(p.numel() * 4 for p in self.params)
+        self.save_s = 0.5 + 3 * param_bytes / 100e6  # weights + 2 AdamW moments at ~100 MB/s until measured
+        self.saved_step = start if resumed else None
+        self.bar = (tqdm(total=self.total, initial=start, desc="train", dynamic_ncols=True, disable=not self.progress)
+                    if self.main else None)
+
+        if resumed is not None:
+            self.metrics.write(kind="event", step=start, event="resume", message=f"resumed from {resumed}")
+            ckpt.load_rng(resumed, self.rank)  # last, after everything that might draw random numbers
+        else:
+            self.metrics.write(kind="event", step=0, event="start", message=f"{self.choice.reason}",
+                               device=self.choice.summary() if hasattr(self.choice, "summary") else {},
+                               total_steps=self.total, tokens_per_step=self.tokens_per_step)
+            random.seed(cfg.seed + self.rank)
+            np.random.seed(cfg.seed + self.rank)
+            torch.manual_seed(cfg.seed + self.rank)
+        if plan_note:
+            self.metrics.write(kind="event", step=start, event="lr_replan", message=plan_note, plan=self.plan)
+            if self.bar is not None:
+                self.bar.write(plan_note)
+        if resumed is None and self.eval_batches and start < self.total:
+            self._evaluate(0)  # the starting point of the eval curve
+
+        status, step = "done", start
+        counts: dict[int, int] = {}
+        stream = self.hooks.device_batches(_cpu_groups(self.train_batches, micro, self.accum, counts, start), self.device)
+        self.win_steps, self.win_t0 = 0, time.perf_counter()
+        self.loop_t0 = self.win_t0
+        try:
+            while step < self.total:
+                group = next(stream)
+                self._step(group, counts.pop(step))
+                self.hooks.after_optimizer_step()
+                step, micro = step + 1, micro + self.accum
+                self.win_steps += 1
+                if self.bar is not None:
+                    self.bar.update(1)
+                final_step = step == self.total
+                if step % max(1, cfg.log_every) == 0 or final_step:
+                    self._log(step)
+                if self.eval_batches and ((cfg.eval_every and step % cfg.eval_every == 0) or final_step):
+                    self._evaluate(step)
+                if (cfg.save_every and step % cfg.save_every == 0) or final_step:
+                    self._check_bad(step, self._read_bad()[1])
+                    self._save(step, micro)
+                if not final_step and self._out_of_time(step):
+                    self._check_bad(step, self._read_bad()[1])
+                    if self.saved_step != step:
+                        self._save(step, micro)
+                    status = "time_budget"
+                    msg = (f"time budget train.max_minutes={cfg.max_minutes} reached after step {step} of "
+                           f"{self.total}; checkpoint saved, run again to continue")
+                    self.metrics.write(kind="event", step=step, event="time_budget", message=msg)
+                    if self.bar is not None:
+                        self.bar.write(msg)
+                    break
+            final_dir = None
+            if status == "done":
+                if self.saved_step != step:  # e.g. resumed at the end already
+                    self._save(step, micro)
+                final_dir = self._write_final()
+                self.metrics.write(kind="event", step=step, event="done", message=f"final model in {final_dir}")
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+            self.metrics.close()
+        return TrainResult(
+            status=status, step=step, total_steps=self.total, out_dir=self.out_dir,
+            metrics_path=self.out_dir / METRICS_FILE, checkpoint=ckpt.latest(self.ckpt_root), final_dir=final_dir,
+            resumed_from=start if resumed is not None else None, train_loss=self.last_loss, eval=dict(self.last_eval),
+            tokens_per_s=self.last_tps, mfu=self.last_mfu,
+            device=self.choice.summary() if hasattr(self.choice, "summary") else {},
+        )
