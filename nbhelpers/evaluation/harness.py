@@ -1,0 +1,331 @@
+"""lm-evaluation-harness: the Japanese leaderboard tasks online, offline copies of three of them, a results table."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .perplexity import check_tokenizer, load_model
+
+LOCAL_TASK_DIR = Path(__file__).resolve().parent.parent / "data" / "lm_eval_tasks"
+
+# Online task -> its offline copy over data/<local_name>.json (same prompt, target, filter and metric).
+ONLINE_TO_LOCAL = {
+    "ja_leaderboard_jaqket_v2": "ja_local_jaqket_v2",
+    "ja_leaderboard_jcommonsenseqa": "ja_local_jcommonsenseqa",
+    "ja_leaderboard_jsquad": "ja_local_jsquad",
+}
+# The online JAQKET v2 task without the hub's loading script (task YAML jaqket_v2_hub.yaml).
+JAQKET_JSON_TASK = "ja_leaderboard_jaqket_v2_json"
+
+# Fields each local record must have, with their JSON types; nested dicts hold parallel lists, the
+# shape `datasets` gives a sequence of structs (answers["text"][0], ctxs["text"]).
+LOCAL_FIELDS: dict[str, dict[str, Any]] = {
+    "jaqket_v2": {
+        "qid": str,
+        "question": str,
+        "answers": {"text": [str], "answer_start": [int]},
+        "ctxs": {"id": [str], "title": [str], "text": [str], "score": [float], "has_answer": [bool]},
+    },
+    "jcommonsenseqa": {
+        "q_id": int, "question": str, "choice0": str, "choice1": str, "choice2": str, "choice3": str,
+        "choice4": str, "label": int,
+    },
+    "jsquad": {
+        "id": str, "title": str, "context": str, "question": str,
+        "answers": {"text": [str], "answer_start": [int]}, "is_impossible": bool,
+    },
+}
+LOCAL_SPLITS = ("train", "validation")
+
+
+class UnknownTask(KeyError):
+    """A task name lm-eval does not know; the message lists close names."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
+class LocalTaskError(ValueError):
+    """A local task file (YAML or JSON data) that is not in the expected shape."""
+
+
+# ---------------------------------------------------------------- local data
+
+
+def _type_ok(value: Any, kind: Any) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: Any) -> str:
+    if isinstance(kind, dict):
+        return "an object {" + ", ".join(f"{k}: {_type_name(v)}" for k, v in kind.items()) + "}"
+    if isinstance(kind, list):
+        return f"a list of {_type_name(kind[0])}"
+    return {str: "string", int: "integer", float: "number", bool: "true/false"}[kind]
+
+
+def _check_value(value: Any, kind: Any, where: str) -> None:
+    if isinstance(kind, dict):
+        if not isinstance(value, dict):
+            raise LocalTaskError(f"{where}: expected {_type_name(kind)}, got {type(value).__name__}")
+        lengths = set()
+        for key, sub in kind.items():
+            if key not in value:
+                raise LocalTaskError(f"{where}: missing field {key!r} (expected {_type_name(kind)})")
+            _check_value(value[key], sub, f"{where}.{key}")
+            lengths.add(len(value[key]))
+        if len(lengths) > 1:
+            raise LocalTaskError(f"{where}: the lists {', '.join(kind)} must have the same length")
+        return
+    if isinstance(kind, list):
+        if not isinstance(value, list) or not value:
+            raise LocalTaskError(f"{where}: expected a non-empty list of {_type_name(kind[0])}, got {value!r:.60}")
+        for i, item in enumerate(value):
+            _check_value(item, kind[0], f"{where}[{i}]")
+        return
+    if not _type_ok(value, kind):
+        raise LocalTaskError(f"{where}: expected {_type_name(kind)}, got {value!r:.60} ({type(value).__name__})")
+
+
+def validate_records(name: str, data: Any, source: str) -> dict[str, list[dict[str, Any]]]:
+    """Check a local data object {"train": [...], "validation": [...]} against LOCAL_FIELDS[name]."""
+    if name not in LOCAL_FIELDS:
+        raise LocalTaskError(f"{source}: unknown local dataset {name!r}; known: {', '.join(LOCAL_FIELDS)}")
+    if not isinstance(data, dict):
+        raise LocalTaskError(f"{source}: expected an object with keys {', '.join(LOCAL_SPLITS)}")
+    fields = LOCAL_FIELDS[name]
+    for split in LOCAL_SPLITS:
+        rows = data.get(split)
+        if not isinstance(rows, list) or not rows:
+            raise LocalTaskError(f"{source}: {split!r} must be a non-empty list of records")
+        for i, row in enumerate(rows):
+            where = f"{source}: {split}[{i}]"
+            if not isinstance(row, dict):
+                raise LocalTaskError(f"{where}: expected an object, got {type(row).__name__}")
+            missing = [k for k in fields if k not in row]
+            if missing:
+                raise LocalTaskError(f"{where}: missing field(s) {', '.join(missing)}; a record has {', '.join(fields)}")
+            for key, kind in fields.items():
+                _check_value(row[key], kind, f"{where}.{key}")
+            if name == "jcommonsenseqa" and not 0 <= row["label"] <= 4:
+                raise LocalTaskError(f"{where}.label: expected 0..4 (the index of choice0..choice4), got {row['label']}")
+    return {split: data[split] for split in LOCAL_SPLITS}
+
+
+def read_local_data(name: str, directory: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Read and check data/<name>.json of the local tasks."""
+    path = Path(directory or LOCAL_TASK_DIR) / "data" / f"{name}.json"
+    if not path.is_file():
+        raise LocalTaskError(f"{path}: local task data not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise LocalTaskError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    return validate_records(name, data, str(path))
+
+
+def load_local_dataset(local_name: str | None = None, data_dir: str | None = None, **_: Any) -> Any:
+    """lm-eval custom_dataset hook: the local JSON as a datasets.DatasetDict (extra lm-eval kwargs ignored)."""
+    import datasets
+
+    if not local_name:
+        raise LocalTaskError("a local task's dataset_kwargs must name its data file: local_name: <name>")
+    data = read_local_data(local_name, Path(data_dir) if data_dir else None)
+    return datasets.DatasetDict({split: datasets.Dataset.from_list(rows) for split, rows in data.items()})
+
+
+def with_choices(dataset: Any) -> Any:
+    """JCommonsenseQA's process_docs: choice0..choice4 gathered into one `choices` list."""
+    return dataset.map(lambda doc: {"choices": [doc[f"choice{i}"] for i in range(5)]})
+
+
+# ---------------------------------------------------------------- JAQKET v2 without the loading script
+
+
+def jaqket_records(raw: Iterable[Mapping[str, Any]], num_contexts: int = 5) -> list[dict[str, Any]]:
+    """The hub JAQKET v2 JSON (a list of questions with ranked passages) in the shape lm-eval's task reads.
+
+    Keeps the first `num_contexts` passages and drops questions none of them answers, as the hub
+    dataset's loading script does; answers and passages become parallel lists (answers["text"], ctxs["text"]).
+    """
+    out = []
+    for i, q in enumerate(raw):
+        try:
+            ctxs = list(q["ctxs"])[:num_contexts]
+            if not any(bool(c["has_answer"]) for c in ctxs):
+                continue
+            out.append({
+                "qid": str(q["qid"]),
+                "question": str(q["question"]),
+                "answers": {"text": [str(a) for a in q["answers"]], "answer_start": [-1] * len(q["answers"])},
+                "ctxs": {
+                    "id": [str(c["id"]) for c in ctxs],
+                    "title": [str(c["title"]) for c in ctxs],
+                    "text": [str(c["text"]) for c in ctxs],
+                    "score": [float(c["score"]) for c in ctxs],
+                    "has_answer": [bool(c["has_answer"]) for c in ctxs],
+                },
+            })
+        except (KeyError, TypeError, ValueError) as err:
+            raise LocalTaskError(f"JAQKET record {i}: expected qid, question, answers and ctxs[id, title, text, "
+                                 f"score, has_answer] ({type(err).__name__}: {err})") from None
+    return out
+
+
+def jaqket_json_docs(repo_id: str = "kumapo/JAQKET", files: Mapping[str, str] | None = None,
+                     num_contexts: int = 5, revision: str | None = None, **_: Any) -> Any:
+    """lm-eval custom_dataset hook: JAQKET v2 read from the hub repository's JSON files, no loading script."""
+    import datasets
+    from huggingface_hub import hf_hub_download
+
+    files = dict(files or {"train": "train_jaqket_59.350.json", "validation": "dev_jaqket_59.350.json"})
+    splits = {}
+    for split, filename in files.items():
+        local = hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision)
+        with open(local, encoding="utf-8") as fh:
+            splits[split] = datasets.Dataset.from_list(jaqket_records(json.load(fh), num_contexts))
+    return datasets.DatasetDict(splits)
+
+
+# ---------------------------------------------------------------- task definitions
+
+
+REQUIRED_TASK_KEYS = ("task", "output_type", "doc_to_text", "doc_to_target", "metric_list")
+
+
+def validate_task_dir(directory: str | Path | None = None) -> list[str]:
+    """Check every task YAML in a local task folder and its data; return the task names."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    directory = Path(directory or LOCAL_TASK_DIR)
+    if not directory.is_dir():
+        raise LocalTaskError(f"{directory}: local task folder not found")
+    names = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            cfg = load_yaml(path, resolve_func=False, recursive=True)
+        except Exception as err:  # yaml.YAMLError and lm-eval's include errors
+            raise LocalTaskError(f"{path}: not a valid lm-eval task YAML ({type(err).__name__}: {err})") from None
+        if not isinstance(cfg, dict):
+            raise LocalTaskError(f"{path}: expected a mapping of task settings, got {type(cfg).__name__}")
+        missing = [k for k in REQUIRED_TASK_KEYS if k not in cfg]
+        if missing:
+            raise LocalTaskError(f"{path}: missing key(s) {', '.join(missing)}; a task needs {', '.join(REQUIRED_TASK_KEYS)}")
+        local_name = (cfg.get("dataset_kwargs") or {}).get("local_name")
+        if local_name:
+            read_local_data(local_name, directory)
+        names.append(cfg["task"])
+    return names
+
+
+@functools.lru_cache(maxsize=4)
+def _task_manager(include: tuple[str, ...], defaults: bool) -> Any:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(include), include_defaults=defaults)
+
+
+def task_manager(extra_dirs: Sequence[str | Path] = (), *, defaults: bool = True) -> Any:
+    """lm-eval's TaskManager with nbhelpers' local tasks (and `extra_dirs`) registered; cached.
+
+    defaults=False leaves out lm-eval's own tasks: indexing them takes seconds, the local ones do not.
+    """
+    dirs = [LOCAL_TASK_DIR, *map(Path, extra_dirs)]
+    return _task_manager(tuple(str(Path(d).resolve()) for d in dirs), defaults)
+
+
+def resolve_tasks(names: Sequence[str], *, local: bool = False, jaqket_source: str = "json",
+                  manager: Any = None) -> list[str]:
+    """Map task names to their offline copies when `local`, and check lm-eval knows each one.
+
+    Online, jaqket_source="json" swaps ja_leaderboard_jaqket_v2 for the copy that reads the hub's JSON
+    files (datasets>=4 refuses the dataset's loading script); "script" keeps lm-eval's own task.
+    """
+    if isinstance(names, str):
+        names = [names]
+    if jaqket_source not in ("json", "script"):
+        raise ValueError(f"jaqket_source={jaqket_source!r}: expected json | script")
+    manager = manager or task_manager()
+    known = set(manager.all_tasks)
+    out = []
+    for name in names:
+        if local:
+            target = ONLINE_TO_LOCAL.get(name, name)
+        elif name == "ja_leaderboard_jaqket_v2" and jaqket_source == "json":
+            target = JAQKET_JSON_TASK
+        else:
+            target = name
+        if target not in known:
+            close = difflib.get_close_matches(target, sorted(known), n=5, cutoff=0.6)
+            if not close:
+                close = sorted(k for k in known if k.startswith(target.split("_")[0]))[:5]
+            hint = f"; close names: {', '.join(close)}" if close else ""
+            raise UnknownTask(f"unknown lm-eval task {target!r}{hint}")
+        out.append(target)
+    return out
+
+
+def run_lm_eval(
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    tasks: Sequence[str],
+    num_fewshot: Mapping[str, int] | None = None,
+    local: bool = False,
+    jaqket_source: str = "json",
+    limit: int | float | None = None,
+    batch_size: int = 8,
+    max_gen_toks: int | None = None,
+    device: Any = None,
+    extra_task_dirs: Sequence[str | Path] = (),
+) -> dict[str, Any]:
+    """Evaluate a model (object or save_pretrained directory) on lm-eval tasks through HFLM.
+
+    `num_fewshot` maps task names (online or local) to shots; tasks not in it keep their YAML's value.
+    Returns lm-eval's result dict (results, versions, n-shot, higher_is_better, ...).
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    if isinstance(model, (str, Path)):
+        model, loaded_tok = load_model(model, device=device)
+        tokenizer = tokenizer or loaded_tok
+    if tokenizer is None:
+        raise ValueError("run_lm_eval: pass the tokenizer with a model object")
+    check_tokenizer(model, tokenizer)
+    manager = task_manager(extra_task_dirs, defaults=not local)  # local runs need only the local tasks
+    given = [tasks] if isinstance(tasks, str) else list(tasks)
+    names = resolve_tasks(given, local=local, jaqket_source=jaqket_source, manager=manager)
+    fewshot = dict(num_fewshot or {})  # keyed by the name given or the name run
+    shots = {name: fewshot.get(g, fewshot.get(name)) for g, name in zip(given, names)}
+    loaded = manager.load(names)["tasks"]
+    for name, task in loaded.items():
+        if shots.get(name) is not None:
+            task.set_config(key="num_fewshot", value=int(shots[name]))
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    # lm-eval generates up to 256 tokens and keeps context + generation within the model's window:
+    # a short-context model (the smoke one has 256) gets a quarter of its window instead.
+    gen_toks = int(max_gen_toks or min(256, lm.max_length // 4))
+    if not 0 < gen_toks < lm.max_length:
+        raise ValueError(f"max_gen_toks={gen_toks}: expected 1..{lm.max_length - 1} (the model's context is {lm.max_length})")
+    results = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(loaded.values()),
+        gen_kwargs={"max_gen_toks": gen_toks},
+        limit=limit or None,
+        task_manager=manager,
+        log_samples=False,
+        verbosity="ERROR",  # not one truncation warning per request
+    )
+    if results is None:  # non-zero ranks under torchrun get nothing back
+        return {}
+    return results

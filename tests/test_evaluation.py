@@ -1,0 +1,424 @@
+"""Perplexity, the lm-eval wrapper and its offline tasks, results files and the run summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from nbhelpers import evaluation as ev  # noqa: E402
+from nbhelpers.evaluation import harness  # noqa: E402
+
+DATA = ev.LOCAL_TASK_DIR / "data"
+
+
+# ---------------------------------------------------------------- fixtures: tiny tokenizer and models
+
+
+def _corpus_text() -> list[str]:
+    texts = ev.heldout_prose()
+    texts += [(DATA / f"{name}.json").read_text(encoding="utf-8") for name in harness.LOCAL_FIELDS]
+    return texts
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A small unigram tokenizer trained here on the bundled Japanese texts, as a HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=900, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+                                      unk_token="<unk>")
+    tok.train_from_iterator(_corpus_text(), trainer)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                                                eos_token="</s>", pad_token="<pad>")
+
+
+def _model(tokenizer, context: int = 128, vocab: int | None = None, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.GPTNeoXConfig(
+        vocab_size=vocab or len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=context, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return transformers.GPTNeoXForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return _model(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tokenizer, tmp_path_factory):
+    """A save_pretrained directory (model + tokenizer) with a 256-token context, as 03 writes it."""
+    out = tmp_path_factory.mktemp("final")
+    _model(tokenizer, context=256).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _ids(tokenizer, text: str, prefix: bool = True) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [tokenizer.eos_token_id, *ids] if prefix else ids
+
+
+# ---------------------------------------------------------------- perplexity
+
+
+def test_perplexity_matches_the_models_own_loss(model, tokenizer):
+    text = ev.heldout_prose(1)[0]
+    ids = torch.tensor([_ids(tokenizer, text)])
+    assert ids.shape[1] <= 128
+    with torch.no_grad():
+        loss = model(input_ids=ids, labels=ids).loss.item()
+    res = ev.perplexity(model, tokenizer, [text], progress=False)
+    assert res.tokens == (ids.shape[1] - 1,)
+    assert res.per_text[0] == pytest.approx(math.exp(loss), rel=1e-5)
+    assert res.mean_ppl == pytest.approx(res.token_ppl, rel=1e-9)  # one text: the two agree
+
+
+def test_prefix_none_leaves_the_first_token_unscored(model, tokenizer):
+    text = ev.heldout_prose(2)[1]
+    ids = torch.tensor([_ids(tokenizer, text, prefix=False)[:60]])
+    with torch.no_grad():
+        loss = model(input_ids=ids, labels=ids).loss.item()
+    short = tokenizer.decode(ids[0])
+    assert _ids(tokenizer, short, prefix=False) == ids[0].tolist()  # the decoded text encodes back the same
+    res = ev.perplexity(model, tokenizer, [short], prefix="none", progress=False)
+    assert res.tokens == (59,)
+    assert res.per_text[0] == pytest.approx(math.exp(loss), rel=1e-5)
+
+
+def test_sliding_window_equals_full_context_when_the_text_fits(model, tokenizer):
+    texts = ev.heldout_prose(3)
+    full = ev.perplexity(model, tokenizer, texts, max_length=128, stride=127, progress=False)
+    assert max(full.tokens) + 1 <= 100  # every text fits in each window below
+    for max_length, stride in ((128, 1), (128, 17), (100, 50)):
+        other = ev.perplexity(model, tokenizer, texts, max_length=max_length, stride=stride, progress=False)
+        assert other.tokens == full.tokens
+        assert other.per_text == pytest.approx(full.per_text, rel=1e-5)
+
+
+def test_stride_one_gives_every_token_its_full_window(model, tokenizer):
+    """Reference: each token scored alone with the max_length - 1 tokens before it."""
+    ids = _ids(tokenizer, "".join(ev.heldout_prose(2)))[:40]
+    text = tokenizer.decode(ids[1:])
+    assert _ids(tokenizer, text) == ids
+    max_length = 12
+    assert len(ids) > 3 * max_length
+    nll = 0.0
+    with torch.no_grad():
+        for p in range(1, len(ids)):
+            ctx = torch.tensor([ids[max(0, p - max_length + 1):p + 1]])
+            logp = torch.log_softmax(model(input_ids=ctx).logits[0, -2].float(), -1)
+            nll -= logp[ids[p]].item()
+    res = ev.perplexity(model, tokenizer, [text], max_length=max_length, stride=1, batch_size=16, progress=False)
+    assert res.tokens == (len(ids) - 1,)
+    assert res.nll[0] == pytest.approx(nll, rel=1e-5)
+
+
+def test_strided_windows_score_each_token_once_with_enough_context():
+    for n, length, stride in ((1, 8, 4), (2, 8, 4), (8, 8, 4), (9, 8, 4), (100, 16, 5), (57, 10, 9), (30, 4, 1)):
+        scored = []
+        for begin, end, new in ev.windows(n, length, stride):
+            assert end - begin <= length
+            first = max(end - new, begin + 1)  # a window's first token has no context of its own
+            for p in range(first, end):
+                if begin > 0:
+                    assert p - begin >= length - stride
+                scored.append(p)
+        assert scored == list(range(1, n)), (n, length, stride)
+
+
+def test_batching_and_fixed_shapes_do_not_change_results(model, tokenizer):
+    texts = ev.heldout_prose(3) + ["短い。"]
+    one = ev.perplexity(model, tokenizer, texts, max_length=32, stride=8, batch_size=1, progress=False)
+    many = ev.perplexity(model, tokenizer, texts, max_length=32, stride=8, batch_size=7, progress=False)
+    fixed = ev.perplexity(model, tokenizer, texts, max_length=32, stride=8, batch_size=5, fixed_shapes=True,
+                          progress=False)
+    assert one.tokens == many.tokens == fixed.tokens
+    assert many.per_text == pytest.approx(one.per_text, rel=1e-5)
+    assert fixed.per_text == pytest.approx(one.per_text, rel=1e-5)
+    assert one.mean_ppl == pytest.approx(sum(one.per_text) / len(texts))
+    assert one.token_ppl == pytest.approx(math.exp(sum(one.nll) / sum(one.tokens)))
+    assert one.mean_ppl != pytest.approx(one.token_ppl)  # a 3-token text weighs as much as a paragraph
+
+
+def test_perplexity_rejects_bad_input(model, tokenizer):
+    with pytest.raises(TypeError, match="list of strings"):
+        ev.perplexity(model, tokenizer, "一つの文字列", progress=False)
+    with pytest.raises(ValueError, match="at least one"):
+        ev.perplexity(model, tokenizer, [], progress=False)
+    with pytest.raises(ValueError, match="stride=64"):
+        ev.perplexity(model, tokenizer, ["テスト"], max_length=64, stride=64, progress=False)
+    with pytest.raises(ValueError, match=r"texts\[1\].*nothing to score"):
+        ev.perplexity(model, tokenizer, ["テスト", ""], prefix="none", progress=False)
+    with pytest.raises(ValueError, match="prefix='sep'"):
+        ev.perplexity(model, tokenizer, ["テスト"], prefix="sep", progress=False)
+
+
+def test_tokenizer_that_does_not_match_the_model(tokenizer):
+    small = _model(tokenizer, vocab=len(tokenizer) - 10)
+    with pytest.raises(ev.ModelMismatch, match=f"has {len(tokenizer)} tokens but the model's embedding table has"):
+        ev.perplexity(small, tokenizer, ["テスト"], progress=False)
+    big = _model(tokenizer, vocab=32000)
+    with pytest.raises(ev.ModelMismatch, match="built for 32000"):
+        ev.check_tokenizer(big, tokenizer)
+    ev.check_tokenizer(_model(tokenizer, vocab=len(tokenizer) + 60), tokenizer)  # padded table: fine
+
+
+def test_load_model_errors_name_the_directory(tmp_path, model_dir):
+    with pytest.raises(FileNotFoundError, match=r"no such directory.*03_pretrain"):
+        ev.load_model(tmp_path / "pretrain" / "final")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        ev.load_model(tmp_path / "empty")
+    model, tok = ev.load_model(model_dir, device="cpu")
+    assert len(tok) == model.config.vocab_size and not model.training
+
+
+# ---------------------------------------------------------------- validation texts
+
+
+def test_texts_from_blocks_splits_documents_at_eos(tokenizer):
+    docs = ev.heldout_prose(4)
+    eos = tokenizer.eos_token_id
+    stream = _ids(tokenizer, "途中から始まる文書の終わり。", prefix=False)
+    for d in docs:
+        stream += [eos, *_ids(tokenizer, d, prefix=False)]
+    stream.append(eos)
+    blocks = [stream[i:i + 32] for i in range(0, len(stream), 32)]
+    texts = ev.texts_from_blocks(blocks, tokenizer, n=3, min_chars=10)
+    assert len(texts) == 3
+    for got, want in zip(texts, docs):
+        assert got.replace(" ", "") == want.replace(" ", "")  # the cut first piece is dropped
+
+
+def test_heldout_prose_shape_errors(tmp_path):
+    bad = tmp_path / "prose.json"
+    bad.write_text('{"texts": ["ok", ""]}', encoding="utf-8")
+    with pytest.raises(ValueError, match="non-empty strings"):
+        ev.heldout_prose(path=bad)
+    assert len(ev.heldout_prose(3)) == 3
+
+
+# ---------------------------------------------------------------- local lm-eval tasks
+
+
+def test_local_tasks_validate_and_register():
+    names = ev.validate_task_dir()
+    assert set(ev.ONLINE_TO_LOCAL.values()) <= set(names)
+    manager = ev.task_manager(defaults=False)
+    assert ev.resolve_tasks(list(ev.ONLINE_TO_LOCAL), local=True, manager=manager) == list(ev.ONLINE_TO_LOCAL.values())
+
+
+def test_local_tasks_keep_the_leaderboard_prompts():
+    """The offline copies render the same prompt, target, filters and metric as lm-eval's tasks."""
+    import lm_eval
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    upstream = Path(lm_eval.__file__).parent / "tasks" / "japanese_leaderboard"
+    keys = ("description", "doc_to_text", "doc_to_target", "doc_to_choice", "target_delimiter", "output_type",
+            "generation_kwargs", "metric_list", "filter_list", "num_fewshot", "training_split",
+            "validation_split", "fewshot_split")
+    for online, local in ev.ONLINE_TO_LOCAL.items():
+        theirs = load_yaml(upstream / f"{online}.yaml", resolve_func=False)
+        ours = load_yaml(ev.LOCAL_TASK_DIR / f"{local}.yaml", resolve_func=False)
+        for key in keys:
+            assert ours.get(key) == theirs.get(key), (local, key)
+
+
+def test_local_data_renders_with_the_prompt_templates():
+    import jinja2
+
+    env = jinja2.Environment()
+    for name, local in (("jaqket_v2", "ja_local_jaqket_v2"), ("jsquad", "ja_local_jsquad")):
+        from lm_eval.tasks._yaml_loader import load_yaml
+
+        cfg = load_yaml(ev.LOCAL_TASK_DIR / f"{local}.yaml", resolve_func=False)
+        for doc in harness.read_local_data(name)["validation"]:
+            text = env.from_string(cfg["doc_to_text"]).render(**doc)
+            target = env.from_string(cfg["doc_to_target"]).render(**doc)
+            assert doc["question"] in text and target == doc["answers"]["text"][0]
+            if name == "jaqket_v2":
+                assert any(target in c for c in doc["ctxs"]["text"])  # extractive: the answer is in a passage
+            else:
+                assert doc["context"][doc["answers"]["answer_start"][0]:].startswith(target)
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d["validation"][1].pop("question"), r"validation\[1\]: missing field\(s\) question"),
+    (lambda d: d["train"][0].update(label=7), r"train\[0\]\.label: expected 0\.\.4"),
+    (lambda d: d["train"][2].update(choice3=3), r"train\[2\]\.choice3: expected string"),
+    (lambda d: d.pop("train"), r"'train' must be a non-empty list"),
+])
+def test_local_data_in_the_wrong_shape(tmp_path, mutate, message):
+    data = json.loads((DATA / "jcommonsenseqa.json").read_text(encoding="utf-8"))
+    mutate(data)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "jcommonsenseqa.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ev.LocalTaskError, match=message) as err:
+        harness.read_local_data("jcommonsenseqa", tmp_path)
+    assert "jcommonsenseqa.json" in str(err.value)
+
+
+def test_local_task_files_in_the_wrong_shape(tmp_path):
+    task_dir = tmp_path / "tasks"
+    shutil.copytree(ev.LOCAL_TASK_DIR, task_dir)
+    (task_dir / "data" / "jsquad.json").write_text('{"train": [\n  {"id": 1,}\n]}', encoding="utf-8")
+    with pytest.raises(ev.LocalTaskError, match=r"jsquad\.json: line 2: not valid JSON"):
+        ev.validate_task_dir(task_dir)
+    (task_dir / "data" / "jsquad.json").write_text((DATA / "jsquad.json").read_text(encoding="utf-8"),
+                                                   encoding="utf-8")
+    nested = json.loads((DATA / "jsquad.json").read_text(encoding="utf-8"))
+    nested["validation"][0]["answers"] = {"text": ["x"], "answer_start": [1, 2]}
+    (task_dir / "data" / "jsquad.json").write_text(json.dumps(nested), encoding="utf-8")
+    with pytest.raises(ev.LocalTaskError, match=r"validation\[0\]\.answers: the lists text, answer_start"):
+        ev.validate_task_dir(task_dir)
+    (task_dir / "data" / "jsquad.json").write_text((DATA / "jsquad.json").read_text(encoding="utf-8"),
+                                                   encoding="utf-8")
+    yaml_path = task_dir / "ja_local_jsquad.yaml"
+    yaml_path.write_text(yaml_path.read_text(encoding="utf-8").replace("output_type: generate_until\n", ""),
+                         encoding="utf-8")
+    with pytest.raises(ev.LocalTaskError, match=r"ja_local_jsquad\.yaml: missing key\(s\) output_type"):
+        ev.validate_task_dir(task_dir)
+
+
+def test_unknown_task_lists_close_names():
+    manager = ev.task_manager(defaults=False)
+    with pytest.raises(ev.UnknownTask, match="unknown lm-eval task 'ja_local_jsqad'; close names: ja_local_jsquad"):
+        ev.resolve_tasks(["ja_local_jsqad"], manager=manager)
+    with pytest.raises(ValueError, match="jaqket_source"):
+        ev.resolve_tasks(["ja_leaderboard_jaqket_v2"], jaqket_source="hub", manager=manager)
+
+
+def test_online_jaqket_goes_through_the_script_free_task():
+    manager = ev.task_manager(defaults=False)
+    assert ev.resolve_tasks(["ja_leaderboard_jaqket_v2"], manager=manager) == [ev.JAQKET_JSON_TASK]
+
+
+def test_jaqket_records_match_the_loading_scripts_shape():
+    def ctx(i, has):
+        return {"id": str(i), "title": f"題{i}", "text": f"本文{i}", "score": str(10 - i), "has_answer": has}
+
+    raw = [
+        {"qid": "Q1", "question": "問1", "answers": ["本文2"], "ctxs": [ctx(i, i == 2) for i in range(8)]},
+        {"qid": "Q2", "question": "問2", "answers": ["本文6"], "ctxs": [ctx(i, i == 6) for i in range(8)]},
+    ]
+    out = ev.jaqket_records(raw, num_contexts=5)
+    assert [r["qid"] for r in out] == ["Q1"]  # Q2's answer is only in the 7th passage
+    assert out[0]["ctxs"]["text"] == [f"本文{i}" for i in range(5)]
+    assert out[0]["ctxs"]["score"] == [10.0, 9.0, 8.0, 7.0, 6.0]
+    harness.validate_records("jaqket_v2", {"train": out, "validation": out}, "converted")
+    with pytest.raises(ev.LocalTaskError, match="JAQKET record 0"):
+        ev.jaqket_records([{"qid": "Q", "question": "q"}])
+
+
+# ---------------------------------------------------------------- lm-eval end to end
+
+
+@pytest.mark.slow
+def test_simple_evaluate_runs_the_local_tasks(model_dir):
+    shots = {"ja_leaderboard_jaqket_v2": 1, "ja_leaderboard_jcommonsenseqa": 3, "ja_leaderboard_jsquad": 2}
+    res = ev.run_lm_eval(str(model_dir), tasks=list(shots), num_fewshot=shots, local=True, batch_size=4,
+                         max_gen_toks=8, device="cpu")
+    assert res["n-shot"] == {ev.ONLINE_TO_LOCAL[k]: v for k, v in shots.items()}
+    table = ev.results_table(res)
+    assert list(table.columns) == ["Tasks", "Version", "Filter", "n-shot", "Metric", "Value", "Stderr"]
+    assert sorted(table["Metric"]) == ["acc", "exact_match", "exact_match"]
+    assert table["Value"].between(0, 1).all()
+    assert res["n-samples"]["ja_local_jcommonsenseqa"]["effective"] == 5
+    md = ev.results_markdown(res)
+    assert md.splitlines()[0] == "|Tasks|Version|Filter|n-shot|Metric|Value|Stderr|" and "ja_local_jsquad" in md
+    # Fewer shots than the YAML's when asked.
+    one = ev.run_lm_eval(str(model_dir), tasks=["ja_leaderboard_jcommonsenseqa"],
+                         num_fewshot={"ja_local_jcommonsenseqa": 0}, local=True, device="cpu")
+    assert one["n-shot"] == {"ja_local_jcommonsenseqa": 0}
+
+
+def test_run_lm_eval_bad_input(tmp_path, model, tokenizer):
+    with pytest.raises(FileNotFoundError, match="03_pretrain"):
+        ev.run_lm_eval(tmp_path / "missing", tasks=["ja_leaderboard_jsquad"], local=True)
+    with pytest.raises(ValueError, match="pass the tokenizer"):
+        ev.run_lm_eval(model, tasks=["ja_leaderboard_jsquad"], local=True)
+    with pytest.raises(ev.UnknownTask, match="close names"):
+        ev.run_lm_eval(model, tokenizer, tasks=["ja_leaderboard_jsquadd"], local=True)
+
+
+# ---------------------------------------------------------------- results and summary
+
+
+FAKE_RESULTS = {
+    "results": {
+        "ja_local_jsquad": {"alias": "ja_local_jsquad", "exact_match,whitespaces": 0.25,
+                            "exact_match_stderr,whitespaces": 0.1},
+        "ja_local_jcommonsenseqa": {"alias": "ja_local_jcommonsenseqa", "acc,none": 0.4, "acc_stderr,none": "N/A"},
+    },
+    "versions": {"ja_local_jsquad": 1.0, "ja_local_jcommonsenseqa": 1.0},
+    "n-shot": {"ja_local_jsquad": 2, "ja_local_jcommonsenseqa": 3},
+}
+
+
+def test_results_table_shape_and_files(tmp_path, model, tokenizer):
+    rows = ev.results_rows(FAKE_RESULTS)
+    assert rows[0] == {"Tasks": "ja_local_jsquad", "Version": 1.0, "Filter": "whitespaces", "n-shot": 2,
+                       "Metric": "exact_match", "Value": 0.25, "Stderr": 0.1}
+    assert rows[1]["Stderr"] == "N/A"
+    assert "|ja_local_jsquad|1|whitespaces|2|exact_match|0.2500|0.1000|" in ev.results_markdown(FAKE_RESULTS)
+    ppl = {"pretrain": {"prose": ev.perplexity(model, tokenizer, ev.heldout_prose(2), progress=False)}}
+    data = ev.save_results(tmp_path / "eval" / "results.json", ppl, {"pretrain": FAKE_RESULTS, "sft": {}})
+    back = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
+    assert back == json.loads(json.dumps(data))
+    assert back["lm_eval"]["pretrain"]["table"] == rows and "sft" not in back["lm_eval"]
+    assert len(back["perplexity"]["pretrain"]["prose"]["per_text"]) == 2
+    assert ev.results_table(back["lm_eval"]["pretrain"]["table"]).shape == (2, 7)
+    figures = ev.eval_figures(ppl, {"pretrain": FAKE_RESULTS})
+    assert figures["lm_eval"]["pretrain"] == {"ja_local_jsquad/exact_match": 0.25, "ja_local_jcommonsenseqa/acc": 0.4}
+    table = ev.perplexity_table(ppl)
+    assert table.iloc[0]["tokens"] == sum(ppl["pretrain"]["prose"].tokens)
+
+
+def test_plots(tmp_path):
+    from nbhelpers import plots
+
+    def result(ppl):
+        return ev.PerplexityResult(ppl, ppl, (ppl,), (10,), (10 * math.log(ppl),), 64, 32)
+
+    ppl = {"pretrain": {"prose": result(900.0), "corpus_val": result(800.0)},
+           "sft": {"prose": result(40.0), "corpus_val": result(30.0)}}
+    fig = plots.plot_perplexity(ev.perplexity_table(ppl), path=tmp_path / "ppl.png")
+    assert len(fig.axes[0].patches) == 4 and (tmp_path / "ppl.png").stat().st_size > 0
+    assert fig.axes[0].get_yscale() == "log"
+    fig = plots.plot_lm_eval({"pretrain": {"a/acc": 0.2, "b/em": 0.0}, "sft": {"a/acc": 0.4}},
+                             path=tmp_path / "lm.png")
+    assert len(fig.axes[0].patches) == 4
+
+
+def test_run_summary_is_tolerant_of_missing_stages(tmp_path):
+    metrics = {
+        "tokenizer": {"vocab_size": 2000, "chars_per_token": 1.83456, "config_fingerprint": "abc"},
+        "pretrain": {"steps": 200, "val_loss": 3.21, "extra": [1, 2, 3, 4, 5, 6], "notes": "x" * 100},
+        "eval": ev.eval_figures({"pretrain": {}}, {"pretrain": FAKE_RESULTS}),
+        "chat": "odd value",
+    }
+    text = ev.run_summary(metrics)
+    assert "01 tokenizer:\n  vocab_size: 2,000\n  chars_per_token: 1.835" in text
+    assert "02 corpus: not run yet" in text and "04 instruction tuning: not run yet" in text
+    assert "config_fingerprint" not in text and "05 chat: odd value" in text
+    assert "  lm_eval/pretrain/ja_local_jsquad/exact_match: 0.25" in text
+    assert "[1, 2, 3, 4, ...] (6)" in text and "x" * 57 + "..." in text
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    assert ev.run_summary(tmp_path) == text
+    assert "not run yet" in ev.run_summary(tmp_path / "nothing")
+    (tmp_path / "metrics.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
+        ev.run_summary(tmp_path)
