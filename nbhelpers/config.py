@@ -153,8 +153,12 @@ class EvalConfig:
         }
     )
     local_tasks: bool = False  # True: the bundled offline copies of the three tasks
+    jaqket_source: str = "json"  # json: the hub's JSON files, no loading script | script: needs datasets<4
     limit: int = 0  # 0 = every example
     batch_size: int = 8
+    ppl_max_length: int = 0  # tokens per perplexity window; 0 = the model's context
+    max_gen_toks: int = 0  # lm-eval generation budget; 0 = 256, or a quarter of a shorter context
+    lm_eval: bool = True  # False skips the harness (perplexity only)
 
 
 @dataclass(frozen=True)

@@ -17,3 +17,45 @@ def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
+
+
+# ---------------------------------------------------------------- 06 evaluation
+
+
+def _grouped_bars(ax: plt.Axes, groups: list[str], series: dict[str, list[float]], fmt: str) -> None:
+    """Bars of each series side by side within each group, values written above the bars."""
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        bars = ax.bar(xs, values, width, label=name)
+        ax.bar_label(bars, labels=[format(v, fmt) for v in values], fontsize=8, padding=2)
+    ax.set_xticks(range(len(groups)), groups, rotation=15 if len(groups) > 3 else 0)
+    ax.legend()
+
+
+def plot_perplexity(table: object, value: str = "token_ppl", path: str | Path | None = None) -> plt.Figure:
+    """Perplexity per text set, one bar per model (table: the DataFrame of evaluation.perplexity_table)."""
+    groups = list(dict.fromkeys(table["texts"]))
+    models = list(dict.fromkeys(table["model"]))
+    series = {m: [float(table[(table["model"] == m) & (table["texts"] == g)][value].iloc[0])
+                  if ((table["model"] == m) & (table["texts"] == g)).any() else float("nan") for g in groups]
+              for m in models}
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(groups) + 2), 3.6))
+    _grouped_bars(ax, groups, series, ".1f")
+    ax.set_ylabel("perplexity (token-weighted)" if value == "token_ppl" else value)
+    ax.set_title("Perplexity on held-out texts (lower is better)")
+    if all(v > 0 for vs in series.values() for v in vs if v == v):
+        ax.set_yscale("log")  # an untrained and a trained model differ by orders of magnitude
+    return save(fig, path)
+
+
+def plot_lm_eval(scores: dict[str, dict[str, float]], path: str | Path | None = None) -> plt.Figure:
+    """lm-eval scores per task, one bar per model (scores: model -> {"task/metric": value})."""
+    groups = list(dict.fromkeys(k for s in scores.values() for k in s))
+    series = {m: [float(s.get(g, float("nan"))) for g in groups] for m, s in scores.items()}
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(groups) + 2), 3.6))
+    _grouped_bars(ax, [g.replace("/", "\n") for g in groups], series, ".3f")
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("score")
+    ax.set_title("lm-evaluation-harness (higher is better)")
+    return save(fig, path)
