@@ -146,6 +146,9 @@ class Hooks:
     def after_eval_batch(self) -> None:
         """Runs after each evaluation forward."""
 
+    def prepare_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Runs once after `wrap_model`, when any checkpoint is loaded (XLA: shards the optimizer state)."""
+
     def generate(self, model: torch.nn.Module, tokenizer: Any, prompts: Iterable[str], max_new_tokens: int,
                  device: torch.device, autocast: Any) -> list[dict[str, str]]:
         """Greedy continuations of `prompts` (only the new text)."""
@@ -629,6 +632,7 @@ class _Trainer:
         self.params = [p for p in self.raw.parameters() if p.requires_grad]
         self.ddp = None
         fwd = self.hooks.wrap_model(self.raw, self.choice, cfg)
+        self.hooks.prepare_optimizer(self.optimizer)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
