@@ -13,11 +13,53 @@ EPILOG = """examples:
   python -m nbhelpers run --profile smoke --run-dir runs/smoke --only 01,02 --set train.max_steps=50
   python -m nbhelpers run --profile colab_t4 --run-dir runs/t4 --only 03 --force
   python -m nbhelpers notebooks --check
+  python -m nbhelpers kaggle --user alice --profile kaggle_tpu_v5e8
 
 Overrides are section.field=value; the value is read as JSON when it parses, as a string otherwise
 (train.lr=3e-4, corpus.mixture='{"bundled_prose": 1}', train.backend=cpu).
 A second run skips stages whose artifacts are complete for the same configuration; --force reruns them.
 """
+
+
+KAGGLE_EPILOG = """examples:
+  python -m nbhelpers kaggle --user alice --profile kaggle_tpu_v5e8
+  python -m nbhelpers kaggle --user alice --profile kaggle_t4x2 --only 03,04 --out build/kaggle-t4
+
+Each folder holds kernel-metadata.json and the notebook with PROFILE set; push them in order with
+`kaggle kernels push -p FOLDER`, each after the previous one finished: a notebook reads the earlier
+notebooks' outputs (kernel_sources), so they must exist first. kaggle-metadata.json at the top of the
+repository gives the defaults (privacy, dataset_sources) and is itself the 03_pretrain kernel's metadata.
+"""
+
+
+def _kaggle(args: argparse.Namespace) -> int:
+    """`python -m nbhelpers kaggle`: write the kernel folders and print how to push them."""
+    import json
+    import os
+
+    from . import platform
+    from .notebooks import default_dir
+
+    notebooks_dir = args.notebooks or default_dir()
+    base_path = Path(notebooks_dir).parent / "kaggle-metadata.json"
+    base = json.loads(base_path.read_text(encoding="utf-8")) if base_path.is_file() else {}
+    owner = args.user or os.environ.get("KAGGLE_USERNAME") or str(base.get("id", "")).split("/")[0]
+    if not owner or owner == platform.PLACEHOLDER_USER:
+        print("error: pass --user YOUR_KAGGLE_NAME (or set KAGGLE_USERNAME)", file=sys.stderr)
+        return 1
+    try:
+        folders = platform.write_kaggle_kernels(args.out, owner, args.profile, notebooks_dir,
+                                                only=args.only.split(","), base=base,
+                                                cpu_stages=[c.strip() for c in args.cpu_stages.split(",") if c.strip()])
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for folder in folders:
+        meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
+        shape = meta["machine_shape"] or "no accelerator"
+        print(f"kaggle kernels push -p {folder}   # {meta['id']} on {shape}; then wait for "
+              f"`kaggle kernels status {meta['id']}` to say complete")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     p_nb = sub.add_parser("notebooks", help="write the .ipynb twins from the jupytext .py sources")
     p_nb.add_argument("--check", action="store_true", help="only report twins that differ (exit 1 if any)")
     p_nb.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: the repository's)")
+    p_kg = sub.add_parser("kaggle", help="write one Kaggle kernel folder per notebook, chained by kernel_sources",
+                          epilog=KAGGLE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_kg.add_argument("--user", default=None, help="your Kaggle user name (default: $KAGGLE_USERNAME, "
+                      "or the owner in kaggle-metadata.json)")
+    p_kg.add_argument("--profile", default="kaggle_tpu_v5e8", choices=["kaggle_tpu_v5e8", "kaggle_t4x2", "smoke"],
+                      help="profile injected into each notebook; picks the accelerator (default: kaggle_tpu_v5e8)")
+    p_kg.add_argument("--out", type=Path, default=Path("build/kaggle"), help="output folder (default: build/kaggle)")
+    p_kg.add_argument("--only", default="", help="comma-separated notebook numbers or names, e.g. 03,04")
+    p_kg.add_argument("--cpu-stages", default="01,02", help="notebooks run without an accelerator (default: 01,02)")
+    p_kg.add_argument("--notebooks", type=Path, default=None, help="notebooks folder (default: the repository's)")
     args = parser.parse_args(argv)
+
+    if args.command == "kaggle":
+        return _kaggle(args)
 
     if args.command == "notebooks":
         from .notebooks import sync

@@ -1,4 +1,5 @@
-"""The numbered notebooks: find them, and keep each `.ipynb` twin in sync with its jupytext `.py` source."""
+"""The numbered notebooks: find them, keep each `.ipynb` twin in sync with its jupytext `.py` source, and
+write every notebook's badge line and setup cell from one template built from `nbhelpers.REPO_URL` / `REPO_REF`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,116 @@ import jupytext
 import nbformat
 
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
+GITHUB_URL = re.compile(r"^https://github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?/?$")
+BADGE_LINE = re.compile(r"^# \[!\[Open in (Colab|Kaggle)\]")
+CELL_MARKER = re.compile(r"^# %%")
+
+# The setup cell. It runs before nbhelpers exists, so it uses only the standard library. pip gets a constraints
+# file pinning the torch (and torch_xla) already installed: pip still installs every other missing dependency
+# (--no-deps would skip them, and Kaggle / Colab lack some), but cannot choose another torch; a dependency that
+# needs one makes pip fail with a message instead of silently breaking the image's CUDA or TPU build.
+SETUP_TEMPLATE = """\
+# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing, keeping the platform's
+# torch / torch_xla (pip gets a constraint pinning them), then show the platform and check the torch / torch_xla pair.
+import importlib.metadata as md, importlib.util, subprocess, sys, tempfile
+if importlib.util.find_spec("nbhelpers") is None:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
+        pins.write("\\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "{install}"], check=True)
+    importlib.invalidate_caches()
+import nbhelpers
+nbhelpers.platform.setup()
+"""
+
+
+def repo(url: str | None = None, ref: str | None = None) -> tuple[str, str, str, str]:
+    """(repository URL, owner, name, ref) from nbhelpers.REPO_URL / REPO_REF unless given."""
+    import nbhelpers
+
+    url = (url or nbhelpers.REPO_URL).rstrip("/")
+    ref = ref or nbhelpers.REPO_REF
+    m = GITHUB_URL.match(url)
+    if not m:
+        raise ValueError(f"nbhelpers.REPO_URL: expected https://github.com/OWNER/NAME (Colab opens GitHub notebooks "
+                         f"only), got {url!r}")
+    if not ref or any(c in ref for c in " ?#"):
+        raise ValueError(f"nbhelpers.REPO_REF: expected a branch, tag or commit, got {ref!r}")
+    return f"https://github.com/{m.group(1)}/{m.group(2)}", m.group(1), m.group(2), ref
+
+
+def colab_url(stem: str, url: str | None = None, ref: str | None = None) -> str:
+    """The link that opens notebooks/STEM.ipynb of the repository in Colab."""
+    _, owner, name, ref = repo(url, ref)
+    return f"https://colab.research.google.com/github/{owner}/{name}/blob/{ref}/notebooks/{stem}.ipynb"
+
+
+def kaggle_url(stem: str, url: str | None = None, ref: str | None = None) -> str:
+    """The link that imports notebooks/STEM.ipynb of the repository into a new Kaggle notebook."""
+    base, _, _, ref = repo(url, ref)
+    return f"https://kaggle.com/kernels/welcome?src={base}/blob/{ref}/notebooks/{stem}.ipynb"
+
+
+def install_spec(url: str | None = None, ref: str | None = None) -> str:
+    """The pip requirement that installs nbhelpers from the repository at the pinned ref."""
+    base, _, _, ref = repo(url, ref)
+    return f"nbhelpers @ git+{base}@{ref}"
+
+
+def badge_lines(stem: str, url: str | None = None, ref: str | None = None) -> list[str]:
+    """The title cell's two badge lines (as jupytext markdown comment lines)."""
+    return [
+        f"# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(stem, url, ref)})",
+        f"# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)]({kaggle_url(stem, url, ref)})",
+    ]
+
+
+def setup_cell(url: str | None = None, ref: str | None = None) -> str:
+    """The setup cell's code."""
+    return SETUP_TEMPLATE.replace("{install}", install_spec(url, ref))
+
+
+def _split_cells(text: str) -> tuple[str, list[list[str]]]:
+    """(header before the first cell, cells as lists of lines, each starting with its `# %%` marker)."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if CELL_MARKER.match(line)]
+    if not starts:
+        return text, []
+    header = "\n".join(lines[: starts[0]])
+    cells = [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)])]
+    return header, cells
+
+
+def apply_template(text: str, stem: str, url: str | None = None, ref: str | None = None, where: str = "") -> str:
+    """The notebook source `text` with its badge line and setup cell written from the template."""
+    header, cells = _split_cells(text)
+    where = where or stem
+    if not cells or "[markdown]" not in cells[0][0]:
+        raise ValueError(f"{where}: the first cell must be the markdown title cell (# %% [markdown])")
+    params = [i for i, c in enumerate(cells) if "parameters" in c[0] and "tags" in c[0]]
+    if len(params) != 1:
+        raise ValueError(f"{where}: expected exactly one cell tagged parameters, found {len(params)}")
+
+    title = cells[0]
+    body_end = len(title)
+    while body_end > 1 and not title[body_end - 1].strip():
+        body_end -= 1  # trailing blank lines stay after the badges
+    found = [i for i, line in enumerate(title) if BADGE_LINE.match(line)]
+    if found:
+        kept = [line for i, line in enumerate(title[:body_end]) if i not in found]
+        at = found[0]
+        title = kept[:at] + badge_lines(stem, url, ref) + kept[at:] + title[body_end:]
+    else:
+        title = title[:body_end] + ["#"] + badge_lines(stem, url, ref) + title[body_end:]
+    cells[0] = title
+
+    setup = ["# %%", *setup_cell(url, ref).rstrip("\n").split("\n"), ""]
+    code_before = [i for i in range(1, params[0]) if "[markdown]" not in cells[i][0]]
+    if code_before:
+        cells[code_before[0]] = setup  # the first code cell before the parameters is the setup cell
+    else:
+        cells.insert(params[0], setup)
+    out = "\n".join(["\n".join(c) for c in cells])
+    return (header + "\n" if header else "") + out.rstrip("\n") + "\n"
 
 
 def default_dir() -> Path:
@@ -26,9 +137,9 @@ def discover(directory: Path | None = None) -> list[Path]:
     return sorted(p for p in directory.iterdir() if NOTEBOOK_NAME.match(p.name))
 
 
-def to_notebook(source: Path) -> nbformat.NotebookNode:
-    """Read a jupytext percent source as a notebook with no outputs."""
-    nb = jupytext.read(source, fmt="py:percent")
+def to_notebook(source: Path, text: str | None = None) -> nbformat.NotebookNode:
+    """Read a jupytext percent source (or its `text`) as a notebook with no outputs."""
+    nb = jupytext.reads(text, fmt="py:percent") if text is not None else jupytext.read(source, fmt="py:percent")
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -41,17 +152,24 @@ def to_notebook(source: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def render(source: Path) -> str:
-    """The exact text of the `.ipynb` twin of `source`."""
-    return nbformat.writes(to_notebook(source), version=4) + "\n"
+def render(source: Path, text: str | None = None) -> str:
+    """The exact text of the `.ipynb` twin of `source` (or of the source `text`)."""
+    return nbformat.writes(to_notebook(source, text), version=4) + "\n"
 
 
 def sync(directory: Path | None = None, check: bool = False) -> list[Path]:
-    """Write (or with check=True, only list) the `.ipynb` twins that differ from their sources."""
+    """Write (or with check=True, only list) sources whose badge line or setup cell differ from the template,
+    and `.ipynb` twins that differ from their sources."""
     stale = []
     for source in discover(directory):
+        current = source.read_text(encoding="utf-8")
+        wanted = apply_template(current, source.stem, where=str(source))
+        if wanted != current:
+            stale.append(source)
+            if not check:
+                source.write_text(wanted, encoding="utf-8")
         twin = source.with_suffix(".ipynb")
-        text = render(source)
+        text = render(source, wanted)
         if not twin.exists() or twin.read_text(encoding="utf-8") != text:
             stale.append(twin)
             if not check:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import platform
 from .config import RunConfig
 
 # Stage name -> (notebook, config sections its output depends on, files that must exist when done).
@@ -59,10 +60,13 @@ class RunDir:
     @classmethod
     def open(cls, root: str | os.PathLike, config: RunConfig) -> RunDir:
         """Create the directory if needed and record the resolved configuration."""
+        plat = platform.detect()
         if not str(root):
-            root = Path("runs") / config.profile  # empty RUN_DIR: a default next to the working directory
+            root = platform.default_run_dir(config.profile, plat)  # Kaggle working dir, Drive or /content, runs/
         run = cls(Path(root).expanduser().resolve(), config)
         run.root.mkdir(parents=True, exist_ok=True)
+        if plat.name == "kaggle":
+            platform.link_inputs(run.root, config.profile, plat)  # earlier notebooks' outputs (kernel_sources)
         atomic_write_text(run.root / "config.json", json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
         return run
 
