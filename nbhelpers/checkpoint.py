@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import platform
+
 PREFIX = "step_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 STATE_FILE = "state.json"
@@ -187,6 +189,7 @@ def save(
     tmp = root / f".tmp-{final.name}"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
+        platform.check_output_quota(root, platform.estimate_save_bytes(root, model))  # warns before Kaggle's 20 GB
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
