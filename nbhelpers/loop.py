@@ -331,7 +331,11 @@ class _Trainer:
         self._check_inputs(model)
         self.raw = model.to(self.device)
         if cfg.gradient_checkpointing:
-            self.raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            kwargs = {"use_reentrant": False}  # non-reentrant: works with DDP, compile and frozen inputs
+            if hasattr(self.raw, "activation_checkpointing_enable"):  # transformers >= 5.x name
+                self.raw.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                self.raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.raw.train()
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type) if device_choice.use_grad_scaler else None
@@ -478,7 +482,8 @@ class _Trainer:
             msg = (f"stopped at step {step}: {longest} consecutive steps had a non-finite loss or gradient "
                    f"(train.max_bad_steps={self.cfg.max_bad_steps}); they were skipped and no checkpoint was "
                    f"written after them; the last good checkpoint is {last or 'none (no checkpoint yet)'}. "
-                   "Lower train.lr, raise train.warmup_steps, or use fp32/bf16, then run again to resume.")
+                   "Lower train.lr or raise train.warmup_steps (or check the data), then run again: it resumes "
+                   "from that checkpoint.")
             self.metrics.write(kind="event", step=step, event="bad_steps", message=msg)
             raise BadStepsError(msg)
 

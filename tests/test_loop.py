@@ -1,0 +1,264 @@
+"""The training loop on a tiny GPT-NeoX on the CPU: batches, schedule, training, eval, final model, clear errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from loop_tiny import VOCAB, blocks, cpu_choice, tiny_model, tiny_tokenizer, train_cfg
+
+from nbhelpers import loop
+from nbhelpers.batches import ArrayBlocks, PackedBatches
+from nbhelpers.checkpoint import CheckpointMismatch
+from nbhelpers.model import ModelError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train(model, out, cfg, source=None, **kw):
+    source = source or PackedBatches(ArrayBlocks(blocks()), cfg.micro_batch, seed=3)
+    return loop.train(model, source, cfg, out, device_choice=cpu_choice(), peak_flops=1e10, progress=False, **kw)
+
+
+def _records(out, kind):
+    return [r for r in loop.read_metrics(out / loop.METRICS_FILE) if r["kind"] == kind]
+
+
+# ---------------------------------------------------------------- batches
+
+
+def test_packed_batches_shape_and_purity():
+    src = PackedBatches(ArrayBlocks(blocks(40)), 4, seed=1, rank=0, world_size=1)
+    assert len(src) == 10
+    b = src.batch(3)
+    assert b["input_ids"].shape == (4, 16) and b["input_ids"].dtype == torch.int64
+    assert torch.equal(b["input_ids"], b["labels"])
+    src.batch(27)  # another pass in between must not change batch 3
+    assert torch.equal(src.batch(3)["input_ids"], b["input_ids"])
+    again = PackedBatches(ArrayBlocks(blocks(40)), 4, seed=1, rank=0, world_size=1)
+    assert torch.equal(again.batch(3)["input_ids"], b["input_ids"])
+
+
+def test_packed_batches_each_pass_covers_blocks_in_a_new_order():
+    src = PackedBatches(ArrayBlocks(blocks(40)), 4, seed=1, rank=0, world_size=1)
+    first = np.concatenate([src.block_indices(i) for i in range(10)])
+    second = np.concatenate([src.block_indices(i) for i in range(10, 20)])
+    assert sorted(first) == list(range(40)) and sorted(second) == list(range(40))
+    assert not np.array_equal(first, second)
+    ordered = PackedBatches(ArrayBlocks(blocks(40)), 4, shuffle=False, limit=3, rank=0, world_size=1)
+    assert len(ordered) == 3 and list(ordered.block_indices(1)) == [4, 5, 6, 7]
+
+
+def test_ranks_read_disjoint_blocks_that_make_the_doubled_batch():
+    reader = ArrayBlocks(blocks(50))
+    ranks = [PackedBatches(reader, 3, seed=5, rank=r, world_size=2) for r in range(2)]
+    single = PackedBatches(reader, 6, seed=5, rank=0, world_size=1)
+    assert len(ranks[0]) == len(single) == 8  # 50 // 6: two blocks left out of each pass
+    for i in range(20):  # over two and a half passes
+        a, b = ranks[0].block_indices(i), ranks[1].block_indices(i)
+        assert not set(a) & set(b)
+        assert list(a) + list(b) == list(single.block_indices(i))
+    for r in ranks:  # within a pass no block is read twice
+        seen = np.concatenate([r.block_indices(i) for i in range(8)])
+        assert len(set(seen)) == len(seen)
+
+
+def test_packed_batches_too_few_blocks():
+    with pytest.raises(ValueError, match="cannot fill one micro-batch"):
+        PackedBatches(ArrayBlocks(blocks(5)), 4, rank=0, world_size=2)
+
+
+# ---------------------------------------------------------------- learning rate
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+def test_lr_plan_matches_transformers_cosine_with_min_lr():
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    hf = get_cosine_with_min_lr_schedule_with_warmup(opt, num_warmup_steps=10, num_training_steps=100,
+                                                     min_lr_rate=0.1)
+    plan = {"peak": 3e-4, "warmup": 10, "total": 100, "min_ratio": 0.1}
+    ours = loop.make_scheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), plan)
+    for step in range(100):
+        assert ours.get_last_lr()[0] == pytest.approx(hf.get_last_lr()[0], rel=1e-12, abs=1e-15), step
+        assert ours.get_last_lr()[0] == pytest.approx(loop.lr_at(plan, step), rel=1e-12, abs=1e-15)
+        hf.step()
+        ours.step()
+    # positioned directly at a step, as on resume
+    jumped = loop.make_scheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), plan, 37)
+    assert jumped.get_last_lr()[0] == loop.lr_at(plan, 37)
+
+
+def test_replan_rules():
+    old = {"peak": 1e-3, "warmup": 10, "total": 100, "min_ratio": 0.1}
+    assert loop.replan(old, dict(old), 50) == (old, None)
+    longer = dict(old, total=200)
+    inside, note = loop.replan(old, longer, 5)  # still warming up: the new plan as is, same LR so far
+    assert inside == longer and "warmup" in note
+    assert loop.lr_at(inside, 5) == loop.lr_at(old, 5)
+    plan, note = loop.replan(old, longer, 60)
+    assert loop.lr_at(plan, 60) == pytest.approx(loop.lr_at(old, 60))  # no jump
+    assert loop.lr_at(plan, 200) == pytest.approx(1e-4)  # reaches the minimum at the new horizon
+    lrs = [loop.lr_at(plan, s) for s in range(60, 201)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(loop.lr_at(plan, s) > loop.lr_at(old, s) for s in range(61, 100))  # not the old decay
+    flat, note = loop.replan(old, longer, 100)
+    assert "fully decayed" in note and loop.lr_at(flat, 150) == pytest.approx(1e-4)
+
+
+class _StopAfter(loop.Hooks):
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    def after_optimizer_step(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt  # the session ends
+
+
+def test_longer_horizon_on_resume_continues_lr_and_decays_to_new_end(tmp_path):
+    cfg = train_cfg(warmup_steps=2, save_every=4, min_lr_ratio=0.1, lr=1e-3)
+    with pytest.raises(KeyboardInterrupt):  # planned for 16 steps, the session ends after step 12's checkpoint
+        _train(tiny_model(), tmp_path, cfg, total_steps=16, hooks=_StopAfter(12))
+    old_plan = {"peak": 1e-3, "warmup": 2, "total": 16, "min_ratio": 0.1}
+    result = _train(tiny_model(), tmp_path, cfg, total_steps=32)
+    assert result.resumed_from == 12 and result.status == "done"
+    events = [r for r in _records(tmp_path, "event") if r["event"] == "lr_replan"]
+    assert len(events) == 1 and events[0]["step"] == 12
+    lr = {r["step"]: r["lr"] for r in _records(tmp_path, "train")}  # record of step s: the lr of step index s-1
+    assert lr[13] == pytest.approx(loop.lr_at(old_plan, 12), rel=1e-9)  # continues where it was
+    assert lr[32] == pytest.approx(1e-4 + (lr[13] - 1e-4) * 0.5 * (1 + math.cos(math.pi * 19 / 20)), rel=1e-9)
+    assert all(lr[s] > loop.lr_at(old_plan, s - 1) for s in range(14, 17))  # not the old, nearly decayed curve
+    assert all(lr[s] >= lr[s + 1] for s in range(13, 32))
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_train_learns_logs_evaluates_and_writes_a_loadable_final(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    tok = tiny_tokenizer()
+    assert len(tok) == VOCAB
+    data = blocks(128)
+    train_src = PackedBatches(ArrayBlocks(data[:112]), 4, seed=3)
+    val = PackedBatches(ArrayBlocks(data[112:]), 4, shuffle=False)
+    cfg = train_cfg(max_steps=40, eval_every=20, log_every=5, save_every=20, lr=1e-2, warmup_steps=4,
+                    sample_prompts=("日本の首都は", "1たす2は"), sample_tokens=3)
+    result = _train(tiny_model(), tmp_path, cfg, train_src, eval_batches={"val": val}, tokenizer=tok)
+    assert result.status == "done" and result.step == 40
+    evals = _records(tmp_path, "eval")
+    assert [r["step"] for r in evals] == [0, 20, 40]
+    assert evals[-1]["loss"] < evals[0]["loss"] - 1.0  # the sequences are learnable
+    assert evals[-1]["ppl"] == pytest.approx(math.exp(evals[-1]["loss"]))
+    train = _records(tmp_path, "train")
+    assert [r["step"] for r in train] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 and r["bad_steps"] == 0 for r in train)
+    assert train[-1]["tokens"] == 40 * 2 * 4 * 16
+    samples = _records(tmp_path, "samples")
+    assert [s["step"] for s in samples] == [0, 20, 40]
+    assert [x["prompt"] for x in samples[-1]["samples"]] == ["日本の首都は", "1たす2は"]
+    assert result.eval["val"]["loss"] == evals[-1]["loss"]
+
+    final = result.final_dir
+    assert (final / "model.safetensors").exists() and not list(final.glob("*.bin"))
+    loaded = AutoModelForCausalLM.from_pretrained(final)
+    ids = torch.tensor(blocks(2, seed=9).astype(np.int64))
+    model = tiny_model()
+    from nbhelpers import checkpoint
+
+    checkpoint.load_weights(result.checkpoint, model)  # the final weights are the last checkpoint's
+    model.eval()
+    assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-6)
+    gen = pipeline("text-generation", model=str(final), tokenizer=AutoTokenizer.from_pretrained(final))
+    out = gen("日本の", max_new_tokens=3, do_sample=False)
+    assert out[0]["generated_text"].startswith("日本の")
+
+
+def test_plot_training_draws_train_and_eval_curves(tmp_path):
+    from nbhelpers.plots import plot_training
+
+    val = PackedBatches(ArrayBlocks(blocks(16, seed=4)), 4, shuffle=False)
+    _train(tiny_model(), tmp_path, train_cfg(max_steps=6, eval_every=3), eval_batches={"val": val})
+    fig = plot_training(tmp_path / loop.METRICS_FILE, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    loss_ax, ppl_ax = fig.axes
+    labels = [line.get_label() for line in loss_ax.get_lines()]
+    assert labels == ["train", "eval: val"]
+    assert len(loss_ax.get_lines()[0].get_xdata()) == 6 and list(loss_ax.get_lines()[1].get_xdata()) == [0, 3, 6]
+    assert ppl_ax.get_yscale() == "log"
+
+
+def test_finished_run_resumes_to_nothing_and_keeps_last_k(tmp_path):
+    cfg = train_cfg(max_steps=12, save_every=2, keep_last=2)
+    first = _train(tiny_model(), tmp_path, cfg)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000010", "step_00000012"] or \
+        sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000010", "step_00000012"]
+    again = _train(tiny_model(), tmp_path, cfg)
+    assert again.resumed_from == 12 and again.step == 12 and again.status == "done"
+    assert first.checkpoint == again.checkpoint
+
+
+def test_gradient_accumulation_equals_one_big_micro_batch(tmp_path):
+    """grad_accum=2 with micro-batch 2 takes the same steps as micro-batch 4 (token-mean loss, same blocks)."""
+    reader = ArrayBlocks(blocks())
+    a = _train(tiny_model(dropout=0.0), tmp_path / "a", train_cfg(micro_batch=4, grad_accum=1, max_steps=6),
+               PackedBatches(reader, 4, seed=3))
+    b = _train(tiny_model(dropout=0.0), tmp_path / "b", train_cfg(micro_batch=2, grad_accum=2, max_steps=6),
+               PackedBatches(reader, 2, seed=3))
+    la = [r["loss"] for r in _records(a.out_dir, "train")]
+    lb = [r["loss"] for r in _records(b.out_dir, "train")]
+    assert la == pytest.approx(lb, rel=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
+    plain = _train(tiny_model(dropout=0.0), tmp_path / "a", train_cfg(max_steps=4))
+    model = tiny_model(dropout=0.0)
+    ckpt = _train(model, tmp_path / "b", train_cfg(max_steps=4, gradient_checkpointing=True))
+    assert model.is_gradient_checkpointing
+    la = [r["loss"] for r in _records(plain.out_dir, "train")]
+    lb = [r["loss"] for r in _records(ckpt.out_dir, "train")]
+    assert la == pytest.approx(lb, rel=1e-5)
+
+
+# ---------------------------------------------------------------- clear errors
+
+
+def test_checkpoint_of_another_model_names_the_field(tmp_path):
+    _train(tiny_model(hidden=32), tmp_path, train_cfg(max_steps=4, save_every=2))
+    with pytest.raises(CheckpointMismatch, match=r"hidden_size=32 in the checkpoint but 48 in this model"):
+        _train(tiny_model(hidden=48), tmp_path, train_cfg(max_steps=8, save_every=2))
+
+
+def test_sequence_longer_than_max_positions(tmp_path):
+    long = np.tile(blocks(16), (1, 5))  # (16, 80) > max_position_embeddings=64
+    with pytest.raises(ModelError, match="max_position_embeddings=64"):
+        _train(tiny_model(), tmp_path, train_cfg(), PackedBatches(ArrayBlocks(long), 4))
+
+
+def test_token_ids_outside_the_vocabulary(tmp_path):
+    data = blocks(16)
+    data[0, 0] = VOCAB + 5
+    with pytest.raises(loop.TrainingError, match=f"outside the model's vocab_size={VOCAB}"):
+        _train(tiny_model(), tmp_path, train_cfg(), PackedBatches(ArrayBlocks(data), 16, shuffle=False))
+
+
+def test_tokenizer_larger_than_the_model_vocabulary(tmp_path):
+    tok = tiny_tokenizer()
+    tok.add_tokens(["extra-a", "extra-b"])
+    with pytest.raises(ModelError, match="tokenizer has 63 tokens"):
+        _train(tiny_model(), tmp_path, train_cfg(), tokenizer=tok)
+
+
+def test_nothing_to_train(tmp_path):
+    with pytest.raises(loop.TrainingError, match="train.grad_accum=50"):
+        _train(tiny_model(), tmp_path, train_cfg(max_steps=0, grad_accum=50))
