@@ -59,3 +59,38 @@ def plot_lm_eval(scores: dict[str, dict[str, float]], path: str | Path | None = 
     ax.set_ylabel("score")
     ax.set_title("lm-evaluation-harness (higher is better)")
     return save(fig, path)
+
+
+def plot_training(metrics_path: str | Path, path: str | Path | None = None) -> plt.Figure:
+    """Train and eval loss (left) and perplexity (right, log scale) by step, from the loop's metrics.jsonl."""
+    import json
+    import math
+
+    records = []
+    for line in Path(metrics_path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a killed process
+            continue
+    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and math.isfinite(r.get("loss", math.nan))]
+    evals: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        if r.get("kind") == "eval" and math.isfinite(r.get("loss", math.nan)):
+            evals.setdefault(r["split"], []).append((r["step"], r["loss"]))
+    fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        steps, losses = zip(*train)
+        ax_loss.plot(steps, losses, label="train", lw=1.2)
+        ax_ppl.plot(steps, [math.exp(min(v, 700)) for v in losses], label="train", lw=1.2)
+    for split, points in evals.items():
+        steps, losses = zip(*sorted(points))
+        ax_loss.plot(steps, losses, "o-", label=f"eval: {split}", ms=4)
+        ax_ppl.plot(steps, [math.exp(min(v, 700)) for v in losses], "o-", label=f"eval: {split}", ms=4)
+    ax_loss.set(xlabel="step", ylabel="loss (nats per token)", title="Loss")
+    ax_ppl.set(xlabel="step", ylabel="perplexity", title="Perplexity", yscale="log")
+    for ax in (ax_loss, ax_ppl):
+        ax.grid(alpha=0.3)
+        if train or evals:
+            ax.legend()
+    fig.tight_layout()
+    return save(fig, path)
