@@ -216,7 +216,7 @@ def smoke() -> RunConfig:
         ),
         sft=SFTConfig(max_length=128, micro_batch=8, lr=1e-3, epochs=4.0, warmup_steps=10,
                       eval_every=40, max_new_tokens=24),
-        eval=EvalConfig(ppl_texts=4, ppl_stride=64, local_tasks=True, limit=0, batch_size=4),
+        eval=EvalConfig(ppl_texts=4, ppl_stride=64, local_tasks=True, limit=0, batch_size=4, max_gen_toks=32),
     )
 
 

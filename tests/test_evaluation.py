@@ -422,3 +422,65 @@ def test_run_summary_is_tolerant_of_missing_stages(tmp_path):
     (tmp_path / "metrics.json").write_text("{", encoding="utf-8")
     with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
         ev.run_summary(tmp_path)
+
+
+# ---------------------------------------------------------------- the 06 notebook's steps on a run directory
+
+
+def _fake_run(tmp_path, tokenizer, stages=("pretrain", "sft")):
+    """A smoke run directory with tiny pretrain/final and sft/final, as 03 and 04 leave them."""
+    from nbhelpers import config
+    from nbhelpers.rundir import RunDir
+
+    run = RunDir.open(tmp_path / "run", config.load("smoke"))
+    tokenizer.save_pretrained(run.tokenizer)
+    for seed, stage in enumerate(stages):
+        final = getattr(run, stage) / "final"
+        _model(tokenizer, context=256, seed=seed).save_pretrained(final)
+        if stage == "pretrain":
+            tokenizer.save_pretrained(final)  # sft/final without one: the run's tokenizer/ is used
+        run.record(stage, {"steps": 10})
+    return run
+
+
+def test_stage_steps_score_every_model(tmp_path, tokenizer):
+    run = _fake_run(tmp_path, tokenizer)
+    models = ev.available_models(run)
+    assert list(models) == ["pretrain", "sft"]
+    texts = ev.validation_texts(run.corpus, tokenizer, 2)  # no corpus yet: prose only
+    assert list(texts) == ["heldout_prose"] and len(texts["heldout_prose"]) == 2
+    ppl = ev.score_perplexity(run, models, texts, run.config.eval, device="cpu")
+    assert set(ppl) == {"pretrain", "sft"}
+    assert ppl["pretrain"]["heldout_prose"].token_ppl != ppl["sft"]["heldout_prose"].token_ppl  # two models
+    assert ppl["pretrain"]["heldout_prose"].stride == run.config.eval.ppl_stride
+    ev.save_results(run.eval / "results.json", ppl)
+    run.record("eval", ev.eval_figures(ppl))
+    assert run.is_complete("eval")
+    assert "06 evaluation:\n  perplexity/pretrain/heldout_prose:" in ev.run_summary(run)
+
+
+def test_available_models_needs_pretrain(tmp_path, tokenizer):
+    from nbhelpers import config
+    from nbhelpers.rundir import RunDir
+
+    run = RunDir.open(tmp_path / "empty", config.load("smoke"))
+    with pytest.raises(FileNotFoundError, match=r"pretrain/final: no such directory; run notebooks/03_pretrain"):
+        ev.available_models(run)
+    run = _fake_run(tmp_path, tokenizer, stages=("pretrain",))
+    assert list(ev.available_models(run)) == ["pretrain"]
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_notebook_06_on_a_run_directory(tmp_path, tokenizer):
+    """06 end to end with papermill on the smoke profile, over tiny models standing in for 03 and 04."""
+    pytest.importorskip("papermill")
+    from nbhelpers import runner
+
+    run = _fake_run(tmp_path, tokenizer)
+    runner.run("smoke", run.root, only=["06"], log=lambda _: None)
+    results = json.loads((run.eval / "results.json").read_text(encoding="utf-8"))
+    assert set(results["perplexity"]) == {"pretrain", "sft"}
+    assert [r["Tasks"] for r in results["lm_eval"]["sft"]["table"]] == list(ev.ONLINE_TO_LOCAL.values())
+    assert (run.eval / "perplexity.png").exists() and (run.eval / "lm_eval.png").exists()
+    assert run.is_complete("eval")

@@ -22,6 +22,7 @@ from .results import (
     results_table,
     save_results,
 )
+from .stage import available_models, eval_device, score_lm_eval, score_perplexity
 from .summary import run_summary
 from .texts import heldout_prose, texts_from_blocks, validation_texts
 
@@ -30,5 +31,6 @@ __all__ = [
     "UnknownTask", "check_tokenizer", "eval_figures", "headline_scores", "heldout_prose", "jaqket_records",
     "load_model", "perplexity", "perplexity_table", "resolve_tasks", "results_markdown", "results_rows",
     "results_table", "run_lm_eval", "run_summary", "save_results", "task_manager", "texts_from_blocks",
-    "validate_task_dir", "validation_texts", "windows",
+    "validate_task_dir", "validation_texts", "windows", "available_models", "eval_device", "score_lm_eval",
+    "score_perplexity",
 ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +276,18 @@ def resolve_tasks(names: Sequence[str], *, local: bool = False, jaqket_source: s
     return out
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise a logger's level for the duration (lm-eval's modules log through children of "lm_eval")."""
+    logger = logging.getLogger(logger_name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def run_lm_eval(
     model: Any,
     tokenizer: Any = None,
@@ -307,25 +321,28 @@ def run_lm_eval(
     names = resolve_tasks(given, local=local, jaqket_source=jaqket_source, manager=manager)
     fewshot = dict(num_fewshot or {})  # keyed by the name given or the name run
     shots = {name: fewshot.get(g, fewshot.get(name)) for g, name in zip(given, names)}
-    loaded = manager.load(names)["tasks"]
+    with _quiet("lm_eval"):  # custom_dataset tasks warn about --metadata, which does not apply here
+        loaded = manager.load(names)["tasks"]
     for name, task in loaded.items():
         if shots.get(name) is not None:
             task.set_config(key="num_fewshot", value=int(shots[name]))
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    with _quiet("lm_eval"):  # HFLM warns that a model object ignores model_args: there are none
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     # lm-eval generates up to 256 tokens and keeps context + generation within the model's window:
     # a short-context model (the smoke one has 256) gets a quarter of its window instead.
     gen_toks = int(max_gen_toks or min(256, lm.max_length // 4))
     if not 0 < gen_toks < lm.max_length:
         raise ValueError(f"max_gen_toks={gen_toks}: expected 1..{lm.max_length - 1} (the model's context is {lm.max_length})")
-    results = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=list(loaded.values()),
-        gen_kwargs={"max_gen_toks": gen_toks},
-        limit=limit or None,
-        task_manager=manager,
-        log_samples=False,
-        verbosity="ERROR",  # not one truncation warning per request
-    )
+    with _quiet("lm_eval"):  # not one truncation warning per request
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(loaded.values()),
+            gen_kwargs={"max_gen_toks": gen_toks},
+            limit=limit or None,
+            task_manager=manager,
+            log_samples=False,
+            verbosity="ERROR",
+        )
     if results is None:  # non-zero ranks under torchrun get nothing back
         return {}
     return results

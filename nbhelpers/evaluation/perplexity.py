@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,11 +111,11 @@ def windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[int, int,
     return out
 
 
-def _sync_xla() -> None:
-    """Cut the lazy XLA graph after a batch so the next batch reuses one compiled program."""
-    import torch_xla  # only reached with an XLA device
+def _xla_after_batch() -> Callable[[], None]:
+    """The XLA adapter's graph cut after an eval batch, so every batch runs one compiled program."""
+    from .. import xla  # only reached with an XLA device; torch_xla stays in its adapter
 
-    torch_xla.sync()
+    return xla.loop_hooks().after_eval_batch
 
 
 def _model_max_length(model: Any) -> int:
@@ -136,6 +136,7 @@ def perplexity(
     batch_size: int = 8,
     prefix: str = "eos",
     fixed_shapes: bool | None = None,
+    after_batch: Callable[[], None] | None = None,
     progress: bool = True,
 ) -> PerplexityResult:
     """Perplexity of `texts` under `model`, scoring long texts with a strided sliding window.
@@ -146,7 +147,8 @@ def perplexity(
     context) moves by `stride` (default: half of it) and scores only the tokens the previous window did not,
     so every token after the first window sees at least max_length - stride tokens of context.
     Windows of all texts are batched (right-padded, masked); sums stay on the device until the end.
-    fixed_shapes pads every batch to (batch_size, max_length), the default on XLA so one program compiles.
+    fixed_shapes pads every batch to (batch_size, max_length), the default on XLA so one program compiles;
+    after_batch runs after each batch (on XLA, default: the adapter's graph cut).
     """
     import torch
     import torch.nn.functional as F
@@ -187,6 +189,8 @@ def perplexity(
 
     device = next(model.parameters()).device
     fixed = (device.type == "xla") if fixed_shapes is None else fixed_shapes
+    if after_batch is None and device.type == "xla":
+        after_batch = _xla_after_batch()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (prefix_id or 0)
     order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))  # similar lengths share a batch
     was_training = model.training
@@ -218,8 +222,8 @@ def perplexity(
                     reduction="none",
                 ).sum(dim=1)  # (B,)
                 sums.append(nll[: len(chunk)])
-                if device.type == "xla":
-                    _sync_xla()
+                if after_batch is not None:
+                    after_batch()
         per_window = torch.cat(sums).double().cpu().tolist()  # the one host transfer
     finally:
         model.train(was_training)

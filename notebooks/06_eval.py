@@ -1,0 +1,113 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Evaluation
+#
+# Scores the pre-trained model and, when 04 has run, the instruction-tuned one: perplexity on held-out texts
+# (the corpus's validation shard decoded back into documents, and prose written for this project) and the
+# lm-evaluation-harness Japanese tasks JAQKET v2 (1-shot), JCommonsenseQA (3-shot) and JSQuAD (2-shot). The
+# smoke profile runs offline copies of those tasks with a few examples each. Ends with a summary of the whole run.
+# Reads: `pretrain/final/`, `sft/final/`, `corpus/`. Writes: `eval/` (results.json, charts).
+#
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/main/notebooks/06_eval.ipynb)
+# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/06_eval.ipynb)
+
+# %%
+# Setup: install nbhelpers when it is missing (Kaggle, Colab); the platform's torch / torch_xla stay as they are.
+import importlib.util, subprocess, sys
+if importlib.util.find_spec("nbhelpers") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"], check=True)
+import nbhelpers
+
+# %% tags=["parameters"]
+PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
+RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+OVERRIDES = []  # config overrides, e.g. ["eval.limit=200", "eval.local_tasks=true", "eval.ppl_texts=16"]
+
+# %%
+cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
+run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
+run.require("pretrain")
+
+# %% [markdown]
+# ## The models
+#
+# `pretrain/final` always; `sft/final` when notebook 04 has written it. Each is loaded the way any user would load
+# it (`AutoModelForCausalLM.from_pretrained`), with its tokenizer, and checked to belong to it.
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+from transformers import AutoTokenizer
+
+models = nbhelpers.evaluation.available_models(run)
+device, after_batch = nbhelpers.evaluation.eval_device(cfg)
+display(pd.DataFrame([{"model": name, "directory": str(path)} for name, path in models.items()]))
+print("device:", device)
+
+# %% [markdown]
+# ## Held-out texts
+#
+# `corpus_val`: documents decoded from the corpus's validation blocks (split at the EOS between documents);
+# `heldout_prose`: Japanese paragraphs written for this project, in no training source.
+
+# %%
+tokenizer = AutoTokenizer.from_pretrained(run.tokenizer if (run.tokenizer / "tokenizer.json").exists() else models["pretrain"])
+texts = nbhelpers.evaluation.validation_texts(run.corpus, tokenizer, cfg.eval.ppl_texts)
+display(pd.DataFrame([{"set": name, "text": i, "chars": len(t), "start": t[:50]}
+                      for name, ts in texts.items() for i, t in enumerate(ts)]))
+
+# %% [markdown]
+# ## Perplexity
+#
+# Texts longer than the model's context are scored with a sliding window (`eval.ppl_stride`): each window scores
+# only its new tokens, so every token sees at least context - stride tokens before it. `mean_ppl` averages the
+# texts' perplexities; `token_ppl` weighs every token the same.
+
+# %%
+ppl = nbhelpers.evaluation.score_perplexity(run, models, texts, cfg.eval, device=device, after_batch=after_batch)
+ppl_table = nbhelpers.evaluation.perplexity_table(ppl)
+display(ppl_table.round(2))
+
+# %%
+nbhelpers.plots.plot_perplexity(ppl_table, path=run.eval / "perplexity.png")
+
+# %% [markdown]
+# ## lm-evaluation-harness
+#
+# `eval.local_tasks` true (smoke): the offline copies over a few examples bundled with nbhelpers, which say
+# nothing about quality but run without a network. Otherwise the leaderboard tasks from the hub; JAQKET v2 reads
+# the hub's JSON files directly (`eval.jaqket_source=json`). `eval.limit` caps the examples per task.
+
+# %%
+lm = nbhelpers.evaluation.score_lm_eval(run, models, cfg.eval, device=device) if cfg.eval.lm_eval else {}
+for name, res in lm.items():
+    display(Markdown(f"**{name}**\n\n" + nbhelpers.evaluation.results_markdown(res)))
+
+# %%
+if lm:
+    nbhelpers.plots.plot_lm_eval({m: nbhelpers.evaluation.headline_scores(r) for m, r in lm.items()},
+                                 path=run.eval / "lm_eval.png")
+
+# %%
+nbhelpers.evaluation.save_results(run.eval / "results.json", ppl, lm, texts={k: len(v) for k, v in texts.items()},
+                                  local_tasks=cfg.eval.local_tasks)
+figures = nbhelpers.evaluation.eval_figures(ppl, lm)
+run.record("eval", figures)
+display(figures)
+
+# %% [markdown]
+# ## The run at a glance
+
+# %%
+print(nbhelpers.evaluation.run_summary(run))
