@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -183,6 +184,18 @@ def default_run_dir(profile: str, platform: Platform | None = None) -> Path:
     return Path("runs") / profile
 
 
+def resolve_run_dir(run_dir: str | os.PathLike, profile: str, platform: Platform | None = None) -> Path:
+    """RUN_DIR as given, or the platform default for ""; on Colab a path on Drive mounts Drive first."""
+    plat = platform or detect()
+    if not str(run_dir):
+        return default_run_dir(profile, plat)
+    path = Path(run_dir).expanduser()
+    on_drive = plat.name == "colab" and path.is_absolute() and COLAB_DRIVE in (path, *path.parents)
+    if on_drive and not drive_mounted(plat.root):
+        mount_drive()  # asks for permission once per runtime
+    return path
+
+
 # ---------------------------------------------------------------- chaining Kaggle notebooks
 
 
@@ -318,25 +331,46 @@ def max_keep_last(checkpoint_bytes: int, other_bytes: int, limit_bytes: int = KA
     return max(0, room // checkpoint_bytes - 1)
 
 
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free bytes on the filesystem that holds `path` (or its nearest existing parent); None when unknown."""
+    path = Path(path).resolve()
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
+
+
 @dataclass(frozen=True)
 class QuotaCheck:
-    """The output folder's use now and after the next save, against its limit."""
+    """The output folder's use now and after the next save, against its limit and the disk's free space."""
 
     root: Path | None  # the limited folder, None when there is no limit here
     used_bytes: int
     next_save_bytes: int
     limit_bytes: int | None
+    free_bytes: int | None = None  # free space where the save goes (Drive's free tier holds 15 GB in all)
 
     @property
     def after_bytes(self) -> int:
         return self.used_bytes + self.next_save_bytes
 
     @property
+    def disk_fits(self) -> bool:
+        return self.free_bytes is None or self.next_save_bytes <= self.free_bytes
+
+    @property
     def fits(self) -> bool:
-        return self.limit_bytes is None or self.after_bytes <= self.limit_bytes
+        return self.disk_fits and (self.limit_bytes is None or self.after_bytes <= self.limit_bytes)
 
     def message(self) -> str:
         gb = 1e9
+        if not self.disk_fits:
+            return (f"the next save needs about {self.next_save_bytes / gb:.2f} GB but only "
+                    f"{self.free_bytes / gb:.2f} GB are free where it goes: lower train.keep_last, raise "
+                    "train.save_every, free space (on Colab, Drive's free tier holds 15 GB) or use another RUN_DIR.")
         text = (f"{self.root}: {self.used_bytes / gb:.2f} GB used, the next save adds about "
                 f"{self.next_save_bytes / gb:.2f} GB -> {self.after_bytes / gb:.2f} GB")
         if self.limit_bytes is None:
@@ -361,13 +395,13 @@ def check_output_quota(out_dir: str | os.PathLike, next_save_bytes: int, platfor
         plat = platform or detect()
         limit_bytes = plat.output_limit_bytes if limit_bytes is None else limit_bytes
         quota_root = plat.output_root if quota_root is None else quota_root
-    if limit_bytes is None or quota_root is None:
-        return QuotaCheck(None, 0, int(next_save_bytes), None)
-    quota_root = Path(quota_root)
     out = Path(out_dir).resolve()
-    if quota_root.resolve() not in (out, *out.parents):
-        return QuotaCheck(None, 0, int(next_save_bytes), None)  # saving outside the limited folder
-    check = QuotaCheck(quota_root, dir_bytes(quota_root), int(next_save_bytes), int(limit_bytes))
+    free = free_bytes(out)
+    if limit_bytes is None or quota_root is None or Path(quota_root).resolve() not in (out, *out.parents):
+        check = QuotaCheck(None, 0, int(next_save_bytes), None, free)  # no limit here, or saving outside it
+    else:
+        quota_root = Path(quota_root)
+        check = QuotaCheck(quota_root, dir_bytes(quota_root), int(next_save_bytes), int(limit_bytes), free)
     if not check.fits:
         warnings.warn(check.message(), OutputQuotaWarning, stacklevel=2)
     return check

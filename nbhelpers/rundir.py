@@ -61,9 +61,8 @@ class RunDir:
     def open(cls, root: str | os.PathLike, config: RunConfig) -> RunDir:
         """Create the directory if needed and record the resolved configuration."""
         plat = platform.detect()
-        if not str(root):
-            root = platform.default_run_dir(config.profile, plat)  # Kaggle working dir, Drive or /content, runs/
-        run = cls(Path(root).expanduser().resolve(), config)
+        root = platform.resolve_run_dir(root, config.profile, plat)  # "": Kaggle working dir, Drive, /content, runs/
+        run = cls(root.resolve(), config)
         run.root.mkdir(parents=True, exist_ok=True)
         if plat.name == "kaggle":
             platform.link_inputs(run.root, config.profile, plat)  # earlier notebooks' outputs (kernel_sources)

@@ -88,6 +88,19 @@ def test_default_run_dir_per_platform(tmp_path):
     assert platform.default_run_dir("p", Platform("local", "cpu", "test")) == platform.Path("runs/p")
 
 
+def test_run_dir_on_drive_mounts_drive_on_colab(tmp_path, monkeypatch):
+    mounted = []
+    monkeypatch.setattr(platform, "mount_drive", lambda: mounted.append(True))
+    colab = Platform("colab", "gpu", "test", tmp_path)
+    assert platform.resolve_run_dir("/content/drive/MyDrive/runs/x", "x", colab) == platform.Path(
+        "/content/drive/MyDrive/runs/x")
+    assert mounted == [True]
+    platform.resolve_run_dir("/content/runs/x", "x", colab)
+    platform.resolve_run_dir("/content/drive/MyDrive/runs/x", "x", Platform("local", "cpu", "test", tmp_path))
+    assert mounted == [True]  # only Drive paths, only on Colab
+    assert platform.resolve_run_dir("", "x", colab) == tmp_path / "content/runs/x"
+
+
 def test_mount_drive_off_colab_says_so(capsys, monkeypatch):
     monkeypatch.setattr(platform, "detect", lambda *a, **k: Platform("local", "cpu", "test"))
     assert platform.mount_drive() is False
@@ -208,7 +221,8 @@ def test_check_output_quota_warns_before_the_limit(tmp_path):
     assert "keep_last" in bad.message()
 
 
-def test_check_output_quota_only_inside_the_limited_folder(tmp_path):
+def test_check_output_quota_only_inside_the_limited_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(platform, "free_bytes", lambda path: None)  # the disk check has its own test
     (tmp_path / "kaggle/working").mkdir(parents=True)
     elsewhere = platform.check_output_quota(tmp_path / "tmp/ckpt", 10**12, platform=kaggle_here(tmp_path))
     assert elsewhere.fits and elsewhere.limit_bytes is None
@@ -216,6 +230,17 @@ def test_check_output_quota_only_inside_the_limited_folder(tmp_path):
     assert local.fits
     inside = platform.check_output_quota(tmp_path / "kaggle/working/runs", 10**9, platform=kaggle_here(tmp_path))
     assert inside.limit_bytes == 20 * 10**9 and inside.fits
+
+
+def test_check_output_quota_warns_when_the_disk_is_full(tmp_path, monkeypatch):
+    usage = types.SimpleNamespace(total=15 * 10**9, used=14 * 10**9, free=10**9)
+    monkeypatch.setattr(platform.shutil, "disk_usage", lambda path: usage)
+    drive = Platform("colab", "gpu", "test", tmp_path)
+    with pytest.warns(platform.OutputQuotaWarning, match="only 1.00 GB are free"):
+        check = platform.check_output_quota(tmp_path / "drive/runs/ckpt", 3 * 10**9, platform=drive)
+    assert not check.fits and check.limit_bytes is None
+    assert platform.check_output_quota(tmp_path / "drive/runs/ckpt", 10**8, platform=drive).fits
+    assert platform.free_bytes(tmp_path / "not/yet/made") == 10**9  # measured at the nearest existing parent
 
 
 def test_dir_bytes_ignores_symlinked_inputs(tmp_path):
@@ -500,3 +525,56 @@ def test_executed_notebook_keeps_the_token_out_of_its_outputs(tmp_path):
     assert "value hidden" in shown and "platform: local" in shown
     assert platform.find_secrets(out, FAKE_TOKEN) == []
     assert FAKE_TOKEN not in proc.stdout + proc.stderr
+
+
+def _wheel(folder, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = ()) -> None:
+    """A minimal pure-Python wheel, so pip's resolution can be watched without a network."""
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    meta = "".join(f"Requires-Dist: {r}\n" for r in requires)
+    files = {**files, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{meta}",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+
+
+@pytest.mark.slow
+def test_setup_cell_installs_missing_dependencies_but_never_replaces_torch(tmp_path):
+    """The setup cell's pip constraint, in a fresh venv with a fake 'platform' torch 1.0 and a newer 2.0 on offer."""
+    venv, wheels = tmp_path / "venv", tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "torch", "1.0", {"torch/__init__.py": "__version__ = '1.0'\n"})
+    _wheel(wheels, "torch", "2.0", {"torch/__init__.py": "__version__ = '2.0'\n"})
+    _wheel(wheels, "helperdep", "1.0", {"helperdep/__init__.py": ""})
+    package = {"nbhelpers/__init__.py": "from . import platform\n",
+               "nbhelpers/platform.py": "def setup():\n    print('setup ran')\n"}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels), PIP_DISABLE_PIP_VERSION_CHECK="1")
+    subprocess.run([py, "-m", "pip", "install", "-q", "torch==1.0"], env=env, check=True, timeout=300)
+    cell = notebooks.setup_cell().replace(notebooks.install_spec(), "nbhelpers")
+
+    def torch_version() -> str:
+        return subprocess.run([py, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True,
+                              check=True, cwd=tmp_path).stdout.strip()
+
+    # nbhelpers needs helperdep (missing here) and any torch: helperdep comes in, torch stays 1.0
+    _wheel(wheels, "nbhelpers", "0.1", package, requires=("torch", "helperdep"))
+    ok = subprocess.run([py, "-c", cell], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "setup ran" in ok.stdout and torch_version() == "1.0"
+    subprocess.run([py, "-m", "pip", "uninstall", "-q", "-y", "nbhelpers"], env=env, check=True, timeout=300)
+
+    # a release that needs a newer torch: pip stops with a conflict instead of replacing the platform's torch
+    (wheels / "nbhelpers-0.1-py3-none-any.whl").unlink()
+    _wheel(wheels, "nbhelpers", "0.2", package, requires=("torch>=2",))
+    refused = subprocess.run([py, "-c", cell], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert refused.returncode != 0 and "conflicting dependencies" in refused.stderr, refused.stderr[-2000:]
+    assert torch_version() == "1.0"
+    # without the constraint pip would have upgraded it: the pin is what protects the image
+    subprocess.run([py, "-m", "pip", "install", "-q", "nbhelpers"], env=env, check=True, timeout=300)
+    assert torch_version() == "2.0"
