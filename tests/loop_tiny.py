@@ -84,7 +84,7 @@ def tiny_tokenizer():
 
 
 class RecordingBatches:
-    """Wraps a PackedBatches and remembers which block indices were read."""
+    """Wraps a PackedBatches and remembers [micro-batch index, block indices] of every read."""
 
     def __init__(self, inner: PackedBatches) -> None:
         self.inner, self.read = inner, []
@@ -93,7 +93,7 @@ class RecordingBatches:
         return len(self.inner)
 
     def batch(self, index: int):
-        self.read.extend(int(k) for k in self.inner.block_indices(index))
+        self.read.append([index, [int(k) for k in self.inner.block_indices(index)]])
         return self.inner.batch(index)
 
 
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--step-sleep", type=float, default=0.0)
     ap.add_argument("--stall-save-at", type=int, default=-1)
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--eval-every", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # the same kernels in every process: losses compare bitwise
     out = Path(args.out)
@@ -128,9 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint.before_commit = stall
     source = RecordingBatches(PackedBatches(ArrayBlocks(blocks()), args.micro_batch, seed=3))
     cfg = train_cfg(micro_batch=args.micro_batch, grad_accum=args.grad_accum, max_steps=args.steps,
-                    save_every=args.save_every)
-    result = loop.train(tiny_model(dropout=args.dropout), source, cfg, out, device_choice=cpu_choice(), hooks=SleepHooks(args.step_sleep),
-                        peak_flops=1e10, progress=False)
+                    save_every=args.save_every, eval_every=args.eval_every)
+    evals = {"val": PackedBatches(ArrayBlocks(blocks(16, seed=5)), args.micro_batch, shuffle=False)} if args.eval_every else {}
+    result = loop.train(tiny_model(dropout=args.dropout), source, cfg, out, eval_batches=evals, device_choice=cpu_choice(),
+                        hooks=SleepHooks(args.step_sleep), peak_flops=1e10, progress=False)
     rank = int(os.environ.get("RANK", 0))
     (out / f"blocks_rank{rank}.json").write_text(json.dumps(source.read))
     if rank == 0:

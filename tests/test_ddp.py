@@ -1,0 +1,61 @@
+"""DDP under torchrun on the CPU (gloo): two ranks read disjoint blocks and train like one process with twice the batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from nbhelpers import loop
+
+SCRIPT = Path(__file__).with_name("loop_tiny.py")
+ARGS = ["--steps", "14", "--save-every", "4", "--dropout", "0", "--eval-every", "7"]  # no dropout: ranks draw other masks than one process
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with open(log, "wb") as fh:
+        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=600).returncode
+    assert code == 0, log.read_text()[-4000:]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_one_process_with_the_doubled_batch(tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    _run([sys.executable, str(SCRIPT), str(single), "--micro-batch", "4", *ARGS], tmp_path / "single.log")
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          str(SCRIPT), str(ddp), "--micro-batch", "2", *ARGS], tmp_path / "ddp.log")
+
+    # the ranks' blocks: disjoint within each micro-batch and each pass, together those of the single process
+    # (batch(0) is read twice: once to check shapes and vocabulary before training)
+    reads = [dict(json.loads((ddp / f"blocks_rank{r}.json").read_text())) for r in range(2)]
+    one = dict(json.loads((single / "blocks_rank0.json").read_text()))
+    assert sorted(reads[0]) == sorted(reads[1]) == sorted(one) == list(range(28))  # 14 steps x grad_accum 2
+    per_pass = defaultdict(list)
+    for i in sorted(one):
+        a, b = reads[0][i], reads[1][i]
+        assert not set(a) & set(b)
+        assert a + b == one[i]
+        per_pass[i // 24].extend(a + b)  # 96 blocks / (2 ranks x 2) = 24 micro-batches per pass
+    assert all(len(v) == len(set(v)) for v in per_pass.values())
+
+    losses = {r["step"]: r["loss"] for r in loop.read_metrics(ddp / loop.METRICS_FILE) if r["kind"] == "train"}
+    expected = {r["step"]: r["loss"] for r in loop.read_metrics(single / loop.METRICS_FILE) if r["kind"] == "train"}
+    assert sorted(losses) == sorted(expected) == list(range(1, 15))
+    assert losses == pytest.approx(expected, rel=1e-5)
+    assert losses[14] < losses[1]
+    # eval: each rank reads its share of the validation blocks; the loss is summed over ranks
+    evals = [(r["step"], r["loss"]) for r in loop.read_metrics(ddp / loop.METRICS_FILE) if r["kind"] == "eval"]
+    want = [(r["step"], r["loss"]) for r in loop.read_metrics(single / loop.METRICS_FILE) if r["kind"] == "eval"]
+    assert [s for s, _ in evals] == [s for s, _ in want] == [0, 7, 14]
+    assert [v for _, v in evals] == pytest.approx([v for _, v in want], rel=1e-5)
+    # one set of checkpoints (rank 0 writes them) holding both ranks' RNG states, and the final model
+    last = ddp / "checkpoints" / "step_00000014"
+    assert (last / "rng_rank0.pt").exists() and (last / "rng_rank1.pt").exists()
+    assert json.loads((last / "state.json").read_text())["world_size"] == 2
+    assert (ddp / "final" / "model.safetensors").exists()
