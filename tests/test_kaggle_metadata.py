@@ -166,3 +166,30 @@ def test_cli_writes_folders_and_prints_push_commands(fake_notebooks, tmp_path, c
     monkeypatch.setenv("KAGGLE_USERNAME", "bob")
     assert main(["kaggle", "--notebooks", str(fake_notebooks), "--out", str(out), "--only", "02"]) == 0
     assert json.loads((out / "02_corpus/kernel-metadata.json").read_text())["id"] == "bob/nbhelpers-02-corpus"
+
+
+def test_kernel_folders_pass_the_kaggle_cli_checks(fake_notebooks, tmp_path):
+    """The Kaggle CLI's own `kernels push` reads each folder; its request is captured instead of sent."""
+    extended = pytest.importorskip("kaggle.api.kaggle_api_extended", reason="the kaggle CLI is not installed")
+    folders = platform.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_tpu_v5e8", fake_notebooks)
+    sent = []
+
+    class Client:
+        def __enter__(self):
+            kernels_api_client = type("K", (), {"save_kernel": lambda _self, request: sent.append(request)})()
+            self.kernels = type("Kernels", (), {"kernels_api_client": kernels_api_client})()
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    api = extended.KaggleApi()
+    api.build_kaggle_client = Client
+    for folder in folders:
+        api.kernels_push(str(folder))
+    assert [r.slug for r in sent] == [f"alice/nbhelpers-0{i}-{n}" for i, n in ((1, "tokenizer"), (2, "corpus"),
+                                                                                   (3, "pretrain"))]
+    assert [(r.enable_gpu, r.enable_tpu, r.machine_shape or "") for r in sent] == [
+        (False, False, ""), (False, False, ""), (False, True, "TpuV5E8")]
+    assert list(sent[2].kernel_data_sources) == ["alice/nbhelpers-01-tokenizer", "alice/nbhelpers-02-corpus"]
+    assert all(r.enable_internet and r.is_private and r.kernel_type == "notebook" for r in sent)
