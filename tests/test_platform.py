@@ -578,3 +578,23 @@ def test_setup_cell_installs_missing_dependencies_but_never_replaces_torch(tmp_p
     # without the constraint pip would have upgraded it: the pin is what protects the image
     subprocess.run([py, "-m", "pip", "install", "-q", "nbhelpers"], env=env, check=True, timeout=300)
     assert torch_version() == "2.0"
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_smoke_notebook_outputs_hold_no_token(tmp_path):
+    """The first real notebook, run by the runner with a fake HF_TOKEN in the environment, then scanned."""
+    sources = notebooks.discover()
+    if not sources or not sources[0].stem.startswith("01"):
+        pytest.skip("notebook 01 is not there yet")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "COLAB_"))}
+    env["HF_TOKEN"] = FAKE_TOKEN
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir),
+                           "--only", sources[0].stem[:2]], env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    executed = sorted((run_dir / "notebooks").glob("*.ipynb"))
+    assert executed, "the runner wrote no executed notebook"
+    for nb in executed:
+        assert platform.find_secrets(nb, FAKE_TOKEN) == []
+    assert FAKE_TOKEN not in proc.stdout + proc.stderr
