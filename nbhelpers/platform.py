@@ -578,6 +578,11 @@ def setup(platform: Platform | None = None, strict: bool = True) -> Platform:
     if limit:
         parts.append(f"session limit {limit / 60:g} h")
     print(", ".join(parts))
+    print(f"RUN_DIR = \"\" means {default_run_dir('PROFILE', plat)}" + {
+        "kaggle": " (Kaggle keeps up to 20 GB of /kaggle/working as the notebook's output)",
+        "colab": "" if drive_mounted(plat.root) else (" (lost when the runtime ends; RUN_DIR = "
+                                                      f"\"{COLAB_DRIVE_RUNS}/PROFILE\" keeps runs on Google Drive)"),
+    }.get(plat.name, ""))
     if problem:
         if strict and plat.accelerator == "tpu":
             raise PlatformError(problem)
