@@ -37,18 +37,18 @@ def _kaggle(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from . import platform
+    from . import kaggle_kernels
     from .notebooks import default_dir
 
     notebooks_dir = args.notebooks or default_dir()
     base_path = Path(notebooks_dir).parent / "kaggle-metadata.json"
     base = json.loads(base_path.read_text(encoding="utf-8")) if base_path.is_file() else {}
     owner = args.user or os.environ.get("KAGGLE_USERNAME") or str(base.get("id", "")).split("/")[0]
-    if not owner or owner == platform.PLACEHOLDER_USER:
+    if not owner or owner == kaggle_kernels.PLACEHOLDER_USER:
         print("error: pass --user YOUR_KAGGLE_NAME (or set KAGGLE_USERNAME)", file=sys.stderr)
         return 1
     try:
-        folders = platform.write_kaggle_kernels(args.out, owner, args.profile, notebooks_dir,
+        folders = kaggle_kernels.write_kaggle_kernels(args.out, owner, args.profile, notebooks_dir,
                                                 only=args.only.split(","), base=base,
                                                 cpu_stages=[c.strip() for c in args.cpu_stages.split(",") if c.strip()])
     except (ValueError, FileNotFoundError) as err:

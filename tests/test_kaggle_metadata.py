@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbhelpers import platform
+from nbhelpers import kaggle_kernels as kk
 from nbhelpers.__main__ import main
 from nbhelpers.rundir import STAGES
 
@@ -22,7 +22,7 @@ DOCUMENTED = {"id", "id_no", "title", "code_file", "language", "kernel_type", "i
 
 
 def good() -> dict:
-    return platform.kernel_metadata("03_pretrain", "alice", "kaggle_tpu_v5e8", ["01_tokenizer", "02_corpus"])
+    return kk.kernel_metadata("03_pretrain", "alice", "kaggle_tpu_v5e8", ["01_tokenizer", "02_corpus"])
 
 
 def test_top_level_file_is_valid_for_kernels_push():
@@ -31,31 +31,31 @@ def test_top_level_file_is_valid_for_kernels_push():
     assert meta["language"] == "python" and meta["kernel_type"] == "notebook"
     assert meta["machine_shape"] == "TpuV5E8" and meta["enable_tpu"] is True and meta["enable_gpu"] is False
     assert meta["enable_internet"] is True  # the setup cell pip-installs nbhelpers
-    platform.validate_kernel_metadata(meta, where=str(TOP))
+    kk.validate_kernel_metadata(meta, where=str(TOP))
     if (ROOT / meta["code_file"]).exists() or (ROOT / "notebooks/03_pretrain.py").exists():
-        platform.validate_kernel_metadata(meta, ROOT, where=str(TOP))  # code_file exists relative to the file
+        kk.validate_kernel_metadata(meta, ROOT, where=str(TOP))  # code_file exists relative to the file
 
 
 def test_top_level_file_is_what_the_generator_writes_for_03():
     meta = json.loads(TOP.read_text(encoding="utf-8"))
     owner = meta["id"].split("/")[0]
     earlier = [STAGES[s][0] for s in ("tokenizer", "corpus")]
-    assert meta == platform.kernel_metadata("03_pretrain", owner, "kaggle_tpu_v5e8", earlier,
+    assert meta == kk.kernel_metadata("03_pretrain", owner, "kaggle_tpu_v5e8", earlier,
                                             code_file="notebooks/03_pretrain.ipynb", base=meta)
     assert meta["kernel_sources"] == [f"{owner}/nbhelpers-01-tokenizer", f"{owner}/nbhelpers-02-corpus"]
 
 
 def test_machine_shapes_per_profile():
-    t4 = platform.kernel_metadata("03_pretrain", "alice", "kaggle_t4x2")
+    t4 = kk.kernel_metadata("03_pretrain", "alice", "kaggle_t4x2")
     assert (t4["machine_shape"], t4["enable_gpu"], t4["enable_tpu"]) == ("NvidiaTeslaT4", True, False)
-    tpu = platform.kernel_metadata("04_instruction_tuning", "alice", "kaggle_tpu_v5e8")
+    tpu = kk.kernel_metadata("04_instruction_tuning", "alice", "kaggle_tpu_v5e8")
     assert (tpu["machine_shape"], tpu["enable_gpu"], tpu["enable_tpu"]) == ("TpuV5E8", False, True)
-    cpu = platform.kernel_metadata("01_tokenizer", "alice", "kaggle_tpu_v5e8")  # no accelerator quota spent
+    cpu = kk.kernel_metadata("01_tokenizer", "alice", "kaggle_tpu_v5e8")  # no accelerator quota spent
     assert (cpu["machine_shape"], cpu["enable_gpu"], cpu["enable_tpu"]) == ("", False, False)
     with pytest.raises(ValueError, match="does not run on Kaggle"):
-        platform.kernel_metadata("03_pretrain", "alice", "colab_t4")
+        kk.kernel_metadata("03_pretrain", "alice", "colab_t4")
     with pytest.raises(ValueError, match="Kaggle user"):
-        platform.kernel_metadata("03_pretrain", "a/b", "kaggle_t4x2")
+        kk.kernel_metadata("03_pretrain", "a/b", "kaggle_t4x2")
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -82,19 +82,19 @@ def test_machine_shapes_per_profile():
 def test_validation_names_the_bad_field(change, message):
     meta = {**good(), **change}
     with pytest.raises(ValueError, match=message):
-        platform.validate_kernel_metadata(meta, where="k.json")
+        kk.validate_kernel_metadata(meta, where="k.json")
 
 
 def test_string_booleans_are_accepted_like_the_cli():
     meta = {**good(), "is_private": "false", "enable_tpu": "true", "enable_gpu": "false", "enable_internet": "True"}
-    platform.validate_kernel_metadata(meta)
+    kk.validate_kernel_metadata(meta)
 
 
 def test_code_file_must_exist_next_to_the_metadata(tmp_path):
     with pytest.raises(ValueError, match="not found"):
-        platform.validate_kernel_metadata(good(), tmp_path)
+        kk.validate_kernel_metadata(good(), tmp_path)
     (tmp_path / "03_pretrain.ipynb").write_text("{}")
-    platform.validate_kernel_metadata(good(), tmp_path)
+    kk.validate_kernel_metadata(good(), tmp_path)
 
 
 SOURCE = '''# %% [markdown]
@@ -126,7 +126,7 @@ def fake_notebooks(tmp_path):
 
 def test_generator_writes_chained_kernel_folders(fake_notebooks, tmp_path):
     base = {"is_private": False, "dataset_sources": ["alice/extra-text"]}
-    folders = platform.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_t4x2", fake_notebooks, base=base)
+    folders = kk.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_t4x2", fake_notebooks, base=base)
     assert [f.name for f in folders] == ["01_tokenizer", "02_corpus", "03_pretrain"]
     metas = [json.loads((f / "kernel-metadata.json").read_text()) for f in folders]
     assert [m["kernel_sources"] for m in metas] == [
@@ -134,7 +134,7 @@ def test_generator_writes_chained_kernel_folders(fake_notebooks, tmp_path):
     assert [m["machine_shape"] for m in metas] == ["", "", "NvidiaTeslaT4"]
     assert all(m["is_private"] is False and m["dataset_sources"] == ["alice/extra-text"] for m in metas)
     for folder, meta in zip(folders, metas):
-        platform.validate_kernel_metadata(meta, folder)
+        kk.validate_kernel_metadata(meta, folder)
         nb = nbformat.read(folder / meta["code_file"], as_version=4)
         nbformat.validate(nb)
         tags = [c.metadata.get("tags", []) for c in nb.cells]
@@ -145,12 +145,12 @@ def test_generator_writes_chained_kernel_folders(fake_notebooks, tmp_path):
 
 
 def test_generator_only_and_errors(fake_notebooks, tmp_path):
-    folders = platform.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_tpu_v5e8", fake_notebooks, only=["03"])
+    folders = kk.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_tpu_v5e8", fake_notebooks, only=["03"])
     assert [f.name for f in folders] == ["03_pretrain"]
     meta = json.loads((folders[0] / "kernel-metadata.json").read_text())
     assert meta["kernel_sources"] == ["alice/nbhelpers-01-tokenizer", "alice/nbhelpers-02-corpus"]
     with pytest.raises(ValueError, match="no such notebook"):
-        platform.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_tpu_v5e8", fake_notebooks, only=["09"])
+        kk.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_tpu_v5e8", fake_notebooks, only=["09"])
 
 
 def test_cli_writes_folders_and_prints_push_commands(fake_notebooks, tmp_path, capsys, monkeypatch):
@@ -171,7 +171,7 @@ def test_cli_writes_folders_and_prints_push_commands(fake_notebooks, tmp_path, c
 def test_kernel_folders_pass_the_kaggle_cli_checks(fake_notebooks, tmp_path):
     """The Kaggle CLI's own `kernels push` reads each folder; its request is captured instead of sent."""
     extended = pytest.importorskip("kaggle.api.kaggle_api_extended", reason="the kaggle CLI is not installed")
-    folders = platform.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_tpu_v5e8", fake_notebooks)
+    folders = kk.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_tpu_v5e8", fake_notebooks)
     sent = []
 
     class Client:
