@@ -484,3 +484,41 @@ def test_notebook_06_on_a_run_directory(tmp_path, tokenizer):
     assert [r["Tasks"] for r in results["lm_eval"]["sft"]["table"]] == list(ev.ONLINE_TO_LOCAL.values())
     assert (run.eval / "perplexity.png").exists() and (run.eval / "lm_eval.png").exists()
     assert run.is_complete("eval")
+
+
+# ---------------------------------------------------------------- other devices
+
+
+@pytest.mark.xla
+def test_perplexity_on_xla_matches_cpu_with_one_program(model, tokenizer):
+    """The notebook's path on XLA: the adapter's device (SPMD on first), fixed shapes, one graph per batch."""
+    import copy
+
+    pytest.importorskip("torch_xla")
+    from nbhelpers import config, xla
+
+    texts = ev.heldout_prose(5)
+    cpu = ev.perplexity(model, tokenizer, texts, max_length=32, stride=8, batch_size=4, progress=False)
+    device, after_batch = ev.eval_device(config.load("smoke", ["train.backend=xla"]))
+    assert device.type == "xla" and after_batch is not None
+    xmodel = copy.deepcopy(model).to(device)
+    first = ev.perplexity(xmodel, tokenizer, texts[:3], max_length=32, stride=8, batch_size=4,
+                          after_batch=after_batch, progress=False)
+    compiled = xla.compile_count()
+    again = ev.perplexity(xmodel, tokenizer, texts[3:], max_length=32, stride=8, batch_size=4, progress=False)
+    assert first.per_text == pytest.approx(cpu.per_text[:3], rel=1e-4)
+    assert again.per_text == pytest.approx(cpu.per_text[3:], rel=1e-4)
+    assert xla.compile_count() == compiled  # new texts, same shapes: nothing compiled again
+
+
+@pytest.mark.gpu
+def test_perplexity_on_cuda_matches_cpu(model, tokenizer):
+    import copy
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    texts = ev.heldout_prose(3)
+    cpu = ev.perplexity(model, tokenizer, texts, max_length=32, stride=8, batch_size=4, progress=False)
+    gpu = ev.perplexity(copy.deepcopy(model).cuda(), tokenizer, texts, max_length=32, stride=8, batch_size=4,
+                        progress=False)
+    assert gpu.per_text == pytest.approx(cpu.per_text, rel=1e-3)  # TF32 matmuls may be on

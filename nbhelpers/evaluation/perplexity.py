@@ -111,11 +111,15 @@ def windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[int, int,
     return out
 
 
-def _xla_after_batch() -> Callable[[], None]:
-    """The XLA adapter's graph cut after an eval batch, so every batch runs one compiled program."""
-    from .. import xla  # only reached with an XLA device; torch_xla stays in its adapter
+def _xla_sync() -> None:
+    """Cut the lazy XLA graph after a batch so every batch runs the same compiled program.
 
-    return xla.loop_hooks().after_eval_batch
+    Only reached with a model already on an XLA device. The adapter's hook (nbhelpers.xla, passed as
+    after_batch by the notebook) would switch SPMD on, which must not happen once tensors live on the device.
+    """
+    import torch_xla
+
+    torch_xla.sync()
 
 
 def _model_max_length(model: Any) -> int:
@@ -148,7 +152,7 @@ def perplexity(
     so every token after the first window sees at least max_length - stride tokens of context.
     Windows of all texts are batched (right-padded, masked); sums stay on the device until the end.
     fixed_shapes pads every batch to (batch_size, max_length), the default on XLA so one program compiles;
-    after_batch runs after each batch (on XLA, default: the adapter's graph cut).
+    after_batch runs after each batch (on XLA, default: torch_xla.sync, one graph per batch).
     """
     import torch
     import torch.nn.functional as F
@@ -190,17 +194,19 @@ def perplexity(
     device = next(model.parameters()).device
     fixed = (device.type == "xla") if fixed_shapes is None else fixed_shapes
     if after_batch is None and device.type == "xla":
-        after_batch = _xla_after_batch()
+        after_batch = _xla_sync
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (prefix_id or 0)
     order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))  # similar lengths share a batch
     was_training = model.training
     model.eval()
-    sums: list[torch.Tensor] = []
+    sums: list[torch.Tensor] = []  # per batch: (B,) summed NLL of each row, on the device
+    batch_rows: list[int] = []  # real (non-padding) rows of each batch
     try:
         with torch.no_grad():
             for start in tqdm(range(0, len(order), batch_size), desc="perplexity", disable=not progress,
                               unit="batch"):
                 chunk = [items[i] for i in order[start:start + batch_size]]
+                batch_rows.append(len(chunk))
                 rows = batch_size if fixed else len(chunk)
                 width = max_length if fixed else max(len(ids) for _, ids, _ in chunk)
                 input_ids = torch.full((rows, width), pad_id, dtype=torch.long)  # (B, T)
@@ -221,10 +227,14 @@ def perplexity(
                     ignore_index=-100,
                     reduction="none",
                 ).sum(dim=1)  # (B,)
-                sums.append(nll[: len(chunk)])
+                sums.append(nll)  # padding rows are dropped on the host: a slice would change the graph
                 if after_batch is not None:
                     after_batch()
-        per_window = torch.cat(sums).double().cpu().tolist()  # the one host transfer
+        # The one host transfer, at the end. On XLA each batch's sums already exist on the device, so they
+        # are copied as they are; a cat there would compile a new graph for every number of batches.
+        host = [t.cpu() for t in sums] if device.type == "xla" else list(torch.cat(sums).cpu().split(
+            [t.shape[0] for t in sums]))
+        per_window = [v for t, n in zip(host, batch_rows) for v in t[:n].double().tolist()]
     finally:
         model.train(was_training)
 
