@@ -468,16 +468,21 @@ class _Trainer:
 
     # ------------------------------------------------------------ logging, eval, saving
 
-    def _read_bad(self) -> tuple[int, int, int]:
-        """(current run, longest run since start, total) of bad steps, agreed across ranks."""
+    def _bad_stats(self) -> torch.Tensor:
+        """(current run, longest run since start, total) of bad steps on the device, agreed across ranks."""
         stats = torch.stack([self.bad_run, self.bad_max, self.bad_total]).to(torch.float32)
         if self.world > 1:
             torch.distributed.all_reduce(stats, op=torch.distributed.ReduceOp.MAX)
-        run, longest, total = (int(x) for x in stats.tolist())
+        return stats
+
+    def _read_bad(self) -> tuple[int, int, int]:
+        """`_bad_stats` read on the host."""
+        run, longest, total = (int(x) for x in self._bad_stats().tolist())
         return run, longest, total
 
     def _check_bad(self, step: int, longest: int) -> None:
-        if longest >= self.cfg.max_bad_steps:
+        """Raise BadStepsError when `longest` reached train.max_bad_steps (0 never stops)."""
+        if 0 < self.cfg.max_bad_steps <= longest:
             last = ckpt.latest(self.ckpt_root)
             msg = (f"stopped at step {step}: {longest} consecutive steps had a non-finite loss or gradient "
                    f"(train.max_bad_steps={self.cfg.max_bad_steps}); they were skipped and no checkpoint was "
@@ -493,8 +498,8 @@ class _Trainer:
         stats = torch.stack([self.win_loss, self.win_good, self.gnorm])
         if self.world > 1:
             torch.distributed.all_reduce(stats)  # loss sum and good-step count over ranks; the norm is the same
-        loss_sum, good, gnorm_sum = stats.tolist()
-        run, longest, total_bad = self._read_bad()
+        loss_sum, good, gnorm_sum, _, longest, total_bad = torch.cat([stats, self._bad_stats()]).tolist()  # one read
+        longest, total_bad = int(longest), int(total_bad)
         window_s = now - self.win_t0
         self.step_s = window_s / max(1, self.win_steps)
         tps = self.tokens_per_step * self.win_steps / window_s if window_s > 0 else None
@@ -608,9 +613,9 @@ class _Trainer:
         """Would the next step (and its eval) plus a checkpoint overrun train.max_minutes? Agreed across ranks."""
         if self.cfg.max_minutes <= 0:
             return False
-        if self.world > 1 and step % self.cfg.log_every:
+        if self.world > 1 and step % self.log_every:
             return False  # ranks decide together, at logging steps (they already meet there)
-        ahead = self.cfg.log_every if self.world > 1 else 1
+        ahead = self.log_every if self.world > 1 else 1
         next_eval = self.eval_s if (self.eval_batches and self.cfg.eval_every
                                     and (step // self.cfg.eval_every) != ((step + ahead) // self.cfg.eval_every)) else 0.0
         step_s = self.step_s if self.step_s is not None else (time.perf_counter() - self.loop_t0) / max(1, step - self.start)
@@ -627,7 +632,9 @@ class _Trainer:
 
     def run(self) -> TrainResult:
         cfg = self.cfg
-        self.ckpt_root.mkdir(parents=True, exist_ok=True) if self.main else None
+        self.log_every = max(1, cfg.log_every)
+        if self.main:
+            self.ckpt_root.mkdir(parents=True, exist_ok=True)
         start, micro, saved_plan, resumed = self._resume()
         wanted = {"peak": cfg.lr, "warmup": cfg.warmup_steps, "total": self.total, "min_ratio": cfg.min_lr_ratio}
         self.plan, plan_note = replan(saved_plan, wanted, start)
@@ -692,7 +699,7 @@ class _Trainer:
                 if self.bar is not None:
                     self.bar.update(1)
                 final_step = step == self.total
-                if step % max(1, cfg.log_every) == 0 or final_step:
+                if step % self.log_every == 0 or final_step:
                     self._log(step)
                 if self.eval_batches and ((cfg.eval_every and step % cfg.eval_every == 0) or final_step):
                     self._evaluate(step)
