@@ -55,6 +55,8 @@ class CorpusConfig:
     seed: int = 1234
     workers: int = 0  # 0 = all cores
     on_bad_utf8: str = "error"  # error | skip
+    shuffle_buffer: int = 2000  # documents per source held for a seeded shuffle; 0 = source order
+    on_exhausted: str = "repeat"  # repeat (a finite source starts a new epoch) | stop (the stream ends)
 
 
 @dataclass(frozen=True)

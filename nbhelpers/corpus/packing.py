@@ -1,0 +1,104 @@
+"""Pack token documents (each ending with EOS) into fixed-length blocks written as uint16 shards.
+
+Rule for the end of a shard: a shard holds exactly `blocks` full blocks; the document that crosses the
+end of the last block is cut there, the rest of it is dropped (counted in `tail_tokens_dropped`), and the
+next shard starts with the next document. Nothing is padded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, deque
+from pathlib import Path
+
+import numpy as np
+
+DTYPE = np.uint16
+MAX_VOCAB = int(np.iinfo(DTYPE).max) + 1  # 65536 ids fit in uint16
+
+
+class VocabTooLarge(ValueError):
+    """A tokenizer whose ids do not fit the shard dtype."""
+
+
+def check_vocab(vocab_size: int) -> None:
+    """Raise before anything is written when token ids would not fit uint16."""
+    if vocab_size > MAX_VOCAB:
+        raise VocabTooLarge(f"tokenizer vocabulary of {vocab_size} does not fit uint16 shards (at most {MAX_VOCAB} "
+                            "ids); train a smaller tokenizer (tokenizer.vocab_size <= 65536)")
+
+
+class BlockWriter:
+    """Copies documents into a fixed buffer and writes whole blocks to `path`; memory is the buffer only."""
+
+    def __init__(self, path: str | os.PathLike, block_len: int, blocks: int, buffer_tokens: int = 1 << 20) -> None:
+        if block_len <= 0 or blocks <= 0:
+            raise ValueError(f"block_len and blocks must be positive, got {block_len} and {blocks}")
+        self.path = Path(path)
+        self.block_len = block_len
+        self.target = blocks * block_len  # tokens this shard will hold
+        self.buf = np.empty(max(block_len, buffer_tokens // block_len * block_len), dtype=DTYPE)  # (n * block_len,)
+        self.pos = 0
+        self.written = 0  # tokens already on disk
+        self.documents = 0
+        self.tail_dropped = 0
+        self.tokens_by_source: Counter = Counter()
+        self.recent: deque = deque(maxlen=block_len)  # the last documents: enough to cover one block
+        self.fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/abort()
+
+    @property
+    def full(self) -> bool:
+        return self.written + self.pos >= self.target
+
+    @property
+    def tokens(self) -> int:
+        return self.written + self.pos
+
+    def add(self, doc: np.ndarray, source: str = "") -> int:
+        """Append one document's tokens (ending with EOS); returns how many were taken (fewer at the end)."""
+        room = self.target - self.written - self.pos
+        n = len(doc)
+        take = n if n <= room else room
+        done = 0
+        while done < take:
+            k = min(take - done, len(self.buf) - self.pos)
+            self.buf[self.pos:self.pos + k] = doc[done:done + k]
+            self.pos += k
+            done += k
+            if self.pos == len(self.buf):
+                self._flush()
+        self.documents += 1
+        self.tail_dropped += n - take
+        self.tokens_by_source[source] += take
+        self.recent.append((source, take))
+        return take
+
+    def _flush(self) -> None:
+        self.buf[:self.pos].tofile(self.fh)
+        self.written += self.pos
+        self.pos = 0
+
+    def finish(self) -> int:
+        """Write what remains (whole blocks: a stream that ended early loses its partial block), sync, close."""
+        partial = (self.written + self.pos) % self.block_len
+        self.pos -= partial
+        self.tail_dropped += partial
+        for source, take in reversed(self.recent):  # give the cut tokens back to the documents they came from
+            cut = min(take, partial)
+            self.tokens_by_source[source] -= cut
+            partial -= cut
+            if not partial:
+                break
+        self._flush()
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        if self.written % self.block_len:
+            raise AssertionError("BlockWriter wrote a partial block")  # unreachable: target is a block multiple
+        return self.written // self.block_len
+
+    def abort(self) -> None:
+        """Close and delete the partly written file."""
+        if not self.fh.closed:
+            self.fh.close()
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,150 @@
+"""Mixing: weights checked, shares held, deterministic, duplicates removed, exhaustion rules, bad inputs named."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import pickle
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from nbhelpers.config import CorpusConfig
+from nbhelpers.corpus import Document, Mixer, MixtureError, mixed_documents, validate_mixture
+from nbhelpers.corpus.mixing import HashSet
+from nbhelpers.sources import BadUTF8, SourceError
+
+
+def _jsonl(path, texts, field="text"):
+    path.write_text("".join(json.dumps({field: t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+def _prose(n, tag="文"):
+    return [f"{tag}{i}番目の文書です。今日は天気が良いので、公園まで散歩に出かけました。" * (1 + i % 3) for i in range(n)]
+
+
+def _cfg(mixture, **kw):
+    base = dict(mixture=mixture, min_chars=10, workers=1, shuffle_buffer=0, seed=7)
+    base.update(kw)
+    return CorpusConfig(**base)
+
+
+def test_validate_mixture_normalises_and_drops_zero_weights():
+    assert validate_mixture({"arithmetic": 3, "bundled_prose": 1, "debian_ja": 0}) == {"arithmetic": 0.75,
+                                                                                        "bundled_prose": 0.25}
+
+
+@pytest.mark.parametrize("mixture, match", [
+    ({"wikipedia": 1.0}, r"unknown source 'wikipedia'; known: wikipedia_ja, .*arithmetic"),
+    ({"arithmetic": -0.5, "bundled_prose": 1}, r"mixture\['arithmetic'\].*>= 0, got -0.5"),
+    ({"arithmetic": 0, "bundled_prose": 0.0}, r"all weights are zero"),
+    ({"arithmetic": float("nan")}, r"finite number"),
+    ({}, r"non-empty dict"),
+])
+def test_bad_mixtures_are_named(mixture, match):
+    with pytest.raises((MixtureError, SourceError), match=match):
+        validate_mixture(mixture)
+
+
+def test_documents_are_strings_that_know_their_source(tmp_path):
+    src = f"files:{_jsonl(tmp_path / 'a.jsonl', _prose(20))}"
+    docs = list(itertools.islice(mixed_documents(_cfg({src: 1.0, "arithmetic": 1.0})), 30))
+    assert all(isinstance(d, str) and isinstance(d, Document) for d in docs)
+    assert {d.source for d in docs} == {src, "arithmetic"}
+    assert pickle.loads(pickle.dumps(docs[0])).source == docs[0].source
+
+
+def test_char_shares_follow_weights_and_seed_is_deterministic(tmp_path):
+    src = f"files:{_jsonl(tmp_path / 'a.jsonl', _prose(3000))}"
+    cfg = _cfg({src: 0.7, "arithmetic": 0.3}, shuffle_buffer=100)
+    docs = list(itertools.islice(mixed_documents(cfg), 2000))
+    chars = Counter()
+    for d in docs:
+        chars[d.source] += len(d)
+    share = chars[src] / sum(chars.values())
+    assert abs(share - 0.7) < 0.01
+    again = list(itertools.islice(mixed_documents(cfg), 2000))
+    assert again == docs and [d.source for d in again] == [d.source for d in docs]
+    other = list(itertools.islice(mixed_documents(cfg, seed=8), 2000))
+    assert other != docs
+
+
+def test_worker_processes_give_the_same_stream_as_one_process(tmp_path):
+    src = f"files:{_jsonl(tmp_path / 'a.jsonl', _prose(400))}"
+    cfg = _cfg({src: 0.5, "arithmetic": 0.5}, shuffle_buffer=50)
+    one = list(itertools.islice(mixed_documents(cfg, workers=1), 500))
+    two = list(itertools.islice(mixed_documents(cfg, workers=2), 500))
+    assert one == two
+
+
+def test_exact_duplicates_are_removed_across_files_and_counted(tmp_path):
+    docs = _prose(50)
+    _jsonl(tmp_path / "a.jsonl", docs)
+    _jsonl(tmp_path / "b.jsonl", docs[:20] + ["  " + docs[0] + "  "])  # whitespace-only variant is a duplicate too
+    src = f"files:{tmp_path}/*.jsonl"
+    mixer = Mixer(_cfg({src: 1.0}, on_exhausted="stop"))
+    out = [doc for _, doc, _ in mixer]
+    assert len(out) == 50 and len(set(out)) == 50
+    stats = mixer.state()[src]["stats"]
+    assert stats["duplicate_documents"] == 21 and stats["documents_in"] == 71 and stats["documents_out"] == 50
+    mixer.close()
+    undeduped = [doc for _, doc, _ in Mixer(_cfg({src: 1.0}, on_exhausted="stop", dedup=False))]
+    assert len(undeduped) == 71
+
+
+def test_exhausted_source_repeats_or_stops(tmp_path):
+    small = f"files:{_jsonl(tmp_path / 's.jsonl', _prose(5, '小'))}"
+    cfg = _cfg({small: 0.5, "arithmetic": 0.5})
+    stopped = Mixer(dataclasses.replace(cfg, on_exhausted="stop"))
+    names = [name for name, _, _ in stopped]
+    assert names.count(small) == 5 and stopped.stopped == small
+    repeated = Mixer(cfg)
+    names = [name for name, _, _ in itertools.islice(repeated, 200)]
+    assert names.count(small) > 5  # a new epoch: repeats are not dropped as duplicates
+    assert repeated.state()[small]["epoch"] >= 1
+    repeated.close()
+
+
+def test_source_empty_after_cleaning_is_named(tmp_path):
+    src = f"files:{_jsonl(tmp_path / 'short.jsonl', ['短い', 'ほんの少し', '★★★★★★★★★★★★★★★★'])}"
+    with pytest.raises(SourceError, match=r"source 'files:.*short.jsonl' has no documents left after cleaning: 3 read, "
+                                          r"3 shorter than min_chars=10"):
+        list(mixed_documents(_cfg({src: 1.0, "arithmetic": 1.0})))
+
+
+def test_generated_source_that_cleaning_always_drops_is_an_error_not_a_hang():
+    with pytest.raises(SourceError, match=r"'arithmetic': the first 20000 documents were all dropped"):
+        next(iter(mixed_documents(_cfg({"arithmetic": 1.0}, min_chars=100_000))))
+
+
+def test_jsonl_line_not_json_or_without_field_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "一行目は正しい文書です。十分な長さ。"}\n{not json\n', encoding="utf-8")
+    with pytest.raises(SourceError, match=r"bad.jsonl line 2: not JSON"):
+        list(mixed_documents(_cfg({f"files:{bad}": 1.0})))
+    nofield = _jsonl(tmp_path / "nofield.jsonl", ["本文は別の欄にあります。十分な長さです。"], field="body")
+    with pytest.raises(SourceError, match=r"nofield.jsonl line 1: expected an object with a string field 'text'"):
+        list(mixed_documents(_cfg({f"files:{nofield}": 1.0})))
+
+
+def test_non_utf8_file_is_named_with_offset_or_skipped_and_counted(tmp_path):
+    (tmp_path / "good.txt").write_text("正しいUTF-8の文書です。十分な長さがあります。", encoding="utf-8")
+    (tmp_path / "latin.txt").write_bytes("abc 日本語".encode() + "café".encode("latin-1"))
+    src = f"files:{tmp_path}/*.txt"
+    with pytest.raises(BadUTF8, match=r"latin.txt: not UTF-8 at byte offset 16"):
+        list(mixed_documents(_cfg({src: 1.0}, on_exhausted="stop")))
+    mixer = Mixer(_cfg({src: 1.0}, on_exhausted="stop", on_bad_utf8="skip"))
+    assert len([d for _, d, _ in mixer]) == 1
+    assert mixer.state()[src]["skipped_files"] == {str(tmp_path / "latin.txt"): 1}
+
+
+def test_hash_set_is_exact_across_merges():
+    hs = HashSet(buffer=4)
+    values = [int(v) for v in np.random.default_rng(0).integers(1, 2**63, 50, dtype=np.int64)]
+    assert [hs.seen(v) for v in values] == [False] * 50
+    assert all(hs.seen(v) for v in values)
+    again = HashSet(hs.array())
+    assert all(again.seen(v) for v in values) and len(again) == 50

@@ -1,0 +1,234 @@
+"""Packing and the corpus build: full blocks, EOS joins, no token lost, determinism, parts, atomicity, bad inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import json
+
+import numpy as np
+import pytest
+import sentencepiece
+
+from nbhelpers import config, sources
+from nbhelpers.corpus import (
+    CorpusBuildError,
+    CorpusMissing,
+    VocabTooLarge,
+    build_corpus,
+    check_vocab,
+    clean_text,
+    load_corpus,
+    token_budget,
+)
+from nbhelpers.corpus import build as build_mod
+from nbhelpers.corpus.packing import BlockWriter
+
+EOS = 3
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A small SentencePiece model (unk/pad/bos/eos = 0/1/2/3, byte fallback) trained on bundled text."""
+    texts = list(sources.iter_texts("bundled_prose")) + list(itertools.islice(sources.iter_texts("arithmetic"), 300))
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=1500, model_type="unigram",
+        character_coverage=0.995, byte_fallback=True, unk_id=0, pad_id=1, bos_id=2, eos_id=EOS, num_threads=1,
+        split_by_whitespace=False, max_sentence_length=20000, minloglevel=2)
+    out = tmp_path_factory.mktemp("tok")
+    (out / "spm.model").write_bytes(model.getvalue())
+    return out
+
+
+@pytest.fixture(scope="module")
+def sp(tokenizer_dir):
+    return sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_dir / "spm.model"))
+
+
+def _docs(n):
+    # distinct documents of varied length, with symbols for the cleaner to thin
+    return [f"第{i}話★ 春の朝、{'駅前の桜が咲き始めました。' * (1 + i % 7)}「きれいだね」と{i}人が言いました！" for i in range(n)]
+
+
+@pytest.fixture()
+def prose_source(tmp_path):
+    path = tmp_path / "src" / "docs.jsonl"
+    path.parent.mkdir()
+    docs = _docs(400)
+    path.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    return f"files:{path}", docs
+
+
+def _cfg(mixture, **kw):
+    base = dict(mixture=mixture, block_len=64, token_budget=12_800, session_tokens=6_400, val_blocks=10,
+                min_chars=10, workers=1, shuffle_buffer=0, seed=3)
+    base.update(kw)
+    return config.CorpusConfig(**base)
+
+
+def _all_tokens(corpus_dir):
+    c = load_corpus(corpus_dir)
+    return np.stack([c.val[i] for i in range(len(c.val))]), np.stack([c.train[i] for i in range(len(c.train))])
+
+
+def test_blocks_full_eos_joined_no_token_lost(tmp_path, prose_source, tokenizer_dir, sp):
+    src, docs = prose_source
+    cfg = _cfg({src: 1.0})
+    m = build_corpus(cfg, tokenizer_dir, tmp_path / "c", parts=2, progress=False)
+    val, train = _all_tokens(tmp_path / "c")
+    assert val.dtype == np.uint16 and val.shape == (10, 64) and train.shape == (200, 64)
+    for p in m["parts"]:
+        assert (tmp_path / "c" / p["file"]).stat().st_size == p["blocks"] * 64 * 2  # whole blocks only
+
+    # Independent expectation: each document cleaned, encoded, followed by EOS, in file order.
+    stream = [sp.encode(clean_text(d, cfg.symbol_level)) + [EOS] for d in docs]
+    shards = [val.ravel(), *(train[i * 100:(i + 1) * 100].ravel() for i in range(2))]
+    pos = 0  # index of the next document
+    for shard, meta in zip(shards, [m["val"], *m["parts"]]):
+        joined = list(itertools.chain.from_iterable(stream[pos:pos + meta["documents"]]))
+        # the shard is the documents joined with EOS, cut at its last full block: nothing else is lost
+        assert shard.tolist() == joined[:len(shard)]
+        assert len(joined) - len(shard) == meta["tail_tokens_dropped"] < len(stream[pos + meta["documents"] - 1])
+        pos += meta["documents"]
+    assert m["train_tokens"] == 200 * 64 and m["parts"][0]["tokens_by_source"] == {src: 6400}
+
+
+def test_realised_shares_manifest_and_budget(tmp_path, prose_source, tokenizer_dir):
+    src, _ = prose_source
+    cfg = _cfg({src: 0.75, "arithmetic": 0.25}, token_budget=64_000, session_tokens=32_000, block_len=128)
+    m = build_corpus(cfg, tokenizer_dir, tmp_path / "c", parts=1, progress=False)
+    assert m["mixture"]["requested"] == {src: 0.75, "arithmetic": 0.25}
+    assert abs(m["mixture"]["realised"][src] - 0.75) < 0.01
+    assert m["budget"]["total"] == 64_000 and m["budget"]["parts"] == 2 and len(m["parts"]) == 1
+    assert m["tokenizer_hash"] == build_mod.tokenizer_hash(tokenizer_dir / "spm.model")
+    s = m["sources"]["arithmetic"]
+    assert s["documents"] > 0 and s["characters"] > 0 and s["tokens"] >= s["train_tokens"] > 0
+    assert s["cleaning"]["symbol_chars"] == 0  # math source: exempt from thinning
+    prose = m["sources"][src]["cleaning"]
+    assert prose["symbol_chars"] == prose["documents_in"] > 0  # one ★ per document thinned
+    assert m["sources"][src]["cleaning"]["samples"][0]["before"] != m["sources"][src]["cleaning"]["samples"][0]["after"]
+
+
+def test_same_seed_same_corpus_other_seed_other_corpus_any_worker_count(tmp_path, prose_source, tokenizer_dir):
+    src, _ = prose_source
+    cfg = _cfg({src: 0.6, "arithmetic": 0.4}, shuffle_buffer=64)
+    build_corpus(cfg, tokenizer_dir, tmp_path / "a", parts=1, progress=False)
+    build_corpus(cfg, tokenizer_dir, tmp_path / "b", parts=1, progress=False, workers=2)
+    build_corpus(dataclasses.replace(cfg, seed=4), tokenizer_dir, tmp_path / "c", parts=1, progress=False)
+    a, b, c = (_all_tokens(tmp_path / k) for k in "abc")
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_next_part_in_a_later_session_continues_the_same_stream(tmp_path, prose_source, tokenizer_dir):
+    src, _ = prose_source
+    cfg = _cfg({src: 0.6, "arithmetic": 0.4}, shuffle_buffer=64)
+    at_once = build_corpus(cfg, tokenizer_dir, tmp_path / "once", parts=2, progress=False)
+    first = build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=1, progress=False)
+    assert len(first["parts"]) == 1 and len(load_corpus(tmp_path / "twice").train) == 100
+    again = build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=2, progress=False)
+    assert np.array_equal(_all_tokens(tmp_path / "once")[1], _all_tokens(tmp_path / "twice")[1])
+    assert again["mixture"]["realised"] == at_once["mixture"]["realised"]
+    assert again["sources"][src]["documents"] == at_once["sources"][src]["documents"]
+    # asking for more parts than the budget has builds what the budget allows
+    assert len(build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=9, progress=False)["parts"]) == 2
+
+
+def test_reader_parts_and_random_access(tmp_path, prose_source, tokenizer_dir):
+    src, _ = prose_source
+    build_corpus(_cfg({src: 1.0}), tokenizer_dir, tmp_path / "c", parts=2, progress=False)
+    everything, latest, first = (load_corpus(tmp_path / "c", part=p) for p in ("all", "latest", 0))
+    assert len(everything.train) == 200 and len(latest.train) == len(first.train) == 100
+    assert everything.parts == (0, 1) and latest.parts == (1,)
+    assert np.array_equal(everything.train[150], latest.train[50])
+    assert np.array_equal(everything.train[-1], latest.train[99])
+    assert everything.train[7].shape == (64,) and everything.block_len == 64
+    with pytest.raises(IndexError):
+        everything.train[200]
+    with pytest.raises(ValueError, match=r"part must be 'all', 'latest' or 0..1"):
+        load_corpus(tmp_path / "c", part=5)
+    with pytest.raises(CorpusMissing, match=r"run|build the corpus first \(notebooks/02_corpus\)"):
+        load_corpus(tmp_path / "nothing")
+
+
+def test_interrupted_build_keeps_the_previous_corpus(tmp_path, prose_source, tokenizer_dir, monkeypatch):
+    src, _ = prose_source
+    cfg = _cfg({src: 0.6, "arithmetic": 0.4})
+    out = tmp_path / "c"
+    build_corpus(cfg, tokenizer_dir, out, parts=1, progress=False)
+    before = _all_tokens(out)
+    files_before = sorted(p.name for p in out.iterdir())
+
+    calls = itertools.count()
+    real_add = BlockWriter.add
+
+    def dying_add(self, doc, source=""):
+        if next(calls) == 50:
+            raise KeyboardInterrupt  # the session ends in the middle of a shard
+        return real_add(self, doc, source)
+
+    monkeypatch.setattr(BlockWriter, "add", dying_add)
+    for attempt in (dataclasses.replace(cfg, seed=99), cfg):  # a rebuild with new settings, then the next part
+        calls = itertools.count()
+        with pytest.raises(KeyboardInterrupt):
+            build_corpus(attempt, tokenizer_dir, out, parts=2, progress=False)
+        after = _all_tokens(out)
+        assert np.array_equal(before[0], after[0]), attempt
+        assert np.array_equal(before[1], after[1]), attempt
+        assert load_corpus(out).manifest["parts"][0]["blocks"] == 100
+        assert not list(out.glob("*.tmp"))
+    monkeypatch.setattr(BlockWriter, "add", real_add)
+    m = build_corpus(cfg, tokenizer_dir, out, parts=2, progress=False)  # the next run completes it
+    assert len(m["parts"]) == 2
+    assert sorted(p.name for p in out.iterdir()) != files_before
+
+
+def test_vocab_that_does_not_fit_uint16_is_refused_before_writing(tmp_path, prose_source, tokenizer_dir, monkeypatch):
+    with pytest.raises(VocabTooLarge, match=r"vocabulary of 70000 does not fit uint16"):
+        check_vocab(70000)
+    check_vocab(65536)
+    monkeypatch.setattr(sentencepiece.SentencePieceProcessor, "get_piece_size", lambda self: 70000)
+    with pytest.raises(VocabTooLarge):
+        build_corpus(_cfg({prose_source[0]: 1.0}), tokenizer_dir, tmp_path / "c", progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_missing_tokenizer_and_sources_that_run_out(tmp_path, prose_source, tokenizer_dir):
+    with pytest.raises(FileNotFoundError, match=r"spm.model not found; train the tokenizer first \(notebooks/01_tokenizer\)"):
+        build_corpus(_cfg({"arithmetic": 1.0}), tmp_path / "no_tokenizer", tmp_path / "c", progress=False)
+    with pytest.raises(CorpusBuildError, match=r"ran out before the validation shard was full"):
+        build_corpus(_cfg({prose_source[0]: 1.0}, on_exhausted="stop", val_blocks=100_000), tokenizer_dir,
+                     tmp_path / "c", progress=False)
+    m = build_corpus(_cfg({prose_source[0]: 1.0}, on_exhausted="stop", token_budget=10**7, session_tokens=10**7),
+                     tokenizer_dir, tmp_path / "d", progress=False)
+    assert m["stopped"] == prose_source[0] and 0 < m["train_blocks"] < 10**7 // 64
+
+
+def test_chinchilla_budget_uses_the_profile_model():
+    from nbhelpers.model import count_parameters
+
+    cfg = config.load("colab_t4")
+    b = token_budget(cfg, vocab_size=32000)
+    assert b.rule == "chinchilla" and b.model_params == count_parameters(cfg.model, 32000)
+    assert b.total == int(20 * b.model_params) and b.per_session == 100_000_000
+    assert b.parts == -(-b.total // 100_000_000)
+    assert b.part_tokens(b.parts - 1, 512) == (b.total - (b.parts - 1) * 100_000_000) // 512 * 512
+    explicit = token_budget(config.load("smoke").corpus)
+    assert explicit.rule == "explicit" and explicit.total == 400_000 and explicit.parts == 2
+    with pytest.raises(CorpusBuildError, match="needs the model"):
+        token_budget(dataclasses.replace(config.load("smoke").corpus, token_budget=0))
+
+
+@pytest.mark.realtext
+@pytest.mark.slow
+def test_realised_shares_on_a_million_tokens_of_debian_text(tmp_path, tokenizer_dir, debian_files):
+    cfg = config.CorpusConfig(mixture={"debian_ja": 0.8, "arithmetic": 0.2}, block_len=512, token_budget=1_100_000,
+                              session_tokens=1_100_000, val_blocks=16, workers=2)
+    m = build_corpus(cfg, tokenizer_dir, tmp_path / "c", progress=False)
+    assert m["train_tokens"] >= 1_000_000
+    for name, want in m["mixture"]["requested"].items():
+        assert abs(m["mixture"]["realised"][name] - want) <= 0.02, (name, m["mixture"]["realised"])
+    c = load_corpus(tmp_path / "c")
+    assert len(c.train) == m["train_blocks"] and all(len(c.train[i]) == 512 for i in (0, len(c.train) - 1))
