@@ -104,3 +104,30 @@ def compare(models: dict[str, Any], tokenizer: Any, prompts: Sequence[str], **kw
     """One row per prompt with each model's response side by side (for a table)."""
     answers = {name: generate(m, tokenizer, list(prompts), **kwargs) for name, m in models.items()}
     return [{"prompt": p, **{name: answers[name][i] for name in models}} for i, p in enumerate(prompts)]
+
+
+DEMO_PROMPTS = (
+    "日本の首都はどこですか？",
+    "健康のために毎日できることを三つ挙げてください。",
+    "「ありがとう」を英語に訳してください。",
+    "春の季節について短く説明してください。",
+)
+
+
+def demo_prompts(seed: int = 0, arithmetic_problems: int = 2) -> list[str]:
+    """The fixed chat prompts plus a few arithmetic word problems (seeded apart from the tuning data's seed)."""
+    from . import arithmetic
+
+    return [*DEMO_PROMPTS, *(p.question for p in arithmetic.problems(seed + 10_007, arithmetic_problems))]
+
+
+def chat_figures(model: Any, tokenizer: Any, prompts: Sequence[str], table: Sequence[dict[str, str]],
+                 **kwargs: Any) -> dict[str, Any]:
+    """Headline chat figures: how many answers ended with EOS, their mean length, and the side-by-side answers."""
+    responses = generate_batch(model, tokenizer, list(prompts), **kwargs)
+    return {
+        "prompts": len(responses),
+        "ended_with_eos": sum(r.ended for r in responses) / max(1, len(responses)),
+        "mean_new_tokens": sum(r.new_tokens for r in responses) / max(1, len(responses)),
+        "answers": [dict(row) for row in table],
+    }

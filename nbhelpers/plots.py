@@ -94,3 +94,40 @@ def plot_training(metrics_path: str | Path, path: str | Path | None = None) -> p
             ax.legend()
     fig.tight_layout()
     return save(fig, path)
+
+
+# ---------------------------------------------------------------- 04 instruction tuning
+
+
+def plot_sft_eval(metrics_path: str | Path, path: str | Path | None = None,
+                  splits: tuple[str, str] = ("instructions", "corpus")) -> plt.Figure:
+    """Held-out instruction loss and held-out corpus loss by tuning step on one axis; dashed: the pre-trained model.
+
+    Step 0 is evaluated before the first update, so each curve starts at the pre-trained model's loss: the
+    instruction curve falling is tuning working, the corpus curve rising above its dashed line is forgetting.
+    """
+    import json
+    import math
+
+    points: dict[str, list[tuple[int, float]]] = {s: [] for s in splits}
+    for line in Path(metrics_path).read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a killed process
+            continue
+        if r.get("kind") == "eval" and r.get("split") in points and math.isfinite(r.get("loss", math.nan)):
+            points[r["split"]].append((r["step"], r["loss"]))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (split, pts), color in zip(points.items(), ("tab:blue", "tab:orange")):
+        if not pts:
+            continue
+        steps, losses = zip(*sorted(dict(pts).items()))  # a resumed run may log a step twice: keep the last
+        label = {"instructions": "held-out instructions (response tokens)", "corpus": "held-out corpus"}.get(split, split)
+        ax.plot(steps, losses, "o-", ms=3, color=color, label=label)
+        if steps[0] == 0:
+            ax.axhline(losses[0], ls="--", lw=1, color=color, alpha=0.6)
+    ax.set(xlabel="tuning step", ylabel="eval loss (nats per token)",
+           title="Instruction tuning: instruction loss vs corpus loss (dashed: pre-trained)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)

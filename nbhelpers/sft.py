@@ -8,6 +8,7 @@ import gzip
 import importlib.resources
 import json
 import math
+import os
 import random
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -265,10 +266,12 @@ def trained_tokens(rows: Sequence[dict[str, Sequence[int]]]) -> int:
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    env_rank, env_world = 0, 1
+    """This process's (rank, world): torch.distributed when initialised, else torchrun's env (the loop joins later)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         env_rank, env_world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return (env_rank if rank is None else rank), (env_world if world_size is None else world_size)
+    else:
+        env_rank, env_world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return (env_rank if rank is None else int(rank)), (env_world if world_size is None else int(world_size))
 
 
 class SFTBatches:
@@ -396,7 +399,7 @@ def response_figures(model: Any, tokenizer: Any, examples: Sequence[Example], cf
     """Greedy answers to held-out prompts: share ending with EOS before max_new_tokens, arithmetic accuracy."""
     from .generate import generate_batch
 
-    pick = list(examples)[: cfg.eval_prompts]
+    pick = interleave(examples, cfg.eval_prompts)
     arith = [ex for ex in examples if ex.answer is not None][: cfg.eval_prompts]
     kw = {"template": cfg.template, "prefix": cfg.prompt_prefix, "max_new_tokens": cfg.max_new_tokens,
           "batch_size": batch_size}
@@ -413,6 +416,81 @@ def response_figures(model: Any, tokenizer: Any, examples: Sequence[Example], cf
     samples = [{"prompt": ex.prompt, "target": ex.target, "response": o.text, "ended_with_eos": o.ended}
                for ex, o in zip(pick, outs)]
     return {"figures": figures, "samples": samples}
+
+
+def interleave(examples: Sequence[Example], n: int) -> list[Example]:
+    """Up to n examples taken in turn from each source, so a large source does not crowd out a small one."""
+    by_source: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_source.setdefault(ex.source, []).append(ex)
+    out: list[Example] = []
+    for i in range(max((len(v) for v in by_source.values()), default=0)):
+        out += [v[i] for v in by_source.values() if i < len(v)]
+    return out[:n]
+
+
+def explain_row(tokenizer: Any, row: dict[str, Sequence[int]]) -> dict[str, Any]:
+    """What one encoded example shows the model (context) and what it learns (trained), as text and counts."""
+    context = [t for t, lab in zip(row["input_ids"], row["labels"]) if lab == IGNORE]
+    trained = [lab for lab in row["labels"] if lab != IGNORE]
+    return {"context": tokenizer.decode(context), "trained": tokenizer.decode(trained),
+            "context_tokens": len(context), "trained_tokens": len(trained)}
+
+
+def make_batches(cfg: SFTConfig, tokenizer: Any, train_rows: Sequence[dict[str, Sequence[int]]],
+                 heldout_rows: Sequence[dict[str, Sequence[int]]], corpus: Any, fixed_length: bool,
+                 ) -> tuple[SFTBatches, dict[str, SFTBatches]]:
+    """Training batches (instructions + replay of corpus.train) and eval batches: held-out instructions and corpus."""
+    collate = Collator(pad_id=pad_id(tokenizer), max_length=cfg.max_length, fixed_length=fixed_length)
+    train = SFTBatches(train_rows, cfg.micro_batch, collate, replay=corpus.train if cfg.replay_ratio > 0 else None,
+                       replay_ratio=cfg.replay_ratio, replay_len=cfg.replay_len, seed=cfg.seed)
+    evals = {"instructions": SFTBatches(heldout_rows, cfg.micro_batch, collate, shuffle=False, limit=cfg.eval_batches),
+             "corpus": corpus_eval_batches(corpus.val, cfg.micro_batch, collate, cfg.eval_batches)}
+    return train, evals
+
+
+def replay_share(batches: SFTBatches, n: int = 200) -> dict[str, float]:
+    """Realised share of replay rows and of replay trained tokens over the first n micro-batches."""
+    rows = [0, 0]
+    tokens = [0, 0]
+    for i in range(n):
+        b = batches.batch(i)["labels"]  # (B, T)
+        for r in range(b.shape[0]):
+            replay = int(b[r, 0].item() != IGNORE)  # instruction rows open with a masked prompt
+            rows[replay] += 1
+            tokens[replay] += int((b[r] != IGNORE).sum())
+    return {"replay_rows": rows[1] / sum(rows), "replay_tokens": tokens[1] / max(1, sum(tokens))}
+
+
+def inference_device(choice: Any) -> torch.device:
+    """Where to generate: the training device (through the loop's hooks, so torch_xla stays in its adapter)."""
+    from .loop import default_hooks
+
+    return default_hooks(choice).device(choice)
+
+
+def record_figures(data: InstructionData, overflow: dict[str, OverflowStats], batches: SFTBatches, result: Any,
+                   before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of tuning for metrics.json: data, overflow, eval losses at the start and end, before/after."""
+    from .loop import read_metrics
+
+    evals = [r for r in read_metrics(result.metrics_path) if r.get("kind") == "eval"]
+    first = {r["split"]: r["loss"] for r in sorted(evals, key=lambda r: -r["step"])}  # the earliest wins
+    last = {r["split"]: r["loss"] for r in sorted(evals, key=lambda r: r["step"])}  # the latest wins
+    figures: dict[str, Any] = {
+        "train_examples": len(data.train), "heldout_examples": len(data.heldout),
+        "skipped_invalid": len(data.errors),
+        "truncated": sum(s.truncated for s in overflow.values()), "dropped": sum(s.dropped for s in overflow.values()),
+        "steps": result.step, "replay_ratio": float(batches.ratio),
+        "instruction_loss_before": first.get("instructions"), "instruction_loss_after": last.get("instructions"),
+        "corpus_loss_before": first.get("corpus"), "corpus_loss_after": last.get("corpus"),
+    }
+    for key in ("eos_share", "arithmetic_accuracy", "mean_response_tokens"):
+        if key in before or key in after:
+            figures[f"{key}_before"], figures[f"{key}_after"] = before.get(key), after.get(key)
+    figures["eos_prompts"] = after.get("eos_prompts")
+    figures["arithmetic_prompts"] = after.get("arithmetic_prompts")
+    return figures
 
 
 def pad_id(tokenizer: Any) -> int:
