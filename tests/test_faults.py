@@ -76,9 +76,11 @@ def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(reference, tmp_p
     assert saved is not None, f"seed {seed}"
     second = rng.randint(int(saved.name[5:]) + 3, 20)
     _kill_at(_launch(out, "--step-sleep", "0.04"), out, second)
+    saved_again = ckpt.latest(out / "checkpoints")
     _finish(_launch(out), out)
-    resumes = _resumes(out)
-    assert len(resumes) == 2 and resumes[0] == (first // 4) * 4, (seed, resumes)
+    resumes = _resumes(out)  # each run resumed the newest checkpoint there was when the last one died
+    assert resumes == [int(saved.name[5:]), int(saved_again.name[5:])], (seed, resumes)
+    assert resumes[1] > resumes[0]
     losses = _train_steps(out)
     assert sorted(losses) == list(range(1, STEPS + 1)), seed
     for step, loss in reference.items():

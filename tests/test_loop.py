@@ -269,3 +269,38 @@ def test_adamw8bit_without_bitsandbytes_says_what_to_install(tmp_path, monkeypat
 def test_nothing_to_train(tmp_path):
     with pytest.raises(loop.TrainingError, match="train.grad_accum=50"):
         _train(tiny_model(), tmp_path, train_cfg(max_steps=0, grad_accum=50))
+
+
+# ---------------------------------------------------------------- CUDA (run where a GPU is lent: pytest -m gpu)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("precision", ["auto", "fp16"])
+def test_cuda_trains_saves_cpu_tensors_and_resumes(tmp_path, precision):
+    """bf16 (auto on 8.0+) or fp16 with a GradScaler: learns, checkpoints hold CPU tensors, resume continues."""
+    from nbhelpers.device import select
+
+    cfg = train_cfg(backend="cuda", precision=precision, max_steps=16, save_every=4, lr=1e-2)
+    choice = select(cfg)
+    assert choice.backend == "cuda" and choice.use_grad_scaler == (choice.precision == "fp16")
+
+    def run(out, **kw):
+        src = PackedBatches(ArrayBlocks(blocks()), cfg.micro_batch, seed=3)
+        return loop.train(tiny_model(dropout=0.0), src, cfg, out, device_choice=choice, peak_flops=1e12,
+                          progress=False, **kw)
+
+    full = run(tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", hooks=_StopAfter(9))  # checkpoint of step 8 written, then the session ends
+    resumed = run(tmp_path / "cut")
+    assert resumed.resumed_from == 8 and resumed.status == "done"
+    a = {r["step"]: r["loss"] for r in _records(full.out_dir, "train")}
+    b = {r["step"]: r["loss"] for r in _records(resumed.out_dir, "train")}
+    assert a[16] < a[1]
+    assert [b[s] for s in range(9, 17)] == pytest.approx([a[s] for s in range(9, 17)], rel=1e-3)
+    opt = torch.load(full.checkpoint / "optimizer.pt", weights_only=False)  # no map_location: devices as saved
+    assert all(t.device.type == "cpu" for st in opt["state"].values() for t in st.values() if torch.is_tensor(t))
+    assert (full.checkpoint / "scaler.pt").exists() == choice.use_grad_scaler
