@@ -22,7 +22,7 @@ class TokenizerConfig:
     """SentencePiece settings; the defaults are the report's."""
 
     vocab_size: int = 32000
-    model_type: str = "unigram"  # unigram | bpe
+    model_type: str = "unigram"  # unigram (the only type exported exactly to a Hugging Face tokenizer)
     character_coverage: float = 0.9995
     normalization: str = "nfkc"  # nfkc | identity | nmt_nfkc
     remove_extra_whitespaces: bool = True
@@ -193,7 +193,7 @@ def smoke() -> RunConfig:
     """Everything on a 2-core CPU in minutes, on bundled data."""
     return RunConfig(
         profile="smoke",
-        tokenizer=TokenizerConfig(vocab_size=2000, sample_chars=2_000_000, heldout_chars=20_000),
+        tokenizer=TokenizerConfig(vocab_size=3000, sample_chars=500_000, heldout_chars=20_000),
         corpus=CorpusConfig(
             mixture=dict(SMOKE_MIXTURE),
             block_len=128,

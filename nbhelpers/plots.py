@@ -131,3 +131,22 @@ def plot_sft_eval(metrics_path: str | Path, path: str | Path | None = None,
     ax.grid(alpha=0.3)
     ax.legend()
     return save(fig, path)
+
+
+def plot_token_lengths(stats: dict, path: str | Path | None = None) -> plt.Figure:
+    """Token length distribution from `tokenizer.tokenizer_stats`: held-out text next to the vocabulary."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key, title in ((axes[0], "token_lengths", "tokens in held-out text"),
+                           (axes[1], "vocab_lengths", "pieces in the vocabulary")):
+        counts = {int(k): v for k, v in stats[key].items()}
+        total = sum(counts.values()) or 1
+        lengths = sorted(counts)
+        ax.bar([str(n) if n else "byte" for n in lengths], [100 * counts[n] / total for n in lengths],
+               color=["tab:red" if n == 0 else "tab:blue" for n in lengths])
+        ax.set_title(title)
+        ax.set_xlabel("length in characters (▁ counts as one)")
+        ax.set_ylabel("% of " + ("tokens" if key == "token_lengths" else "pieces"))
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"vocab {stats['vocab_size']}, {stats['chars_per_token']:.2f} characters per token")
+    fig.tight_layout()
+    return save(fig, path)
