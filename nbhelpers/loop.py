@@ -526,9 +526,10 @@ class _Trainer:
             from .planner import measure_cpu_peak_flops
             from .planner import peak_flops as lookup
 
-            cpu_peak = measure_cpu_peak_flops(self.choice.precision, sizes=(1024,), repeats=3) \
-                if self.choice.backend == "cpu" else None
-            self.peak_flops = lookup(self.choice, cpu_peak) or 0.0
+            with torch.random.fork_rng(devices=[]):  # the measurement draws random matrices: keep resume exact
+                cpu_peak = measure_cpu_peak_flops(self.choice.precision, sizes=(1024,), repeats=3) \
+                    if self.choice.backend == "cpu" else None
+                self.peak_flops = lookup(self.choice, cpu_peak) or 0.0
         devices = self.world * (self.choice.num_devices if self.choice.backend == "xla" else 1)
         return self.peak_flops * devices if self.peak_flops else None
 
@@ -652,6 +653,7 @@ class _Trainer:
             fwd = self.ddp = DistributedDataParallel(fwd, device_ids=ids)
         self.fwd = torch.compile(fwd) if cfg.compile else fwd
         self.fpt = flops_per_token(self.raw, self.micro_shape[1])
+        self.peak_total()  # measured (CPU) or looked up now, before the generators are seeded or restored
         zeros_i = torch.zeros((), dtype=torch.int32, device=self.device)
         self.bad_run, self.bad_max, self.bad_total = zeros_i, zeros_i.clone(), zeros_i.clone()
         self.win_loss = torch.zeros((), device=self.device)

@@ -209,6 +209,20 @@ def test_finished_run_resumes_to_nothing_and_keeps_last_k(tmp_path):
     assert first.checkpoint == again.checkpoint
 
 
+def test_interrupted_run_resumes_exactly_with_dropout_and_measured_peak(tmp_path):
+    """In-process version of the kill test; the CPU peak measurement must not disturb the generators."""
+    def run(out, hooks=None):
+        src = PackedBatches(ArrayBlocks(blocks()), 4, seed=3)
+        return loop.train(tiny_model(), src, train_cfg(max_steps=12, save_every=4), out, device_choice=cpu_choice(),
+                          hooks=hooks, progress=False)  # dropout 0.1; peak_flops measured
+
+    run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", _StopAfter(6))
+    assert run(tmp_path / "b").resumed_from == 4
+    assert [r["loss"] for r in _records(tmp_path / "a", "train")] == [r["loss"] for r in _records(tmp_path / "b", "train")]
+
+
 def test_gradient_accumulation_equals_one_big_micro_batch(tmp_path):
     """grad_accum=2 with micro-batch 2 takes the same steps as micro-batch 4 (token-mean loss, same blocks)."""
     reader = ArrayBlocks(blocks())
