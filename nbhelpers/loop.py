@@ -726,6 +726,8 @@ class _Trainer:
                 final_dir = self._write_final()
                 self.metrics.write(kind="event", step=step, event="done", message=f"final model in {final_dir}")
         finally:
+            if hasattr(stream, "close"):  # stops a prefetching loader's thread (XLA)
+                stream.close()
             if self.bar is not None:
                 self.bar.close()
             self.metrics.close()
