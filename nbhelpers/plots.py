@@ -150,3 +150,35 @@ def plot_token_lengths(stats: dict, path: str | Path | None = None) -> plt.Figur
     fig.suptitle(f"vocab {stats['vocab_size']}, {stats['chars_per_token']:.2f} characters per token")
     fig.tight_layout()
     return save(fig, path)
+
+
+# ---------------------------------------------------------------- 02 corpus
+
+
+def plot_mixture(requested: dict[str, float], realised: dict[str, float], path: str | Path | None = None) -> plt.Figure:
+    """Requested vs realised token share per source (the manifest's `mixture`)."""
+    names = list(requested)
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 2), 3.6))
+    _grouped_bars(ax, names, {"requested": [100 * requested[n] for n in names],
+                              "realised": [100 * realised.get(n, 0.0) for n in names]}, ".1f")
+    ax.set_ylabel("share of train tokens (%)")
+    ax.set_ylim(0, 110)
+    ax.set_title("Corpus mixture")
+    return save(fig, path)
+
+
+def plot_cleaning(sources: dict[str, dict], path: str | Path | None = None) -> plt.Figure:
+    """Share of each source's characters removed by each cleaning step (the manifest's `sources`)."""
+    steps = {"symbols": "symbol_chars", "whitespace": "whitespace_chars", "too short": "short_chars",
+             "duplicates": "duplicate_chars"}
+    names = list(sources)
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(names) + 1.6))
+    left = [0.0] * len(names)
+    for label, key in steps.items():
+        values = [100 * s["cleaning"][key] / max(1, s["cleaning"]["characters_in"]) for s in sources.values()]
+        ax.barh(names, values, left=left, label=label)
+        left = [a + b for a, b in zip(left, values)]
+    ax.set_xlabel("characters removed (% of characters read)")
+    ax.set_title("What cleaning removed, per source")
+    ax.legend(fontsize=8, ncol=4, loc="lower right")
+    return save(fig, path)

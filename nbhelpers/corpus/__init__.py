@@ -10,11 +10,11 @@ from .build import CorpusBuildError, TokenBudget, build_corpus, fingerprint, tok
 from .clean import CleanStats, clean_text, normalise_whitespace, symbol_tier, thin_symbols
 from .mixing import Document, Mixer, MixtureError, mixed_documents, validate_mixture
 from .packing import BlockWriter, VocabTooLarge, check_vocab
-from .reader import BlockReader, ConcatReader, Corpus, CorpusMissing, load_corpus
+from .reader import BlockReader, ConcatReader, Corpus, CorpusMissing, decode_block, load_corpus
 
 __all__ = [
     "BlockReader", "BlockWriter", "CleanStats", "ConcatReader", "Corpus", "CorpusBuildError", "CorpusMissing",
-    "Document", "Mixer", "MixtureError", "TokenBudget", "VocabTooLarge", "build_corpus", "check_vocab",
+    "Document", "Mixer", "decode_block", "MixtureError", "TokenBudget", "VocabTooLarge", "build_corpus", "check_vocab",
     "clean_text", "fingerprint", "load_corpus", "mixed_documents", "normalise_whitespace", "symbol_tier",
     "thin_symbols", "token_budget", "tokenizer_hash", "validate_mixture",
 ]

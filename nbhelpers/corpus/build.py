@@ -78,9 +78,12 @@ def token_budget(cfg: RunConfig | CorpusConfig, vocab_size: int | None = None, n
     return TokenBudget(total, corpus.session_tokens, parts, rule, n_params, corpus.tokens_per_param)
 
 
-def tokenizer_hash(model_file: str | os.PathLike) -> str:
-    """Short sha256 of the SentencePiece model file: a corpus is only valid with the tokenizer that made it."""
-    return hashlib.sha256(Path(model_file).read_bytes()).hexdigest()[:16]
+def tokenizer_hash(path: str | os.PathLike) -> str:
+    """sha256 of spm.model (a tokenizer folder or the file itself): a corpus is only valid with that tokenizer."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "spm.model"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def fingerprint(corpus: CorpusConfig, tok_hash: str, cleaning: bool = True) -> str:

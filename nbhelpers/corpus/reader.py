@@ -113,3 +113,14 @@ def load_corpus(corpus_dir: str | os.PathLike, part: int | str = "all") -> Corpu
     train = readers[0] if len(readers) == 1 else ConcatReader(readers, block_len)
     val = BlockReader(root / manifest["val"]["file"], block_len, manifest["val"]["blocks"])
     return Corpus(root, train, val, block_len, manifest, tuple(chosen))
+
+
+def decode_block(sp: Any, block: np.ndarray, eos_id: int) -> list[str]:
+    """The texts of a block between its EOS tokens (the first and last are usually parts of documents)."""
+    ids = [int(t) for t in block]
+    out, start = [], 0
+    for i, t in enumerate(ids + [eos_id]):
+        if t == eos_id:
+            out.append(sp.decode(ids[start:i]))
+            start = i + 1
+    return out

@@ -1,0 +1,213 @@
+"""Corpus throughput on Debian's Japanese texts: raw SentencePiece encoding (the limit) against our pipeline.
+
+Measured in one run, on the same text and the same cores:
+  raw    SentencePiece batch encoding of the cleaned text, `num_threads` = all cores (the limit)
+  pack   our tokenize + pack + write of the already-cleaned text (build_corpus(..., cleaning=False))
+  clean  our cleaning alone on all cores (characters per second, compared with raw encoding's)
+  build  the whole build from the raw source: read, clean, dedup, mix with arithmetic, tokenize, pack, write
+  rss    peak RSS of a pack of N and of 10 N tokens, each in a fresh subprocess (streaming must keep it flat)
+  mix    debian share of characters when mixing 0.8 / 0.2 with arithmetic: interleave_datasets vs our quotas
+
+The last line is `raw_tokens_per_s=... pack_tokens_per_s=... ratio=... clean_chars_ratio=... build_ratio=...`.
+Usage: python bench/pack_throughput.py [--tokenizer DIR] [--workers N] [--repeats 3] [--rss-tokens 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sentencepiece
+
+from nbhelpers import sources
+from nbhelpers.config import CorpusConfig
+from nbhelpers.corpus import build_corpus, mixed_documents
+from nbhelpers.corpus.clean import _thinning_regexes, clean_many
+from nbhelpers.corpus.mixing import resolve_workers
+
+CACHE = Path(tempfile.gettempdir()) / "nbhelpers-bench"
+
+
+def bench_tokenizer(texts: list[str], vocab: int) -> Path:
+    """A unigram SentencePiece model with the project's settings, trained once on a Debian sample and cached."""
+    out = CACHE / f"tok{vocab}"
+    if (out / "spm.model").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    sample = list(itertools.islice((t for t in texts if len(t) > 20), 0, None, 3))
+    print(f"training a {vocab}-piece tokenizer on {sum(map(len, sample)):,} characters (cached in {out})", flush=True)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sample), model_writer=model, vocab_size=vocab, model_type="unigram",
+        character_coverage=0.9995, byte_fallback=True, unk_id=0, pad_id=1, bos_id=2, eos_id=3,
+        split_by_whitespace=False, max_sentence_length=16384, input_sentence_size=100_000,
+        shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, minloglevel=2)
+    (out / "spm.model").write_bytes(model.getvalue())
+    return out
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median wall seconds of `repeats` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), result
+
+
+def _warm(level: float) -> None:
+    _thinning_regexes(level)
+
+
+def _clean_task(batch: list[str]) -> int:
+    return sum(len(t) for t in clean_many(batch, 0.5)[0])
+
+
+def rss_child(jsonl: str, tokenizer: str, tokens: int, workers: int, out: str) -> None:
+    """Subprocess body: pack `tokens` tokens of the cleaned text (repeating it) and report peak RSS."""
+    cfg = CorpusConfig(mixture={f"files:{jsonl}": 1.0}, block_len=512, token_budget=tokens, session_tokens=tokens,
+                       val_blocks=1, dedup=False, min_chars=0, shuffle_buffer=0, workers=workers)
+    build_corpus(cfg, tokenizer, out, progress=False, cleaning=False)
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"main_mb": self_kb / 1024, "worker_mb": child_kb / 1024}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokenizer", default="", help="tokenizer folder with spm.model (default: train one, cached)")
+    ap.add_argument("--vocab", type=int, default=8000, help="vocabulary of the trained bench tokenizer")
+    ap.add_argument("--workers", type=int, default=0, help="cores to use; 0 = all")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rss-tokens", type=int, default=1_000_000, help="tokens of the small RSS run (the big one is 10x)")
+    ap.add_argument("--rss-child", nargs=5, metavar=("JSONL", "TOKENIZER", "TOKENS", "WORKERS", "OUT"),
+                    help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        jsonl, tok, tokens, workers, out = args.rss_child
+        rss_child(jsonl, tok, int(tokens), int(workers), out)
+        return
+
+    if not sources.debian_files():
+        sys.exit("Debian's Japanese texts are absent: apt-get install debian-reference-ja manpages-ja")
+    workers = resolve_workers(args.workers)
+    raw_docs = list(sources.iter_texts("debian_ja"))
+    tok_dir = Path(args.tokenizer) if args.tokenizer else bench_tokenizer(raw_docs, args.vocab)
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tok_dir / "spm.model"))
+    cleaned = [t for t in clean_many(raw_docs, 0.5)[0] if len(t) >= 50]
+    work = Path(tempfile.mkdtemp(prefix="pack_bench_"))
+    jsonl = work / "clean" / "debian.jsonl"
+    jsonl.parent.mkdir()
+    jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in cleaned), encoding="utf-8")
+    raw_chars = sum(map(len, raw_docs))
+    clean_chars = sum(map(len, cleaned))
+    load = os.getloadavg()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, using {workers}; load average before: "
+          f"{load[0]:.1f} (other processes share the CPU when it exceeds the core count)")
+    print(f"text: Debian ja, {len(raw_docs):,} raw documents / {raw_chars:,} chars; cleaned {len(cleaned):,} "
+          f"documents / {clean_chars:,} chars; tokenizer {sp.get_piece_size()} pieces; {args.repeats} repeats, medians")
+
+    # raw: SentencePiece's own threaded batch encoding of the cleaned text
+    t_raw, ids = timed(lambda: sp.encode(cleaned, num_threads=workers), args.repeats)
+    n_tokens = sum(len(x) for x in ids) + len(ids)  # + one EOS per document, as packed
+    del ids
+    raw_tps = n_tokens / t_raw
+    raw_cps = clean_chars / t_raw
+
+    # pack: our pipeline on the same cleaned text, cleaning off
+    block = 512
+    budget = int(n_tokens * 0.97) // block * block - 4 * block
+    pack_cfg = CorpusConfig(mixture={f"files:{jsonl}": 1.0}, block_len=block, token_budget=budget,
+                            session_tokens=budget, val_blocks=4, dedup=False, min_chars=0, shuffle_buffer=0,
+                            on_exhausted="stop", workers=workers)
+    t_pack, m = timed(lambda: build_corpus(pack_cfg, tok_dir, work / f"pack{time.perf_counter_ns()}", progress=False,
+                                           cleaning=False), args.repeats)
+    packed = m["train_tokens"] + m["val"]["tokens"]
+    pack_tps = packed / t_pack
+
+    # clean: our cleaning alone on all cores (the pool is warm: its regexes are built once per process)
+    batches, cur, size = [], [], 0
+    for t in raw_docs:
+        cur.append(t)
+        size += len(t)
+        if size >= 128_000:
+            batches.append(cur)
+            cur, size = [], 0
+    batches.append(cur)
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers, initializer=_warm, initargs=(0.5,)) as pool:
+        pool.map(_clean_task, batches[:workers])
+        t_clean, _ = timed(lambda: pool.map(_clean_task, batches), args.repeats)
+    clean_cps = raw_chars / t_clean
+
+    # build: the whole pipeline from the raw source
+    build_budget = int(n_tokens * 0.75) // block * block
+    build_cfg = CorpusConfig(mixture={"debian_ja": 0.9, "arithmetic": 0.1}, block_len=block, token_budget=build_budget,
+                             session_tokens=build_budget, val_blocks=4, workers=workers)
+    t_build, mb = timed(lambda: build_corpus(build_cfg, tok_dir, work / f"build{time.perf_counter_ns()}",
+                                             progress=False), args.repeats)
+    built = mb["train_tokens"] + mb["val"]["tokens"]
+    build_tps = built / t_build
+
+    # rss: N and 10 N tokens packed, each in a fresh process
+    rss = {}
+    for mult in (1, 10):
+        n = args.rss_tokens * mult
+        res = subprocess.run([sys.executable, __file__, "--rss-child", str(jsonl), str(tok_dir), str(n), str(workers),
+                              str(work / f"rss{mult}")], capture_output=True, text=True, check=True)
+        rss[mult] = json.loads(res.stdout.strip().splitlines()[-1])
+
+    # mix: realised character share of a 0.8 / 0.2 mixture, interleave_datasets (document draws) vs quotas
+    import datasets
+
+    arith = [str(t) for t in itertools.islice(mixed_documents(CorpusConfig(mixture={"arithmetic": 1.0}, workers=1)), 20000)]
+    ds = datasets.interleave_datasets(
+        [datasets.Dataset.from_dict({"text": cleaned}).to_iterable_dataset(),
+         datasets.Dataset.from_dict({"text": arith}).to_iterable_dataset()],
+        probabilities=[0.8, 0.2], seed=0, stopping_strategy="first_exhausted")
+    inter_deb = inter_all = 0
+    arith_set = set(arith)
+    for r in itertools.islice(ds, 20000):
+        inter_all += len(r["text"])
+        inter_deb += 0 if r["text"] in arith_set else len(r["text"])
+    quota = list(itertools.islice(mixed_documents(CorpusConfig(mixture={"debian_ja": 0.8, "arithmetic": 0.2},
+                                                               workers=workers)), 20000))
+    q_deb = sum(len(d) for d in quota if d.source == "debian_ja") / sum(map(len, quota))
+
+    rows = [
+        ("raw spm encode (limit)", f"{raw_tps:,.0f} tok/s", f"{raw_cps:,.0f} chars/s", f"{t_raw:.2f} s"),
+        ("pack (tokenize+pack+write)", f"{pack_tps:,.0f} tok/s", f"{packed:,} tokens", f"{t_pack:.2f} s"),
+        ("clean alone", "", f"{clean_cps:,.0f} chars/s", f"{t_clean:.2f} s"),
+        ("whole build", f"{build_tps:,.0f} tok/s", f"{built:,} tokens", f"{t_build:.2f} s"),
+    ]
+    print(f"\n{'stage':30} {'tokens/s':>16} {'':>20} {'median':>9}")
+    for r in rows:
+        print(f"{r[0]:30} {r[1]:>16} {r[2]:>20} {r[3]:>9}")
+    for mult in (1, 10):
+        print(f"peak RSS packing {args.rss_tokens * mult:>11,} tokens: main {rss[mult]['main_mb']:7.1f} MB, "
+              f"largest worker {rss[mult]['worker_mb']:7.1f} MB")
+    growth_main = rss[10]["main_mb"] / rss[1]["main_mb"] - 1
+    growth_worker = rss[10]["worker_mb"] / rss[1]["worker_mb"] - 1
+    print(f"RSS growth for 10x the text: main {growth_main:+.1%}, worker {growth_worker:+.1%} (target < +20%)")
+    print(f"debian_ja share of characters, requested 0.800: interleave_datasets {inter_deb / inter_all:.3f}, "
+          f"our quota mixing {q_deb:.3f}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(f"raw_tokens_per_s={raw_tps:.0f} pack_tokens_per_s={pack_tps:.0f} ratio={pack_tps / raw_tps:.3f} "
+          f"clean_chars_ratio={clean_cps / raw_cps:.3f} build_ratio={build_tps / raw_tps:.3f}")
+
+
+if __name__ == "__main__":
+    main()
