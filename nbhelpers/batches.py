@@ -40,12 +40,15 @@ def dist_rank_world() -> tuple[int, int]:
 class PackedBatches:
     """Micro-batches of `micro_batch` blocks; input_ids = labels (the model shifts).
 
-    Pass `e` (micro-batch index `i // len`) visits the blocks in the order of a permutation seeded by
-    (seed, e); global micro-batch `g` takes permuted blocks `g*B .. g*B+B-1`, and rank `r` of `w`
-    reads global micro-batches `j*w + r`, so ranks read disjoint blocks and together read what one
-    process with micro-batch `w*B` would. Blocks that do not fill a last global micro-batch are
-    left out of that pass (a different set each pass). `shuffle=False` keeps the reader's order
-    (for evaluation), and `limit` caps the micro-batches per pass.
+    Pass `e` (micro-batch index `i // len`) visits the blocks in a shuffled order seeded by (seed, e);
+    global micro-batch `g` takes ordered blocks `g*B .. g*B+B-1`, and rank `r` of `w` reads global
+    micro-batches `j*w + r`, so ranks read disjoint blocks and together read what one process with
+    micro-batch `w*B` would. Blocks that do not fill a last global micro-batch are left out of that
+    pass (a different set each pass). A reader made of parts (`reader.readers`, as a corpus built
+    one session part at a time) is shuffled part by part, parts in order: adding a part leaves the
+    order of the blocks before it unchanged, so a run resumed on a grown corpus continues exactly
+    where it was and reaches the new blocks after the old ones. `shuffle=False` keeps the reader's
+    order (for evaluation), and `limit` caps the micro-batches per pass.
     """
 
     def __init__(
@@ -86,8 +89,11 @@ class PackedBatches:
     def _order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return self._perm
-        if epoch != self._perm_epoch:  # one permutation per pass, cached: batch(i) stays pure
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.reader))
+        if epoch != self._perm_epoch:  # one order per pass, cached: batch(i) stays pure
+            parts = [len(r) for r in getattr(self.reader, "readers", None) or [self.reader]]
+            starts = np.cumsum([0, *parts])
+            self._perm = np.concatenate([start + np.random.default_rng([self.seed, epoch, k]).permutation(n)
+                                         for k, (start, n) in enumerate(zip(starts, parts))])
             self._perm_epoch = epoch
         return self._perm
 

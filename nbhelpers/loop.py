@@ -246,7 +246,7 @@ class _Metrics:
 class TrainResult:
     """What `train` did: why it stopped, where things are, the last figures."""
 
-    status: str  # done | time_budget
+    status: str  # done | time_budget | data_end (total_steps reached before lr_horizon: more data, then rerun)
     step: int
     total_steps: int
     out_dir: Path
@@ -292,23 +292,28 @@ def train(
     hooks: Hooks | None = None,
     peak_flops: float | None = None,
     progress: bool = True,
+    lr_horizon: int | None = None,
 ) -> TrainResult:
     """Train `model` on `train_batches` until `total_steps` (else cfg.max_steps, else one pass), resuming by itself.
 
     `train_batches` and each of `eval_batches` follow the batch-source protocol (batches.py); under DDP
-    each rank passes its own share. `device_choice` defaults to `device.select(cfg)`; `peak_flops` (one
-    device) to the planner's figure. Returns a TrainResult; raises BadStepsError after
-    `cfg.max_bad_steps` consecutive non-finite steps.
+    each rank passes its own share. `lr_horizon` (default `total_steps`) is the step at which the cosine
+    reaches its minimum: a run whose corpus is built one session part at a time passes the steps its
+    whole token budget gives, trains to the end of the data built so far (status `data_end`, no
+    final/), and continues on the same schedule once more data is built. A horizon that differs from
+    the checkpoint's is re-planned as the module docstring says. `device_choice` defaults to
+    `device.select(cfg)`; `peak_flops` (one device) to the planner's figure. Returns a TrainResult;
+    raises BadStepsError after `cfg.max_bad_steps` consecutive non-finite steps.
     """
     return _Trainer(model, train_batches, cfg, Path(out_dir), eval_batches or {}, tokenizer, total_steps,
-                    device_choice, hooks, peak_flops, progress).run()
+                    device_choice, hooks, peak_flops, progress, lr_horizon).run()
 
 
 class _Trainer:
     """State of one `train` call; `run()` is the loop."""
 
     def __init__(self, model, train_batches, cfg, out_dir, eval_batches, tokenizer, total_steps,
-                 device_choice, hooks, peak_flops, progress) -> None:
+                 device_choice, hooks, peak_flops, progress, lr_horizon=None) -> None:
         self.t0 = time.perf_counter()
         self.cfg, self.out_dir, self.tokenizer = cfg, out_dir, tokenizer
         self.train_batches, self.eval_batches = train_batches, eval_batches
@@ -328,6 +333,10 @@ class _Trainer:
         if self.total <= 0:
             raise TrainingError(f"nothing to train: {len(train_batches)} micro-batches per pass give no step of "
                                 f"train.grad_accum={self.accum}; set train.max_steps or build more corpus")
+        self.horizon = int(lr_horizon or self.total)
+        if self.horizon < self.total:
+            raise TrainingError(f"lr_horizon={self.horizon} is before the last step {self.total}: the schedule "
+                                "would sit at its minimum for the rest; pass a horizon >= total_steps")
         self._check_inputs(model)
         self.raw = model.to(self.device)
         if cfg.gradient_checkpointing:
@@ -637,7 +646,7 @@ class _Trainer:
         if self.main:
             self.ckpt_root.mkdir(parents=True, exist_ok=True)
         start, micro, saved_plan, resumed = self._resume()
-        wanted = {"peak": cfg.lr, "warmup": cfg.warmup_steps, "total": self.total, "min_ratio": cfg.min_lr_ratio}
+        wanted = {"peak": cfg.lr, "warmup": cfg.warmup_steps, "total": self.horizon, "min_ratio": cfg.min_lr_ratio}
         self.plan, plan_note = replan(saved_plan, wanted, start)
         self.scheduler = make_scheduler(self.optimizer, self.plan, start)
         self.metrics = _Metrics(self.out_dir / METRICS_FILE, self.main, keep_until=start if resumed else -1)
@@ -720,9 +729,16 @@ class _Trainer:
                         self.bar.write(msg)
                     break
             final_dir = None
+            if status == "done" and self.saved_step != step:  # e.g. resumed at the end already
+                self._save(step, micro)
+            if status == "done" and step < self.horizon:
+                status = "data_end"
+                msg = (f"the {self.total} steps the data gives are done, the schedule runs to step {self.horizon}: "
+                       "build more corpus and run again to continue")
+                self.metrics.write(kind="event", step=step, event="data_end", message=msg)
+                if self.bar is not None:
+                    self.bar.write(msg)
             if status == "done":
-                if self.saved_step != step:  # e.g. resumed at the end already
-                    self._save(step, micro)
                 final_dir = self._write_final()
                 self.metrics.write(kind="event", step=step, event="done", message=f"final model in {final_dir}")
         finally:
