@@ -155,7 +155,7 @@ class EvalConfig:
         }
     )
     local_tasks: bool = False  # True: the bundled offline copies of the three tasks
-    jaqket_source: str = "json"  # json: the hub's JSON files, no loading script | script: needs datasets<4
+    hub_source: str = "script_free"  # script_free: the tasks' data without loading scripts | leaderboard: needs datasets<4
     limit: int = 0  # 0 = every example
     batch_size: int = 8
     ppl_max_length: int = 0  # tokens per perplexity window; 0 = the model's context

@@ -23,11 +23,16 @@
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/06_eval.ipynb)
 
 # %%
-# Setup: install nbhelpers when it is missing (Kaggle, Colab); the platform's torch / torch_xla stay as they are.
-import importlib.util, subprocess, sys
+# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing, keeping the platform's
+# torch / torch_xla (pip gets a constraint pinning them), then show the platform and check the torch / torch_xla pair.
+import importlib.metadata as md, importlib.util, subprocess, sys, tempfile
 if importlib.util.find_spec("nbhelpers") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"], check=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
+        pins.write("\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"], check=True)
+    importlib.invalidate_caches()
 import nbhelpers
+nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
@@ -86,8 +91,10 @@ nbhelpers.plots.plot_perplexity(ppl_table, path=run.eval / "perplexity.png")
 # ## lm-evaluation-harness
 #
 # `eval.local_tasks` true (smoke): the offline copies over a few examples bundled with nbhelpers, which say
-# nothing about quality but run without a network. Otherwise the leaderboard tasks from the hub; JAQKET v2 reads
-# the hub's JSON files directly (`eval.jaqket_source=json`). `eval.limit` caps the examples per task.
+# nothing about quality but run without a network. Otherwise the leaderboard tasks with their data from the hub,
+# read without loading scripts (`eval.hub_source=script_free`: JAQKET v2 from its JSON files, JCommonsenseQA and
+# JSQuAD from parquet copies); `leaderboard` runs lm-eval's own tasks, which need `datasets<4`. `eval.limit` caps
+# the examples per task.
 
 # %%
 lm = nbhelpers.evaluation.score_lm_eval(run, models, cfg.eval, device=device) if cfg.eval.lm_eval else {}

@@ -297,13 +297,33 @@ def test_unknown_task_lists_close_names():
     manager = ev.task_manager(defaults=False)
     with pytest.raises(ev.UnknownTask, match="unknown lm-eval task 'ja_local_jsqad'; close names: ja_local_jsquad"):
         ev.resolve_tasks(["ja_local_jsqad"], manager=manager)
-    with pytest.raises(ValueError, match="jaqket_source"):
-        ev.resolve_tasks(["ja_leaderboard_jaqket_v2"], jaqket_source="hub", manager=manager)
+    with pytest.raises(ValueError, match="hub_source='hub': expected script_free | leaderboard"):
+        ev.resolve_tasks(["ja_leaderboard_jaqket_v2"], hub_source="hub", manager=manager)
+    with pytest.raises(ev.UnknownTask, match="ja_leaderboard_jsquad"):  # lm-eval's own tasks are not indexed here
+        ev.resolve_tasks(["ja_leaderboard_jsquad"], hub_source="leaderboard", manager=manager)
 
 
-def test_online_jaqket_goes_through_the_script_free_task():
+def test_online_tasks_go_through_the_script_free_copies():
+    import lm_eval
+    from lm_eval.tasks._yaml_loader import load_yaml
+
     manager = ev.task_manager(defaults=False)
-    assert ev.resolve_tasks(["ja_leaderboard_jaqket_v2"], manager=manager) == [ev.JAQKET_JSON_TASK]
+    leaderboard = list(ev.SCRIPT_FREE)
+    assert ev.resolve_tasks(leaderboard, manager=manager) == list(ev.SCRIPT_FREE.values())
+    sources = {"ja_leaderboard_jaqket_v2_json": "json", "ja_leaderboard_jcommonsenseqa_sbi": "sbintuitions/JCommonsenseQA",
+               "ja_leaderboard_jsquad_sbi": "sbintuitions/JSQuAD"}
+    upstream = Path(lm_eval.__file__).parent / "tasks" / "japanese_leaderboard"
+    for online, copy in ev.SCRIPT_FREE.items():
+        path = next(p for p in ev.LOCAL_TASK_DIR.glob("*.yaml")
+                    if load_yaml(p, resolve_func=False, recursive=False).get("task") == copy)
+        ours = load_yaml(path, resolve_func=False, recursive=True)
+        theirs = load_yaml(upstream / f"{online}.yaml", resolve_func=False)
+        assert ours["dataset_path"] == sources[copy]
+        for key in ("doc_to_text", "doc_to_target", "metric_list", "filter_list", "num_fewshot", "validation_split"):
+            assert ours.get(key) == theirs.get(key), (copy, key)
+    jaqket = load_yaml(ev.LOCAL_TASK_DIR / "jaqket_v2_hub.yaml", resolve_func=False, recursive=True)
+    assert jaqket["dataset_kwargs"]["repo_id"] == "kumapo/JAQKET"
+    assert "local_name" not in jaqket["dataset_kwargs"]
 
 
 def test_jaqket_records_match_the_loading_scripts_shape():
@@ -350,7 +370,12 @@ def test_run_lm_eval_bad_input(tmp_path, model, tokenizer):
         ev.run_lm_eval(tmp_path / "missing", tasks=["ja_leaderboard_jsquad"], local=True)
     with pytest.raises(ValueError, match="pass the tokenizer"):
         ev.run_lm_eval(model, tasks=["ja_leaderboard_jsquad"], local=True)
-    with pytest.raises(ev.UnknownTask, match="close names"):
+
+
+@pytest.mark.slow
+def test_run_lm_eval_unknown_task(model, tokenizer):
+    """Not among nbhelpers' tasks, so lm-eval's own are indexed too before the name is refused."""
+    with pytest.raises(ev.UnknownTask, match="close names: ja_leaderboard_jsquad"):
         ev.run_lm_eval(model, tokenizer, tasks=["ja_leaderboard_jsquadd"], local=True)
 
 
@@ -481,7 +506,7 @@ def test_notebook_06_on_a_run_directory(tmp_path, tokenizer):
     runner.run("smoke", run.root, only=["06"], log=lambda _: None)
     results = json.loads((run.eval / "results.json").read_text(encoding="utf-8"))
     assert set(results["perplexity"]) == {"pretrain", "sft"}
-    assert [r["Tasks"] for r in results["lm_eval"]["sft"]["table"]] == list(ev.ONLINE_TO_LOCAL.values())
+    assert sorted(r["Tasks"] for r in results["lm_eval"]["sft"]["table"]) == sorted(ev.ONLINE_TO_LOCAL.values())
     assert (run.eval / "perplexity.png").exists() and (run.eval / "lm_eval.png").exists()
     assert run.is_complete("eval")
 
@@ -522,3 +547,11 @@ def test_perplexity_on_cuda_matches_cpu(model, tokenizer):
     gpu = ev.perplexity(copy.deepcopy(model).cuda(), tokenizer, texts, max_length=32, stride=8, batch_size=4,
                         progress=False)
     assert gpu.per_text == pytest.approx(cpu.per_text, rel=1e-3)  # TF32 matmuls may be on
+
+
+@pytest.mark.slow
+def test_online_task_without_hub_access_says_what_to_do(model, tokenizer, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(ev.TaskDataError, match=r"ja_leaderboard_jsquad_sbi.*\n.*eval.local_tasks=true"):
+        ev.run_lm_eval(model, tokenizer, tasks=["ja_leaderboard_jsquad"], extra_task_dirs=(), local=False)

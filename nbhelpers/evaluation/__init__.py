@@ -4,7 +4,9 @@ from .harness import (
     JAQKET_JSON_TASK,
     LOCAL_TASK_DIR,
     ONLINE_TO_LOCAL,
+    SCRIPT_FREE,
     LocalTaskError,
+    TaskDataError,
     UnknownTask,
     jaqket_records,
     resolve_tasks,
@@ -27,7 +29,7 @@ from .summary import run_summary
 from .texts import heldout_prose, texts_from_blocks, validation_texts
 
 __all__ = [
-    "JAQKET_JSON_TASK", "LOCAL_TASK_DIR", "ONLINE_TO_LOCAL", "LocalTaskError", "ModelMismatch", "PerplexityResult",
+    "JAQKET_JSON_TASK", "LOCAL_TASK_DIR", "ONLINE_TO_LOCAL", "SCRIPT_FREE", "LocalTaskError", "ModelMismatch", "PerplexityResult", "TaskDataError",
     "UnknownTask", "check_tokenizer", "eval_figures", "headline_scores", "heldout_prose", "jaqket_records",
     "load_model", "perplexity", "perplexity_table", "resolve_tasks", "results_markdown", "results_rows",
     "results_table", "run_lm_eval", "run_summary", "save_results", "task_manager", "texts_from_blocks",

@@ -21,8 +21,15 @@ ONLINE_TO_LOCAL = {
     "ja_leaderboard_jcommonsenseqa": "ja_local_jcommonsenseqa",
     "ja_leaderboard_jsquad": "ja_local_jsquad",
 }
-# The online JAQKET v2 task without the hub's loading script (task YAML jaqket_v2_hub.yaml).
-JAQKET_JSON_TASK = "ja_leaderboard_jaqket_v2_json"
+# The online tasks without loading scripts, which datasets>=4 refuses: JAQKET v2 from the hub repository's
+# JSON files (jaqket_v2_hub.yaml), JGLUE from SB Intuitions' parquet copies (*_sbintuitions.yaml).
+SCRIPT_FREE = {
+    "ja_leaderboard_jaqket_v2": "ja_leaderboard_jaqket_v2_json",
+    "ja_leaderboard_jcommonsenseqa": "ja_leaderboard_jcommonsenseqa_sbi",
+    "ja_leaderboard_jsquad": "ja_leaderboard_jsquad_sbi",
+}
+JAQKET_JSON_TASK = SCRIPT_FREE["ja_leaderboard_jaqket_v2"]
+HUB_SOURCES = ("script_free", "leaderboard")
 
 # Fields each local record must have, with their JSON types; nested dicts hold parallel lists, the
 # shape `datasets` gives a sequence of structs (answers["text"][0], ctxs["text"]).
@@ -50,6 +57,10 @@ class UnknownTask(KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0])
+
+
+class TaskDataError(RuntimeError):
+    """An lm-eval task whose dataset could not be loaded (no network, a refused loading script)."""
 
 
 class LocalTaskError(ValueError):
@@ -245,25 +256,26 @@ def task_manager(extra_dirs: Sequence[str | Path] = (), *, defaults: bool = True
     return _task_manager(tuple(str(Path(d).resolve()) for d in dirs), defaults)
 
 
-def resolve_tasks(names: Sequence[str], *, local: bool = False, jaqket_source: str = "json",
+def resolve_tasks(names: Sequence[str], *, local: bool = False, hub_source: str = "script_free",
                   manager: Any = None) -> list[str]:
     """Map task names to their offline copies when `local`, and check lm-eval knows each one.
 
-    Online, jaqket_source="json" swaps ja_leaderboard_jaqket_v2 for the copy that reads the hub's JSON
-    files (datasets>=4 refuses the dataset's loading script); "script" keeps lm-eval's own task.
+    Online, hub_source="script_free" swaps the three leaderboard tasks for copies that read the same data
+    without a loading script (SCRIPT_FREE); "leaderboard" keeps lm-eval's own tasks, whose datasets'
+    loading scripts need datasets<4 and HF_DATASETS_TRUST_REMOTE_CODE=1.
     """
     if isinstance(names, str):
         names = [names]
-    if jaqket_source not in ("json", "script"):
-        raise ValueError(f"jaqket_source={jaqket_source!r}: expected json | script")
+    if hub_source not in HUB_SOURCES:
+        raise ValueError(f"hub_source={hub_source!r}: expected {' | '.join(HUB_SOURCES)}")
     manager = manager or task_manager()
     known = set(manager.all_tasks)
     out = []
     for name in names:
         if local:
             target = ONLINE_TO_LOCAL.get(name, name)
-        elif name == "ja_leaderboard_jaqket_v2" and jaqket_source == "json":
-            target = JAQKET_JSON_TASK
+        elif hub_source == "script_free":
+            target = SCRIPT_FREE.get(name, name)
         else:
             target = name
         if target not in known:
@@ -295,7 +307,7 @@ def run_lm_eval(
     tasks: Sequence[str],
     num_fewshot: Mapping[str, int] | None = None,
     local: bool = False,
-    jaqket_source: str = "json",
+    hub_source: str = "script_free",
     limit: int | float | None = None,
     batch_size: int = 8,
     max_gen_toks: int | None = None,
@@ -316,13 +328,26 @@ def run_lm_eval(
     if tokenizer is None:
         raise ValueError("run_lm_eval: pass the tokenizer with a model object")
     check_tokenizer(model, tokenizer)
-    manager = task_manager(extra_task_dirs, defaults=not local)  # local runs need only the local tasks
     given = [tasks] if isinstance(tasks, str) else list(tasks)
-    names = resolve_tasks(given, local=local, jaqket_source=jaqket_source, manager=manager)
+    try:  # nbhelpers' task folder alone indexes in a moment; lm-eval's own thousands of tasks take seconds
+        manager = task_manager(extra_task_dirs, defaults=False)
+        names = resolve_tasks(given, local=local, hub_source=hub_source, manager=manager)
+    except UnknownTask:
+        manager = task_manager(extra_task_dirs, defaults=True)
+        names = resolve_tasks(given, local=local, hub_source=hub_source, manager=manager)
     fewshot = dict(num_fewshot or {})  # keyed by the name given or the name run
     shots = {name: fewshot.get(g, fewshot.get(name)) for g, name in zip(given, names)}
-    with _quiet("lm_eval"):  # custom_dataset tasks warn about --metadata, which does not apply here
-        loaded = manager.load(names)["tasks"]
+    try:
+        with _quiet("lm_eval"):  # custom_dataset tasks warn about --metadata, which does not apply here
+            loaded = manager.load(names)["tasks"]
+    except (LocalTaskError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # datasets and huggingface_hub raise many kinds; the advice is the same
+        raise TaskDataError(
+            f"lm-eval could not load the data of {', '.join(names)}: {type(err).__name__}: {err}\n"
+            "Without hub access, eval.local_tasks=true runs the bundled offline copies; a 'loading script' or "
+            "trust_remote_code error goes away with eval.hub_source=script_free."
+        ) from err
     for name, task in loaded.items():
         if shots.get(name) is not None:
             task.set_config(key="num_fewshot", value=int(shots[name]))

@@ -64,7 +64,7 @@ def score_lm_eval(run: Any, models: Mapping[str, Path], cfg: EvalConfig, device:
     for name, path in models.items():
         model, tokenizer = load_model(path, tokenizer_path=_tokenizer_path(path, run), device=device)
         out[name] = run_lm_eval(model, tokenizer, tasks=cfg.tasks, num_fewshot=cfg.num_fewshot,
-                                local=cfg.local_tasks, jaqket_source=cfg.jaqket_source, limit=cfg.limit or None,
+                                local=cfg.local_tasks, hub_source=cfg.hub_source, limit=cfg.limit or None,
                                 batch_size=cfg.batch_size, max_gen_toks=cfg.max_gen_toks or None)
         del model
     return out
