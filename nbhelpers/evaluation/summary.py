@@ -19,10 +19,12 @@ STAGE_TITLES = {
 # Figures shown first when a stage recorded them (the rest follow in recorded order, up to max_figures).
 HEADLINES: dict[str, tuple[str, ...]] = {
     "tokenizer": ("vocab_size", "chars_per_token", "unk_rate", "byte_fallback_rate"),
-    "corpus": ("train_tokens", "val_tokens", "documents", "train_blocks", "val_blocks", "block_len"),
-    "pretrain": ("parameters", "steps", "tokens_seen", "train_loss", "val_loss", "val_ppl", "minutes"),
-    "sft": ("steps", "train_loss", "val_loss", "val_ppl", "minutes"),
-    "chat": ("prompts", "samples"),
+    "corpus": ("train_tokens", "train_blocks", "val_blocks", "block_len", "parts_built", "budget_tokens"),
+    "pretrain": ("preset", "parameters", "steps", "tokens_seen", "final_train_loss", "final_eval_loss", "eval_ppl",
+                 "tokens_per_s", "device"),
+    "sft": ("steps", "train_examples", "instruction_loss_before", "instruction_loss_after", "corpus_loss_before",
+            "corpus_loss_after"),
+    "chat": ("prompts", "ended_with_eos", "mean_new_tokens"),
     "eval": ("perplexity", "lm_eval"),
 }
 SKIP = {"config_fingerprint"}
@@ -75,7 +77,7 @@ def load_metrics(source: Mapping[str, Any] | str | Path | Any) -> dict[str, Any]
     return data
 
 
-def run_summary(source: Mapping[str, Any] | str | Path | Any, max_figures: int = 8) -> str:
+def run_summary(source: Mapping[str, Any] | str | Path | Any, max_figures: int = 9) -> str:
     """Each stage's headline figures, one stage per paragraph; stages not run yet are named as such."""
     metrics = load_metrics(source)
     lines = []
