@@ -12,9 +12,11 @@ SentencePiece on the same `spm.model`, because:
 - piece scores are rounded to multiples of 1/32 so that SentencePiece's float32 path sums and
   `tokenizers`' float64 path sums are both exact, and equal-score paths break ties the same way
   (exact up to roughly 50,000 tokens in one encode call);
-- decoding strips every leading space, as SentencePiece does with remove_extra_whitespaces.
-Known residue: NFKC reorders combining marks and decomposes U+0344 where SentencePiece's map does
-not; neither occurs in Japanese text.
+- trailing spaces are stripped after escaping (a literal trailing "▁" goes too), and decoding strips
+  every leading space, as SentencePiece does with remove_extra_whitespaces.
+Known residue: combining marks that NFKC reorders (marks out of canonical order) or composes with the
+output of a compatibility mapping (an accent after "ⅷ"), and U+0344, normalize differently; Japanese
+text, including decomposed kana with combining (han)dakuten, is exact.
 
 BOS/EOS: `add_bos`/`add_eos` (TokenizerConfig, default off) apply to both `load_sentencepiece()` and the
 HF tokenizer; the corpus packer and the instruction collator add EOS by id themselves.
@@ -318,9 +320,12 @@ def build_hf_backend(model_bytes: bytes, add_bos: bool = False, add_eos: bool = 
     if spec.precompiled_charsmap:
         steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
     if spec.remove_extra_whitespaces:  # only " " counts, as in SentencePiece: tabs and newlines stay
-        steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
+        steps += [normalizers.Replace(Regex(r"\A +"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
     if spec.escape_whitespaces:
         steps.append(normalizers.Replace(" ", "▁"))
+    if spec.remove_extra_whitespaces:
+        # SentencePiece strips trailing spaces after escaping them, so a literal trailing "▁" goes too
+        steps.append(normalizers.Replace(Regex(r"▁+\z" if spec.escape_whitespaces else r" +\z"), ""))
     if spec.add_dummy_prefix:
         # Metaspace leaves text that already starts with a literal "▁" alone; SentencePiece prefixes it anyway
         steps.append(normalizers.Replace(Regex(r"\A▁"), "▁▁"))

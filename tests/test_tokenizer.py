@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 import unicodedata
 from collections import Counter
 
@@ -70,11 +71,26 @@ def test_identity_on_tricky_text(small):
         assert not {0, 1, 2, 3} & set(ids), text  # literal "<s>" etc. are text, never the special ids
 
 
+def test_identity_on_random_mixtures(small):
+    """Seeded random strings from scripts, symbols, whitespace, emoji, NFD kana and special-looking text."""
+    hf, sp, _ = small
+    rng = random.Random(7)
+    pools = [list("あいうえおかきくけこがぎぐ"), list("日本語漢字東京都"), list("アイウエオｱｲｳｴｵﾞﾟ"), list("ABCabc0123ＡＢＣ１２３"),
+             list("  \u3000\t\n"), list("!?。、「」（）<>/\\_-=+*#"), ["😀", "👍🏻", "👨‍👩‍👧", "❤️", "🇯🇵"],
+             ["か\u3099", "ウ\u3099", "ハ\u309a", "e\u0301"], list("𠮷𩸽鱻"), ["▁"], list("\u200b\u200d\ufeff"),
+             list("①②㍿㈱ⅷ"), ["<s>", "</s>", "<unk>", "<0x41>", "<pad>"]]
+    texts = ["".join(rng.choice(rng.choice(pools)) for _ in range(rng.randrange(25))) for _ in range(3000)]
+    sp_ids = sp.encode(texts)
+    assert hf(texts)["input_ids"] == sp_ids
+    assert hf.batch_decode(sp_ids) == sp.decode(sp_ids)
+
+
 def test_whitespace_and_nfkc(small):
     hf, sp, _ = small
     assert sp.encode("") == hf.encode("") == []
     assert sp.encode("   ") == hf.encode("   ") == []
     assert hf.decode(hf.encode("  a   b  ")) == "a b"  # extra spaces removed, as SentencePiece does
+    assert hf.encode("語▁ ▁") == sp.encode("語▁ ▁") == sp.encode("語")  # trailing "▁" and spaces both go
     assert hf.decode(hf.encode("ｶﾀｶﾅ１２３")) == "カタカナ123"  # NFKC
     assert hf.decode(hf.encode("か\u3099")) == "が"
 
