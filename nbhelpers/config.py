@@ -35,7 +35,7 @@ class TokenizerConfig:
     sample_chars: int = 200_000_000  # characters of mixed corpus text used to train the tokenizer
     heldout_chars: int = 200_000  # characters held out for the statistics shown in 01
     max_sentence_length: int = 16384  # longer training lines are split, not dropped
-    num_threads: int = 0  # 0 = all cores
+    num_threads: int = 0  # 0 = all cores; SentencePiece gives the same model for the same text and thread count
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,7 @@ def train_tokenizer(inputs: Any, out_dir: str | os.PathLike, config: TokenizerCo
                                            minloglevel=0 if verbose else 2, **args)
         except RuntimeError as err:
             raise _explain_training_error(err, cfg, chars, lines) from None
-        model_bytes = _round_scores((Path(tmp) / "spm.model").read_bytes())
+        model_bytes = _finalize_model((Path(tmp) / "spm.model").read_bytes())
     (out / SPM_FILE).write_bytes(model_bytes)
     return export_hf(out, cfg)
 
@@ -286,12 +286,14 @@ def _explain_training_error(err: RuntimeError, cfg: TokenizerConfig, chars: int,
     return TokenizerError(f"SentencePiece training failed on {chars:,} characters in {lines:,} lines: {err}")
 
 
-def _round_scores(model_bytes: bytes) -> bytes:
-    """Round normal piece scores to SCORE_STEP so float32 and float64 Viterbi sums agree exactly."""
+def _finalize_model(model_bytes: bytes) -> bytes:
+    """Round piece scores (see SCORE_STEP) and drop the temporary paths, so equal training gives an equal hash."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     proto = pb.ModelProto()
     proto.ParseFromString(model_bytes)
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.model_prefix = ""
     for piece in proto.pieces:
         if piece.type == NORMAL:
             piece.score = round(piece.score / SCORE_STEP) * SCORE_STEP

@@ -129,9 +129,11 @@ def test_bos_eos_choice(small, tmp_path):
         == [2, *plain]
 
 
-def test_hash_is_sha256_of_model(small):
+def test_hash_is_sha256_of_model_and_reproducible(small, prose, tmp_path):
     _, _, out = small
     assert T.tokenizer_hash(out) == hashlib.sha256((out / "spm.model").read_bytes()).hexdigest()
+    T.train_tokenizer(prose, tmp_path, vocab_size=2400, progress=False)  # same text, settings and thread count
+    assert T.tokenizer_hash(tmp_path) == T.tokenizer_hash(out)
 
 
 def test_stats(small, prose):
