@@ -128,7 +128,9 @@ def _weights(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str,
             aliases[key] = seen[id(value)]
             continue
         seen[id(value)] = key
-        tensors[key] = value.detach().cpu().contiguous().clone()  # clone: no storage shared with the model
+        value = value.detach()
+        # a device tensor's copy is already private; a CPU one is cloned so no storage is shared with the model
+        tensors[key] = (value.cpu() if value.device.type != "cpu" else value.clone()).contiguous()
     return tensors, aliases
 
 
@@ -200,6 +202,7 @@ def save(
         started = time.perf_counter()
         tensors, aliases = _weights(model)
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt", "aliases": json.dumps(aliases)})
+        del tensors  # free the host copy of the weights before the optimizer's
         _fsync(tmp / "model.safetensors")
         if optimizer is not None:
             _torch_save(_cpu(optimizer.state_dict()), tmp / "optimizer.pt")
