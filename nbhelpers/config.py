@@ -216,8 +216,9 @@ def smoke() -> RunConfig:
             log_every=10,
             sample_tokens=16,
         ),
-        sft=SFTConfig(max_length=128, micro_batch=8, lr=1e-3, epochs=4.0, warmup_steps=10,
-                      eval_every=40, max_new_tokens=24),
+        # 570 training pairs, batches of 8 with 20% replay: ~90 micro-batches an epoch, ~135 steps in all
+        sft=SFTConfig(max_length=128, micro_batch=8, lr=1e-3, epochs=1.5, warmup_steps=10, arithmetic_pairs=300,
+                      eval_every=40, eval_batches=4, save_every=100, eval_prompts=24, max_new_tokens=48),
         eval=EvalConfig(ppl_texts=4, ppl_stride=64, local_tasks=True, limit=0, batch_size=4, max_gen_toks=32),
     )
 
@@ -227,6 +228,7 @@ def colab_t4() -> RunConfig:
     return RunConfig(
         profile="colab_t4",
         train=TrainConfig(micro_batch=4, grad_accum=16, gradient_checkpointing=True, max_minutes=0.0),
+        sft=SFTConfig(micro_batch=4, grad_accum=2),  # rows up to 512 tokens: the pre-training micro-batch fits
     )
 
 
@@ -235,6 +237,7 @@ def kaggle_t4x2() -> RunConfig:
     return RunConfig(
         profile="kaggle_t4x2",
         train=TrainConfig(micro_batch=4, grad_accum=8, gradient_checkpointing=True),
+        sft=SFTConfig(micro_batch=4, grad_accum=1),  # x2 GPUs: 8 rows a step, as the default
     )
 
 
@@ -243,6 +246,7 @@ def kaggle_tpu_v5e8() -> RunConfig:
     return RunConfig(
         profile="kaggle_tpu_v5e8",
         train=TrainConfig(backend="xla", precision="bf16", micro_batch=64, grad_accum=1, fsdp=True),
+        sft=SFTConfig(micro_batch=16, fixed_length=True),  # 2 rows per chip; one static shape for XLA
     )
 
 

@@ -63,6 +63,8 @@ def generate_batch(
     if seed is not None:
         torch.manual_seed(seed)
     sampling: dict[str, Any] = {"do_sample": do_sample}
+    if device.type == "xla":  # a preallocated KV cache keeps every decoding step the same shape: one compilation
+        sampling["cache_implementation"] = "static"
     if do_sample:
         sampling.update(temperature=temperature, top_p=top_p, top_k=top_k)
     was_training = model.training

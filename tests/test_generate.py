@@ -132,3 +132,23 @@ def test_model_is_left_in_its_mode():
     model = bigram_model(tok, CHAIN).train()
     gen.generate(model, tok, "a", template=T, max_new_tokens=2)
     assert model.training
+
+
+@pytest.mark.xla
+def test_xla_device_gives_the_cpu_answers():
+    """On torch_xla's CPU PJRT device (the TPU code path): same greedy answers as on the CPU."""
+    pytest.importorskip("torch_xla")
+    import torch_xla
+
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(vocab_size=len(tok.get_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128)
+    model = GPTNeoXForCausalLM(cfg).eval()
+    prompts = ["a", "ab12xyzab", "xy"]
+    kw = {"template": T, "max_new_tokens": 6}
+    on_cpu = gen.generate_batch(model, tok, prompts, **kw)
+    on_xla = gen.generate_batch(model.to(torch_xla.device()), tok, prompts, **kw)
+    assert on_xla == on_cpu
+    assert gen.generate(bigram_model(tok, CHAIN).to(torch_xla.device()), tok, "ab", template=T,
+                        max_new_tokens=10) == "12"

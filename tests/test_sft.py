@@ -221,3 +221,24 @@ def test_train_config_is_derived_from_sft():
                                           ("まず 3 と 4 で 7", 7), ("わかりません", None)])
 def test_extract_answer(text, answer):
     assert sft.extract_answer(text) == answer
+
+
+def test_response_figures_count_eos_endings_and_exact_answers():
+    from test_generate import CHAIN, bigram_model  # the controllable tiny model: every answer is "12" then EOS
+
+    tok = char_tokenizer()
+    cfg = config.SFTConfig(template="Q{prompt}A", response_marker="A", max_new_tokens=8, eval_prompts=10)
+    held = [Example("ab", "12", "bundled"), Example("a", "x", "bundled"),
+            Example("xy", "12", "arithmetic_instructions", answer=12),
+            Example("yz", "13", "arithmetic_instructions", answer=13)]
+    out = sft.response_figures(bigram_model(tok, CHAIN), tok, held, cfg)
+    assert out["figures"]["eos_share"] == 1.0 and out["figures"]["eos_prompts"] == 4
+    assert out["figures"]["arithmetic_accuracy"] == 0.5 and out["figures"]["arithmetic_prompts"] == 2
+    assert [s["response"] for s in out["samples"]] == ["12"] * 4
+    never_ends = bigram_model(tok, {"A": "1", "1": "1"})
+    assert sft.response_figures(never_ends, tok, held, cfg)["figures"]["eos_share"] == 0.0
+
+
+def test_interleave_takes_sources_in_turn():
+    exs = [Example(str(i), "t", "big") for i in range(5)] + [Example("s", "t", "small")]
+    assert [e.prompt for e in sft.interleave(exs, 3)] == ["0", "s", "1"]
