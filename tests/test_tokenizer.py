@@ -95,6 +95,15 @@ def test_whitespace_and_nfkc(small):
     assert hf.decode(hf.encode("か\u3099")) == "が"
 
 
+def test_identity_normalization_is_also_exact(prose, tmp_path):
+    hf = T.train_tokenizer(prose, tmp_path, vocab_size=2400, normalization="identity", progress=False)
+    sp = T.load_sentencepiece(tmp_path)
+    for text in TRICKY + UNSEEN:
+        assert hf.encode(text) == sp.encode(text), text
+        assert hf.decode(sp.encode(text)) == sp.decode(sp.encode(text)), text
+    assert hf.decode(hf.encode("ＡＢＣ")) == "ＡＢＣ"  # no NFKC
+
+
 def test_byte_fallback_round_trip(small):
     hf, sp, _ = small
     for text in UNSEEN:
@@ -248,6 +257,8 @@ def test_bad_settings(tmp_path):
         T.train_tokenizer(["テキスト"], tmp_path, vocab_sise=100)
     with pytest.raises(T.TokenizerError, match="unigram"):
         T.train_tokenizer(["テキスト"], tmp_path, model_type="bpe")
+    with pytest.raises(T.TokenizerError, match="normalization 'nfd'"):
+        T.train_tokenizer(["テキスト"], tmp_path, normalization="nfd")
     with pytest.raises(T.TokenizerError, match="too small"):
         T.train_tokenizer(["テキスト"], tmp_path, vocab_size=100)
 
