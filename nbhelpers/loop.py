@@ -413,8 +413,11 @@ class _Trainer:
         path = ckpt.latest(self.ckpt_root)
         if path is None:
             return 0, 0, None, None
+        kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in self.optimizer.param_groups]
         state = ckpt.load(path, model=self.raw, optimizer=self.optimizer, scaler=self.scaler, rank=self.rank,
                           restore_rng_state=False)
+        for group, kept in zip(self.optimizer.param_groups, kernels):  # this device's kernels, not the saver's
+            group.update(kept)
         micro = int(state["micro_index"])
         old_layout = (state.get("micro_batch"), state.get("world_size"))
         if old_layout != (self.micro_shape[0], self.world):
