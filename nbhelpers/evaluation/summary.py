@@ -94,7 +94,7 @@ def run_summary(source: Mapping[str, Any] | str | Path | Any, max_figures: int =
         flat = {k: v for k, v in _flatten(figures).items() if k.split("/")[0] not in SKIP}
         first = [k for h in HEADLINES.get(stage, ()) for k in flat if k == h or k.startswith(h + "/")]
         order = first + [k for k in flat if k not in first]
-        shown = order[:max_figures]
+        shown = order[:max_figures * 2 if stage == "eval" else max_figures]  # two models' scores in 06
         lines.append(f"{title}:" + ("" if shown else " done (no figures recorded)"))
         lines += [f"  {k}: {_format(flat[k])}" for k in shown]
         if len(order) > len(shown):
