@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
@@ -10,15 +11,8 @@ __version__ = "0.1.0"
 REPO_URL = "https://github.com/nbhelpers/nbhelpers"
 REPO_REF = "main"
 
-_SUBMODULES = {
-    "config", "rundir", "runner", "notebooks", "device", "platform", "sources", "arithmetic", "tokenizer",
-    "corpus", "model", "planner", "loop", "checkpoint", "xla", "collator", "sft", "generate", "evaluation",
-    "plots", "data_utils",
-}
-
-
 def __getattr__(name: str):
     """Import submodules on first use so `import nbhelpers` stays fast and torch-free."""
-    if name in _SUBMODULES:
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'nbhelpers' has no attribute {name!r}")
