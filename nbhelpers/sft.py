@@ -11,6 +11,7 @@ import math
 import os
 import random
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,6 +27,7 @@ from .collator import IGNORE, Collator, OverflowStats, build_example, check_temp
 from .config import RunConfig, SFTConfig, TrainConfig
 
 BUNDLED_FILE = "instructions_ja.jsonl"
+MIN_STEPS = 50  # fewer optimizer steps than this rarely teach the response format and EOS
 ON_INVALID = ("error", "skip")
 
 
@@ -363,6 +365,10 @@ def train_config(cfg: RunConfig, steps_per_epoch: int, fixed_length: bool | None
     """The loop's TrainConfig for tuning: the pre-training one with SFT's lr, batch, steps and eval cadence."""
     s = cfg.sft
     max_steps = max(1, math.ceil(s.epochs * steps_per_epoch / s.grad_accum))
+    if max_steps < MIN_STEPS:  # a big batch on a small set: too few updates to learn the format
+        warnings.warn(f"instruction tuning gets only {max_steps} optimizer steps ({steps_per_epoch} micro-batches an "
+                      f"epoch, sft.epochs={s.epochs}, sft.grad_accum={s.grad_accum}); lower sft.micro_batch or "
+                      f"sft.grad_accum, or raise sft.epochs, for at least {MIN_STEPS}", stacklevel=2)
     return dataclasses.replace(
         cfg.train, lr=s.lr, micro_batch=s.micro_batch, grad_accum=s.grad_accum, warmup_steps=min(s.warmup_steps,
         max_steps // 4), max_steps=max_steps, eval_every=min(s.eval_every, max_steps), save_every=min(s.save_every,

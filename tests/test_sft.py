@@ -242,3 +242,9 @@ def test_response_figures_count_eos_endings_and_exact_answers():
 def test_interleave_takes_sources_in_turn():
     exs = [Example(str(i), "t", "big") for i in range(5)] + [Example("s", "t", "small")]
     assert [e.prompt for e in sft.interleave(exs, 3)] == ["0", "s", "1"]
+
+
+def test_too_few_steps_warns():
+    cfg = config.load("smoke", ["sft.micro_batch=64", "sft.epochs=1"])
+    with pytest.warns(UserWarning, match="only 5 optimizer steps"):
+        sft.train_config(cfg, steps_per_epoch=5)

@@ -1,0 +1,135 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Instruction tuning
+#
+# Tunes the pre-trained model to answer instructions: each example is the prompt in a fixed template followed by
+# the response and one EOS, and only the response and that EOS are trained. Batches mix in pre-training blocks
+# (replay) so the model does not forget its language; held-out instruction loss and held-out corpus loss are
+# plotted together. Reads: `tokenizer/`, `corpus/`, `pretrain/final/`. Writes: `sft/` (checkpoints, metrics,
+# `final/` loadable with `AutoModelForCausalLM`).
+#
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/main/notebooks/04_instruction_tuning.ipynb)
+# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/04_instruction_tuning.ipynb)
+
+# %%
+# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing, keeping the platform's
+# torch / torch_xla (pip gets a constraint pinning them), then show the platform and check the torch / torch_xla pair.
+import importlib.metadata as md, importlib.util, subprocess, sys, tempfile
+if importlib.util.find_spec("nbhelpers") is None:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
+        pins.write("\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"], check=True)
+    importlib.invalidate_caches()
+import nbhelpers
+nbhelpers.platform.setup()
+
+# %% tags=["parameters"]
+PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
+RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+OVERRIDES = []  # config overrides, e.g. ["sft.lr=1e-5", "sft.replay_ratio=0.3", "sft.data=[\"files:my.jsonl\"]"]
+
+# %%
+cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
+run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
+run.require("pretrain")
+
+# %% [markdown]
+# ## The instruction data
+#
+# Every line is validated (a JSON object with string `prompt` and non-empty `target`); a bad line stops here with
+# its file and line, so nothing is trained on it. A slice of each source is held out for evaluation.
+
+# %%
+import pandas as pd
+from IPython.display import display
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
+data = nbhelpers.sft.load_instructions(cfg.sft)
+train_rows, train_overflow = nbhelpers.sft.encode(tokenizer, data.train, cfg.sft)
+heldout_rows, heldout_overflow = nbhelpers.sft.encode(tokenizer, data.heldout, cfg.sft)
+overflow = {"train": train_overflow, "heldout": heldout_overflow}
+display(pd.DataFrame(nbhelpers.sft.data_table(data, overflow)).fillna(""))
+
+# %% [markdown]
+# One encoded example: the model reads the whole row but learns only the `trained` part (the response and EOS).
+
+# %%
+print(nbhelpers.collator.format_prompt(data.train[0].prompt, cfg.sft.template) + data.train[0].target)
+display(pd.DataFrame([nbhelpers.sft.explain_row(tokenizer, train_rows[0])]))
+
+# %% [markdown]
+# ## Batches with replay
+#
+# Each micro-batch holds instruction rows and, at `sft.replay_ratio`, rows of pre-training text.
+
+# %%
+choice = nbhelpers.device.select(cfg.train)
+corpus = nbhelpers.corpus.load_corpus(run.corpus)
+train_batches, eval_batches = nbhelpers.sft.make_batches(
+    cfg.sft, tokenizer, train_rows, heldout_rows, corpus, nbhelpers.sft.use_fixed_length(cfg, choice.backend))
+train_cfg = nbhelpers.platform.apply_session_limit(nbhelpers.sft.train_config(cfg, len(train_batches)))
+realised = nbhelpers.sft.replay_share(train_batches, n=min(200, len(train_batches)))
+display(pd.DataFrame([{"device": choice.name, "micro-batches per epoch": len(train_batches), "epochs": cfg.sft.epochs,
+               "steps": train_cfg.max_steps, "lr": train_cfg.lr, "replay rows": round(realised["replay_rows"], 3),
+               "replay trained tokens": round(realised["replay_tokens"], 3),
+               "replay tokens per row": train_batches.replay_len, "time budget (min)": train_cfg.max_minutes or "none"}]))
+
+# %% [markdown]
+# ## Before tuning
+#
+# The pre-trained model answers held-out prompts (greedy). Does it stop (emit EOS) before the token budget, and
+# does it get the arithmetic right?
+
+# %%
+device = nbhelpers.sft.inference_device(choice)
+model = AutoModelForCausalLM.from_pretrained(run.pretrain / "final").to(device)
+before = nbhelpers.sft.response_figures(model, tokenizer, data.heldout, cfg.sft)
+display(before["figures"])
+
+# %% [markdown]
+# ## Tuning
+#
+# The pre-training loop with SFT's learning rate and schedule; checkpoints in `sft/checkpoints/`, rerun to resume.
+
+# %%
+result = nbhelpers.loop.train(model, train_batches, train_cfg, run.sft, eval_batches=eval_batches,
+                              tokenizer=tokenizer, device_choice=choice)
+if result.status != "done":
+    raise RuntimeError(f"tuning stopped at step {result.step} of {result.total_steps} ({result.status}); "
+                       "run this notebook again to continue from the checkpoint")
+display(result.eval)
+
+# %%
+nbhelpers.plots.plot_sft_eval(result.metrics_path, path=run.sft / "eval_loss.png")
+
+# %% [markdown]
+# ## After tuning
+#
+# The tuned model is loaded back from `sft/final/` the way any user would load it.
+
+# %%
+del model
+tuned = AutoModelForCausalLM.from_pretrained(run.sft / "final").to(device)
+after = nbhelpers.sft.response_figures(tuned, tokenizer, data.heldout, cfg.sft)
+display(pd.DataFrame({"pre-trained": before["figures"], "tuned": after["figures"]}))
+
+# %%
+display(pd.DataFrame([{"prompt": b["prompt"][:60], "pre-trained": b["response"][:80], "tuned": a["response"][:80],
+               "tuned ended with EOS": a["ended_with_eos"]} for b, a in zip(before["samples"], after["samples"])][:8]))
+
+# %%
+figures = nbhelpers.sft.record_figures(data, overflow, train_batches, result, before["figures"], after["figures"])
+run.record("sft", figures)
+display(figures)

@@ -1,0 +1,96 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Chat
+#
+# Talks to the tuned model: the prompt goes into the same template as in tuning, the model answers until it
+# emits EOS, and only the answer comes back. A few fixed prompts are answered by the pre-trained and the tuned
+# model side by side; set `INTERACTIVE = True` to type your own. Reads: `tokenizer/`, `pretrain/final/`,
+# `sft/final/`. Writes: the chat figures in `metrics.json`.
+#
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/main/notebooks/05_chat.ipynb)
+# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/05_chat.ipynb)
+
+# %%
+# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing, keeping the platform's
+# torch / torch_xla (pip gets a constraint pinning them), then show the platform and check the torch / torch_xla pair.
+import importlib.metadata as md, importlib.util, subprocess, sys, tempfile
+if importlib.util.find_spec("nbhelpers") is None:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
+        pins.write("\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"], check=True)
+    importlib.invalidate_caches()
+import nbhelpers
+nbhelpers.platform.setup()
+
+# %% tags=["parameters"]
+PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
+RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+OVERRIDES = []  # config overrides, e.g. ["sft.max_new_tokens=128"]
+INTERACTIVE = False  # True: the last-but-one cell asks for prompts until an empty line (papermill runs keep False)
+TEMPERATURE = 0.7  # > 0: sampling temperature for the sampled answers and the interactive chat
+TOP_P = 0.9  # 0 < TOP_P <= 1: nucleus sampling
+
+# %%
+cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
+run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
+run.require("sft")
+
+# %%
+import pandas as pd
+from IPython.display import display
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained(run.sft / "final")
+device = nbhelpers.sft.inference_device(nbhelpers.device.select(cfg.train))
+models = {"pre-trained": AutoModelForCausalLM.from_pretrained(run.pretrain / "final").to(device),
+          "tuned": AutoModelForCausalLM.from_pretrained(run.sft / "final").to(device)}
+chat = {"template": cfg.sft.template, "prefix": cfg.sft.prompt_prefix, "max_new_tokens": cfg.sft.max_new_tokens}
+
+# %% [markdown]
+# ## Pre-trained vs tuned (greedy)
+#
+# The pre-trained model only continues text; the tuned one should answer and stop.
+
+# %%
+prompts = nbhelpers.generate.demo_prompts(cfg.sft.seed)
+table = nbhelpers.generate.compare(models, tokenizer, prompts, **chat)
+display(pd.DataFrame(table))
+
+# %% [markdown]
+# ## Sampled answers from the tuned model
+#
+# `do_sample=True` with a temperature and top-p: each seed gives a different answer.
+
+# %%
+sampled = [nbhelpers.generate.generate(models["tuned"], tokenizer, prompts[0], do_sample=True, temperature=TEMPERATURE,
+                                       top_p=TOP_P, seed=seed, **chat) for seed in range(3)]
+display(pd.DataFrame({"seed": range(3), "answer": sampled}))
+
+# %% [markdown]
+# ## Your turn
+#
+# Set `INTERACTIVE = True` in the parameters cell and run this cell; an empty line ends the chat.
+
+# %%
+while INTERACTIVE:
+    question = input("あなた> ").strip()
+    if not question:
+        break
+    print("モデル>", nbhelpers.generate.generate(models["tuned"], tokenizer, question, do_sample=True,
+                                                 temperature=TEMPERATURE, top_p=TOP_P, **chat))
+
+# %%
+figures = nbhelpers.generate.chat_figures(models["tuned"], tokenizer, prompts, table, **chat)
+run.record("chat", figures)
+display(figures)
