@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 REPO_URL = "https://github.com/nbhelpers/nbhelpers"
 REPO_REF = "main"
 
+
 def __getattr__(name: str):
     """Import submodules on first use so `import nbhelpers` stays fast and torch-free."""
     if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
