@@ -450,8 +450,10 @@ def make_batches(cfg: SFTConfig, tokenizer: Any, train_rows: Sequence[dict[str, 
     collate = Collator(pad_id=pad_id(tokenizer), max_length=cfg.max_length, fixed_length=fixed_length)
     train = SFTBatches(train_rows, cfg.micro_batch, collate, replay=corpus.train if cfg.replay_ratio > 0 else None,
                        replay_ratio=cfg.replay_ratio, replay_len=cfg.replay_len, seed=cfg.seed)
-    evals = {"instructions": SFTBatches(heldout_rows, cfg.micro_batch, collate, shuffle=False, limit=cfg.eval_batches),
-             "corpus": corpus_eval_batches(corpus.val, cfg.micro_batch, collate, cfg.eval_batches)}
+    evals = {"corpus": corpus_eval_batches(corpus.val, cfg.micro_batch, collate, cfg.eval_batches)}
+    if heldout_rows:  # none when every source is a single example (sft.heldout_fraction cannot split one)
+        evals = {"instructions": SFTBatches(heldout_rows, cfg.micro_batch, collate, shuffle=False,
+                                            limit=cfg.eval_batches), **evals}
     return train, evals
 
 
