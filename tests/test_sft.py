@@ -261,3 +261,23 @@ def test_make_batches_builds_training_and_both_eval_sources():
     assert sft.replay_share(train, n=8)["replay_rows"] == 0.25
     _, only_corpus = sft.make_batches(cfg, char_tokenizer(), rows_for(12), [], corpus, fixed_length=False)
     assert list(only_corpus) == ["corpus"]
+
+
+def test_registry_hub_entry_with_field_spec(monkeypatch):
+    import datasets
+
+    from nbhelpers import sources
+
+    entry = sources.Source("dolly_ja", "hub", "kunishou/databricks-dolly-15k-ja", revision="main",
+                           text_field="instruction+input>output")
+    monkeypatch.setitem(sources.REGISTRY, "dolly_ja", entry)
+    seen = {}
+
+    def fake(path, name=None, split=None, revision=None, streaming=False):
+        seen.update(path=path, split=split, revision=revision, streaming=streaming)
+        return [{"instruction": "要約して", "input": "長い文", "output": "短い文", "index": "0"}] * 3
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    got = sft.load_source("dolly_ja", config.SFTConfig(max_examples=2))
+    assert [(e.prompt, e.target) for e in got] == [("要約して\n\n長い文", "短い文")] * 2
+    assert seen == {"path": "kunishou/databricks-dolly-15k-ja", "split": "train", "revision": "main", "streaming": True}
