@@ -1,0 +1,528 @@
+"""The torch_xla adapter: SPMD mesh over every chip, sharded batches, FSDPv2, one graph per optimizer step.
+
+This is the only module that imports torch_xla. It uses APIs present in both torch_xla 2.8 (Kaggle's TPU
+image) and 2.9: `torch_xla.device`, `torch_xla.sync`, `torch_xla.runtime.use_spmd`,
+`torch_xla.distributed.spmd` (Mesh, ShardingSpec, mark_sharding), `MpDeviceLoader` and `debug.metrics`.
+
+How the loop uses it (`XlaBackend`):
+
+- `prepare_model(model)` moves the CPU-built model to the XLA device; with `fsdp=True` every weight is sharded
+  along the mesh's data axis (FSDPv2 through `mark_sharding`, so the module and its state_dict keys stay
+  unchanged) and the optimizer state created from it inherits that sharding through XLA's propagation.
+- `loader(batches, start, count)` streams `batches.batch(i)` through torch_xla's parallel device loader,
+  each tensor sharded along the data axis while the previous step runs; the loader itself never cuts the
+  graph: `step_end()` (one `torch_xla.sync()` after `optimizer.step()`) is the only cut, so forward,
+  backward over all micro-batches, clipping and the optimizer update are one graph per step.
+- The loss is accumulated on the device and read after `step_end()` on logging steps only, so a step without
+  logging transfers nothing to the host; `compile_count()` and `transfers_from_device()` let tests assert it.
+- `cpu_state(obj)` copies weights / optimizer state to CPU tensors for device-independent checkpoints.
+
+Measured here (CPU PJRT device, transformers 5.x GPT-NeoX): SDPA attention given an `attention_mask` reads the
+mask on the host every forward (transformers checks `mask.all()` to decide whether it may use `is_causal`): one
+device-to-host transfer and a graph split per step. Eager attention with the same explicit mask, and SDPA with
+no mask, transfer nothing. `ATTN_IMPLEMENTATION` is therefore "eager" on XLA: zero syncs with or without a mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# The attention implementation the XLA backend uses (see the module docstring for the measurement).
+ATTN_IMPLEMENTATION = "eager"
+
+# Name of the mesh axis the batch (and, with FSDP, every weight) is split along.
+DATA_AXIS = "data"
+
+MISSING_MESSAGE = (
+    "torch_xla is not installed, so the XLA (TPU) backend is unavailable. On Kaggle choose the "
+    "'TPU VM v5e-8' accelerator (its image ships torch_xla); elsewhere install a matching pair, e.g. "
+    "`pip install torch==2.9.0 torch_xla==2.9.0`, or use train.backend=cpu / cuda."
+)
+
+
+class XlaUnavailableError(ImportError):
+    """torch_xla is missing (or does not import)."""
+
+
+def available() -> bool:
+    """True when torch_xla can be imported (nothing is imported or initialised)."""
+    return importlib.util.find_spec("torch_xla") is not None
+
+
+def _xla():
+    """Import torch_xla lazily with a clear message when it is missing."""
+    try:
+        import torch_xla
+        import torch_xla.core.xla_model  # noqa: F401
+        import torch_xla.debug.metrics  # noqa: F401
+        import torch_xla.distributed.spmd  # noqa: F401
+        import torch_xla.runtime  # noqa: F401
+    except ImportError as err:
+        raise XlaUnavailableError(f"{MISSING_MESSAGE} ({err})") from err
+    return torch_xla
+
+
+def versions() -> dict[str, Any]:
+    """torch and torch_xla versions, the PJRT device type and the number of devices (chips)."""
+    info: dict[str, Any] = {"torch": torch.__version__, "torch_xla": None, "device_type": None, "device_count": 0}
+    if not available():
+        info["error"] = MISSING_MESSAGE
+        return info
+    torch_xla = _xla()
+    import torch_xla.runtime as xr
+
+    info["torch_xla"] = torch_xla.__version__
+    info["device_type"] = xr.device_type()
+    info["device_count"] = xr.global_runtime_device_count()
+    return info
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _metric_samples(name: str) -> int:
+    _xla()
+    import torch_xla.debug.metrics as met
+
+    data = met.metric_data(name)
+    return int(data[0]) if data else 0
+
+
+def _counter(name: str) -> int:
+    _xla()
+    import torch_xla.debug.metrics as met
+
+    value = met.counter_value(name)
+    return int(value) if value else 0
+
+
+def compile_count() -> int:
+    """XLA graph compilations so far in this process (samples of the `CompileTime` metric)."""
+    return _metric_samples("CompileTime")
+
+
+def transfers_from_device() -> int:
+    """Device-to-host transfers so far (samples of `TransferFromDeviceTime`): every `.item()`, `.cpu()`, print."""
+    return _metric_samples("TransferFromDeviceTime")
+
+
+def executions() -> int:
+    """Graph executions so far (samples of `ExecuteTime`, or `ExecuteReplicatedTime` under SPMD)."""
+    return _metric_samples("ExecuteTime") + _metric_samples("ExecuteReplicatedTime")
+
+
+def host_scalar_reads() -> int:
+    """Scalar reads forced by Python (`aten::_local_scalar_dense`: `.item()`, `if tensor:`), a typical hidden sync."""
+    return _counter("aten::_local_scalar_dense")
+
+
+@dataclass(frozen=True)
+class Counters:
+    """A snapshot of the counters above; subtract two to get what happened in between."""
+
+    compiles: int
+    transfers_from_device: int
+    executions: int
+    scalar_reads: int
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(*(a - b for a, b in zip(self.astuple(), other.astuple())))
+
+    def astuple(self) -> tuple[int, int, int, int]:
+        return (self.compiles, self.transfers_from_device, self.executions, self.scalar_reads)
+
+
+def counters() -> Counters:
+    """Snapshot of compiles, device-to-host transfers, graph executions and host scalar reads."""
+    return Counters(compile_count(), transfers_from_device(), executions(), host_scalar_reads())
+
+
+def metrics_report() -> str:
+    """torch_xla's short metrics report (compile and transfer totals) for a notebook cell."""
+    _xla()
+    import torch_xla.debug.metrics as met
+
+    return met.short_metrics_report()
+
+
+# ---------------------------------------------------------------- the backend
+
+
+class XlaBackend:
+    """The XLA device with an SPMD mesh over every chip; see the module docstring for how the loop uses it."""
+
+    name = "xla"
+
+    def __init__(self, *, fsdp: bool = False, precision: str = "bf16") -> None:
+        if precision not in ("bf16", "fp32"):
+            raise ValueError(f"train.precision: the XLA backend runs bf16 or fp32, got {precision!r}")
+        torch_xla = _xla()
+        import numpy as np
+        import torch_xla.distributed.spmd as xs
+        import torch_xla.runtime as xr
+
+        _enable_spmd(xr)
+        self.fsdp = fsdp
+        self.precision = precision
+        self.num_devices = xr.global_runtime_device_count()
+        # One axis over every chip: the batch is split along it, and with FSDP every weight as well.
+        self.mesh = xs.Mesh(np.arange(self.num_devices), (self.num_devices,), (DATA_AXIS,))
+        xs.set_global_mesh(self.mesh)
+        self.device = torch_xla.device()
+        self._batch_spec = xs.ShardingSpec(self.mesh, (DATA_AXIS, None))  # (B, T): B split over the chips
+        self._sharded: set[int] = set()  # ids of models already sharded (prepare_model is idempotent)
+
+    # -- model and optimizer
+
+    def check_batch(self, micro_batch: int, what: str = "train.micro_batch") -> None:
+        """The global micro-batch must split evenly over the chips."""
+        if micro_batch % self.num_devices:
+            raise ValueError(
+                f"{what}={micro_batch} must be a multiple of the {self.num_devices} XLA devices "
+                "(each micro-batch is split evenly along the mesh's data axis)"
+            )
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move the model to the XLA device; with FSDP shard every weight along the data axis."""
+        import torch_xla.distributed.spmd as xs
+
+        model = model.to(self.device)
+        if any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules()):
+            _use_xla_checkpoint(model)
+        if not self.fsdp or id(model) in self._sharded:
+            return model  # replicated weights: the SPMD partitioner all-reduces the gradients of the split batch
+        self._sharded.add(id(model))
+        # Checkpoints read state_dict(): hand out CPU copies assembled from the shards (see cpu_copy).
+        model.register_state_dict_post_hook(_model_state_to_cpu)
+        for param in model.parameters():
+            xs.mark_sharding(param, self.mesh, _fsdp_spec(param, self.num_devices))
+        # As torch_xla's FSDPv2 wrapper does per wrapped layer: keep each block's output split along the batch
+        # (so the compiler all-gathers weights instead of re-sharding activations) and put an optimization
+        # barrier on its backward (so gradients are reduce-scattered layer by layer, not in one huge fusion).
+        blocks = set(getattr(model, "_no_split_modules", None) or ())
+        for module in model.modules():
+            if type(module).__name__ in blocks:
+                module.register_forward_hook(self._shard_block_output)
+                xs.xla_sharding.apply_backward_optimization_barrier(module)
+        return model
+
+    def _shard_block_output(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        import torch_xla.distributed.spmd as xs
+
+        hidden = output[0] if isinstance(output, tuple) else output
+        if isinstance(hidden, torch.Tensor) and hidden.dim() >= 2 and hidden.shape[0] % self.num_devices == 0:
+            xs.mark_sharding(hidden, self.mesh, (DATA_AXIS,) + (None,) * (hidden.dim() - 1))  # (B, T, H)
+
+    def shard_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
+        """FSDP: shard optimizer state like its parameter (after `load_state_dict`); CPU copies in `state_dict()`."""
+        if not self.fsdp:
+            return
+        import torch_xla
+        import torch_xla.distributed.spmd as xs
+
+        if id(optimizer) not in self._sharded:
+            self._sharded.add(id(optimizer))
+            optimizer.register_state_dict_post_hook(_optimizer_state_to_cpu)
+
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                for value in optimizer.state.get(param, {}).values():
+                    if (isinstance(value, torch.Tensor) and value.shape == param.shape
+                            and value.device.type == "xla"
+                            and not torch_xla._XLAC._get_xla_sharding_spec(value)):
+                        xs.mark_sharding(value, self.mesh, _fsdp_spec(param, self.num_devices))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the XLA device (fp32 master weights and optimizer state), or nothing for fp32."""
+        if self.precision == "bf16":
+            return torch.autocast("xla", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- data
+
+    def device_stream(self, cpu_items: Iterable[Any], *, prefetch: int = 4) -> Iterator[Any]:
+        """Items of CPU tensors (dicts, lists of dicts) moved by torch_xla's parallel loader, split on the batch.
+
+        A background thread reads `cpu_items` and uploads each tensor sharded along the data axis while the
+        device runs the previous step. The loader never cuts the graph itself (`step_end` does), and it is
+        closed when this generator is closed or collected.
+        """
+        import torch_xla.distributed.parallel_loader as pl
+
+        loader = pl.ParallelLoader(
+            cpu_items,
+            [self.device],
+            # PerDeviceLoader calls torch_xla.sync() every `batches_per_execution` items, which does not line up
+            # with optimizer steps under gradient accumulation: switch it off, the step hook cuts instead.
+            batches_per_execution=2**62,
+            loader_prefetch_size=prefetch,
+            device_prefetch_size=max(2, prefetch // 2),
+            input_sharding=self._batch_spec,
+        )
+        try:
+            yield from loader.per_device_loader(self.device)
+        finally:
+            loader.close()
+
+    def loader(self, batches: Any, start: int, count: int, *, prefetch: int = 4) -> Iterator[dict[str, torch.Tensor]]:
+        """Device batches `batches.batch(i)` for `i` in `[start, start + count)` (see `device_stream`)."""
+        return self.device_stream((batches.batch(i) for i in range(start, start + count)), prefetch=prefetch)
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One CPU batch onto the device, split along the data axis."""
+        import torch_xla.core.xla_model as xm
+
+        keys = list(batch)
+        moved = xm.send_cpu_data_to_device([batch[k].contiguous() for k in keys], self.device, self._batch_spec)
+        return dict(zip(keys, moved))
+
+    # -- graph cuts and host reads
+
+    def step_end(self) -> None:
+        """Cut the graph once per optimizer step (or per eval micro-batch) and launch it asynchronously."""
+        import torch_xla
+
+        torch_xla.sync()
+
+    def wait(self) -> None:
+        """Block until every launched graph has run (for timing)."""
+        import torch_xla.core.xla_model as xm
+
+        xm.wait_device_ops()
+
+    def add_step_closure(self, fn: Any, args: tuple = ()) -> None:
+        """Run `fn(*args)` right after the next `step_end()`, when its tensors are materialised."""
+        import torch_xla.core.xla_model as xm
+
+        xm.add_step_closure(fn, args=args)
+
+    def rng_state(self) -> int:
+        """The XLA RNG seed (dropout on the device; the CPU RNG states are saved separately)."""
+        import torch_xla.core.xla_model as xm
+
+        return int(xm.get_rng_state(self.device))
+
+    def set_rng_state(self, seed: int) -> None:
+        """Restore the XLA RNG seed saved by `rng_state()`."""
+        import torch_xla.core.xla_model as xm
+
+        xm.set_rng_state(int(seed), self.device)
+
+    # -- generation with one graph
+
+    def greedy_generate(self, model: torch.nn.Module, prompt_ids: list[list[int]], max_new_tokens: int,
+                        pad_id: int) -> list[list[int]]:
+        """Greedy continuations (new ids only) with one fixed-shape graph for every position.
+
+        `model.generate` grows the sequence by one token per call, so XLA would compile a graph per length
+        and read a stop flag on the host per token. Here each prompt sits right-padded in a (rows, width)
+        buffer; a causal model's logits at position t ignore everything after t, so each step runs the
+        whole buffer, takes the logits at each row's last position and writes the next token there, with
+        positions held on the device: the same graph every step, compiled once.
+        """
+        if not prompt_ids:
+            return []
+        limit = int(getattr(model.config, "max_position_embeddings", 2048))
+        max_new_tokens = max(0, min(max_new_tokens, limit - 1))
+        width = min(limit, _round_up(max(len(p) for p in prompt_ids) + max_new_tokens, 64))
+        keep = max(1, width - max_new_tokens)
+        prompts = [list(p[-keep:]) or [pad_id] for p in prompt_ids]
+        rows = _round_up(len(prompts), self.num_devices)  # pad the rows so they split over the chips
+        prompts += [prompts[-1]] * (rows - len(prompts))
+        buf = torch.full((rows, width), pad_id, dtype=torch.long)  # (R, W)
+        for r, p in enumerate(prompts):
+            buf[r, : len(p)] = torch.tensor(p, dtype=torch.long)
+        lengths = [len(p) for p in prompts]
+        buf = buf.to(self.device)
+        pos = torch.tensor(lengths, dtype=torch.long).to(self.device)  # (R,) next position to write
+        for _ in range(max_new_tokens):
+            logits = model(input_ids=buf, use_cache=False).logits  # (R, W, V)
+            index = (pos - 1).view(rows, 1, 1).expand(rows, 1, logits.shape[-1])
+            nxt = logits.gather(1, index).squeeze(1).argmax(-1)  # (R,)
+            buf = buf.scatter(1, pos.view(rows, 1), nxt.view(rows, 1))
+            pos = pos + 1
+            self.step_end()
+        out = buf.cpu()  # the one transfer of the whole generation
+        return [out[r, lengths[r]: lengths[r] + max_new_tokens].tolist() for r in range(len(prompt_ids))]
+
+
+class XlaHooks:
+    """The loop's backend seams (the methods of `loop.Hooks`) for torch_xla; see the module docstring."""
+
+    def __init__(self, choice: Any = None) -> None:
+        self.choice = choice
+        self.precision = getattr(choice, "precision", "bf16")
+        self.backend: XlaBackend | None = None
+
+    def _backend(self) -> XlaBackend:
+        if self.backend is None:
+            self.backend = XlaBackend(precision=self.precision)
+        return self.backend
+
+    def device(self, choice: Any) -> torch.device:
+        """The XLA device, with SPMD switched on before any tensor exists."""
+        return self._backend().device
+
+    def wrap_model(self, model: torch.nn.Module, choice: Any, cfg: Any) -> torch.nn.Module:
+        """Shard the (already moved) model's weights with FSDP when `train.fsdp`; the module stays the same."""
+        backend = self._backend()
+        backend.fsdp = bool(getattr(cfg, "fsdp", False))
+        backend.check_batch(int(getattr(cfg, "micro_batch", backend.num_devices)))
+        return backend.prepare_model(model)
+
+    def prepare_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Shard optimizer state loaded from a checkpoint like its parameters (FSDP)."""
+        self._backend().shard_optimizer_state(optimizer)
+
+    def device_batches(self, groups: Iterable[list[dict[str, torch.Tensor]]], device: torch.device
+                       ) -> Iterator[list[dict[str, torch.Tensor]]]:
+        """Each step's micro-batches through torch_xla's parallel loader, split along the data axis."""
+        return self._backend().device_stream(groups)
+
+    def after_optimizer_step(self) -> None:
+        """The one graph cut of a training step."""
+        self._backend().step_end()
+
+    def after_eval_batch(self) -> None:
+        """One graph per evaluation forward (the same graph every batch)."""
+        self._backend().step_end()
+
+    def generate(self, model: torch.nn.Module, tokenizer: Any, prompts: Iterable[str], max_new_tokens: int,
+                 device: torch.device, autocast: Any) -> list[dict[str, str]]:
+        """Greedy continuations of `prompts` with one compiled graph (see `XlaBackend.greedy_generate`)."""
+        prompts = list(prompts)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        ids = [tokenizer(p, return_token_type_ids=False)["input_ids"] for p in prompts]
+        with torch.no_grad(), autocast():
+            new = self._backend().greedy_generate(model, ids, max_new_tokens, pad)
+        out = []
+        for prompt, tokens in zip(prompts, new):
+            if tokenizer.eos_token_id is not None and tokenizer.eos_token_id in tokens:
+                tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
+            out.append({"prompt": prompt, "text": tokenizer.decode(tokens, skip_special_tokens=True)})
+        return out
+
+
+def loop_hooks(choice: Any = None) -> XlaHooks:
+    """The hooks `loop.train` uses on the XLA backend."""
+    _xla()
+    return XlaHooks(choice)
+
+
+# HBM per chip by TPU generation (TPU_ACCELERATOR_TYPE on TPU VMs, e.g. "v5litepod-8"); v5e is the target.
+_TPU_MEMORY = {"v2": 8 * 2**30, "v3": 16 * 2**30, "v4": 32 * 2**30, "v5litepod": 16 * 2**30, "v5e": 16 * 2**30,
+               "v5p": 95 * 2**30, "v6e": 32 * 2**30}
+
+
+def device_info() -> tuple[str, int, int]:
+    """(device kind, number of devices, memory per device in bytes), without creating any tensor."""
+    _xla()
+    import torch_xla.runtime as xr
+
+    kind = str(xr.device_type() or os.environ.get("PJRT_DEVICE", "TPU"))
+    count = int(xr.global_runtime_device_count())
+    if kind.upper() == "CPU":
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        accel = os.environ.get("TPU_ACCELERATOR_TYPE", "v5litepod").split("-")[0].lower()
+        memory = _TPU_MEMORY.get(accel, 16 * 2**30)
+        kind = f"{kind} {accel}"
+    return kind, count, int(memory)
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def _use_xla_checkpoint(model: torch.nn.Module) -> None:
+    """Gradient checkpointing through torch_xla's checkpoint, whose optimization barriers stop XLA from
+    merging the recomputed forward into the first one (which would undo the memory saving)."""
+    import functools
+
+    import torch_xla.utils.checkpoint as xcp
+
+    fn = functools.partial(xcp.checkpoint, use_reentrant=False)
+    for module in model.modules():
+        if getattr(module, "gradient_checkpointing", False) is True:
+            module._gradient_checkpointing_func = fn
+
+
+def _enable_spmd(xr: Any) -> None:
+    """Switch the process to SPMD once; it must happen before the first XLA tensor is created."""
+    if not xr.is_spmd():
+        xr.use_spmd()
+
+
+def _fsdp_spec(param: torch.Tensor, num_devices: int) -> tuple[str | None, ...]:
+    """Split a weight along its largest dimension that divides evenly (else its largest, padded); scalars replicate."""
+    if param.dim() == 0:
+        return ()
+    dims = sorted(range(param.dim()), key=lambda d: -param.shape[d])
+    even = [d for d in dims if param.shape[d] % num_devices == 0]
+    spec: list[str | None] = [None] * param.dim()
+    spec[(even or dims)[0]] = DATA_AXIS
+    return tuple(spec)
+
+
+def cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of a (possibly sharded) XLA tensor, assembled from its shards without compiling anything.
+
+    `.cpu()` on a sharded tensor compiles and runs a small "replicate" graph, anew on every call (one per
+    weight and optimizer moment per checkpoint); reading the local shards is a plain transfer.
+    """
+    if tensor.device.type != "xla":
+        return tensor.detach()
+    import torch_xla
+    import torch_xla.distributed.spmd as xs
+
+    spec = torch_xla._XLAC._get_xla_sharding_spec(tensor)
+    if not spec or "replicated" in spec or "maximal" in spec:
+        return tensor.detach().cpu()
+    full = torch.empty(tensor.shape, dtype=tensor.dtype)
+    for shard in xs.XLAShardedTensor(tensor.detach()).local_shards:
+        if shard.indices is Ellipsis:
+            return shard.data.clone()
+        index = tuple(shard.indices)
+        full[index] = shard.data[tuple(slice(0, s.stop - s.start) for s in index)]  # drop the shard's padding
+    return full
+
+
+def cpu_state(obj: Any) -> Any:
+    """Copy every tensor inside `obj` (dicts, lists, tuples) to the CPU with `cpu_copy`."""
+    if isinstance(obj, torch.Tensor):
+        return cpu_copy(obj)
+    if isinstance(obj, dict):
+        return type(obj)((k, cpu_state(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_state(v) for v in obj)
+    return obj
+
+
+def _model_state_to_cpu(module: torch.nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    """state_dict post-hook: sharded weights come back as CPU tensors (tied weights stay one object)."""
+    import torch_xla
+
+    torch_xla.sync()  # everything materialised: shards can be read
+    copies: dict[int, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.device.type == "xla":
+            if id(value) not in copies:
+                copies[id(value)] = cpu_copy(value)
+            state_dict[key] = copies[id(value)]
+
+
+def _optimizer_state_to_cpu(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
+    """Optimizer state_dict post-hook: sharded moments come back as CPU tensors (new dicts, live state untouched)."""
+    import torch_xla
+
+    torch_xla.sync()
+    state_dict["state"] = {k: {n: cpu_copy(v) if isinstance(v, torch.Tensor) else v for n, v in per.items()}
+                           for k, per in state_dict["state"].items()}
+    return state_dict

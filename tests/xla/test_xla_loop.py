@@ -1,0 +1,132 @@
+"""The training loop on torch_xla's CPU PJRT device: graphs, host transfers, numerics, SPMD, FSDP, resume.
+
+Run in the XLA environment: `PJRT_DEVICE=CPU python -m pytest -m xla tests/xla -q`. The tests in this
+process use one PJRT device; the 4-device SPMD runs and the kill run go through subprocesses (the device
+count is fixed when the PJRT runtime starts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.xla
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiny  # noqa: E402
+
+xla_mod = pytest.importorskip("nbhelpers.xla")
+if not xla_mod.available():
+    pytest.skip("torch_xla is not installed (run in the XLA environment)", allow_module_level=True)
+
+from nbhelpers import checkpoint, loop, xla  # noqa: E402
+
+# Start the PJRT runtime (SPMD over one CPU device) before any backward in this process: the autograd engine
+# sizes its per-device queues at its first backward, and an XLA backward after a CPU-only one fails otherwise.
+os.environ.setdefault("PJRT_DEVICE", "CPU")
+os.environ["CPU_NUM_DEVICES"] = "1"  # the in-process runs are the one-device reference
+xla.XlaBackend(precision="fp32")
+
+REL = 1e-3  # XLA against the eager CPU loop, fp32
+SAME = 1e-5  # the same backend against itself (a resumed run, another sharding)
+
+
+def _close(a: dict[int, float], b: dict[int, float], rel: float, steps) -> None:
+    for s in steps:
+        assert abs(a[s] - b[s]) <= rel * abs(b[s]), f"step {s}: {a[s]} vs {b[s]} (rel tol {rel})"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, dict[int, float]]:
+    """10 fp32 steps of the same seed and data on the eager CPU loop and on XLA (one device)."""
+    root = tmp_path_factory.mktemp("reference")
+    tiny.run(root / "cpu", "cpu")
+    tiny.run(root / "xla", "xla")
+    return {"cpu": tiny.train_losses(root / "cpu"), "xla": tiny.train_losses(root / "xla")}
+
+
+def test_xla_matches_the_eager_cpu_loop(reference):
+    assert sorted(reference["xla"]) == list(range(1, 11))
+    _close(reference["xla"], reference["cpu"], REL, range(1, 11))
+    assert reference["xla"][10] < reference["xla"][1]  # it learns
+
+
+def test_graphs_stay_compiled_and_steps_never_read_the_device(tmp_path):
+    """The profile's path on 4 devices (bf16, SPMD, FSDP), 44 steps: logging every 4, evals with greedy samples
+    every 8, checkpoints every 12. After the first logging (4), eval (8) and save (12) steps the graph count
+    must not move for the 31 steps 13..44, which hold 4 evaluations, 3 checkpoints and the final/ export."""
+    proc = tiny.subprocess_run(tmp_path / "run", "--counters-suite", "--fsdp", devices=4)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    cfg = tiny.COUNTERS
+    log, ev, save, steps = cfg["log_every"], cfg["eval_every"], cfg["save_every"], cfg["max_steps"]
+    assert report["devices"] == 4 and report["status"] == "done" and report["step"] == steps
+    c = {k + 1: xla.Counters(*v) for k, v in enumerate(report["after"])}  # after step k's graph cut
+    end, before = xla.Counters(*report["end"]), xla.Counters(*report["before"])
+    settled = 13  # the step after the first save: every kind of graph has been seen once
+    assert c[steps].compiles == c[settled].compiles, {k: v.compiles for k, v in c.items()}
+    assert end.compiles == c[settled].compiles, "the final eval, checkpoint or final/ compiled a new graph"
+    assert c[settled].compiles > before.compiles  # the counter does count compilations
+    side_steps = {s for s in range(1, steps) if s % log == 0 or s % ev == 0 or s % save == 0}
+    for k in range(2, steps + 1):
+        if k - 1 in side_steps:
+            continue  # step k-1's logging / eval / save ran in between
+        moved = c[k].transfers_from_device - c[k - 1].transfers_from_device
+        assert moved == 0, f"step {k} read {moved} tensor(s) from the device (not a logging step)"
+        assert c[k].scalar_reads == c[k - 1].scalar_reads
+    logged = [c[k + 1].transfers_from_device - c[k].transfers_from_device for k in (4, 20)]
+    assert all(n > 0 for n in logged), "logging steps read the loss: the transfer counter must see it"
+    records = loop.read_metrics(tmp_path / "run" / loop.METRICS_FILE)
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [0, 8, 16, 24, 32, 40, 44]
+    samples = [r for r in records if r["kind"] == "samples"]
+    assert len(samples) == 7 and all(isinstance(s["text"], str) for s in samples[-1]["samples"])
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert all(x == x for x in losses) and losses[-1] < losses[0]  # finite, and it learns in bf16
+
+
+def test_kill_on_xla_and_resume_continues_the_curve(tmp_path, reference):
+    out = tmp_path / "run"
+    killed = tiny.subprocess_run(out, "--backend", "xla", "--save-every", "5", "--kill-after", "7")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert [p.name for p in checkpoint.list_checkpoints(out / "checkpoints")] == ["step_00000005"]
+    result = tiny.run(out, "xla", save_every=5)
+    assert result.resumed_from == 5 and result.step == 10
+    losses = tiny.train_losses(out)
+    _close(losses, reference["xla"], SAME, range(1, 11))  # steps 1-5 kept, 6-10 trained again
+    _close(losses, reference["cpu"], REL, range(6, 11))  # as the CPU loop continues
+
+
+def test_checkpoint_from_the_cpu_resumes_on_xla(tmp_path, reference):
+    out = tmp_path / "run"
+    # the CPU side in its own process: torch's fused CPU AdamW refuses to run once XLA graphs ran in a process
+    stopped = tiny.subprocess_run(out, "--backend", "cpu", "--save-every", "5", "--stop-after", "6")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr[-2000:]
+    result = tiny.run(out, "xla", save_every=5)
+    assert result.resumed_from == 5
+    _close(tiny.train_losses(out), reference["cpu"], REL, range(6, 11))
+
+
+def test_spmd_and_fsdp_on_four_devices_match_one_device(tmp_path, reference):
+    """Data-parallel and FSDPv2 over 4 CPU PJRT devices (with an FSDP kill-free stop and resume), then the
+    FSDP checkpoint (saved from sharded weights) resumes on the CPU."""
+    proc = tiny.subprocess_run(tmp_path, "--spmd-suite", devices=4, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 4
+    assert report["fsdp_weight_sharding"].startswith("{devices=[4"), report
+    assert report["fsdp_moment_sharding"] == report["fsdp_weight_sharding"], report
+    dp, fsdp = tiny.train_losses(tmp_path / "dp"), tiny.train_losses(tmp_path / "fsdp")
+    _close(dp, reference["xla"], SAME * 10, range(1, 11))
+    _close(fsdp, reference["xla"], SAME * 10, range(1, 11))
+    # the FSDP run's step-5 checkpoint, gathered from 4 shards, continues on the CPU
+    cpu = tmp_path / "cpu_from_fsdp"
+    shutil.copytree(tmp_path / "fsdp" / "checkpoints" / "step_00000005", cpu / "checkpoints" / "step_00000005")
+    resumed = tiny.subprocess_run(cpu, "--backend", "cpu", "--save-every", "5")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["resumed_from"] == 5
+    _close(tiny.train_losses(cpu), reference["cpu"], REL, range(6, 11))

@@ -1,0 +1,223 @@
+"""Tiny model, data and runs for the xla tests; as a script it trains once in a fresh process.
+
+    python tests/xla/tiny.py OUT_DIR --backend xla|cpu [--fsdp] [--steps N] [--stop-after K] [--json PATH]
+
+A fresh process matters on XLA: the number of PJRT devices (CPU_NUM_DEVICES) is fixed when the runtime
+starts, so the 4-device SPMD runs and the kill tests run here, in a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, when run as a script
+
+from nbhelpers import loop  # noqa: E402
+from nbhelpers.batches import ArrayBlocks, PackedBatches  # noqa: E402
+from nbhelpers.config import TrainConfig  # noqa: E402
+from nbhelpers.device import DeviceChoice  # noqa: E402
+
+VOCAB = 53
+BLOCK = 16
+HERE = Path(__file__).resolve()
+
+
+def choice(backend: str, precision: str = "fp32", devices: int = 1) -> DeviceChoice:
+    """A DeviceChoice for the CPU or the XLA (CPU PJRT) device, without probing the machine."""
+    return DeviceChoice(backend=backend, device="xla" if backend == "xla" else "cpu", name=f"{backend} (test)",
+                        precision=precision, use_grad_scaler=False,
+                        attn_implementation="eager" if backend == "xla" else "sdpa", num_devices=devices,
+                        memory_bytes=0, capability=None, reason="test")
+
+
+def tiny_model(attn: str = "eager", seed: int = 0):
+    """A 2-layer GPT-NeoX without dropout, initialised from `seed` on the CPU."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, hidden_dropout=0.0, attention_dropout=0.0,
+                        bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg._attn_implementation = attn
+    torch.manual_seed(seed)
+    return GPTNeoXForCausalLM(cfg)
+
+
+def blocks(n: int, seed: int = 0) -> np.ndarray:
+    """(n, BLOCK) uint16 arithmetic progressions mod VOCAB (ids >= 3): learnable, so the loss moves."""
+    rng = np.random.default_rng(seed)
+    start, stride = rng.integers(3, VOCAB, n), rng.integers(1, 5, n)
+    return (3 + (start[:, None] + stride[:, None] * np.arange(BLOCK)[None] - 3) % (VOCAB - 3)).astype(np.uint16)
+
+
+def tokenizer():
+    """A character-level fast tokenizer with VOCAB entries, built locally."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = "太陽は何色ですか？日本の首都東京赤い1234567890abcdefghijklmnopqrstuvwxyz"
+    tokens = ["<pad>", "<s>", "</s>", "<unk>"] + list(dict.fromkeys(chars))
+    vocab = {t: i for i, t in enumerate(tokens[:VOCAB])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+def train_cfg(backend: str, **kw: Any) -> TrainConfig:
+    """fp32, global micro-batch 8 (2 per device on 4 devices), 2 micro-batches per step, log every step."""
+    base = dict(backend=backend, precision="fp32", micro_batch=8, grad_accum=2, lr=3e-3, warmup_steps=3,
+                max_steps=10, eval_every=0, eval_batches=2, save_every=0, keep_last=2, log_every=1,
+                max_bad_steps=3, seed=5, sample_prompts=(), sample_tokens=4)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def sources(micro_batch: int = 8) -> tuple[PackedBatches, dict[str, PackedBatches]]:
+    """Training and validation batch sources (fixed shapes)."""
+    train = PackedBatches(ArrayBlocks(blocks(400)), micro_batch, seed=3, rank=0, world_size=1)
+    val = PackedBatches(ArrayBlocks(blocks(32, seed=9)), micro_batch, shuffle=False, rank=0, world_size=1)
+    return train, {"val": val}
+
+
+def stopping(hooks: Any, at: int, kill: bool) -> Any:
+    """`hooks` whose after_optimizer_step SIGKILLs the process (or raises) after step `at` of this process."""
+    inner, seen = hooks.after_optimizer_step, [0]
+
+    def after_optimizer_step() -> None:
+        inner()
+        seen[0] += 1
+        if seen[0] == at:
+            if kill:
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise KeyboardInterrupt(f"stopped after step {at}")
+
+    hooks.after_optimizer_step = after_optimizer_step
+    return hooks
+
+
+def run(out: str | os.PathLike, backend: str, *, fsdp: bool = False, hooks: Any = None, devices: int = 1,
+        **cfg_kw: Any) -> loop.TrainResult:
+    """Train the tiny model with the loop on `backend` (the same seed and data on every backend)."""
+    torch.set_num_threads(1)
+    train, evals = sources(cfg_kw.get("micro_batch", 8))
+    cfg = train_cfg(backend, fsdp=fsdp, **cfg_kw)
+    dc = choice(backend, cfg.precision, devices)
+    if hooks is None and backend == "xla":
+        from nbhelpers import xla
+
+        hooks = xla.loop_hooks(dc)
+    return loop.train(tiny_model("eager" if backend == "xla" else "sdpa"), train, cfg, out,
+                      eval_batches=evals if cfg.eval_every else None,
+                      tokenizer=tokenizer() if cfg.sample_prompts else None, device_choice=dc, hooks=hooks,
+                      peak_flops=1e12, progress=False)
+
+
+def train_losses(out: str | os.PathLike) -> dict[int, float]:
+    """step -> logged training loss from metrics.jsonl."""
+    return {r["step"]: r["loss"] for r in loop.read_metrics(Path(out) / loop.METRICS_FILE) if r["kind"] == "train"}
+
+
+def subprocess_run(out: Path, *args: str, devices: int = 1, timeout: float = 400) -> Any:
+    """Run this file as a script in a fresh process with `devices` CPU PJRT devices."""
+    import subprocess
+
+    env = dict(os.environ, PJRT_DEVICE="CPU", CPU_NUM_DEVICES=str(devices), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(HERE), str(out), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def spmd_suite(out: Path) -> dict[str, Any]:
+    """In one 4-device process: data-parallel 10 steps; FSDP stopped after 6 (checkpoint at 5) and resumed to 10."""
+    import torch_xla
+
+    from nbhelpers import xla
+
+    run(out / "dp", "xla", devices=4)
+    with_stop = stopping(xla.loop_hooks(choice("xla")), 6, kill=False)
+    with contextlib.suppress(KeyboardInterrupt):  # stopped after step 6: the checkpoint of step 5 stays
+        run(out / "fsdp", "xla", fsdp=True, hooks=with_stop, devices=4, save_every=5)
+    hooks = xla.loop_hooks(choice("xla"))
+    seen: list[torch.optim.Optimizer] = []
+    prepare = hooks.prepare_optimizer
+    hooks.prepare_optimizer = lambda opt: (seen.append(opt), prepare(opt))[-1]
+    result = run(out / "fsdp", "xla", fsdp=True, hooks=hooks, devices=4, save_every=5)
+    weight = max((p for g in seen[0].param_groups for p in g["params"]), key=lambda p: p.numel())
+    return {"devices": xla.device_info()[1], "resumed_from": result.resumed_from,
+            "fsdp_weight_sharding": torch_xla._XLAC._get_xla_sharding_spec(weight),
+            "fsdp_moment_sharding": torch_xla._XLAC._get_xla_sharding_spec(seen[0].state[weight]["exp_avg"])}
+
+
+COUNTERS = dict(precision="bf16", max_steps=44, log_every=4, eval_every=8, save_every=12,
+                sample_prompts=("太陽は", "日本の首都は"), sample_tokens=4)
+
+
+def counters_suite(out: Path, fsdp: bool) -> dict[str, Any]:
+    """The profile's path (bf16, SPMD over every device, FSDP): torch_xla's counters after each step's cut."""
+    from nbhelpers import xla
+
+    hooks = xla.loop_hooks(choice("xla", "bf16"))
+    after: list[list[int]] = []
+    inner = hooks.after_optimizer_step
+
+    def after_optimizer_step() -> None:
+        inner()
+        after.append(list(xla.counters().astuple()))
+
+    hooks.after_optimizer_step = after_optimizer_step
+    before = list(xla.counters().astuple())
+    result = run(out, "xla", fsdp=fsdp, hooks=hooks, devices=xla.device_info()[1], **COUNTERS)
+    return {"devices": xla.device_info()[1], "status": result.status, "step": result.step, "before": before,
+            "after": after, "end": list(xla.counters().astuple())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--backend", default="xla")
+    ap.add_argument("--fsdp", action="store_true")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--save-every", type=int, default=0)
+    ap.add_argument("--kill-after", type=int, default=0, help="SIGKILL after this many steps of this process")
+    ap.add_argument("--stop-after", type=int, default=0, help="raise after this many steps of this process")
+    ap.add_argument("--spmd-suite", action="store_true", help="the 4-device data-parallel and FSDP runs")
+    ap.add_argument("--counters-suite", action="store_true", help="compile / transfer counters per step")
+    args = ap.parse_args(argv)
+    if args.counters_suite:
+        print(json.dumps(counters_suite(Path(args.out), args.fsdp)))
+        return
+    if args.spmd_suite:
+        print(json.dumps(spmd_suite(Path(args.out))))
+        return
+    hooks = None
+    devices = int(os.environ.get("CPU_NUM_DEVICES", "1")) if args.backend == "xla" else 1
+    if args.kill_after or args.stop_after:
+        if args.backend == "xla":
+            from nbhelpers import xla
+
+            hooks = xla.loop_hooks(choice("xla"))
+        else:
+            hooks = loop.Hooks()
+        hooks = stopping(hooks, args.kill_after or args.stop_after, kill=bool(args.kill_after))
+    try:
+        result = run(args.out, args.backend, fsdp=args.fsdp, hooks=hooks, devices=devices, max_steps=args.steps,
+                     save_every=args.save_every)
+    except KeyboardInterrupt as stop:
+        print(json.dumps({"stopped": str(stop)}))
+        return
+    print(json.dumps({"status": result.status, "step": result.step, "resumed_from": result.resumed_from,
+                      "devices": devices}))
+
+
+if __name__ == "__main__":
+    main()
