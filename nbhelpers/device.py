@@ -101,6 +101,8 @@ def xla_info() -> tuple[str, int, int]:
     import torch_xla.runtime as xr
 
     kind = os.environ.get("PJRT_DEVICE", "TPU")
+    if kind.upper() == "TPU" and os.environ.get("TPU_ACCELERATOR_TYPE"):
+        kind = f"TPU {os.environ['TPU_ACCELERATOR_TYPE']}"  # e.g. v5litepod-8: the planner looks up its peak
     count = int(xr.global_runtime_device_count())
     # v5e chips have 16 GB HBM; the CPU PJRT device shares host RAM
     memory = host_memory_bytes() if kind.upper() == "CPU" else 16 * 10**9
@@ -162,7 +164,7 @@ def _select_xla(precision: str, asked: bool) -> DeviceChoice:
     kind, count, memory = xla_info()
     chosen = "bf16" if precision == "auto" else precision
     why = "train.backend=xla" if asked else "torch_xla is installed and a PJRT / TPU device is configured"
-    how = ("bf16 autocast: the TPU's matrix unit computes in bf16 natively and bf16 needs no loss scaling"
+    how = ("bf16 autocast: XLA's target, the TPU, multiplies in bf16 natively, and bf16 needs no loss scaling"
            if chosen == "bf16" else f"{chosen} as train.precision asks")
     return DeviceChoice(
         backend="xla", device="xla", name=f"XLA {kind} x{count}", precision=chosen, use_grad_scaler=False,

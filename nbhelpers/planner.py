@@ -241,7 +241,16 @@ class Plan:
     sessions: int | None
     hours: float | None
     peak_flops_total: float | None
+    model_config: ModelConfig  # resolved: every field filled from the preset
+    attention: str  # sdpa | eager
+    shards: int  # devices the weights and optimizer state are split over (FSDP), else 1
+    accelerator: bool  # False on a CPU
     notes: tuple[str, ...] = field(default=())
+
+    def grid(self) -> pd.DataFrame:
+        """This plan's model and batch under every precision, optimizer and checkpointing choice (GiB)."""
+        return memory_grid(self.model_config, self.vocab_size, self.batch_per_device, self.seq_len, self.attention,
+                           self.shards, self.accelerator, self.usable_bytes)
 
     def rows(self) -> list[tuple[str, str]]:
         """(item, value) pairs in reading order."""
@@ -339,7 +348,8 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
         gradient_checkpointing=cfg.train.gradient_checkpointing, batch_per_device=bpd, memory=mem,
         usable_bytes=usable, fits=fits, verdict=verdict, budget_tokens=budget, tokens_per_s=tokens_per_s,
         throughput_source=source, session_minutes=minutes, tokens_per_session=per_session, sessions=sessions,
-        hours=hours, peak_flops_total=peak_total, notes=tuple(notes),
+        hours=hours, peak_flops_total=peak_total, model_config=mc, attention=attention, shards=shards,
+        accelerator=choice.backend != "cpu", notes=tuple(notes),
     )
 
 

@@ -161,6 +161,7 @@ def test_plan_colab_t4_sessions_at_a_measured_throughput():
     text = plan.to_markdown()
     assert "sessions for the budget | 36" in text and "measured in this run" in text
     assert plan.to_frame().loc["verdict", "value"] == plan.verdict
+    assert len(plan.grid()) == 12 and plan.grid()["fits"].any()
 
 
 def test_plan_that_does_not_fit_gives_advice():
