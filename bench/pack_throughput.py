@@ -4,17 +4,20 @@ Measured in one run, on the same text and the same cores:
   raw    SentencePiece batch encoding of the cleaned text, `num_threads` = all cores (the limit)
   pack   our tokenize + pack + write of the already-cleaned text (build_corpus(..., cleaning=False))
   clean  our cleaning alone on all cores (characters per second, compared with raw encoding's)
-  build  the whole build from the raw source: read, clean, dedup, mix with arithmetic, tokenize, pack, write
+  build  the whole build from the same text before cleaning (a plain-text file): read, clean, dedup, mix
+         0.9 / 0.1 with generated arithmetic, tokenize, pack, write; also shown from the registry's debian_ja
+         source, whose reader parses Debian's HTML and troff (a cost of that source, not of the build)
   rss    peak RSS of a pack of N and of 10 N tokens, each in a fresh subprocess (streaming must keep it flat)
   mix    debian share of characters when mixing 0.8 / 0.2 with arithmetic: interleave_datasets vs our quotas
 
 The last line is `raw_tokens_per_s=... pack_tokens_per_s=... ratio=... clean_chars_ratio=... build_ratio=...`.
-Usage: python bench/pack_throughput.py [--tokenizer DIR] [--workers N] [--repeats 3] [--rss-tokens 1000000]
+Usage: python bench/pack_throughput.py [--tokenizer DIR] [--workers N] [--repeats 5] [--rss-tokens 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import itertools
 import json
@@ -58,16 +61,6 @@ def bench_tokenizer(texts: list[str], vocab: int) -> Path:
     return out
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median wall seconds of `repeats` calls, and the last result."""
-    times, result = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
-
-
 def _warm(level: float) -> None:
     _thinning_regexes(level)
 
@@ -76,9 +69,9 @@ def _clean_task(batch: list[str]) -> int:
     return sum(len(t) for t in clean_many(batch, 0.5)[0])
 
 
-def rss_child(jsonl: str, tokenizer: str, tokens: int, workers: int, out: str) -> None:
+def rss_child(text_file: str, tokenizer: str, tokens: int, workers: int, out: str) -> None:
     """Subprocess body: pack `tokens` tokens of the cleaned text (repeating it) and report peak RSS."""
-    cfg = CorpusConfig(mixture={f"files:{jsonl}": 1.0}, block_len=512, token_budget=tokens, session_tokens=tokens,
+    cfg = CorpusConfig(mixture={f"files:{text_file}": 1.0}, block_len=512, token_budget=tokens, session_tokens=tokens,
                        val_blocks=1, dedup=False, min_chars=0, shuffle_buffer=0, workers=workers)
     build_corpus(cfg, tokenizer, out, progress=False, cleaning=False)
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -91,14 +84,14 @@ def main() -> None:
     ap.add_argument("--tokenizer", default="", help="tokenizer folder with spm.model (default: train one, cached)")
     ap.add_argument("--vocab", type=int, default=8000, help="vocabulary of the trained bench tokenizer")
     ap.add_argument("--workers", type=int, default=0, help="cores to use; 0 = all")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="rounds of the four measurements (medians are reported)")
     ap.add_argument("--rss-tokens", type=int, default=1_000_000, help="tokens of the small RSS run (the big one is 10x)")
-    ap.add_argument("--rss-child", nargs=5, metavar=("JSONL", "TOKENIZER", "TOKENS", "WORKERS", "OUT"),
+    ap.add_argument("--rss-child", nargs=5, metavar=("TEXT", "TOKENIZER", "TOKENS", "WORKERS", "OUT"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
-        jsonl, tok, tokens, workers, out = args.rss_child
-        rss_child(jsonl, tok, int(tokens), int(workers), out)
+        text_file, tok, tokens, workers, out = args.rss_child
+        rss_child(text_file, tok, int(tokens), int(workers), out)
         return
 
     if not sources.debian_files():
@@ -107,11 +100,18 @@ def main() -> None:
     raw_docs = list(sources.iter_texts("debian_ja"))
     tok_dir = Path(args.tokenizer) if args.tokenizer else bench_tokenizer(raw_docs, args.vocab)
     sp = sentencepiece.SentencePieceProcessor(model_file=str(tok_dir / "spm.model"))
-    cleaned = [t for t in clean_many(raw_docs, 0.5)[0] if len(t) >= 50]
+    # the cleaned text as a plain-text source: one document per blank-line-separated block (so a document's
+    # own blank lines become single newlines), the cheapest format for the reader to split
+    cleaned = [t.replace("\n\n", "\n") for t in clean_many(raw_docs, 0.5)[0] if len(t) >= 50]
     work = Path(tempfile.mkdtemp(prefix="pack_bench_"))
-    jsonl = work / "clean" / "debian.jsonl"
-    jsonl.parent.mkdir()
-    jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in cleaned), encoding="utf-8")
+    text_file = work / "clean" / "debian.txt"
+    text_file.parent.mkdir()
+    text_file.write_text("\n\n".join(cleaned) + "\n", encoding="utf-8")
+    # the same text before cleaning, for the whole build: the build's input is raw text, not Debian's HTML and troff
+    # (parsing those is the source reader's cost, measured separately on the last line of the table)
+    raw_file = work / "raw" / "debian.txt"
+    raw_file.parent.mkdir()
+    raw_file.write_text("\n\n".join(t.replace("\n\n", "\n") for t in raw_docs) + "\n", encoding="utf-8")
     raw_chars = sum(map(len, raw_docs))
     clean_chars = sum(map(len, cleaned))
     load = os.getloadavg()
@@ -120,25 +120,18 @@ def main() -> None:
     print(f"text: Debian ja, {len(raw_docs):,} raw documents / {raw_chars:,} chars; cleaned {len(cleaned):,} "
           f"documents / {clean_chars:,} chars; tokenizer {sp.get_piece_size()} pieces; {args.repeats} repeats, medians")
 
-    # raw: SentencePiece's own threaded batch encoding of the cleaned text
-    t_raw, ids = timed(lambda: sp.encode(cleaned, num_threads=workers), args.repeats)
-    n_tokens = sum(len(x) for x in ids) + len(ids)  # + one EOS per document, as packed
-    del ids
-    raw_tps = n_tokens / t_raw
-    raw_cps = clean_chars / t_raw
-
-    # pack: our pipeline on the same cleaned text, cleaning off
+    # One round = raw, pack, clean, build back to back; medians over rounds, so that a change in the load of
+    # this shared machine hits every measurement alike.
     block = 512
+    n_tokens = sum(len(x) for x in sp.encode(cleaned)) + len(cleaned)  # + one EOS per document, as packed
     budget = int(n_tokens * 0.97) // block * block - 4 * block
-    pack_cfg = CorpusConfig(mixture={f"files:{jsonl}": 1.0}, block_len=block, token_budget=budget,
+    pack_cfg = CorpusConfig(mixture={f"files:{text_file}": 1.0}, block_len=block, token_budget=budget,
                             session_tokens=budget, val_blocks=4, dedup=False, min_chars=0, shuffle_buffer=0,
                             on_exhausted="stop", workers=workers)
-    t_pack, m = timed(lambda: build_corpus(pack_cfg, tok_dir, work / f"pack{time.perf_counter_ns()}", progress=False,
-                                           cleaning=False), args.repeats)
-    packed = m["train_tokens"] + m["val"]["tokens"]
-    pack_tps = packed / t_pack
-
-    # clean: our cleaning alone on all cores (the pool is warm: its regexes are built once per process)
+    build_budget = int(n_tokens * 0.75) // block * block
+    build_cfg = CorpusConfig(mixture={f"files:{raw_file}": 0.9, "arithmetic": 0.1}, block_len=block,
+                             token_budget=build_budget, session_tokens=build_budget, val_blocks=4, workers=workers)
+    source_cfg = dataclasses.replace(build_cfg, mixture={"debian_ja": 0.9, "arithmetic": 0.1})
     batches, cur, size = [], [], 0
     for t in raw_docs:
         cur.append(t)
@@ -148,25 +141,46 @@ def main() -> None:
             cur, size = [], 0
     batches.append(cur)
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    times: dict[str, list[float]] = {"raw": [], "pack": [], "clean": [], "build": [], "source": []}
     with ctx.Pool(workers, initializer=_warm, initargs=(0.5,)) as pool:
-        pool.map(_clean_task, batches[:workers])
-        t_clean, _ = timed(lambda: pool.map(_clean_task, batches), args.repeats)
+        pool.map(_clean_task, batches[:workers])  # the pool is warm: its regexes are built once per process
+        for r in range(args.repeats):
+            # raw: SentencePiece's own threaded batch encoding of the cleaned text (the limit)
+            t = time.perf_counter()
+            sp.encode(cleaned, num_threads=workers)
+            times["raw"].append(time.perf_counter() - t)
+            # pack: our pipeline on the same cleaned text, cleaning off
+            t = time.perf_counter()
+            m = build_corpus(pack_cfg, tok_dir, work / f"pack{r}", progress=False, cleaning=False)
+            times["pack"].append(time.perf_counter() - t)
+            # clean: our cleaning alone on all cores, on the raw text
+            t = time.perf_counter()
+            pool.map(_clean_task, batches)
+            times["clean"].append(time.perf_counter() - t)
+            # build: the whole pipeline from the raw source (read, clean, dedup, mix, tokenize, pack, write)
+            t = time.perf_counter()
+            mb = build_corpus(build_cfg, tok_dir, work / f"build{r}", progress=False)
+            times["build"].append(time.perf_counter() - t)
+            # the same build reading the registry's debian_ja source (HTML and troff parsed by the source reader)
+            t = time.perf_counter()
+            ms = build_corpus(source_cfg, tok_dir, work / f"source{r}", progress=False)
+            times["source"].append(time.perf_counter() - t)
+    t_raw, t_pack, t_clean, t_build, t_source = (statistics.median(times[k])
+                                                 for k in ("raw", "pack", "clean", "build", "source"))
+    raw_tps = n_tokens / t_raw
+    raw_cps = clean_chars / t_raw
+    packed = m["train_tokens"] + m["val"]["tokens"]
+    pack_tps = packed / t_pack
     clean_cps = raw_chars / t_clean
-
-    # build: the whole pipeline from the raw source
-    build_budget = int(n_tokens * 0.75) // block * block
-    build_cfg = CorpusConfig(mixture={"debian_ja": 0.9, "arithmetic": 0.1}, block_len=block, token_budget=build_budget,
-                             session_tokens=build_budget, val_blocks=4, workers=workers)
-    t_build, mb = timed(lambda: build_corpus(build_cfg, tok_dir, work / f"build{time.perf_counter_ns()}",
-                                             progress=False), args.repeats)
     built = mb["train_tokens"] + mb["val"]["tokens"]
     build_tps = built / t_build
+    source_tps = (ms["train_tokens"] + ms["val"]["tokens"]) / t_source
 
     # rss: N and 10 N tokens packed, each in a fresh process
     rss = {}
     for mult in (1, 10):
         n = args.rss_tokens * mult
-        res = subprocess.run([sys.executable, __file__, "--rss-child", str(jsonl), str(tok_dir), str(n), str(workers),
+        res = subprocess.run([sys.executable, __file__, "--rss-child", str(text_file), str(tok_dir), str(n), str(workers),
                               str(work / f"rss{mult}")], capture_output=True, text=True, check=True)
         rss[mult] = json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -192,6 +206,8 @@ def main() -> None:
         ("pack (tokenize+pack+write)", f"{pack_tps:,.0f} tok/s", f"{packed:,} tokens", f"{t_pack:.2f} s"),
         ("clean alone", "", f"{clean_cps:,.0f} chars/s", f"{t_clean:.2f} s"),
         ("whole build", f"{build_tps:,.0f} tok/s", f"{built:,} tokens", f"{t_build:.2f} s"),
+        ("build from debian_ja source", f"{source_tps:,.0f} tok/s", f"ratio {source_tps / raw_tps:.3f}",
+         f"{t_source:.2f} s"),
     ]
     print(f"\n{'stage':30} {'tokens/s':>16} {'':>20} {'median':>9}")
     for r in rows:
@@ -204,6 +220,7 @@ def main() -> None:
     print(f"RSS growth for 10x the text: main {growth_main:+.1%}, worker {growth_worker:+.1%} (target < +20%)")
     print(f"debian_ja share of characters, requested 0.800: interleave_datasets {inter_deb / inter_all:.3f}, "
           f"our quota mixing {q_deb:.3f}")
+    print("seconds per round: " + "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v) for k, v in times.items()))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(f"raw_tokens_per_s={raw_tps:.0f} pack_tokens_per_s={pack_tps:.0f} ratio={pack_tps / raw_tps:.3f} "
           f"clean_chars_ratio={clean_cps / raw_cps:.3f} build_ratio={build_tps / raw_tps:.3f}")

@@ -95,11 +95,13 @@ def test_exact_duplicates_are_removed_across_files_and_counted(tmp_path):
     assert len(undeduped) == 71
 
 
-def test_exhausted_source_repeats_or_stops(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_exhausted_source_repeats_or_stops(tmp_path, workers):
     small = f"files:{_jsonl(tmp_path / 's.jsonl', _prose(5, '小'))}"
-    cfg = _cfg({small: 0.5, "arithmetic": 0.5})
+    cfg = _cfg({small: 0.5, "arithmetic": 0.5}, workers=workers)
     stopped = Mixer(dataclasses.replace(cfg, on_exhausted="stop"))
     names = [name for name, _, _ in stopped]
+    stopped.close()
     assert names.count(small) == 5 and stopped.stopped == small
     repeated = Mixer(cfg)
     names = [name for name, _, _ in itertools.islice(repeated, 200)]
@@ -108,11 +110,12 @@ def test_exhausted_source_repeats_or_stops(tmp_path):
     repeated.close()
 
 
-def test_source_empty_after_cleaning_is_named(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_source_empty_after_cleaning_is_named(tmp_path, workers):
     src = f"files:{_jsonl(tmp_path / 'short.jsonl', ['短い', 'ほんの少し', '★★★★★★★★★★★★★★★★'])}"
     with pytest.raises(SourceError, match=r"source 'files:.*short.jsonl' has no documents left after cleaning: 3 read, "
                                           r"3 shorter than min_chars=10"):
-        list(mixed_documents(_cfg({src: 1.0, "arithmetic": 1.0})))
+        list(mixed_documents(_cfg({src: 1.0, "arithmetic": 1.0}, workers=workers)))
 
 
 def test_generated_source_that_cleaning_always_drops_is_an_error_not_a_hang():
@@ -120,25 +123,27 @@ def test_generated_source_that_cleaning_always_drops_is_an_error_not_a_hang():
         next(iter(mixed_documents(_cfg({"arithmetic": 1.0}, min_chars=100_000))))
 
 
-def test_jsonl_line_not_json_or_without_field_names_file_and_line(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_jsonl_line_not_json_or_without_field_names_file_and_line(tmp_path, workers):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "一行目は正しい文書です。十分な長さ。"}\n{not json\n', encoding="utf-8")
     with pytest.raises(SourceError, match=r"bad.jsonl line 2: not JSON"):
-        list(mixed_documents(_cfg({f"files:{bad}": 1.0})))
+        list(mixed_documents(_cfg({f"files:{bad}": 1.0}, workers=workers)))
     nofield = _jsonl(tmp_path / "nofield.jsonl", ["本文は別の欄にあります。十分な長さです。"], field="body")
     with pytest.raises(SourceError, match=r"nofield.jsonl line 1: expected an object with a string field 'text'"):
-        list(mixed_documents(_cfg({f"files:{nofield}": 1.0})))
+        list(mixed_documents(_cfg({f"files:{nofield}": 1.0}, workers=workers)))
 
 
-def test_non_utf8_file_is_named_with_offset_or_skipped_and_counted(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_non_utf8_file_is_named_with_offset_or_skipped_and_counted(tmp_path, workers):
     (tmp_path / "good.txt").write_text("正しいUTF-8の文書です。十分な長さがあります。", encoding="utf-8")
     (tmp_path / "latin.txt").write_bytes("abc 日本語".encode() + "café".encode("latin-1"))
     src = f"files:{tmp_path}/*.txt"
     with pytest.raises(BadUTF8, match=r"latin.txt: not UTF-8 at byte offset 16"):
-        list(mixed_documents(_cfg({src: 1.0}, on_exhausted="stop")))
-    mixer = Mixer(_cfg({src: 1.0}, on_exhausted="stop", on_bad_utf8="skip"))
-    assert len([d for _, d, _ in mixer]) == 1
-    assert mixer.state()[src]["skipped_files"] == {str(tmp_path / "latin.txt"): 1}
+        list(mixed_documents(_cfg({src: 1.0}, on_exhausted="stop", workers=workers)))
+    with Mixer(_cfg({src: 1.0}, on_exhausted="stop", on_bad_utf8="skip", workers=workers)) as mixer:
+        assert len([d for _, d, _ in mixer]) == 1
+        assert mixer.state()[src]["skipped_files"] == {str(tmp_path / "latin.txt"): 1}
 
 
 def test_hash_set_is_exact_across_merges():
@@ -148,3 +153,13 @@ def test_hash_set_is_exact_across_merges():
     assert all(hs.seen(v) for v in values)
     again = HashSet(hs.array())
     assert all(again.seen(v) for v in values) and len(again) == 50
+
+
+def test_duplicates_found_across_merges_of_the_hash_memory(tmp_path, monkeypatch):
+    from nbhelpers.corpus import mixing
+
+    monkeypatch.setattr(mixing, "DEDUP_BUFFER", 3)  # merge into the sorted array every 3 documents
+    docs = _prose(40)
+    src = f"files:{_jsonl(tmp_path / 'a.jsonl', docs + docs[::-1] + docs[5:9])}"
+    out = [doc for _, doc, _ in Mixer(_cfg({src: 1.0}, on_exhausted="stop"))]
+    assert out == docs

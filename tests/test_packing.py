@@ -128,7 +128,7 @@ def test_next_part_in_a_later_session_continues_the_same_stream(tmp_path, prose_
     at_once = build_corpus(cfg, tokenizer_dir, tmp_path / "once", parts=2, progress=False)
     first = build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=1, progress=False)
     assert len(first["parts"]) == 1 and len(load_corpus(tmp_path / "twice").train) == 100
-    again = build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=2, progress=False)
+    again = build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=2, progress=False, workers=2)
     assert np.array_equal(_all_tokens(tmp_path / "once")[1], _all_tokens(tmp_path / "twice")[1])
     assert again["mixture"]["realised"] == at_once["mixture"]["realised"]
     assert again["sources"][src]["documents"] == at_once["sources"][src]["documents"]

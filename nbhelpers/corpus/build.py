@@ -108,10 +108,16 @@ def _read_manifest(out: Path) -> dict | None:
 def _fill(writer: BlockWriter, stream: Any, bar: Any) -> bool:
     """Pack documents until the shard is full; False when the stream ended first."""
     add = writer.add
+    pending = 0  # tokens not yet shown: the bar moves in steps of 64k, not per document
     for name, doc, _ in stream:
-        bar.update(add(doc, name))
+        pending += add(doc, name)
         if writer.full:
+            bar.update(pending)
             return True
+        if pending >= 65536:
+            bar.update(pending)
+            pending = 0
+    bar.update(pending)
     return False
 
 

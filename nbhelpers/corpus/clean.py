@@ -173,7 +173,8 @@ class CleanedBatch:
     """A worker's answer for one batch of raw documents of one source."""
 
     steps: np.ndarray  # (n, 5) int64: raw chars, after NFKC, after thinning, after whitespace, 1 if too short
-    hashes: list[int]  # (n,) content hashes, 0 for documents dropped as too short
+    hashes: list[int]  # (n,) content hashes, 0 for documents dropped as too short (1 for all when not hashed)
+    chars: list[int]  # (n,) cleaned characters
     texts: list[str | None] | None  # cleaned texts (None where dropped) when asked for
     tokens: np.ndarray | None  # flat uint16: each kept document's ids followed by EOS
     offsets: list[int] | None  # (n+1,) document i's tokens are tokens[offsets[i]:offsets[i+1]] (empty if dropped)
@@ -193,7 +194,8 @@ def init_worker(model_file: str | None) -> None:
 
 
 def clean_batch(raw: list[str], symbol_level: float, math: bool, min_chars: int,
-                tokenize: bool, keep_texts: bool, n_samples: int = 2, cleaning: bool = True) -> CleanedBatch:
+                tokenize: bool, keep_texts: bool, n_samples: int = 2, cleaning: bool = True,
+                hashing: bool = True) -> CleanedBatch:
     """Clean (and optionally tokenize) a batch of one source's documents; runs in a worker process.
 
     `cleaning=False` takes the text as already clean (only the minimum length applies).
@@ -215,7 +217,7 @@ def clean_batch(raw: list[str], symbol_level: float, math: bool, min_chars: int,
         if len(c) < min_chars:
             steps[i, 4] = 1
             continue
-        hashes[i] = doc_hash(c)
+        hashes[i] = doc_hash(c) if hashing else 1  # without dedup, 1 just marks the document as kept
         kept.append(c)
         kept_idx.append(i)
         if texts is not None:
@@ -239,7 +241,7 @@ def clean_batch(raw: list[str], symbol_level: float, math: bool, min_chars: int,
         for i, length in enumerate(lengths):
             run += length
             offsets[i + 1] = run
-    return CleanedBatch(steps, hashes, texts, tokens, offsets, samples)
+    return CleanedBatch(steps, hashes, steps[:, 3].tolist(), texts, tokens, offsets, samples)
 
 
 @dataclass

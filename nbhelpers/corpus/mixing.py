@@ -33,6 +33,7 @@ from .clean import CleanedBatch, CleanStats, clean_batch, init_worker
 BATCH_CHARS = 128_000  # raw characters per worker task: large enough to amortise IPC, small enough to keep memory flat
 BATCH_DOCS = 2048
 FIRST_KEEP_WINDOW = 20_000  # a source whose first this-many documents are all dropped is an error, not a hang
+DEDUP_BUFFER = 65536  # recent hashes kept in a Python set before merging into the sorted array
 _EPOCH_SALT = 0x9E3779B97F4A7C15  # repeated epochs must not count as duplicates of the first
 
 
@@ -99,6 +100,61 @@ def _shuffled(items: Iterator[str], size: int, rng: random.Random) -> Iterator[s
     yield from buf
 
 
+def _batches(docs: Iterator[str]) -> Iterator[list[str]]:
+    """Group a document stream into worker-sized batches."""
+    batch: list[str] = []
+    chars = 0
+    for text in docs:
+        batch.append(text)
+        chars += len(text)
+        if chars >= BATCH_CHARS or len(batch) >= BATCH_DOCS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _raw_stream(source: sources_mod.Source, seed: int, rng_seed: int, shuffle_buffer: int, on_bad_utf8: str,
+                skip: int, skipped: Counter) -> Iterator[str]:
+    """One epoch of a source, shuffled by seed, with the first `skip` documents replayed and dropped."""
+    raw = sources_mod.iter_texts(source, seed=seed, on_bad_utf8=on_bad_utf8, skipped=skipped)
+    docs = _shuffled(iter(raw), shuffle_buffer, random.Random(rng_seed))
+    for _ in itertools.islice(docs, skip):
+        pass
+    return docs
+
+
+def _feeder(queue: Any, source: sources_mod.Source, seed: int, rng_seed: int, shuffle_buffer: int,
+            on_bad_utf8: str, skip: int) -> None:
+    """Feeder process: read one source and put numbered raw batches on its queue (reading leaves the main process).
+
+    After the last batch it puts the end marker (or the error) for ever, so that every outstanding ticket ends.
+    """
+    skipped: Counter = Counter()
+    seq = 0
+    end: Any = None
+    try:
+        for batch in _batches(_raw_stream(source, seed, rng_seed, shuffle_buffer, on_bad_utf8, skip, skipped)):
+            queue.put((seq, batch, dict(skipped)))
+            seq += 1
+    except BaseException as err:  # noqa: BLE001 - handed to the main process, which raises it
+        end = err
+    while True:
+        queue.put((seq, end, dict(skipped)))
+
+
+_QUEUES: dict[Any, Any] = {}  # worker side: one connection per feeder queue
+
+
+def _ticket(queue: Any, *args: Any) -> tuple[int, Any, dict]:
+    """Worker task: take the next raw batch of one source from its feeder queue and clean (and tokenize) it."""
+    queue = _QUEUES.setdefault(queue._token.id, queue)
+    seq, payload, skipped = queue.get()
+    if payload is None or isinstance(payload, BaseException):
+        return seq, payload, skipped
+    return seq, clean_batch(payload, *args), skipped
+
+
 class _Inline:
     """A stand-in for an AsyncResult when work runs in this process (workers=1)."""
 
@@ -124,6 +180,9 @@ class _Feed:
         self.skipped: Counter = Counter(state.get("skipped_files", {}))
         self.pending: deque = deque()
         self.batch: CleanedBatch | None = None
+        self.hashes: list[int] = []  # the current batch's hashes, salted by epoch
+        self.known: list[bool] = []  # which of them the duplicate memory's sorted part holds
+        self.known_gen = -1
         self.cursor = 0
         self.stat_from = 0
         self.raw_done = False
@@ -133,36 +192,74 @@ class _Feed:
     def _open(self, skip: int) -> None:
         """(Re)open this epoch's raw stream and skip what earlier parts consumed (replay, no cleaning)."""
         seed = self.mixer.seed + 1009 * self.epoch
-        # a replay or a new epoch re-reads the same files: count each skipped file once (max over readings)
-        self._skip_now: Counter = Counter()
-        raw = sources_mod.iter_texts(self.source, seed=seed, on_bad_utf8=self.mixer.cfg.on_bad_utf8,
-                                     skipped=self._skip_now)
-        rng = random.Random(seed ^ zlib.crc32(self.name.encode()))
-        self.raw = _shuffled(iter(raw), self.mixer.cfg.shuffle_buffer, rng)
-        for _ in itertools.islice(self.raw, skip):
-            pass
+        rng_seed = seed ^ zlib.crc32(self.name.encode())
+        cfg = self.mixer.cfg
         self.raw_done = False
+        if self.mixer.pool is None:
+            # a replay or a new epoch re-reads the same files: count each skipped file once (max over readings)
+            self._skip_now: Counter = Counter()
+            self.raw = _batches(_raw_stream(self.source, seed, rng_seed, cfg.shuffle_buffer, cfg.on_bad_utf8, skip,
+                                            self._skip_now))
+            return
+        for r in self.pending:  # the previous epoch's outstanding tickets end on its end marker
+            r.get()
+        self.pending.clear()
+        self._stop_feeder()
+        self._skip_now = Counter()
+        self.queue = self.mixer.manager.Queue(maxsize=self.mixer.prefetch)
+        self.feeder = self.mixer.ctx.Process(
+            target=_feeder, args=(self.queue, self.source, seed, rng_seed, cfg.shuffle_buffer, cfg.on_bad_utf8, skip),
+            daemon=True)
+        self.feeder.start()
+        self.next_seq = 0
+        self.ready: dict[int, Any] = {}
+
+    def _stop_feeder(self) -> None:
+        feeder = getattr(self, "feeder", None)
+        if feeder is not None:
+            feeder.terminate()
+            feeder.join()
+            self.feeder = None
 
     def _submit(self) -> bool:
-        """Send the next raw batch to a worker; False when the raw stream has ended."""
+        """Queue the next batch for a worker; False when the raw stream has ended."""
         if self.raw_done:
             return False
-        docs: list[str] = []
-        chars = 0
-        for text in self.raw:
-            docs.append(text)
-            chars += len(text)
-            if chars >= BATCH_CHARS or len(docs) >= BATCH_DOCS:
-                break
-        if not docs:
-            self.raw_done = True
-            return False
-        self.pending.append(self.mixer.submit(docs, self.source.math))
+        mixer = self.mixer
+        if mixer.pool is None:
+            docs = next(self.raw, None)
+            if docs is None:
+                self.raw_done = True
+                return False
+            self.pending.append(mixer.submit(docs, self.source.math))
+        else:
+            self.pending.append(mixer.pool.apply_async(_ticket, (self.queue, *mixer.batch_args(self.source.math))))
         return True
 
     def _fill(self) -> None:
         while len(self.pending) < self.mixer.prefetch and self._submit():
             pass
+
+    def _take(self) -> CleanedBatch | None:
+        """The next cleaned batch in stream order, or None at the end of this epoch."""
+        if self.mixer.pool is None:
+            self._fill()
+            return self.pending.popleft().get() if self.pending else None
+        while self.next_seq not in self.ready:
+            self._fill()
+            seq, payload, skipped = self.pending.popleft().get()  # tickets may finish out of order: reorder by seq
+            for k, v in skipped.items():
+                self._skip_now[k] = max(self._skip_now[k], v)
+            if isinstance(payload, BaseException):
+                raise payload
+            if payload is None:
+                self.raw_done = True  # no more tickets for this epoch
+            self.ready[seq] = payload
+        item = self.ready.pop(self.next_seq)
+        if item is not None:
+            self.next_seq += 1
+        self._fill()  # keep the workers busy while this batch is consumed
+        return item
 
     def _flush_stats(self) -> None:
         if self.batch is not None and self.cursor > self.stat_from:
@@ -172,8 +269,8 @@ class _Feed:
     def _next_batch(self) -> bool:
         """Advance to the next cleaned batch; at the end of the raw stream, start a new epoch or finish."""
         self._flush_stats()
-        self._fill()
-        if not self.pending:
+        b = self._take()
+        if b is None:
             if self.kept_ever == 0:
                 raise sources_mod.SourceError(
                     f"source {self.name!r} has no documents left after cleaning: {self.stats.documents_in} read, "
@@ -185,43 +282,52 @@ class _Feed:
             self.epoch += 1
             self.consumed = 0
             self._open(skip=0)
-            self._fill()
-            if not self.pending:
+            b = self._take()
+            if b is None:
                 self.finished = True
                 return False
-        self.batch = self.pending.popleft().get()
+        self.batch = b
         self.cursor = self.stat_from = 0
+        salt = (self.epoch * _EPOCH_SALT) & 0xFFFFFFFFFFFFFFFF
+        # a repeated epoch is not a duplicate of the first: its hashes are salted; 0 (dropped) stays 0
+        self.hashes = [h ^ salt if h else 0 for h in b.hashes] if salt else b.hashes
+        if self.mixer.dedup is not None:
+            self.known = self.mixer.dedup.known(self.hashes).tolist()  # vectorised test against the sorted part
+            self.known_gen = self.mixer.dedup.generation
         if len(self.stats.samples) < 3:
-            self.stats.samples.extend(self.batch.samples[: 3 - len(self.stats.samples)])
-        self._fill()  # keep the workers busy while this batch is consumed
+            self.stats.samples.extend(b.samples[: 3 - len(self.stats.samples)])
         return True
 
     def next(self) -> tuple[Any, int] | None:
         """The next kept document as (tokens or text, units), or None when the source has finished."""
-        mixer = self.mixer
+        dedup = self.mixer.dedup
         while True:
             b = self.batch
-            if b is None or self.cursor >= len(b.hashes):
+            i = self.cursor
+            if b is None or i >= len(b.hashes):
                 if not self._next_batch():
                     return None
-                b = self.batch
-            i = self.cursor
-            self.cursor += 1
+                b, i = self.batch, 0
+            self.cursor = i + 1
             self.consumed += 1
-            h = b.hashes[i]
+            h = self.hashes[i]
             if not h:  # dropped as too short (stats are in b.steps)
                 if self.kept_ever == 0 and self.stats.documents_in + self.cursor >= FIRST_KEEP_WINDOW:
                     raise sources_mod.SourceError(
                         f"source {self.name!r}: the first {FIRST_KEEP_WINDOW} documents were all dropped by "
-                        f"cleaning (shorter than min_chars={mixer.cfg.min_chars} after cleaning)")
+                        f"cleaning (shorter than min_chars={self.mixer.cfg.min_chars} after cleaning)")
                 continue
-            if mixer.dedup is not None and mixer.dedup.seen(h ^ ((self.epoch * _EPOCH_SALT) & 0xFFFFFFFFFFFFFFFF)):
-                self.stats.duplicate_documents += 1
-                self.stats.duplicate_chars += int(b.steps[i, 3])
-                continue
+            chars = b.chars[i]
+            if dedup is not None:
+                if self.known_gen != dedup.generation:  # the sorted part changed: test the batch again
+                    self.known = dedup.known(self.hashes).tolist()
+                    self.known_gen = dedup.generation
+                if self.known[i] or not dedup.add(h):
+                    self.stats.duplicate_documents += 1
+                    self.stats.duplicate_chars += chars
+                    continue
             self.kept_ever += 1
             self.stats.documents_out += 1
-            chars = int(b.steps[i, 3])
             self.stats.characters_out += chars
             if b.tokens is not None:
                 doc = b.tokens[b.offsets[i]:b.offsets[i + 1]]
@@ -242,29 +348,41 @@ class _Feed:
 class HashSet:
     """Exact-duplicate memory: 8 bytes per distinct document in a sorted array plus a small recent set."""
 
-    def __init__(self, hashes: np.ndarray | None = None, buffer: int = 65536) -> None:
+    def __init__(self, hashes: np.ndarray | None = None, buffer: int | None = None) -> None:
         self.sorted = np.unique(hashes.astype(np.uint64)) if hashes is not None else np.zeros(0, np.uint64)
         self.recent: set[int] = set()
-        self.buffer = buffer
+        self.buffer = buffer or DEDUP_BUFFER
+        self.generation = 0  # bumped whenever `sorted` changes
 
-    def seen(self, h: int) -> bool:
-        """True when `h` was added before; otherwise add it and return False."""
+    def known(self, hashes: list[int]) -> np.ndarray:
+        """Which of `hashes` are in the sorted part (one vectorised search for a whole batch)."""
+        arr = np.array(hashes, dtype=np.uint64)
+        if not len(self.sorted):
+            return np.zeros(len(arr), dtype=bool)
+        j = np.minimum(np.searchsorted(self.sorted, arr), len(self.sorted) - 1)
+        return self.sorted[j] == arr
+
+    def add(self, h: int) -> bool:
+        """Add a hash not in the sorted part; False when it was already in the recent set."""
         if h in self.recent:
-            return True
-        arr = self.sorted
-        if len(arr):
-            j = int(np.searchsorted(arr, np.uint64(h)))
-            if j < len(arr) and int(arr[j]) == h:
-                return True
+            return False
         self.recent.add(h)
         if len(self.recent) >= self.buffer:
             self._merge()
-        return False
+        return True
+
+    def seen(self, h: int) -> bool:
+        """True when `h` was added before; otherwise add it and return False."""
+        if self.known([h])[0]:
+            return True
+        return not self.add(h)
 
     def _merge(self) -> None:
-        new = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
-        self.sorted = np.union1d(self.sorted, new)
-        self.recent.clear()
+        if self.recent:
+            new = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
+            self.sorted = np.union1d(self.sorted, new)
+            self.recent.clear()
+            self.generation += 1
 
     def array(self) -> np.ndarray:
         """All hashes, sorted (for saving)."""
@@ -294,12 +412,17 @@ class Mixer:
         self.prefetch = self.workers + 1
         self.dedup = HashSet(dedup_hashes) if cfg.dedup else None
         self.pool = None
+        self.manager = None
+        self.ctx = None
         if self.workers > 1:
             # fork where there is one: spawn re-imports __main__, which fails for stdin scripts and is slow;
-            # the workers only run clean_batch (no threads, no locks inherited from the parent are used)
+            # the workers only run clean_batch (no threads, no locks inherited from the parent are used).
+            # Each source is read by its own feeder process into a bounded manager queue; workers take batches
+            # from it, so reading, cleaning and tokenizing all leave the main process, which only mixes and packs.
             methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self.pool = ctx.Pool(self.workers, initializer=init_worker, initargs=(model_file,))
+            self.ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self.manager = self.ctx.Manager()
+            self.pool = self.ctx.Pool(self.workers, initializer=init_worker, initargs=(model_file,))
         else:
             init_worker(model_file)
         state = state or {}
@@ -310,13 +433,14 @@ class Mixer:
             raise
         self.stopped: str | None = None  # the source that ran out when on_exhausted="stop"
 
+    def batch_args(self, math_source: bool) -> tuple:
+        """clean_batch's arguments after the documents."""
+        return (self.cfg.symbol_level, math_source, self.cfg.min_chars, self.model_file is not None,
+                self.model_file is None, 2, self.cleaning, self.dedup is not None)
+
     def submit(self, docs: list[str], math_source: bool) -> Any:
-        """Queue one batch for cleaning (and tokenizing) on a worker."""
-        args = (docs, self.cfg.symbol_level, math_source, self.cfg.min_chars, self.model_file is not None,
-                self.model_file is None, 2, self.cleaning)
-        if self.pool is None:
-            return _Inline(clean_batch(*args))
-        return self.pool.apply_async(clean_batch, args)
+        """Clean (and tokenize) one batch in this process (workers=1)."""
+        return _Inline(clean_batch(docs, *self.batch_args(math_source)))
 
     def __iter__(self) -> Iterator[tuple[str, Any, int]]:
         """Yield (source name, tokens or Document, units) in mixed order until a source stops the stream."""
@@ -338,11 +462,16 @@ class Mixer:
         return {f.name: f.state() for f in self.feeds}
 
     def close(self) -> None:
-        """Stop the worker processes."""
+        """Stop the feeder and worker processes."""
+        for feed in getattr(self, "feeds", []):
+            feed._stop_feeder()
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
+        if self.manager is not None:
+            self.manager.shutdown()
+            self.manager = None
 
     def __enter__(self) -> Mixer:
         return self

@@ -8,7 +8,7 @@ next shard starts with the next document. Nothing is padded.
 from __future__ import annotations
 
 import os
-from collections import Counter, deque
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ class BlockWriter:
         self.written = 0  # tokens already on disk
         self.documents = 0
         self.tail_dropped = 0
-        self.tokens_by_source: Counter = Counter()
+        self.tokens_by_source: dict[str, int] = {}
         self.recent: deque = deque(maxlen=block_len)  # the last documents: enough to cover one block
         self.fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/abort()
 
@@ -56,20 +56,26 @@ class BlockWriter:
 
     def add(self, doc: np.ndarray, source: str = "") -> int:
         """Append one document's tokens (ending with EOS); returns how many were taken (fewer at the end)."""
-        room = self.target - self.written - self.pos
+        pos = self.pos
+        room = self.target - self.written - pos
         n = len(doc)
         take = n if n <= room else room
-        done = 0
-        while done < take:
-            k = min(take - done, len(self.buf) - self.pos)
-            self.buf[self.pos:self.pos + k] = doc[done:done + k]
-            self.pos += k
-            done += k
-            if self.pos == len(self.buf):
-                self._flush()
+        if pos + take < len(self.buf):  # the common case: the document fits in the buffer
+            self.buf[pos:pos + take] = doc[:take]
+            self.pos = pos + take
+        else:
+            done = 0
+            while done < take:
+                k = min(take - done, len(self.buf) - self.pos)
+                self.buf[self.pos:self.pos + k] = doc[done:done + k]
+                self.pos += k
+                done += k
+                if self.pos == len(self.buf):
+                    self._flush()
         self.documents += 1
         self.tail_dropped += n - take
-        self.tokens_by_source[source] += take
+        by_source = self.tokens_by_source
+        by_source[source] = by_source.get(source, 0) + take
         self.recent.append((source, take))
         return take
 
