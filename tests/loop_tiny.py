@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stall-save-at", type=int, default=-1)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--eval-every", type=int, default=0)
+    ap.add_argument("--lr-horizon", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # the same kernels in every process: losses compare bitwise
     out = Path(args.out)
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
                     save_every=args.save_every, eval_every=args.eval_every)
     evals = {"val": PackedBatches(ArrayBlocks(blocks(16, seed=5)), args.micro_batch, shuffle=False)} if args.eval_every else {}
     result = loop.train(tiny_model(dropout=args.dropout), source, cfg, out, eval_batches=evals, device_choice=cpu_choice(),
-                        hooks=SleepHooks(args.step_sleep), peak_flops=1e10, progress=False)
+                        hooks=SleepHooks(args.step_sleep), peak_flops=1e10, progress=False,
+                        lr_horizon=args.lr_horizon or None)
     rank = int(os.environ.get("RANK", 0))
     (out / f"blocks_rank{rank}.json").write_text(json.dumps(source.read))
     if rank == 0:

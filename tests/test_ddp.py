@@ -59,3 +59,24 @@ def test_two_gloo_ranks_equal_one_process_with_the_doubled_batch(tmp_path):
     assert (last / "rng_rank0.pt").exists() and (last / "rng_rank1.pt").exists()
     assert json.loads((last / "state.json").read_text())["world_size"] == 2
     assert (ddp / "final" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_two_rank_checkpoint_resumes_in_one_process(tmp_path):
+    """Kaggle's T4 x2 one session, one GPU the next: the data position is kept in samples, the schedule too."""
+    single, moved = tmp_path / "single", tmp_path / "moved"
+    common = ["--save-every", "4", "--dropout", "0", "--lr-horizon", "14"]
+    _run([sys.executable, str(SCRIPT), str(single), "--micro-batch", "4", "--steps", "14", *common],
+         tmp_path / "single.log")
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          str(SCRIPT), str(moved), "--micro-batch", "2", "--steps", "8", *common], tmp_path / "ddp.log")
+    assert json.loads((moved / "checkpoints" / "step_00000008" / "state.json").read_text())["world_size"] == 2
+    # one process, micro-batch 2 and grad_accum 4: the same 8 blocks a step, the data position rescaled
+    _run([sys.executable, str(SCRIPT), str(moved), "--micro-batch", "2", "--grad-accum", "4", "--steps", "14",
+          *common], tmp_path / "moved.log")
+    records = loop.read_metrics(moved / loop.METRICS_FILE)
+    assert [r["step"] for r in records if r.get("event") == "resume"] == [8]
+    assert not [r for r in records if r.get("event") == "lr_replan"]
+    losses = {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+    expected = {r["step"]: r["loss"] for r in loop.read_metrics(single / loop.METRICS_FILE) if r["kind"] == "train"}
+    assert losses == pytest.approx(expected, rel=1e-5)
