@@ -2,7 +2,11 @@
 
 `train(model, batches, cfg.train, out_dir, ...)` writes `out_dir/checkpoints/step_*/`,
 `out_dir/metrics.jsonl` (one JSON object per line, `kind` = train | eval | samples | event) and, when
-the planned steps are done, `out_dir/final/` (save_pretrained + tokenizer).
+the planned steps are done, `out_dir/final/` (save_pretrained + tokenizer). A call returns with status
+`done`, `time_budget` (checkpointed before `max_minutes` ran out) or `data_end` (the data given ran
+out before `lr_horizon`); calling it again with the same out_dir resumes the newest complete
+checkpoint: weights, optimizer, scheduler, scaler, RNG states and the data position, so the losses
+continue exactly as if the run had never stopped.
 
 How a step runs (the same on every backend): `grad_accum` micro-batches forward and backward under
 autocast (DDP syncs gradients only on the last), loss scaled by the step's target-token count so the
