@@ -332,7 +332,8 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
         source = "measured in this run"
     elif assumed_mfu and peak_total:
         tokens_per_s = assumed_mfu * peak_total / fpt
-        source = f"projected at {assumed_mfu:.0%} MFU of {peak_total / 1e12:,.0f} TFLOP/s peak"
+        peak_text = f"{peak_total / 1e12:,.0f} TFLOP/s" if peak_total >= 1e12 else f"{peak_total / 1e9:,.0f} GFLOP/s"
+        source = f"projected at {assumed_mfu:.0%} MFU of {peak_text} peak"
     minutes = session_minutes or cfg.train.max_minutes or 12 * 60.0
     per_session = sessions = hours = None
     if tokens_per_s:

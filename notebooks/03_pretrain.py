@@ -1,0 +1,170 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Pre-training
+#
+# Builds the GPT-NeoX model of the profile (the seed's 776M `seed_1b`, or a smaller preset), plans its memory
+# and the sessions its token budget needs, and trains it on the packed corpus with one loop for CPU, GPU and
+# TPU. The loop checkpoints as it goes and stops before the session's time runs out; run the notebook again and
+# it resumes where it stopped. Reads: `tokenizer/`, `corpus/`. Writes: `pretrain/` (checkpoints, `metrics.jsonl`,
+# plots, `final/` loadable with `AutoModelForCausalLM`).
+#
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/main/notebooks/03_pretrain.ipynb)
+# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/03_pretrain.ipynb)
+
+# %%
+# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing, keeping the platform's
+# torch / torch_xla (pip gets a constraint pinning them), then show the platform and check the torch / torch_xla pair.
+import importlib.metadata as md, importlib.util, subprocess, sys, tempfile
+if importlib.util.find_spec("nbhelpers") is None:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
+        pins.write("\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"], check=True)
+    importlib.invalidate_caches()
+import nbhelpers
+nbhelpers.platform.setup()
+
+# %% tags=["parameters"]
+PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
+RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+OVERRIDES = []  # config overrides, e.g. ["model.preset=small_160m", "train.lr=3e-4", "train.max_minutes=60"]
+PLAN_MFU = 0.35  # assumed model FLOPs utilisation for the plan before training (0.2 to 0.5); after training the measured throughput is used
+
+# %%
+cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
+run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
+run.require("corpus")
+
+# %% [markdown]
+# ## Tokenizer and corpus
+#
+# The model's vocabulary is the tokenizer's; the corpus is read as fixed-length blocks (the training context).
+
+# %%
+import statistics
+import pandas as pd
+from IPython.display import display
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
+corpus = nbhelpers.corpus.load_corpus(run.corpus)
+vocab_size = len(tokenizer)
+display(pd.DataFrame([{"vocab": vocab_size, "block_len": corpus.block_len, "train blocks": len(corpus.train),
+                       "train tokens": len(corpus.train) * corpus.block_len, "val blocks": len(corpus.val)}]))
+
+# %% [markdown]
+# ## Device and precision
+#
+# Chosen in one place (`nbhelpers.device.select`): bf16 where the accelerator runs it natively (TPU, Ampere and
+# later GPUs), fp16 with loss scaling on a T4, fp32 on a CPU. On Kaggle and Colab the time budget defaults to
+# what is left of the session, less a margin for the last checkpoint.
+
+# %%
+choice = nbhelpers.device.select(cfg.train)
+train_cfg = nbhelpers.platform.apply_session_limit(cfg.train)
+display(pd.Series({**choice.summary(), "time budget (min)": train_cfg.max_minutes or "none"}).to_frame("choice"))
+
+# %% [markdown]
+# ## The plan
+#
+# Parameters, FLOPs per token (6N + 12·L·H·T, N without the input embedding), memory by part on one device and
+# whether it fits, and the sessions the token budget (Chinchilla: 20 tokens per parameter, unless
+# `corpus.token_budget` says otherwise) needs at an assumed MFU. Redrawn with the measured throughput after training.
+
+# %%
+plan = nbhelpers.planner.make_plan(cfg, vocab_size, choice, assumed_mfu=PLAN_MFU,
+                                   session_minutes=train_cfg.max_minutes or None)
+display(plan.to_frame())
+if not plan.fits:
+    print("warning: the plan says this will not fit; " + plan.verdict)
+
+# %% [markdown]
+# Memory per device for every precision and optimizer, with and without gradient checkpointing (GiB):
+
+# %%
+display(plan.grid())
+
+# %% [markdown]
+# ## The model
+#
+# A freshly initialised `GPTNeoXForCausalLM`; when a checkpoint exists the loop loads it over these weights.
+
+# %%
+model = nbhelpers.model.build_model(cfg.model, vocab_size, tokenizer=tokenizer, device_choice=choice,
+                                    seed=cfg.train.seed)
+nbhelpers.model.check_compatible(model.config, seq_len=corpus.block_len, tokenizer_vocab=len(tokenizer))
+display(pd.Series(nbhelpers.model.describe(cfg.model, vocab_size)).to_frame(cfg.model.preset))
+
+# %% [markdown]
+# ## Training
+#
+# Progress shows loss, tokens/s and MFU; every `train.eval_every` steps the validation loss and greedy samples
+# for fixed prompts are logged. A rerun resumes from the newest complete checkpoint in `pretrain/checkpoints/`.
+
+# %%
+train_batches = nbhelpers.batches.PackedBatches(corpus.train, cfg.train.micro_batch, seed=cfg.train.seed)
+eval_batches = {"val": nbhelpers.batches.PackedBatches(corpus.val, cfg.train.micro_batch, shuffle=False)}
+# the cosine schedule spans the whole token budget, also when the corpus is built one session part at a time
+budget = nbhelpers.corpus.token_budget(cfg, vocab_size)
+lr_horizon = cfg.train.max_steps or -(-budget.total // (cfg.train.micro_batch * cfg.train.grad_accum * corpus.block_len))
+result = nbhelpers.loop.train(model, train_batches, train_cfg, run.pretrain, eval_batches=eval_batches,
+                              tokenizer=tokenizer, device_choice=choice, lr_horizon=lr_horizon)
+print(f"{result.status}: step {result.step} of {result.total_steps}"
+      + (f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""))
+
+# %%
+nbhelpers.plots.plot_training(result.metrics_path, path=run.pretrain / "training.png")
+
+# %% [markdown]
+# Greedy continuations of the fixed prompts at each evaluation: from noise towards Japanese.
+
+# %%
+records = nbhelpers.loop.read_metrics(result.metrics_path)
+samples = [{"step": r["step"], "prompt": s["prompt"], "text": s["text"]}
+           for r in records if r.get("kind") == "samples" for s in r["samples"]]
+display(pd.DataFrame(samples).pivot_table(index="step", columns="prompt", values="text", aggfunc="first")
+        if samples else "no samples logged (no tokenizer or no sample_prompts)")
+
+# %% [markdown]
+# ## The plan at the measured throughput
+#
+# Tokens per session and sessions for the whole budget, from the tokens/s this run measured (median of the
+# logging windows after the first, which includes compilation and warm-up).
+
+# %%
+windows = [r["tokens_per_s"] for r in records if r.get("kind") == "train" and r.get("tokens_per_s")]
+measured_tps = statistics.median(windows[1:] or windows) if windows else None
+after = nbhelpers.planner.make_plan(cfg, vocab_size, choice, tokens_per_s=measured_tps,
+                                    session_minutes=train_cfg.max_minutes or None)
+display(after.to_frame().loc[["throughput", "per session", "sessions for the budget"]]
+        if measured_tps else "no throughput measured")
+
+# %%
+if result.status == "data_end":
+    raise RuntimeError(f"trained on all the corpus built so far (step {result.step} of {lr_horizon}); run 02_corpus "
+                       "to build the next part, then this notebook again: it continues on the same schedule")
+if result.status != "done":
+    raise RuntimeError(f"training stopped at step {result.step} of {result.total_steps} ({result.status}); "
+                       "run this notebook again (a new session) to continue from the checkpoint")
+evals = [r for r in records if r.get("kind") == "eval" and r.get("split") == "val"]
+mfus = [r["mfu"] for r in records if r.get("kind") == "train" and r.get("mfu")]
+figures = {
+    "preset": cfg.model.preset, "parameters": plan.parameters, "steps": result.step,
+    "tokens_seen": max(r["tokens"] for r in records if r.get("kind") == "train"),
+    "final_train_loss": result.train_loss, "first_eval_loss": evals[0]["loss"], "final_eval_loss": evals[-1]["loss"],
+    "eval_ppl": evals[-1]["ppl"], "tokens_per_s": measured_tps,
+    "mfu": statistics.median(mfus[1:] or mfus) if mfus else None,
+    "device": choice.name, "precision": choice.precision, "sessions_for_budget": after.sessions,
+}
+run.record("pretrain", figures)
+display(pd.Series(figures).to_frame("pretrain"))
