@@ -74,7 +74,7 @@ def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(reference, tmp_p
     _kill_at(_launch(out, "--step-sleep", "0.04"), out, first)
     saved = ckpt.latest(out / "checkpoints")
     assert saved is not None, f"seed {seed}"
-    second = rng.randint(int(saved.name[5:]) + 3, 20)
+    second = rng.randint(int(saved.name[5:]) + 5, 20)  # past the next checkpoint (saves every 4 steps)
     _kill_at(_launch(out, "--step-sleep", "0.04"), out, second)
     saved_again = ckpt.latest(out / "checkpoints")
     _finish(_launch(out), out)
