@@ -253,10 +253,11 @@ def encode(tokenizer: Any, examples: Sequence[Example], cfg: SFTConfig) -> tuple
 
 def data_table(data: InstructionData, stats: dict[str, OverflowStats]) -> list[dict[str, Any]]:
     """Rows for the notebook: examples per source, then encoded / truncated / dropped per split."""
+    keys = ("examples", "train", "heldout", "truncated", "truncated_tokens", "dropped")
     table = [{"what": name, **c} for name, c in data.counts.items()]
     table += [{"what": f"{split}: encoded", "examples": s.examples, "truncated": s.truncated,
                "truncated_tokens": s.truncated_tokens, "dropped": s.dropped} for split, s in stats.items()]
-    return table
+    return [{"what": row["what"], **{k: row.get(k, "") for k in keys}} for row in table]  # "" where n/a
 
 
 def trained_tokens(rows: Sequence[dict[str, Sequence[int]]]) -> int:

@@ -60,7 +60,7 @@ data = nbhelpers.sft.load_instructions(cfg.sft)
 train_rows, train_overflow = nbhelpers.sft.encode(tokenizer, data.train, cfg.sft)
 heldout_rows, heldout_overflow = nbhelpers.sft.encode(tokenizer, data.heldout, cfg.sft)
 overflow = {"train": train_overflow, "heldout": heldout_overflow}
-display(pd.DataFrame(nbhelpers.sft.data_table(data, overflow)).fillna(""))
+display(pd.DataFrame(nbhelpers.sft.data_table(data, overflow)))
 
 # %% [markdown]
 # One encoded example: the model reads the whole row but learns only the `trained` part (the response and EOS).
