@@ -60,6 +60,7 @@ data = nbhelpers.sft.load_instructions(cfg.sft)
 train_rows, train_overflow = nbhelpers.sft.encode(tokenizer, data.train, cfg.sft)
 heldout_rows, heldout_overflow = nbhelpers.sft.encode(tokenizer, data.heldout, cfg.sft)
 overflow = {"train": train_overflow, "heldout": heldout_overflow}
+print(*(["left out (sft.on_invalid=skip):"] + data.errors[:5] if data.errors else []), sep="\n  ")
 display(pd.DataFrame(nbhelpers.sft.data_table(data, overflow)))
 
 # %% [markdown]
