@@ -14,6 +14,8 @@ from typing import Any
 
 # Seed corpus mixture: the report mixes Wikipedia, Wikibooks, C4 (ja) and JaMARD by ratio.
 SEED_MIXTURE = {"wikipedia_ja": 0.45, "wikibooks_ja": 0.05, "c4_ja": 0.40, "jamard": 0.10}
+# The real profiles tune on a Japanese hub instruction set plus the bundled and arithmetic pairs.
+REAL_SFT_DATA = ("dolly_ja", "bundled_instructions", "arithmetic_instructions")
 SMOKE_MIXTURE = {"bundled_prose": 0.8, "arithmetic": 0.2}
 
 
@@ -229,7 +231,7 @@ def colab_t4() -> RunConfig:
     return RunConfig(
         profile="colab_t4",
         train=TrainConfig(micro_batch=4, grad_accum=16, gradient_checkpointing=True, max_minutes=0.0),
-        sft=SFTConfig(micro_batch=4, grad_accum=2),  # rows up to 512 tokens: the pre-training micro-batch fits
+        sft=SFTConfig(data=REAL_SFT_DATA, micro_batch=4, grad_accum=2),  # rows up to 512 tokens: the pre-training micro-batch fits
     )
 
 
@@ -238,7 +240,7 @@ def kaggle_t4x2() -> RunConfig:
     return RunConfig(
         profile="kaggle_t4x2",
         train=TrainConfig(micro_batch=4, grad_accum=8, gradient_checkpointing=True),
-        sft=SFTConfig(micro_batch=4, grad_accum=1),  # x2 GPUs: 8 rows a step, as the default
+        sft=SFTConfig(data=REAL_SFT_DATA, micro_batch=4, grad_accum=1),  # x2 GPUs: 8 rows a step, as the default
     )
 
 
@@ -251,7 +253,7 @@ def kaggle_tpu_v5e8() -> RunConfig:
         # 8 sequences per chip per micro-batch (the planner: about 12.8 of 16 GB with FSDP and eager attention),
         # 2 micro-batches per step in one graph: 128 x 512 = 65,536 tokens per optimizer step
         train=TrainConfig(backend="xla", precision="bf16", micro_batch=64, grad_accum=2, fsdp=True),
-        sft=SFTConfig(micro_batch=16, fixed_length=True),  # 2 rows per chip; one static shape for XLA
+        sft=SFTConfig(data=REAL_SFT_DATA, micro_batch=16, fixed_length=True),  # 2 rows per chip; one static shape for XLA
     )
 
 

@@ -46,6 +46,10 @@ REGISTRY: dict[str, Source] = {
         Source("jamard", "hub", "elyza/JaMARD", revision="main", text_field="messages", math=True,
                licence="MIT", description="JaMARD: Japanese math word problems with verified chain-of-thought "
                "answers (loading script: needs datasets<4 and trust_remote_code)"),
+        # Instruction pairs for 04 (sft.data), not for the corpus mixture: text_field is PROMPT[+CONTEXT]>TARGET.
+        Source("dolly_ja", "hub", "kunishou/databricks-dolly-15k-ja", revision="main",
+               text_field="instruction+input>output", licence="CC BY-SA 3.0",
+               description="databricks-dolly-15k in Japanese: about 15k instruction/response pairs (for sft.data)"),
         Source("bundled_prose", "bundled", "prose_ja.jsonl", licence="Apache-2.0",
                description="Japanese prose written for this project (varied topics, tens of KB)"),
         Source("arithmetic", "arithmetic", "", math=True, licence="Apache-2.0",
