@@ -15,6 +15,7 @@ achieved FLOP/s (tokens/s times this figure) divided by the hardware's peak.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -312,7 +313,9 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
     seq_len = cfg.corpus.block_len
     n = parameter_breakdown(mc, vocab_size)["total"]
     fpt = flops_per_token(mc, vocab_size, seq_len)
-    devices = choice.num_devices if choice.backend != "cpu" else 1
+    # devices that train: every chip under XLA SPMD (one process); on CUDA the torchrun ranks (WORLD_SIZE), since a
+    # notebook kernel alone drives one GPU however many are visible
+    devices = {"xla": choice.num_devices, "cuda": int(os.environ.get("WORLD_SIZE", "1"))}.get(choice.backend, 1)
     shards = devices if (choice.backend == "xla" and cfg.train.fsdp) else 1
     bpd = batch_per_device(cfg, choice)
     attention = mc.attn_implementation if mc.attn_implementation != "auto" else choice.attn_implementation

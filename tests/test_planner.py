@@ -184,6 +184,16 @@ def test_plan_projects_tpu_throughput_with_fsdp():
     assert any("FSDP" in n for n in plan.notes)
 
 
+def test_plan_counts_torchrun_ranks_on_cuda(monkeypatch):
+    cfg = config.load("kaggle_t4x2")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    one = make_plan(cfg, 32000, choice(devices=2), assumed_mfu=0.3)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    two = make_plan(cfg, 32000, choice(devices=2), assumed_mfu=0.3)
+    assert (one.devices, two.devices) == (1, 2)
+    assert two.tokens_per_s == pytest.approx(2 * one.tokens_per_s)
+
+
 def test_plan_budget_from_config_when_set():
     cfg = config.load("smoke")
     cfg = dataclasses.replace(cfg, corpus=dataclasses.replace(cfg.corpus, token_budget=123_456))
