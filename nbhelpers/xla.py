@@ -2,20 +2,28 @@
 
 This is the only module that imports torch_xla. It uses APIs present in both torch_xla 2.8 (Kaggle's TPU
 image) and 2.9: `torch_xla.device`, `torch_xla.sync`, `torch_xla.runtime.use_spmd`,
-`torch_xla.distributed.spmd` (Mesh, ShardingSpec, mark_sharding), `MpDeviceLoader` and `debug.metrics`.
+`torch_xla.distributed.spmd` (Mesh, ShardingSpec, mark_sharding, XLAShardedTensor), the parallel loader
+(`ParallelLoader`, what `MpDeviceLoader` wraps) and `debug.metrics`.
 
-How the loop uses it (`XlaBackend`):
+How the loop uses it (`loop_hooks(choice)` -> `XlaHooks`, the backend seams of `loop.Hooks`):
 
-- `prepare_model(model)` moves the CPU-built model to the XLA device; with `fsdp=True` every weight is sharded
-  along the mesh's data axis (FSDPv2 through `mark_sharding`, so the module and its state_dict keys stay
-  unchanged) and the optimizer state created from it inherits that sharding through XLA's propagation.
-- `loader(batches, start, count)` streams `batches.batch(i)` through torch_xla's parallel device loader,
-  each tensor sharded along the data axis while the previous step runs; the loader itself never cuts the
-  graph: `step_end()` (one `torch_xla.sync()` after `optimizer.step()`) is the only cut, so forward,
-  backward over all micro-batches, clipping and the optimizer update are one graph per step.
-- The loss is accumulated on the device and read after `step_end()` on logging steps only, so a step without
-  logging transfers nothing to the host; `compile_count()` and `transfers_from_device()` let tests assert it.
-- `cpu_state(obj)` copies weights / optimizer state to CPU tensors for device-independent checkpoints.
+- `device`: SPMD is switched on and a one-axis mesh spans every chip (8 on a v5e-8); the batch is split along
+  that `data` axis, so the loop's micro-batch is the global one.
+- `wrap_model`: with `train.fsdp` every weight is sharded along the same axis (FSDPv2 through `mark_sharding`,
+  so the module and its state_dict keys stay unchanged; each decoder block's output is kept batch-split and
+  its backward gets an optimization barrier, as torch_xla's FSDPv2 wrapper does per layer). The optimizer
+  state created from the weights inherits their sharding; `prepare_optimizer` shards state loaded from a
+  checkpoint the same way.
+- `device_batches`: torch_xla's parallel loader uploads each step's micro-batches, split along the data axis,
+  in a background thread while the device runs the previous step. The loader never cuts the graph itself:
+  `after_optimizer_step` (one `torch_xla.sync()`) is the only cut, so forward and backward over every
+  micro-batch, clipping and the update are one graph per step. The loop keeps the loss on the device and reads
+  it on logging steps only: a step without logging transfers nothing to the host (`counters()` measures it).
+- Checkpoints: `state_dict()` of a sharded model or optimizer hands out CPU tensors assembled from the shards
+  (`cpu_copy`; `.cpu()` would compile a new gather graph per tensor on every save), so checkpoints are
+  device-independent and saving adds no graph.
+- `generate`: greedy samples with one fixed-shape graph for every position (not `model.generate`, which
+  compiles a graph per length and syncs per token).
 
 Measured here (CPU PJRT device, transformers 5.x GPT-NeoX): SDPA attention given an `attention_mask` reads the
 mask on the host every forward (transformers checks `mask.all()` to decide whether it may use `is_causal`): one
@@ -256,8 +264,16 @@ class XlaBackend:
         """
         import torch_xla.distributed.parallel_loader as pl
 
+        errors: list[BaseException] = []
+
+        def guarded() -> Iterator[Any]:
+            try:
+                yield from cpu_items
+            except Exception as err:  # the loader thread would only print it: re-raised below, in this thread
+                errors.append(err)
+
         loader = pl.ParallelLoader(
-            cpu_items,
+            guarded(),
             [self.device],
             # PerDeviceLoader calls torch_xla.sync() every `batches_per_execution` items, which does not line up
             # with optimizer steps under gradient accumulation: switch it off, the step hook cuts instead.
@@ -268,6 +284,8 @@ class XlaBackend:
         )
         try:
             yield from loader.per_device_loader(self.device)
+            if errors:
+                raise errors[0]
         finally:
             loader.close()
 
@@ -448,7 +466,7 @@ def _use_xla_checkpoint(model: torch.nn.Module) -> None:
 
     import torch_xla.utils.checkpoint as xcp
 
-    fn = functools.partial(xcp.checkpoint, use_reentrant=False)
+    fn = functools.partial(xcp.checkpoint, use_reentrant=True)  # the only mode torch_xla's checkpoint has
     for module in model.modules():
         if getattr(module, "gradient_checkpointing", False) is True:
             module._gradient_checkpointing_func = fn

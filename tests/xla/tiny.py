@@ -158,15 +158,27 @@ def spmd_suite(out: Path) -> dict[str, Any]:
             "fsdp_moment_sharding": torch_xla._XLAC._get_xla_sharding_spec(seen[0].state[weight]["exp_avg"])}
 
 
-COUNTERS = dict(precision="bf16", max_steps=44, log_every=4, eval_every=8, save_every=12,
-                sample_prompts=("太陽は", "日本の首都は"), sample_tokens=4)
+# The kaggle_tpu_v5e8 profile (bf16, SPMD, FSDP, eager attention chosen by device.select) shrunk to the smoke
+# model and these tiny blocks: logging every 4, evals with greedy samples every 8, checkpoints every 12.
+PROFILE_OVERRIDES = {
+    "model.preset": "smoke", "corpus.block_len": BLOCK, "train.micro_batch": 8, "train.grad_accum": 2,
+    "train.max_steps": 44, "train.log_every": 4, "train.eval_every": 8, "train.save_every": 12,
+    "train.eval_batches": 2, "train.warmup_steps": 3, "train.lr": 3e-3, "train.seed": 5,
+    "train.sample_prompts": ["太陽は", "日本の首都は"], "train.sample_tokens": 4,
+}
 
 
-def counters_suite(out: Path, fsdp: bool) -> dict[str, Any]:
-    """The profile's path (bf16, SPMD over every device, FSDP): torch_xla's counters after each step's cut."""
-    from nbhelpers import xla
+def counters_suite(out: Path) -> dict[str, Any]:
+    """03_pretrain's calls on the kaggle_tpu_v5e8 profile, with torch_xla's counters after each step's cut."""
+    import torch_xla
 
-    hooks = xla.loop_hooks(choice("xla", "bf16"))
+    from nbhelpers import config, device, model, xla
+
+    cfg = config.load("kaggle_tpu_v5e8", PROFILE_OVERRIDES)
+    chosen = device.select(cfg.train)
+    net = model.build_model(cfg.model, VOCAB, tokenizer=tokenizer(), device_choice=chosen, seed=0)
+    train, evals = sources(cfg.train.micro_batch)
+    hooks = loop.default_hooks(chosen)
     after: list[list[int]] = []
     inner = hooks.after_optimizer_step
 
@@ -176,9 +188,13 @@ def counters_suite(out: Path, fsdp: bool) -> dict[str, Any]:
 
     hooks.after_optimizer_step = after_optimizer_step
     before = list(xla.counters().astuple())
-    result = run(out, "xla", fsdp=fsdp, hooks=hooks, devices=xla.device_info()[1], **COUNTERS)
+    result = loop.train(net, train, cfg.train, out, eval_batches=evals, tokenizer=tokenizer(), device_choice=chosen,
+                        hooks=hooks, peak_flops=1e12, progress=False)
+    weight = net.get_input_embeddings().weight
     return {"devices": xla.device_info()[1], "status": result.status, "step": result.step, "before": before,
-            "after": after, "end": list(xla.counters().astuple())}
+            "after": after, "end": list(xla.counters().astuple()), "backend": chosen.backend,
+            "precision": chosen.precision, "attention": net.config._attn_implementation,
+            "weight_sharding": torch_xla._XLAC._get_xla_sharding_spec(weight)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--counters-suite", action="store_true", help="compile / transfer counters per step")
     args = ap.parse_args(argv)
     if args.counters_suite:
-        print(json.dumps(counters_suite(Path(args.out), args.fsdp)))
+        print(json.dumps(counters_suite(Path(args.out))))
         return
     if args.spmd_suite:
         print(json.dumps(spmd_suite(Path(args.out))))
