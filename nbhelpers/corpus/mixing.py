@@ -463,7 +463,15 @@ class Mixer:
 
     def close(self) -> None:
         """Stop the feeder and worker processes."""
-        for feed in getattr(self, "feeds", []):
+        feeds = getattr(self, "feeds", [])
+        if self.pool is not None:
+            # Let every outstanding ticket finish first (feeders keep answering, with batches or end markers):
+            # Pool.terminate() deadlocks when a worker is still writing a large result that no one will read.
+            for feed in feeds:
+                for r in feed.pending:
+                    r.wait(timeout=60)
+                feed.pending.clear()
+        for feed in feeds:
             feed._stop_feeder()
         if self.pool is not None:
             self.pool.terminate()
