@@ -153,9 +153,10 @@ def test_reader_parts_and_random_access(tmp_path, prose_source, tokenizer_dir):
         load_corpus(tmp_path / "nothing")
 
 
-def test_interrupted_build_keeps_the_previous_corpus(tmp_path, prose_source, tokenizer_dir, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_build_keeps_the_previous_corpus(tmp_path, prose_source, tokenizer_dir, monkeypatch, workers):
     src, _ = prose_source
-    cfg = _cfg({src: 0.6, "arithmetic": 0.4})
+    cfg = _cfg({src: 0.6, "arithmetic": 0.4}, workers=workers)
     out = tmp_path / "c"
     build_corpus(cfg, tokenizer_dir, out, parts=1, progress=False)
     before = _all_tokens(out)
