@@ -249,8 +249,15 @@ def bench_cpu(args: argparse.Namespace) -> str:
             f"cpu_mfu={med['mfu']:.3f}")
 
 
-# --backend xla: the XLA adapter's owner adds its function here (tokens/s and the compile count).
-BACKENDS: dict[str, Callable[[argparse.Namespace], str]] = {"cpu": bench_cpu}
+def bench_xla(args: argparse.Namespace) -> str:
+    """--backend xla (the XLA environment, PJRT_DEVICE=CPU): bench/xla_throughput.py's three parts, same args."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from xla_throughput import bench_xla_from
+
+    return bench_xla_from(args)
+
+
+BACKENDS: dict[str, Callable[[argparse.Namespace], str]] = {"cpu": bench_cpu, "xla": bench_xla}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -230,6 +230,16 @@ def bench_xla(args: argparse.Namespace) -> str:
             f"host_transfers_per_step={med['d2h']:.2f}")
 
 
+def bench_xla_from(shared: argparse.Namespace) -> str:
+    """`bench_xla` with bench/train_throughput.py's model and batch arguments (its `--pairs` as `--rounds`)."""
+    args = parse_args([])
+    for key, value in vars(shared).items():
+        if hasattr(args, key):
+            setattr(args, key, value)
+    args.rounds = getattr(shared, "pairs", args.rounds)
+    return bench_xla(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     print(bench_xla(parse_args(argv)))
     return 0
