@@ -5,7 +5,13 @@ share of *tokens* drifts with its mean document length (a Wikipedia article is ~
 problem) and with sampling noise. Here each source's quota is counted in the unit that matters (tokens
 when a tokenizer is given, characters otherwise) and the next document always comes from the source
 furthest below its quota ("split by quota, then interleave"): at every point of the stream each share is
-within one document of its weight, deterministically, whatever the number of workers.
+within one document of its weight, deterministically, whatever the number of workers. Measured on Debian
+text mixed 0.8 / 0.2 with arithmetic (bench/pack_throughput.py): interleave_datasets gives Debian 0.875 of
+the characters, quota mixing 0.800.
+
+Processes (workers > 1): each source is read by its own feeder process into a bounded queue; pool workers take
+raw batches from it and clean, hash and tokenize them; the main process only deduplicates, mixes and packs,
+and takes results back in stream order. With workers=1 everything runs in this process, with the same output.
 
 When a finite source runs out, `on_exhausted` decides: "repeat" starts it again (a new epoch, like
 interleave_datasets' all_exhausted; repeats are not counted as duplicates) and "stop" ends the stream
