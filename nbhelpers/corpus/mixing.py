@@ -130,32 +130,41 @@ def _raw_stream(source: sources_mod.Source, seed: int, rng_seed: int, shuffle_bu
     return docs
 
 
-def _feeder(queue: Any, source: sources_mod.Source, seed: int, rng_seed: int, shuffle_buffer: int,
-            on_bad_utf8: str, skip: int) -> None:
+def _feeder(queue: Any, epoch: int, ends: int, source: sources_mod.Source, seed: int, rng_seed: int,
+            shuffle_buffer: int, on_bad_utf8: str, skip: int) -> None:
     """Feeder process: read one source and put numbered raw batches on its queue (reading leaves the main process).
 
-    After the last batch it puts the end marker (or the error) for ever, so that every outstanding ticket ends.
+    After the last batch it puts `ends` end markers (or the error), one for every ticket that may be waiting.
+    Items carry the epoch, so that markers left over from an earlier epoch are skipped.
     """
     skipped: Counter = Counter()
     seq = 0
     end: Any = None
     try:
         for batch in _batches(_raw_stream(source, seed, rng_seed, shuffle_buffer, on_bad_utf8, skip, skipped)):
-            queue.put((seq, batch, dict(skipped)))
+            queue.put((epoch, seq, batch, dict(skipped)))
             seq += 1
     except BaseException as err:  # noqa: BLE001 - handed to the main process, which raises it
         end = err
-    while True:
-        queue.put((seq, end, dict(skipped)))
+    for _ in range(ends):
+        queue.put((epoch, seq, end, dict(skipped)))
 
 
-_QUEUES: dict[Any, Any] = {}  # worker side: one connection per feeder queue
+_QUEUES: list[Any] = []  # worker side: the feeder queues, inherited when the pool starts
 
 
-def _ticket(queue: Any, *args: Any) -> tuple[int, Any, dict]:
+def _init_pool_worker(model_file: str | None, queues: list[Any]) -> None:
+    """Pool initializer: the tokenizer and the feeder queues (queues can only be passed at process start)."""
+    init_worker(model_file)
+    _QUEUES[:] = queues
+
+
+def _ticket(index: int, epoch: int, *args: Any) -> tuple[int, Any, dict]:
     """Worker task: take the next raw batch of one source from its feeder queue and clean (and tokenize) it."""
-    queue = _QUEUES.setdefault(queue._token.id, queue)
-    seq, payload, skipped = queue.get()
+    while True:
+        item_epoch, seq, payload, skipped = _QUEUES[index].get()
+        if item_epoch == epoch:  # not an end marker left over from an earlier epoch
+            break
     if payload is None or isinstance(payload, BaseException):
         return seq, payload, skipped
     return seq, clean_batch(payload, *args), skipped
@@ -207,14 +216,17 @@ class _Feed:
             self.raw = _batches(_raw_stream(self.source, seed, rng_seed, cfg.shuffle_buffer, cfg.on_bad_utf8, skip,
                                             self._skip_now))
             return
-        for r in self.pending:  # the previous epoch's outstanding tickets end on its end marker
+        for r in self.pending:  # the previous epoch's outstanding tickets end on its end markers
             r.get()
         self.pending.clear()
+        if getattr(self, "feeder", None) is not None:
+            self.feeder.join(timeout=30)  # it has put its end markers (the queue has room for them) and exits
         self._stop_feeder()
         self._skip_now = Counter()
-        self.queue = self.mixer.manager.Queue(maxsize=self.mixer.prefetch)
+        queue = self.mixer.queues[self.index]
         self.feeder = self.mixer.ctx.Process(
-            target=_feeder, args=(self.queue, self.source, seed, rng_seed, cfg.shuffle_buffer, cfg.on_bad_utf8, skip),
+            target=_feeder, args=(queue, self.epoch, self.mixer.prefetch + 1, self.source, seed, rng_seed,
+                                  cfg.shuffle_buffer, cfg.on_bad_utf8, skip),
             daemon=True)
         self.feeder.start()
         self.next_seq = 0
@@ -239,7 +251,8 @@ class _Feed:
                 return False
             self.pending.append(mixer.submit(docs, self.source.math))
         else:
-            self.pending.append(mixer.pool.apply_async(_ticket, (self.queue, *mixer.batch_args(self.source.math))))
+            self.pending.append(mixer.pool.apply_async(_ticket, (self.index, self.epoch,
+                                                                 *mixer.batch_args(self.source.math))))
         return True
 
     def _fill(self) -> None:
@@ -418,17 +431,18 @@ class Mixer:
         self.prefetch = self.workers + 1
         self.dedup = HashSet(dedup_hashes) if cfg.dedup else None
         self.pool = None
-        self.manager = None
+        self.queues: list[Any] = []
         self.ctx = None
         if self.workers > 1:
             # fork where there is one: spawn re-imports __main__, which fails for stdin scripts and is slow;
             # the workers only run clean_batch (no threads, no locks inherited from the parent are used).
-            # Each source is read by its own feeder process into a bounded manager queue; workers take batches
+            # Each source is read by its own feeder process into a bounded queue; workers take batches
             # from it, so reading, cleaning and tokenizing all leave the main process, which only mixes and packs.
             methods = multiprocessing.get_all_start_methods()
             self.ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self.manager = self.ctx.Manager()
-            self.pool = self.ctx.Pool(self.workers, initializer=init_worker, initargs=(model_file,))
+            # room for the batches in flight plus every end marker, so a finished feeder never blocks
+            self.queues = [self.ctx.Queue(maxsize=2 * self.prefetch + 2) for _ in self.weights]
+            self.pool = self.ctx.Pool(self.workers, initializer=_init_pool_worker, initargs=(model_file, self.queues))
         else:
             init_worker(model_file)
         state = state or {}
@@ -483,9 +497,9 @@ class Mixer:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
-        if self.manager is not None:
-            self.manager.shutdown()
-            self.manager = None
+        for q in self.queues:
+            q.close()
+        self.queues = []
 
     def __enter__(self) -> Mixer:
         return self
