@@ -666,7 +666,8 @@ class _Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            fwd = self.ddp = DistributedDataParallel(fwd, device_ids=ids)
+            # gradients alias DDP's buckets: no second copy of them (the planner counts none)
+            fwd = self.ddp = DistributedDataParallel(fwd, device_ids=ids, gradient_as_bucket_view=True)
         self.fwd = torch.compile(fwd) if cfg.compile else fwd
         self.fpt = flops_per_token(self.raw, self.micro_shape[1])
         self.peak_total()  # measured (CPU) or looked up now, before the generators are seeded or restored
