@@ -17,6 +17,7 @@ Usage: python bench/pack_throughput.py [--tokenizer DIR] [--workers N] [--repeat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import itertools
@@ -24,7 +25,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -69,14 +69,43 @@ def _clean_task(batch: list[str]) -> int:
     return sum(len(t) for t in clean_many(batch, 0.5)[0])
 
 
+def _hwm_mb(pid: int | str = "self") -> float:
+    """Peak resident set of a process (VmHWM: per address space, so not inherited from the parent at fork)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def rss_child(text_file: str, tokenizer: str, tokens: int, workers: int, out: str) -> None:
-    """Subprocess body: pack `tokens` tokens of the cleaned text (repeating it) and report peak RSS."""
+    """Subprocess body: pack `tokens` tokens of the cleaned text (repeating it) and report peak RSS.
+
+    getrusage's ru_maxrss would report the parent's size at fork when that is larger, so the main process's
+    peak comes from VmHWM and the children's from sampling them every 20 ms (psutil).
+    """
+    import threading
+
+    import psutil
+
+    peak_child = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        me = psutil.Process()
+        while not done.is_set():
+            for child in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):  # a child may end between listing and reading
+                    peak_child[0] = max(peak_child[0], child.memory_info().rss / 2**20)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     cfg = CorpusConfig(mixture={f"files:{text_file}": 1.0}, block_len=512, token_budget=tokens, session_tokens=tokens,
                        val_blocks=1, dedup=False, min_chars=0, shuffle_buffer=0, workers=workers)
     build_corpus(cfg, tokenizer, out, progress=False, cleaning=False)
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"main_mb": self_kb / 1024, "worker_mb": child_kb / 1024}))
+    done.set()
+    sampler.join()
+    print(json.dumps({"main_mb": _hwm_mb(), "worker_mb": peak_child[0]}))
 
 
 def main() -> None:
