@@ -14,6 +14,8 @@ EPILOG = """examples:
   python -m nbhelpers run --profile colab_t4 --run-dir runs/t4 --only 03 --force
   python -m nbhelpers notebooks --check
   python -m nbhelpers kaggle --user alice --profile kaggle_tpu_v5e8
+  python -m torch.distributed.run --standalone --nproc_per_node=2 -m nbhelpers train --stage pretrain \
+      --profile kaggle_t4x2 --run-dir runs/t4x2
 
 Overrides are section.field=value; the value is read as JSON when it parses, as a string otherwise
 (train.lr=3e-4, corpus.mixture='{"bundled_prose": 1}', train.backend=cpu).
@@ -94,7 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     p_kg.add_argument("--only", default="", help="comma-separated notebook numbers or names, e.g. 03,04")
     p_kg.add_argument("--cpu-stages", default="01,02", help="notebooks run without an accelerator (default: 01,02)")
     p_kg.add_argument("--notebooks", type=Path, default=None, help="notebooks folder (default: the repository's)")
+    p_tr = sub.add_parser("train", help="train one stage in this process; torchrun starts one per GPU "
+                          "(launch.train_stage does that from the notebooks)")
+    p_tr.add_argument("--stage", required=True, choices=["pretrain"], help="the stage whose training runs")
+    p_tr.add_argument("--run-dir", required=True, type=Path, help="run directory prepared by the earlier notebooks")
+    p_tr.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                      help="configuration profile (default: the run directory's config.json)")
+    p_tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field, e.g. train.micro_batch=4 (repeatable)")
+    p_tr.add_argument("--deadline", type=float, default=None, help="Unix time by which to checkpoint and stop")
+    p_tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+
+    if args.command == "train":
+        from .launch import worker_main
+
+        return worker_main(args.stage, args.run_dir, args.profile, args.overrides, args.deadline,
+                           progress=not args.no_progress)
 
     if args.command == "kaggle":
         return _kaggle(args)

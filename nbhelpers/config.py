@@ -98,6 +98,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     optimizer: str = "adamw"  # adamw | adamw8bit
     compile: bool = False
+    nproc: int = 0  # training processes (torchrun ranks): 0 = one per visible CUDA GPU, else 1; 2+ on a CPU uses gloo
     fsdp: bool = False  # XLA only: FSDPv2 weight and optimizer sharding
     max_bad_steps: int = 5
     seed: int = 1234

@@ -1,0 +1,291 @@
+"""Train a stage in the notebook's process or in torchrun worker processes (DDP over several GPUs).
+
+`train_stage(run, "pretrain")` is what 03 calls. With one process (a CPU, one GPU, a TPU host) it builds
+the stage's job (`pretrain_job`: tokenizer, corpus, model, batches, lr horizon) and runs `loop.train` in
+the kernel. With several (CUDA with more than one visible GPU, or `train.nproc=N`) it runs
+
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m nbhelpers train --stage pretrain ...
+
+streams rank 0's progress into the notebook and returns the TrainResult rank 0 wrote to the stage
+folder (`launch_result.json`). Each worker builds the same job with `pretrain_job` (one code path) and
+joins the process group inside `loop.train` (NCCL on CUDA, gloo on the CPU). A resume is the loop's own:
+it finds the newest complete checkpoint whichever way the previous session ran.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import config as config_mod
+from .loop import BadStepsError, TrainingError, TrainResult
+from .rundir import RunDir, atomic_write_text
+
+STAGES = ("pretrain",)  # stages whose training runs here; 04 (sft) still trains in the kernel
+RESULT_FILE = "launch_result.json"  # rank 0's TrainResult, read back by the notebook
+ERROR_FILE = "launch_error.json"  # the first failing rank's exception, re-raised in the notebook
+TAIL_LINES = 30
+
+
+class LaunchError(TrainingError):
+    """The worker processes failed; the message holds their last output lines."""
+
+
+@dataclass
+class Job:
+    """Everything `loop.train` needs for one stage, built the same way in the kernel and in each worker."""
+
+    model: Any
+    train_batches: Any
+    eval_batches: dict[str, Any]
+    tokenizer: Any
+    train_cfg: config_mod.TrainConfig
+    choice: Any
+    out_dir: Path
+    lr_horizon: int | None = None
+
+
+# ---------------------------------------------------------------- the stage's training set-up
+
+
+def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None,
+                 max_minutes: float | None = None) -> Job:
+    """03's training set-up for this process: model, this rank's batches, the budget's lr horizon, the time budget."""
+    from transformers import AutoTokenizer
+
+    from . import corpus as corpus_mod
+    from . import device, model, platform
+    from .batches import PackedBatches, dist_rank_world
+
+    run.require("corpus")
+    choice = choice or device.select(cfg.train)
+    train_cfg = (dataclasses.replace(cfg.train, max_minutes=max_minutes) if max_minutes is not None
+                 else platform.apply_session_limit(cfg.train))
+    tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
+    corpus = corpus_mod.load_corpus(run.corpus)
+    vocab_size = len(tokenizer)
+    net = model.build_model(cfg.model, vocab_size, tokenizer=tokenizer, device_choice=choice, seed=cfg.train.seed)
+    model.check_compatible(net.config, seq_len=corpus.block_len, tokenizer_vocab=vocab_size)
+    t = cfg.train
+    train_batches = PackedBatches(corpus.train, t.micro_batch, seed=t.seed)  # this rank's share (RANK, WORLD_SIZE)
+    eval_batches = {"val": PackedBatches(corpus.val, t.micro_batch, shuffle=False)}
+    # the cosine spans the whole token budget (also when the corpus is built one session part at a time);
+    # a step takes micro_batch x grad_accum blocks on every rank
+    world = dist_rank_world()[1]
+    budget = corpus_mod.token_budget(cfg, vocab_size)
+    horizon = t.max_steps or -(-budget.total // (t.micro_batch * max(1, t.grad_accum) * world * corpus.block_len))
+    return Job(net, train_batches, eval_batches, tokenizer, train_cfg, choice, run.pretrain, horizon)
+
+
+JOBS = {"pretrain": pretrain_job}
+
+
+def run_job(job: Job, progress: bool = True) -> TrainResult:
+    """`loop.train` on a job."""
+    from . import loop
+
+    return loop.train(job.model, job.train_batches, job.train_cfg, job.out_dir, eval_batches=job.eval_batches,
+                      tokenizer=job.tokenizer, device_choice=job.choice, lr_horizon=job.lr_horizon,
+                      progress=progress)
+
+
+def stage_dir(run: RunDir, stage: str) -> Path:
+    """The stage's output folder (run.pretrain for "pretrain")."""
+    if stage not in STAGES:
+        raise ValueError(f"stage: expected {' | '.join(STAGES)}, got {stage!r}")
+    return getattr(run, stage)
+
+
+# ---------------------------------------------------------------- how many processes
+
+
+def resolve_nproc(train_cfg: config_mod.TrainConfig, choice: Any, nproc: int | None = None) -> int:
+    """Training processes: `nproc`, else train.nproc, else one per visible GPU on CUDA and one elsewhere."""
+    n = train_cfg.nproc if nproc is None else int(nproc)
+    if n < 0:
+        raise ValueError(f"train.nproc: expected 0 (auto) or a positive count, got {n}")
+    if n == 0:
+        return max(1, choice.num_devices) if choice.backend == "cuda" else 1
+    if n > 1 and choice.backend == "xla":
+        raise ValueError(f"train.nproc={n}: XLA trains in one process over every chip (SPMD); use train.nproc=0")
+    if choice.backend == "cuda" and n > choice.num_devices:
+        raise ValueError(f"train.nproc={n}: only {choice.num_devices} CUDA GPU(s) visible; use at most that, or 0")
+    return n
+
+
+# ---------------------------------------------------------------- the notebook side
+
+
+def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, *, progress: bool = True) -> TrainResult:
+    """Train `stage` of `run`: in this process, or in `nproc` torchrun workers (see the module docstring)."""
+    from . import device, platform
+
+    cfg = run.config
+    out = stage_dir(run, stage)
+    choice = device.select(cfg.train)
+    n = resolve_nproc(cfg.train, choice, nproc)
+    if n == 1:
+        return run_job(JOBS[stage](cfg, run, choice=choice), progress=progress)
+    # the session budget is counted from now, not from each worker's start
+    budget = platform.apply_session_limit(cfg.train).max_minutes
+    deadline = time.time() + budget * 60.0 if budget > 0 else None
+    return launch(run, stage, n, deadline=deadline, progress=progress, out_dir=out)
+
+
+def worker_command(run: RunDir, stage: str, nproc: int, deadline: float | None = None,
+                   progress: bool = True) -> list[str]:
+    """The torchrun command line: the run's profile plus every field that differs from it as --set."""
+    cfg = run.config
+    if cfg.profile not in config_mod.PROFILES:
+        raise ValueError(f"profile {cfg.profile!r} is not one of {', '.join(config_mod.PROFILES)}: "
+                         "the worker processes rebuild the configuration from a known profile")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "nbhelpers", "train", "--stage", stage, "--profile", cfg.profile, "--run-dir", str(run.root)]
+    for key, value in config_diff(config_mod.PROFILES[cfg.profile](), cfg):
+        cmd += ["--set", f"{key}={json.dumps(value, ensure_ascii=False)}"]
+    if deadline is not None:
+        cmd += ["--deadline", f"{deadline:.3f}"]
+    if not progress:
+        cmd.append("--no-progress")
+    return cmd
+
+
+def config_diff(base: config_mod.RunConfig, cfg: config_mod.RunConfig) -> list[tuple[str, Any]]:
+    """(section.field, value) for every field where `cfg` differs from `base`."""
+    a, b = base.to_dict(), cfg.to_dict()
+    return [(f"{s}.{k}", v) for s, sub in b.items() if isinstance(sub, dict)
+            for k, v in sub.items() if a[s].get(k) != v]
+
+
+def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None, progress: bool = True,
+           out_dir: Path | None = None) -> TrainResult:
+    """Run the stage's training in `nproc` torchrun workers, stream their output, return rank 0's TrainResult."""
+    out = out_dir or stage_dir(run, stage)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (RESULT_FILE, ERROR_FILE):  # a previous session's files must not answer for this one
+        (out / name).unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    package_root = str(Path(__file__).resolve().parents[1])  # the workers import this very nbhelpers
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each rank its share of the cores
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    cmd = worker_command(run, stage, nproc, deadline, progress)
+    code, tail = _stream(cmd, env)
+    if code != 0:
+        raise _failure(out, stage, nproc, code, tail)
+    path = out / RESULT_FILE
+    if not path.is_file():
+        raise LaunchError(f"the {nproc} {stage} workers exited cleanly but wrote no {path}; last lines:\n"
+                          + "\n".join(tail))
+    return result_from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _stream(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run `cmd`, copying its output to this process's stdout as it comes; (exit code, last lines)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    recent = ""
+    try:
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            text = decoder.decode(chunk)
+            sys.stdout.write(text)  # tqdm's \r updates redraw the bar in Jupyter too
+            sys.stdout.flush()
+            recent = (recent + text)[-60000:]
+        code = proc.wait()
+    except BaseException:  # an interrupted cell stops the workers too (their group, not just torchrun)
+        with _suppress():
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with _suppress():
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+    lines = [ln.rstrip() for ln in recent.replace("\r", "\n").split("\n") if ln.strip()]
+    # torchrun's own report of a failed child (its traceback and summary) says nothing the workers did not
+    ends = [i for i, ln in enumerate(lines) if "elastic/multiprocessing" in ln and "failed (exitcode" in ln]
+    return code, lines[:ends[0] if ends else len(lines)][-TAIL_LINES:]
+
+
+def _suppress():
+    import contextlib
+
+    return contextlib.suppress(ProcessLookupError, PermissionError)
+
+
+def _failure(out: Path, stage: str, nproc: int, code: int, tail: list[str]) -> Exception:
+    """The error to raise for failed workers: the worker's own exception type when it wrote one."""
+    where = "last lines of the workers' output:\n" + "\n".join(tail)
+    err_path = out / ERROR_FILE
+    if err_path.is_file():
+        err = json.loads(err_path.read_text(encoding="utf-8"))
+        msg = f"{stage} worker rank {err['rank']} of {nproc} failed: {err['type']}: {err['message']}\n{where}"
+        return BadStepsError(msg) if err["type"] == "BadStepsError" else LaunchError(msg)
+    return LaunchError(f"the {nproc} {stage} worker processes failed (torchrun exit code {code}); the newest "
+                       f"complete checkpoint in {out / 'checkpoints'} is kept and a rerun resumes it; {where}")
+
+
+def result_to_json(result: TrainResult) -> dict[str, Any]:
+    """A TrainResult as JSON (paths as strings)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
+
+
+def result_from_json(data: dict[str, Any]) -> TrainResult:
+    """The TrainResult `result_to_json` wrote."""
+    paths = {"out_dir", "metrics_path", "checkpoint", "final_dir"}
+    return TrainResult(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()})
+
+
+# ---------------------------------------------------------------- the worker side
+
+
+def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, overrides: list[str],
+                deadline: float | None = None, progress: bool = True) -> int:
+    """One torchrun rank: build the stage's job, train; rank 0 writes the result (or the error) for the notebook."""
+    import torch
+
+    from .batches import dist_rank_world
+
+    root = Path(run_dir).resolve()
+    if profile:
+        cfg = config_mod.load(profile, overrides)
+    else:  # the configuration the notebook recorded in the run directory
+        from .rundir import read_json
+
+        cfg = config_mod.apply_overrides(config_mod.from_dict(read_json(root / "config.json")), overrides)
+    run = RunDir(root, cfg)  # not RunDir.open: the notebook already created and linked it
+    out = stage_dir(run, stage)
+    rank = dist_rank_world()[0]
+    max_minutes = max(0.05, (deadline - time.time()) / 60.0) if deadline is not None else None
+    try:
+        result = run_job(JOBS[stage](cfg, run, max_minutes=max_minutes), progress=progress and rank == 0)
+    except Exception as err:
+        if not (out / ERROR_FILE).exists():  # the first rank to fail names the cause
+            with _suppress_os():
+                atomic_write_text(out / ERROR_FILE, json.dumps(
+                    {"rank": rank, "type": type(err).__name__, "message": str(err)}, ensure_ascii=False))
+        raise
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if rank == 0:
+        atomic_write_text(out / RESULT_FILE, json.dumps(result_to_json(result), ensure_ascii=False, indent=1))
+    return 0
+
+
+def _suppress_os():
+    import contextlib
+
+    return contextlib.suppress(OSError)

@@ -1,0 +1,168 @@
+"""launch.train_stage: 03's training in the kernel or in torchrun workers (2 gloo ranks on this CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nbhelpers import config, launch, loop
+from nbhelpers.device import DeviceChoice
+from nbhelpers.rundir import RunDir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loop_tiny import BLOCK, blocks, tiny_tokenizer  # noqa: E402
+
+# a tiny model on the smoke profile: fp32 on the CPU, log every step, evaluate at 0, 4 and 8
+TINY = ["model.hidden_size=32", "model.num_hidden_layers=2", "model.num_attention_heads=4",
+        "model.intermediate_size=64", "model.max_position_embeddings=64", f"corpus.block_len={BLOCK}",
+        "train.backend=cpu", "train.precision=fp32", "train.grad_accum=2", "train.max_steps=8", "train.lr=3e-3",
+        "train.warmup_steps=2", "train.eval_every=4", "train.eval_batches=2", "train.save_every=4",
+        "train.log_every=1", "train.sample_prompts=[]", "train.max_minutes=0"]
+
+
+def choice(backend: str = "cpu", devices: int = 1) -> DeviceChoice:
+    return DeviceChoice(backend=backend, device=backend, name="test", precision="fp32", use_grad_scaler=False,
+                        attn_implementation="sdpa", num_devices=devices, memory_bytes=0, capability=None,
+                        reason="test")
+
+
+def prepared_run(root: Path, overrides: list[str]) -> RunDir:
+    """A run directory as 01 and 02 leave it: a tokenizer and a packed corpus (96 train, 16 val blocks)."""
+    run = RunDir.open(root, config.load("smoke", TINY + overrides))
+    tiny_tokenizer().save_pretrained(run.tokenizer)
+    run.corpus.mkdir(parents=True)
+    blocks().tofile(run.corpus / "train_000.bin")
+    blocks(16, seed=5).tofile(run.corpus / "val.bin")
+    manifest = {"block_len": BLOCK, "parts": [{"file": "train_000.bin", "blocks": 96}],
+                "val": {"file": "val.bin", "blocks": 16}}
+    (run.corpus / "manifest.json").write_text(json.dumps(manifest))
+    run.record("corpus", {"train_blocks": 96})
+    return run
+
+
+def curves(result: loop.TrainResult) -> tuple[dict[int, float], list[tuple[int, float]]]:
+    records = loop.read_metrics(result.metrics_path)
+    train = {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+    return train, [(r["step"], r["loss"]) for r in records if r["kind"] == "eval"]
+
+
+# ---------------------------------------------------------------- fast
+
+
+def test_nproc_auto_is_one_per_visible_gpu_and_one_elsewhere():
+    auto = config.TrainConfig()
+    assert launch.resolve_nproc(auto, choice("cuda", 2)) == 2
+    assert launch.resolve_nproc(auto, choice("cuda", 1)) == 1
+    assert launch.resolve_nproc(auto, choice("cpu")) == 1
+    assert launch.resolve_nproc(auto, choice("xla", 8)) == 1  # SPMD: one process over every chip
+    assert launch.resolve_nproc(config.TrainConfig(nproc=2), choice("cpu")) == 2  # gloo, as the tests use it
+    assert launch.resolve_nproc(auto, choice("cuda", 2), nproc=1) == 1  # the argument wins
+    with pytest.raises(ValueError, match="only 2 CUDA GPU"):
+        launch.resolve_nproc(config.TrainConfig(nproc=4), choice("cuda", 2))
+    with pytest.raises(ValueError, match="XLA trains in one process"):
+        launch.resolve_nproc(config.TrainConfig(nproc=2), choice("xla", 8))
+
+
+def test_worker_command_rebuilds_the_notebooks_config(tmp_path):
+    cfg = config.load("kaggle_t4x2", ["train.lr=1e-4", "corpus.mixture={\"bundled_prose\": 1}",
+                                      "train.sample_prompts=[\"太陽は\"]"])
+    run = RunDir(tmp_path, cfg)
+    cmd = launch.worker_command(run, "pretrain", 2, deadline=1234.5)
+    assert cmd[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    assert cmd[cmd.index("--profile") + 1] == "kaggle_t4x2" and cmd[cmd.index("--deadline") + 1] == "1234.500"
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    assert "train.lr=0.0001" in sets and len(sets) == 3
+    assert config.load("kaggle_t4x2", sets) == cfg  # what the workers build is what the notebook holds
+
+
+def test_result_round_trips_through_json(tmp_path):
+    result = loop.TrainResult(status="time_budget", step=3, total_steps=8, out_dir=tmp_path,
+                              metrics_path=tmp_path / "metrics.jsonl", checkpoint=tmp_path / "checkpoints" / "s",
+                              resumed_from=None, train_loss=2.5, eval={"val": {"loss": 2.0, "ppl": 7.4}})
+    text = json.dumps(launch.result_to_json(result))
+    assert launch.result_from_json(json.loads(text)) == result
+
+
+def test_stream_copies_output_and_keeps_the_last_lines(capsys):
+    script = "import sys\nfor i in range(50): print('line', i)\nprint('bar 1\\rbar 2', end='')\nsys.exit(3)"
+    code, tail = launch._stream([sys.executable, "-c", script], env=None)
+    assert code == 3
+    assert tail[-3:] == ["line 49", "bar 1", "bar 2"] and len(tail) == launch.TAIL_LINES
+    assert "line 0\n" in capsys.readouterr().out
+
+
+def test_a_failure_without_a_worker_message_names_the_exit_code_and_the_tail(tmp_path):
+    err = launch._failure(tmp_path, "pretrain", 2, 1, ["Traceback", "OSError: disk full"])
+    assert isinstance(err, launch.LaunchError)
+    assert "exit code 1" in str(err) and str(err).endswith("OSError: disk full")
+
+
+def test_stage_must_be_known(tmp_path):
+    with pytest.raises(ValueError, match="stage: expected pretrain"):
+        launch.stage_dir(RunDir(tmp_path, config.load("smoke")), "tokenizer")
+
+
+# ---------------------------------------------------------------- end to end (2 gloo ranks)
+
+
+@pytest.mark.slow
+def test_two_launched_gloo_ranks_equal_the_kernel_run_with_the_doubled_batch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the workers' thread count; the kernel run below uses one too
+    single = prepared_run(tmp_path / "single", ["train.micro_batch=4"])
+    ddp = prepared_run(tmp_path / "ddp", ["train.micro_batch=2", "train.nproc=2"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = launch.train_stage(single, "pretrain", progress=False)  # train.nproc=0 on a CPU: in this process
+    finally:
+        torch.set_num_threads(threads)
+    got = launch.train_stage(ddp, "pretrain")
+    out = capsys.readouterr().out
+    assert "train:" in out  # rank 0's progress bar reached the notebook
+
+    assert (got.status, got.step, got.total_steps) == (want.status, want.step, want.total_steps) == ("done", 8, 8)
+    assert got.out_dir == ddp.pretrain and got.final_dir == ddp.pretrain / "final"
+    assert got.checkpoint == ddp.pretrain / "checkpoints" / "step_00000008"
+    assert json.loads((got.checkpoint / "state.json").read_text())["world_size"] == 2
+    (loss, evals), (loss_1, evals_1) = curves(got), curves(want)
+    assert sorted(loss) == sorted(loss_1) == list(range(1, 9))
+    assert loss == pytest.approx(loss_1, rel=1e-5)  # test_ddp's tolerance
+    assert [s for s, _ in evals] == [s for s, _ in evals_1] == [0, 4, 8]
+    assert [v for _, v in evals] == pytest.approx([v for _, v in evals_1], rel=1e-5)
+    assert got.train_loss == pytest.approx(want.train_loss, rel=1e-5) and loss[8] < loss[1]
+    assert got.eval["val"]["loss"] == pytest.approx(want.eval["val"]["loss"], rel=1e-5)
+
+    # a rerun with a longer run resumes the newest checkpoint in the workers, as the kernel path does
+    longer = RunDir.open(ddp.root, config.apply_overrides(ddp.config, ["train.max_steps=10"]))
+    again = launch.train_stage(longer, "pretrain", progress=False)
+    assert (again.status, again.step, again.resumed_from) == ("done", 10, 8)
+
+
+@pytest.mark.slow
+def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run = prepared_run(tmp_path / "bad", ["train.micro_batch=2", "train.nproc=2", "train.optimizer=sgd"])
+    with pytest.raises(launch.LaunchError) as info:
+        launch.train_stage(run, "pretrain", progress=False)
+    msg = str(info.value)
+    assert "pretrain worker rank" in msg and "train.optimizer: expected adamw | adamw8bit, got 'sgd'" in msg
+    assert "last lines of the workers' output" in msg and "Traceback" in msg
+    assert not (run.pretrain / launch.RESULT_FILE).exists()
+
+
+@pytest.mark.slow
+def test_worker_cli_trains_in_one_process_from_the_recorded_config(tmp_path):
+    """`python -m nbhelpers train` without torchrun: the worker path, one rank, config from config.json."""
+    run = prepared_run(tmp_path / "cli", ["train.micro_batch=4", "train.max_steps=2", "train.eval_every=0"])
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers", "train", "--stage", "pretrain", "--run-dir",
+                           str(run.root), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = launch.result_from_json(json.loads((run.pretrain / launch.RESULT_FILE).read_text()))
+    assert (result.status, result.step) == ("done", 2)
+    assert np.isfinite(result.train_loss)
