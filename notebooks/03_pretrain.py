@@ -66,13 +66,15 @@ display(pd.DataFrame([{"vocab": vocab_size, "block_len": corpus.block_len, "trai
 # ## Device and precision
 #
 # Chosen in one place (`nbhelpers.device.select`): bf16 where the accelerator runs it natively (TPU, Ampere and
-# later GPUs), fp16 with loss scaling on a T4, fp32 on a CPU. On Kaggle and Colab the time budget defaults to
-# what is left of the session, less a margin for the last checkpoint.
+# later GPUs), fp16 with loss scaling on a T4, fp32 on a CPU. With more than one GPU (Kaggle's T4 x2) training runs
+# in one torchrun process per GPU (DDP); `train.nproc` overrides the count. On Kaggle and Colab the time budget
+# defaults to what is left of the session, less a margin for the last checkpoint.
 
 # %%
 choice = nbhelpers.device.select(cfg.train)
 train_cfg = nbhelpers.platform.apply_session_limit(cfg.train)
-display(pd.Series({**choice.summary(), "time budget (min)": train_cfg.max_minutes or "none"}).to_frame("choice"))
+display(pd.Series({**choice.summary(), "training processes": nbhelpers.launch.resolve_nproc(cfg.train, choice),
+                   "time budget (min)": train_cfg.max_minutes or "none"}).to_frame("choice"))
 
 # %% [markdown]
 # ## The plan
@@ -97,28 +99,24 @@ display(plan.grid())
 # %% [markdown]
 # ## The model
 #
-# A freshly initialised `GPTNeoXForCausalLM`; when a checkpoint exists the loop loads it over these weights.
+# A `GPTNeoXForCausalLM` of this shape is initialised where it trains (here, or in each GPU's process); when a
+# checkpoint exists the loop loads it over those weights.
 
 # %%
-model = nbhelpers.model.build_model(cfg.model, vocab_size, tokenizer=tokenizer, device_choice=choice,
-                                    seed=cfg.train.seed)
-nbhelpers.model.check_compatible(model.config, seq_len=corpus.block_len, tokenizer_vocab=len(tokenizer))
+nbhelpers.model.check_compatible(cfg.model, seq_len=corpus.block_len, vocab_size=vocab_size,
+                                 tokenizer_vocab=len(tokenizer))
 display(pd.Series(nbhelpers.model.describe(cfg.model, vocab_size)).to_frame(cfg.model.preset))
 
 # %% [markdown]
 # ## Training
 #
 # Progress shows loss, tokens/s and MFU; every `train.eval_every` steps the validation loss and greedy samples
-# for fixed prompts are logged. A rerun resumes from the newest complete checkpoint in `pretrain/checkpoints/`.
+# for fixed prompts are logged. The cosine schedule spans the whole token budget, also when the corpus is built
+# one session part at a time. With several GPUs the workers' (rank 0's) progress shows here. A rerun resumes
+# from the newest complete checkpoint in `pretrain/checkpoints/`, with one process or several.
 
 # %%
-train_batches = nbhelpers.batches.PackedBatches(corpus.train, cfg.train.micro_batch, seed=cfg.train.seed)
-eval_batches = {"val": nbhelpers.batches.PackedBatches(corpus.val, cfg.train.micro_batch, shuffle=False)}
-# the cosine schedule spans the whole token budget, also when the corpus is built one session part at a time
-budget = nbhelpers.corpus.token_budget(cfg, vocab_size)
-lr_horizon = cfg.train.max_steps or -(-budget.total // (cfg.train.micro_batch * cfg.train.grad_accum * corpus.block_len))
-result = nbhelpers.loop.train(model, train_batches, train_cfg, run.pretrain, eval_batches=eval_batches,
-                              tokenizer=tokenizer, device_choice=choice, lr_horizon=lr_horizon)
+result = nbhelpers.launch.train_stage(run, "pretrain")
 print(f"{result.status}: step {result.step} of {result.total_steps}"
       + (f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""))
 
@@ -151,8 +149,8 @@ display(after.to_frame().loc[["throughput", "per session", "sessions for the bud
 
 # %%
 if result.status == "data_end":
-    raise RuntimeError(f"trained on all the corpus built so far (step {result.step} of {lr_horizon}); run 02_corpus "
-                       "to build the next part, then this notebook again: it continues on the same schedule")
+    raise RuntimeError(f"trained on all the corpus built so far (step {result.step}); run 02_corpus to build the "
+                       "next part, then this notebook again: it continues on the same schedule")
 if result.status != "done":
     raise RuntimeError(f"training stopped at step {result.step} of {result.total_steps} ({result.status}); "
                        "run this notebook again (a new session) to continue from the checkpoint")
