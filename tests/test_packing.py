@@ -165,10 +165,10 @@ def test_interrupted_build_keeps_the_previous_corpus(tmp_path, prose_source, tok
     calls = itertools.count()
     real_add = BlockWriter.add
 
-    def dying_add(self, doc, source=""):
+    def dying_add(self, doc, source="", docs=1):
         if next(calls) == 50:
-            raise KeyboardInterrupt  # the session ends in the middle of a shard
-        return real_add(self, doc, source)
+            raise KeyboardInterrupt  # the session ends in the middle of a shard (50 runs of documents in)
+        return real_add(self, doc, source, docs)
 
     monkeypatch.setattr(BlockWriter, "add", dying_add)
     for attempt in (dataclasses.replace(cfg, seed=99), cfg):  # a rebuild with new settings, then the next part

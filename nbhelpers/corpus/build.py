@@ -105,23 +105,25 @@ def _read_manifest(out: Path) -> dict | None:
         return None  # a broken manifest is an incomplete corpus: rebuild
 
 
-def _fill(writer: BlockWriter, stream: Any, bar: Any) -> bool:
-    """Pack documents until the shard is full; False when the stream ended first."""
-    add = writer.add
-    pending = 0  # tokens not yet shown: the bar moves in steps of 64k, not per document
-    for name, doc, _ in stream:
-        pending += add(doc, name)
-        if writer.full:
+def _fill(writer: BlockWriter, mixer: Mixer, bar: Any) -> bool:
+    """Pack runs of documents until the shard is full; False when the stream ended first."""
+    add, take = writer.add, mixer.take
+    pending = 0  # tokens not yet shown: the bar moves in steps of 64k, not per run
+    while not writer.full:
+        got = take(writer.target - writer.tokens)  # the run's last document is the one that fills the shard
+        if got is None:
             bar.update(pending)
-            return True
+            return False
+        name, tokens, docs = got
+        pending += add(tokens, name, docs)
         if pending >= 65536:
             bar.update(pending)
             pending = 0
     bar.update(pending)
-    return False
+    return True
 
 
-def _write_shard(path: Path, block_len: int, blocks: int, stream: Any, bar: Any) -> tuple[BlockWriter, bool, int]:
+def _write_shard(path: Path, block_len: int, blocks: int, stream: Mixer, bar: Any) -> tuple[BlockWriter, bool, int]:
     """Write one shard atomically (tmp + rename); returns the writer, whether it filled, and its block count."""
     tmp = path.with_name(path.name + ".tmp")
     writer = BlockWriter(tmp, block_len, blocks)
@@ -194,7 +196,7 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
     started = time.time()
     with Mixer(corpus, model_file=str(model_file), workers=workers, state=state.get("sources"),
                dedup_hashes=dedup, cleaning=cleaning) as mixer:
-        stream = iter(mixer)
+        stream = mixer
         if manifest is None:
             val_tokens = corpus.val_blocks * corpus.block_len
             with tqdm(total=val_tokens, desc="corpus val", unit="tok", unit_scale=True, disable=not progress) as bar:

@@ -357,6 +357,77 @@ class _Feed:
             self.units += units
             return doc, units
 
+    def run(self, room: int, other_key: float, other_index: int) -> tuple[np.ndarray, int] | None:
+        """A run of kept documents' tokens, or None when the source has finished (token streams only).
+
+        Documents are taken one after another, exactly as `next` would give them to the mixer, for as long as
+        this source stays the one furthest below its quota (its units / weight below `other_key`, the lowest
+        key of the other sources, or equal to it with a lower mixture index) and fewer than `room` tokens are
+        taken: the document that reaches `room` is the run's last. Runs end at batch ends. One call replaces
+        the per-document calls of `next` (about 5 us each), so packing costs a slice per run, not per document.
+        Returns (the documents' tokens joined, each ending with EOS; the number of documents).
+        """
+        dedup = self.mixer.dedup
+        w = self.weight
+        while True:
+            b = self.batch
+            if b is None or self.cursor >= len(b.hashes):
+                if not self._next_batch():
+                    return None
+                b = self.batch
+            hashes, offsets, chars = self.hashes, b.offsets, b.chars
+            known = self.known
+            start = i = self.cursor
+            n = len(hashes)
+            units0 = units = self.units
+            limit = units0 + room
+            docs = dup_docs = dup_chars = out_chars = 0
+            pieces: list[list[int]] = []  # [start, end) token ranges of the kept documents, merged when adjacent
+            while i < n:
+                key = units / w
+                if units >= limit or key > other_key or (key == other_key and self.index > other_index):
+                    break
+                h = hashes[i]
+                i += 1
+                if not h:  # dropped as too short (stats are in b.steps)
+                    if self.kept_ever + docs == 0 and self.stats.documents_in + i >= FIRST_KEEP_WINDOW:
+                        raise sources_mod.SourceError(
+                            f"source {self.name!r}: the first {FIRST_KEEP_WINDOW} documents were all dropped by "
+                            f"cleaning (shorter than min_chars={self.mixer.cfg.min_chars} after cleaning)")
+                    continue
+                if dedup is not None:
+                    if self.known_gen != dedup.generation:  # the sorted part changed: test the batch again
+                        known = self.known = dedup.known(hashes).tolist()
+                        self.known_gen = dedup.generation
+                    if known[i - 1] or not dedup.add(h):
+                        dup_docs += 1
+                        dup_chars += chars[i - 1]
+                        continue
+                lo, hi = offsets[i - 1], offsets[i]
+                if pieces and pieces[-1][1] == lo:
+                    pieces[-1][1] = hi
+                else:
+                    pieces.append([lo, hi])
+                units += hi - lo
+                docs += 1
+                out_chars += chars[i - 1]
+            self.cursor = i
+            self.consumed += i - start
+            self.units = units
+            self.kept_ever += docs
+            st = self.stats
+            st.duplicate_documents += dup_docs
+            st.duplicate_chars += dup_chars
+            st.documents_out += docs
+            st.characters_out += out_chars
+            if docs:
+                toks = b.tokens
+                if len(pieces) == 1:
+                    return toks[pieces[0][0]:pieces[0][1]], docs
+                return np.concatenate([toks[lo:hi] for lo, hi in pieces]), docs
+            if i < n:  # unreachable: the source was chosen, so its first document fits the rule
+                raise AssertionError(f"source {self.name!r} was chosen but took no document")
+
     def state(self) -> dict:
         """Where this source stands, for resuming in a later session (stats included)."""
         self._flush_stats()
@@ -452,6 +523,7 @@ class Mixer:
             self.close()
             raise
         self.stopped: str | None = None  # the source that ran out when on_exhausted="stop"
+        self._active = [f for f in self.feeds if not f.finished]  # the sources `take` still draws from
 
     def batch_args(self, math_source: bool) -> tuple:
         """clean_batch's arguments after the documents."""
@@ -476,6 +548,34 @@ class Mixer:
                 active.remove(feed)
                 continue
             yield feed.name, got[0], got[1]
+
+    def take(self, room: int) -> tuple[str, np.ndarray, int] | None:
+        """The next run of documents as (source name, tokens, documents), or None when the stream has ended.
+
+        The same documents in the same order as iterating, grouped into runs of one source (see `_Feed.run`);
+        the document that reaches `room` tokens ends the run, so a shard can stop exactly where `__iter__` would.
+        """
+        if self.model_file is None:
+            raise ValueError("Mixer.take needs a tokenizer (model_file); iterate the mixer for text")
+        active = self._active
+        while active:
+            feed = min(active, key=lambda f: f.units / f.weight)  # ties: the order of the mixture, as in __iter__
+            other_key, other_index = math.inf, len(self.feeds)
+            for f in active:
+                if f is not feed:
+                    k = f.units / f.weight
+                    if k < other_key:
+                        other_key, other_index = k, f.index
+            got = feed.run(room, other_key, other_index)
+            if got is None:
+                if self.cfg.on_exhausted == "stop":
+                    self.stopped = feed.name
+                    active.clear()
+                    return None
+                active.remove(feed)
+                continue
+            return feed.name, got[0], got[1]
+        return None
 
     def state(self) -> dict:
         """Per-source resume state and statistics."""

@@ -43,7 +43,7 @@ class BlockWriter:
         self.documents = 0
         self.tail_dropped = 0
         self.tokens_by_source: dict[str, int] = {}
-        self.recent: deque = deque(maxlen=block_len)  # the last documents: enough to cover one block
+        self.recent: deque = deque(maxlen=block_len)  # the last runs (of one token or more): enough for one block
         self.fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/abort()
 
     @property
@@ -54,8 +54,12 @@ class BlockWriter:
     def tokens(self) -> int:
         return self.written + self.pos
 
-    def add(self, doc: np.ndarray, source: str = "") -> int:
-        """Append one document's tokens (ending with EOS); returns how many were taken (fewer at the end)."""
+    def add(self, doc: np.ndarray, source: str = "", docs: int = 1) -> int:
+        """Append the tokens of `docs` documents of one source (each ending with EOS); returns how many were taken.
+
+        Fewer are taken at the end of the shard: the rest of the last document is dropped (a run passed here
+        must end with the document that crosses the end, as `Mixer.take` does).
+        """
         pos = self.pos
         room = self.target - self.written - pos
         n = len(doc)
@@ -72,7 +76,7 @@ class BlockWriter:
                 done += k
                 if self.pos == len(self.buf):
                     self._flush()
-        self.documents += 1
+        self.documents += docs
         self.tail_dropped += n - take
         by_source = self.tokens_by_source
         by_source[source] = by_source.get(source, 0) + take
