@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p_kg.add_argument("--notebooks", type=Path, default=None, help="notebooks folder (default: the repository's)")
     p_tr = sub.add_parser("train", help="train one stage in this process; torchrun starts one per GPU "
                           "(launch.train_stage does that from the notebooks)")
-    p_tr.add_argument("--stage", required=True, choices=["pretrain"], help="the stage whose training runs")
+    p_tr.add_argument("--stage", required=True, choices=["pretrain", "sft"], help="the stage whose training runs")
     p_tr.add_argument("--run-dir", required=True, type=Path, help="run directory prepared by the earlier notebooks")
     p_tr.add_argument("--profile", default=None, choices=sorted(PROFILES),
                       help="configuration profile (default: the run directory's config.json)")

@@ -1,13 +1,13 @@
 """Train a stage in the notebook's process or in torchrun worker processes (DDP over several GPUs).
 
-`train_stage(run, "pretrain")` is what 03 calls. With one process (a CPU, one GPU, a TPU host) it builds
-the stage's job (`pretrain_job`: tokenizer, corpus, model, batches, lr horizon) and runs `loop.train` in
+`train_stage(run, "pretrain")` is what 03 calls (04: "sft"). With one process (a CPU, one GPU, a TPU host) it builds
+the stage's job (`pretrain_job`: tokenizer, corpus, model, batches, lr horizon; `sft_job`) and runs `loop.train` in
 the kernel. With several (CUDA with more than one visible GPU, or `train.nproc=N`) it runs
 
     python -m torch.distributed.run --standalone --nproc_per_node=N -m nbhelpers train --stage pretrain ...
 
 streams rank 0's progress into the notebook and returns the TrainResult rank 0 wrote to the stage
-folder (`launch_result.json`). Each worker builds the same job with `pretrain_job` (one code path) and
+folder (`launch_result.json`). Each worker builds its job with the same function (one code path) and
 joins the process group inside `loop.train` (NCCL on CUDA, gloo on the CPU). A resume is the loop's own:
 it finds the newest complete checkpoint whichever way the previous session ran.
 """
@@ -30,7 +30,7 @@ from . import config as config_mod
 from .loop import BadStepsError, TrainingError, TrainResult
 from .rundir import RunDir, atomic_write_text
 
-STAGES = ("pretrain",)  # stages whose training runs here; 04 (sft) still trains in the kernel
+STAGES = ("pretrain", "sft")  # the stages whose training runs here (03 and 04)
 RESULT_FILE = "launch_result.json"  # rank 0's TrainResult, read back by the notebook
 ERROR_FILE = "launch_error.json"  # the first failing rank's exception, re-raised in the notebook
 TAIL_LINES = 30
@@ -57,8 +57,7 @@ class Job:
 # ---------------------------------------------------------------- the stage's training set-up
 
 
-def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None,
-                 max_minutes: float | None = None) -> Job:
+def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Job:
     """03's training set-up for this process: model, this rank's batches, the budget's lr horizon, the time budget."""
     from transformers import AutoTokenizer
 
@@ -68,8 +67,6 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None,
 
     run.require("corpus")
     choice = choice or device.select(cfg.train)
-    train_cfg = (dataclasses.replace(cfg.train, max_minutes=max_minutes) if max_minutes is not None
-                 else platform.apply_session_limit(cfg.train))
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
     corpus = corpus_mod.load_corpus(run.corpus)
     vocab_size = len(tokenizer)
@@ -83,10 +80,33 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None,
     world = dist_rank_world()[1]
     budget = corpus_mod.token_budget(cfg, vocab_size)
     horizon = t.max_steps or -(-budget.total // (t.micro_batch * max(1, t.grad_accum) * world * corpus.block_len))
+    train_cfg = platform.apply_session_limit(t)  # last: what is left of the session once the model is built
     return Job(net, train_batches, eval_batches, tokenizer, train_cfg, choice, run.pretrain, horizon)
 
 
-JOBS = {"pretrain": pretrain_job}
+def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Job:
+    """04's training set-up for this process: the pre-trained model, this rank's instruction + replay batches."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from . import corpus as corpus_mod
+    from . import device, platform, sft
+
+    run.require("pretrain")
+    choice = choice or device.select(cfg.train)
+    tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
+    data = sft.load_instructions(cfg.sft)
+    train_rows, _ = sft.encode(tokenizer, data.train, cfg.sft)
+    heldout_rows, _ = sft.encode(tokenizer, data.heldout, cfg.sft)
+    corpus = corpus_mod.load_corpus(run.corpus)
+    train_batches, eval_batches = sft.make_batches(cfg.sft, tokenizer, train_rows, heldout_rows, corpus,
+                                                   sft.use_fixed_length(cfg, choice.backend))
+    model = AutoModelForCausalLM.from_pretrained(run.pretrain / "final")
+    # steps from this rank's share of an epoch; the time budget is what is left of the session now
+    train_cfg = platform.apply_session_limit(sft.train_config(cfg, len(train_batches)))
+    return Job(model, train_batches, eval_batches, tokenizer, train_cfg, choice, run.sft)
+
+
+JOBS = {"pretrain": pretrain_job, "sft": sft_job}
 
 
 def run_job(job: Job, progress: bool = True) -> TrainResult:
@@ -179,6 +199,7 @@ def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each rank its share of the cores
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     cmd = worker_command(run, stage, nproc, deadline, progress)
+    _release_cuda_cache()
     code, tail = _stream(cmd, env)
     if code != 0:
         raise _failure(out, stage, nproc, code, tail)
@@ -187,6 +208,16 @@ def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None
         raise LaunchError(f"the {nproc} {stage} workers exited cleanly but wrote no {path}; last lines:\n"
                           + "\n".join(tail))
     return result_from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _release_cuda_cache() -> None:
+    """Hand the kernel's cached GPU memory back (a model it freed), so rank 0 on the same GPU can use it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _stream(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
@@ -268,9 +299,11 @@ def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, ove
     run = RunDir(root, cfg)  # not RunDir.open: the notebook already created and linked it
     out = stage_dir(run, stage)
     rank = dist_rank_world()[0]
-    max_minutes = max(0.05, (deadline - time.time()) / 60.0) if deadline is not None else None
     try:
-        result = run_job(JOBS[stage](cfg, run, max_minutes=max_minutes), progress=progress and rank == 0)
+        job = JOBS[stage](cfg, run)
+        if deadline is not None:  # what is left of the notebook's budget once this rank's job is built
+            job.train_cfg = dataclasses.replace(job.train_cfg, max_minutes=max(0.05, (deadline - time.time()) / 60.0))
+        result = run_job(job, progress=progress and rank == 0)
     except Exception as err:
         if not (out / ERROR_FILE).exists():  # the first rank to fail names the cause
             with _suppress_os():

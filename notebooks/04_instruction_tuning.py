@@ -80,10 +80,12 @@ choice = nbhelpers.device.select(cfg.train)
 corpus = nbhelpers.corpus.load_corpus(run.corpus)
 train_batches, eval_batches = nbhelpers.sft.make_batches(
     cfg.sft, tokenizer, train_rows, heldout_rows, corpus, nbhelpers.sft.use_fixed_length(cfg, choice.backend))
-train_cfg = nbhelpers.platform.apply_session_limit(nbhelpers.sft.train_config(cfg, len(train_batches)))
+nproc = nbhelpers.launch.resolve_nproc(cfg.train, choice)  # one process per GPU; each reads 1/nproc of an epoch
+train_cfg = nbhelpers.platform.apply_session_limit(nbhelpers.sft.train_config(cfg, len(train_batches) // nproc))
 realised = nbhelpers.sft.replay_share(train_batches, n=min(200, len(train_batches)))
-display(pd.DataFrame([{"device": choice.name, "micro-batches per epoch": len(train_batches), "epochs": cfg.sft.epochs,
-               "steps": train_cfg.max_steps, "lr": train_cfg.lr, "replay rows": round(realised["replay_rows"], 3),
+display(pd.DataFrame([{"device": choice.name, "processes": nproc, "micro-batches per epoch": len(train_batches),
+               "epochs": cfg.sft.epochs, "steps": train_cfg.max_steps, "lr": train_cfg.lr,
+               "replay rows": round(realised["replay_rows"], 3),
                "replay trained tokens": round(realised["replay_tokens"], 3),
                "replay tokens per row": train_batches.replay_len, "time budget (min)": train_cfg.max_minutes or "none"}]))
 
@@ -102,11 +104,12 @@ display(before["figures"])
 # %% [markdown]
 # ## Tuning
 #
-# The pre-training loop with SFT's learning rate and schedule; checkpoints in `sft/checkpoints/`, rerun to resume.
+# The pre-training loop with SFT's learning rate and schedule, here or in one process per GPU (the pre-trained
+# model is loaded again where it trains); checkpoints in `sft/checkpoints/`, rerun to resume.
 
 # %%
-result = nbhelpers.loop.train(model, train_batches, train_cfg, run.sft, eval_batches=eval_batches,
-                              tokenizer=tokenizer, device_choice=choice)
+model = None  # its memory goes to the training (here, or the GPU processes)
+result = nbhelpers.launch.train_stage(run, "sft")
 if result.status != "done":
     raise RuntimeError(f"tuning stopped at step {result.step} of {result.total_steps} ({result.status}); "
                        "run this notebook again to continue from the checkpoint")
@@ -121,7 +124,6 @@ nbhelpers.plots.plot_sft_eval(result.metrics_path, path=run.sft / "eval_loss.png
 # The tuned model is loaded back from `sft/final/` the way any user would load it.
 
 # %%
-del model
 tuned = AutoModelForCausalLM.from_pretrained(run.sft / "final").to(device)
 after = nbhelpers.sft.response_figures(tuned, tokenizer, data.heldout, cfg.sft)
 display(pd.DataFrame({"pre-trained": before["figures"], "tuned": after["figures"]}))

@@ -166,3 +166,26 @@ def test_worker_cli_trains_in_one_process_from_the_recorded_config(tmp_path):
     result = launch.result_from_json(json.loads((run.pretrain / launch.RESULT_FILE).read_text()))
     assert (result.status, result.step) == ("done", 2)
     assert np.isfinite(result.train_loss)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:instruction tuning gets only")  # a few steps is the point here
+def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch):
+    """04's stage: the pre-trained model tuned by 2 gloo ranks, each on half of an epoch's batches."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    sft = ["sft.max_length=48", "sft.micro_batch=2", "sft.epochs=0.5", "sft.eval_batches=2", "sft.eval_every=4",
+           "sft.max_examples=40", "sft.arithmetic_pairs=40", "sft.warmup_steps=2"]
+    run = prepared_run(tmp_path / "sft", ["train.micro_batch=4", "train.max_steps=2", "train.eval_every=0", *sft])
+    launch.train_stage(run, "pretrain", progress=False)
+    run.record("pretrain", {"steps": 2})
+    monkeypatch.setenv("RANK", "0")  # the job rank 0 builds: its share of the batches sets the steps
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    job = launch.sft_job(run.config, run)
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    result = launch.train_stage(RunDir(run.root, config.apply_overrides(run.config, ["train.nproc=2"])), "sft",
+                                progress=False)
+    assert (result.status, result.step, result.total_steps) == ("done", job.train_cfg.max_steps,
+                                                                job.train_cfg.max_steps)
+    assert result.final_dir == run.sft / "final" and (run.sft / "final" / "model.safetensors").exists()
+    assert set(result.eval) == {"instructions", "corpus"} and np.isfinite(result.eval["instructions"]["loss"])
