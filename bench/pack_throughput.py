@@ -37,7 +37,7 @@ import sentencepiece
 from nbhelpers import sources
 from nbhelpers.config import CorpusConfig
 from nbhelpers.corpus import build_corpus, mixed_documents
-from nbhelpers.corpus.clean import _thinning_regexes, clean_many
+from nbhelpers.corpus.clean import clean_many, warm
 from nbhelpers.corpus.mixing import resolve_workers
 
 CACHE = Path(tempfile.gettempdir()) / "nbhelpers-bench"
@@ -62,7 +62,7 @@ def bench_tokenizer(texts: list[str], vocab: int) -> Path:
 
 
 def _warm(level: float) -> None:
-    _thinning_regexes(level)
+    warm(level)
 
 
 def _clean_task(batch: list[str]) -> int:

@@ -87,3 +87,22 @@ def test_clean_batch_without_cleaning_keeps_text_as_is():
     b = clean_batch(["そのまま  ★"], 0.5, False, 1, tokenize=False, keep_texts=True, cleaning=False)
     assert b.texts == ["そのまま  ★"]
     assert np.all(b.steps[0, :4] == len("そのまま  ★"))
+
+
+@pytest.mark.parametrize("level", [0.25, 0.5, 1.0])
+def test_fast_repeat_class_matches_the_generic_pattern_on_every_bmp_character(level):
+    # _thin collapses repeats with an explicit BMP class; it must do what [^\w\s] does, character for character
+    bmp, astral, _ = clean._thinning_regexes(level)
+    text = "".join(chr(cp) * 5 + "a" for cp in range(0x10000) if not 0xD800 <= cp <= 0xDFFF)
+    thinned = bmp.sub("", text)
+    assert clean._thin(text, level) == clean._REPEATS.sub(r"\1\1\1", thinned)
+    assert "・・・a" in clean._thin(text, level) and "----" not in clean._thin(text, level)
+    with_emoji = "----😀!!!!!" + text[:5000]  # an astral character: the generic pattern runs
+    expected = clean._REPEATS.sub(r"\1\1\1", astral.sub("", bmp.sub("", with_emoji)))
+    assert clean._thin(with_emoji, level) == expected
+
+
+def test_symbol_tier_by_category():
+    assert symbol_tier("★") == clean.TIER_DECORATIVE and symbol_tier("#") == clean.TIER_MARKUP
+    assert symbol_tier("%") == clean.TIER_PUNCT and symbol_tier("+") == clean.TIER_MATH
+    assert symbol_tier("、") is None and symbol_tier(clean.SENTINEL) is None and symbol_tier("\u200b") == 0.25

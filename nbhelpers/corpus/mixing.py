@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import sources as sources_mod
 from ..config import CorpusConfig
-from .clean import CleanedBatch, CleanStats, clean_batch, init_worker
+from .clean import CleanedBatch, CleanStats, clean_batch, init_worker, warm
 
 BATCH_CHARS = 128_000  # raw characters per worker task: large enough to amortise IPC, small enough to keep memory flat
 BATCH_DOCS = 2048
@@ -155,7 +155,7 @@ _QUEUES: list[Any] = []  # worker side: the feeder queues, inherited when the po
 
 def _init_pool_worker(model_file: str | None, queues: list[Any]) -> None:
     """Pool initializer: the tokenizer and the feeder queues (queues can only be passed at process start)."""
-    init_worker(model_file)
+    init_worker(model_file, threads=1)
     _QUEUES[:] = queues
 
 
@@ -504,6 +504,8 @@ class Mixer:
         self.pool = None
         self.queues: list[Any] = []
         self.ctx = None
+        if cleaning and any(not sources_mod.resolve(name).math for name in self.weights):
+            warm(cfg.symbol_level)  # built once here and inherited by forked workers (each would take ~0.1 s)
         if self.workers > 1:
             # fork where there is one: spawn re-imports __main__, which fails for stdin scripts and is slow;
             # the workers only run clean_batch (no threads, no locks inherited from the parent are used).
