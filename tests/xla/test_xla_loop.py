@@ -95,6 +95,17 @@ def test_graphs_stay_compiled_and_steps_never_read_the_device(tmp_path):
 
 def test_gradient_checkpointing_on_xla_gives_the_same_losses(tmp_path, reference):
     """train.gradient_checkpointing on XLA recomputes through torch_xla's checkpoint: same numbers."""
+    import torch_xla.utils.checkpoint as xcp
+
+    model = tiny.tiny_model()
+    kwargs = {"use_reentrant": False}  # what the loop asks for; XLA's checkpoint replaces it
+    if hasattr(model, "activation_checkpointing_enable"):  # the transformers 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model = xla.XlaBackend(precision="fp32").prepare_model(model)
+    layers = [m for m in model.modules() if type(m).__name__ == "GPTNeoXLayer"]
+    assert layers and all(m._gradient_checkpointing_func.func is xcp.checkpoint for m in layers)
     # losses 1-4 follow only warm-up updates, which do not depend on the horizon (4 here, 10 in the reference)
     tiny.run(tmp_path / "run", "xla", gradient_checkpointing=True, max_steps=4)
     _close(tiny.train_losses(tmp_path / "run"), reference["xla"], SAME, range(1, 5))
