@@ -155,12 +155,67 @@ def _read_bytes(path: Path) -> bytes:
     return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
 
 
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")  # a line holding only whitespace ends a document
+TEXT_CHUNK = 1 << 22  # bytes read at a time from a plain-text file
+
+
 def _split_paragraphs(text: str) -> Iterator[str]:
     """Plain text files: documents are separated by blank lines."""
-    for part in re.split(r"\n\s*\n", text):
+    for part in _PARAGRAPH_BREAK.split(text):
         part = part.strip()
         if part:
             yield part
+
+
+def _text_chunks(path: Path) -> Iterator[str]:
+    """A (possibly gzipped) text file decoded in chunks that end at a line end; memory is one chunk.
+
+    A chunk never splits a UTF-8 character (a newline byte is never part of one), so a bad byte is found at
+    the same offset as when the whole file is decoded at once.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        offset = 0
+        rest = b""
+        while True:
+            block = fh.read(TEXT_CHUNK)
+            data = rest + block
+            if block:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # no line end yet: read on
+                    rest = data
+                    continue
+                data, rest = data[:cut], data[cut:]
+            if data:
+                try:
+                    yield data.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise BadUTF8(f"{path}: not UTF-8 at byte offset {offset + err.start} ({err.reason})") from None
+                offset += len(data)
+            if not block:
+                return
+
+
+def _stream_paragraphs(path: Path, validate: bool) -> Iterator[str]:
+    """Plain text files, streaming: the same documents as `_split_paragraphs` on the whole text.
+
+    `validate` decodes the file once before yielding anything, so that a file skipped for bad UTF-8 gives no
+    documents at all (not the ones before the bad byte).
+    """
+    if validate:
+        for _ in _text_chunks(path):
+            pass
+    carry = ""  # the text after the last break: a document that may go on in the next chunk
+    for text in _text_chunks(path):
+        parts = _PARAGRAPH_BREAK.split(carry + text)
+        carry = parts.pop()
+        for part in parts:
+            part = part.strip()
+            if part:
+                yield part
+    carry = carry.strip()
+    if carry:
+        yield carry
 
 
 def _read_jsonl(path: Path, field: str) -> Iterator[str]:
@@ -194,7 +249,7 @@ def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Itera
                 for batch in table.iter_batches(columns=[src.text_field], batch_size=1024):
                     yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
             else:
-                yield from _split_paragraphs(decode_utf8(_read_bytes(path), path))
+                yield from _stream_paragraphs(path, validate=on_bad_utf8 == "skip")
         except BadUTF8:
             if on_bad_utf8 == "error":
                 raise

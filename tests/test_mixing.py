@@ -163,3 +163,23 @@ def test_duplicates_found_across_merges_of_the_hash_memory(tmp_path, monkeypatch
     src = f"files:{_jsonl(tmp_path / 'a.jsonl', docs + docs[::-1] + docs[5:9])}"
     out = [doc for _, doc, _ in Mixer(_cfg({src: 1.0}, on_exhausted="stop"))]
     assert out == docs
+
+
+def test_plain_text_files_stream_in_chunks_with_the_same_documents(tmp_path, monkeypatch):
+    from nbhelpers import sources
+
+    text = "一つ目\n続き\n\n\n  \n二つ目 \r\n\r\n三つ目\n \t\n四つ目\n\u3000\n\n五つ目" * 7 + "\n最後の段落"
+    path = tmp_path / "a.txt"
+    path.write_bytes(text.encode("utf-8"))
+    whole = list(sources._split_paragraphs(text))
+    for chunk in (1, 5, 16, 1 << 22):  # chunks of a few bytes cut documents and breaks anywhere
+        monkeypatch.setattr(sources, "TEXT_CHUNK", chunk)
+        assert list(sources.iter_texts(f"files:{path}")) == whole
+    bad = tmp_path / "b.txt"
+    bad.write_bytes(("段落です。\n\n" * 20).encode("utf-8") + b"\xff\n")
+    monkeypatch.setattr(sources, "TEXT_CHUNK", 16)
+    with pytest.raises(BadUTF8, match=r"b.txt: not UTF-8 at byte offset 340"):
+        list(sources.iter_texts(f"files:{bad}"))
+    skipped = Counter()
+    assert list(sources.iter_texts(f"files:{bad}", on_bad_utf8="skip", skipped=skipped)) == []  # nothing half-read
+    assert skipped[str(bad)] == 1
