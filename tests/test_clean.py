@@ -106,3 +106,8 @@ def test_symbol_tier_by_category():
     assert symbol_tier("★") == clean.TIER_DECORATIVE and symbol_tier("#") == clean.TIER_MARKUP
     assert symbol_tier("%") == clean.TIER_PUNCT and symbol_tier("+") == clean.TIER_MATH
     assert symbol_tier("、") is None and symbol_tier(clean.SENTINEL) is None and symbol_tier("\u200b") == 0.25
+
+
+def test_blocks_skipped_by_the_thinning_scan_hold_only_letters():
+    for lo, hi in [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0x20000, 0x3FFFF)]:
+        assert {unicodedata.category(chr(cp)) for cp in range(lo, hi + 1)} <= {"Lo", "Cn"}, hex(lo)

@@ -72,18 +72,22 @@ def _char_class(ranges: list[tuple[int, int]]) -> re.Pattern | None:
 def _thinning_regexes(level: float) -> tuple[re.Pattern | None, re.Pattern | None, re.Pattern]:
     """What thinning at `level` removes, (BMP class, astral class), and the BMP repeat pattern; once per level.
 
+    The scan skips the CJK and Hangul blocks and planes 2-3, which hold only letters (Lo) and unassigned code
+    points (tests/test_clean.py checks this against the running Python's Unicode tables).
     Two removal classes because `re` tests astral ranges one by one: the astral class only runs on the rare
     text that holds an astral character (emoji). Planes 4-13 hold no symbols; planes 15-16 are private use.
     The third pattern is `_REPEATS` for text without astral characters after BMP thinning: its first group is
     an explicit class (what `[^\\w\\s]` matches in the BMP, less what thinning removed), which `re` scans for
     with a table lookup per character, about twice as fast as testing \\w and \\s.
-    Built in the parent before the workers fork (`warm`), so that each worker does not pay its ~0.1 s again.
+    Pool workers build it in their initializer, while the feeders read the first batches (`warm`).
     """
     ranges: list[tuple[int, int]] = []
     repeat: list[tuple[int, int]] = []
     keep, markup, tier_of, category = KEEP | {SENTINEL}, ASCII_MARKUP, _CATEGORY_TIER.get, unicodedata.category
     bound = level + 1e-9
-    for cp in itertools.chain(range(0x40000), range(0xE0000, 0xF0000)):
+    scan = itertools.chain(range(0x3400), range(0x4DC0, 0x4E00), range(0xA000, 0xAC00), range(0xD7A4, 0x20000),
+                           range(0xE0000, 0xF0000))
+    for cp in scan:
         ch = chr(cp)
         if 0xD800 <= cp <= 0xDFFF or ch in keep:
             tier = None
@@ -111,7 +115,7 @@ def _thinning_regexes(level: float) -> tuple[re.Pattern | None, re.Pattern | Non
 
 
 def warm(symbol_level: float) -> None:
-    """Build the thinning patterns of `symbol_level` now (before forking workers, which then inherit them)."""
+    """Build the thinning patterns of `symbol_level` now (a worker's start, not its first batch)."""
     if symbol_level > 0:
         _thinning_regexes(round(float(symbol_level), 4))
 

@@ -153,10 +153,12 @@ def _feeder(queue: Any, epoch: int, ends: int, source: sources_mod.Source, seed:
 _QUEUES: list[Any] = []  # worker side: the feeder queues, inherited when the pool starts
 
 
-def _init_pool_worker(model_file: str | None, queues: list[Any]) -> None:
-    """Pool initializer: the tokenizer and the feeder queues (queues can only be passed at process start)."""
+def _init_pool_worker(model_file: str | None, queues: list[Any], symbol_level: float | None) -> None:
+    """Pool initializer: the tokenizer, the thinning patterns, the feeder queues (passed at process start only)."""
     init_worker(model_file, threads=1)
     _QUEUES[:] = queues
+    if symbol_level is not None:
+        warm(symbol_level)  # while the feeders read the first batches, not on the first batch
 
 
 def _ticket(index: int, epoch: int, *args: Any) -> tuple[int, Any, dict]:
@@ -504,8 +506,6 @@ class Mixer:
         self.pool = None
         self.queues: list[Any] = []
         self.ctx = None
-        if cleaning and any(not sources_mod.resolve(name).math for name in self.weights):
-            warm(cfg.symbol_level)  # built once here and inherited by forked workers (each would take ~0.1 s)
         if self.workers > 1:
             # fork where there is one: spawn re-imports __main__, which fails for stdin scripts and is slow;
             # the workers only run clean_batch (no threads, no locks inherited from the parent are used).
@@ -515,7 +515,9 @@ class Mixer:
             self.ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             # room for the batches in flight plus every end marker, so a finished feeder never blocks
             self.queues = [self.ctx.Queue(maxsize=2 * self.prefetch + 2) for _ in self.weights]
-            self.pool = self.ctx.Pool(self.workers, initializer=_init_pool_worker, initargs=(model_file, self.queues))
+            thinning = cleaning and any(not sources_mod.resolve(name).math for name in self.weights)
+            self.pool = self.ctx.Pool(self.workers, initializer=_init_pool_worker,
+                                      initargs=(model_file, self.queues, cfg.symbol_level if thinning else None))
         else:
             init_worker(model_file)
         state = state or {}
