@@ -33,7 +33,7 @@ PY
 export PJRT_DEVICE=CPU
 unset CPU_NUM_DEVICES XLA_USE_SPMD
 set +e
-python -m pytest -m xla tests/xla -q
+python -m pytest -m xla tests -q  # tests/xla plus the xla-marked tests of evaluation and generate
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no xla tests: failing on purpose"; exit 1; fi
