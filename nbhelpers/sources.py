@@ -177,8 +177,10 @@ def _text_chunks(path: Path) -> Iterator[str]:
     with opener(path, "rb") as fh:
         offset = 0
         rest = b""
+        size = min(TEXT_CHUNK, 1 << 16)  # a small first chunk: the first documents come out at once
         while True:
-            block = fh.read(TEXT_CHUNK)
+            block = fh.read(size)
+            size = min(2 * size, TEXT_CHUNK)
             data = rest + block
             if block:
                 cut = data.rfind(b"\n") + 1

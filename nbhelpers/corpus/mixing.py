@@ -38,6 +38,7 @@ from .clean import CleanedBatch, CleanStats, clean_batch, init_worker, warm
 
 BATCH_CHARS = 128_000  # raw characters per worker task: large enough to amortise IPC, small enough to keep memory flat
 BATCH_DOCS = 2048
+FIRST_BATCH_CHARS = 8_000  # the first batch of a source; sizes double up to BATCH_CHARS
 FIRST_KEEP_WINDOW = 20_000  # a source whose first this-many documents are all dropped is an error, not a hang
 DEDUP_BUFFER = 65536  # recent hashes kept in a Python set before merging into the sorted array
 _EPOCH_SALT = 0x9E3779B97F4A7C15  # repeated epochs must not count as duplicates of the first
@@ -107,15 +108,21 @@ def _shuffled(items: Iterator[str], size: int, rng: random.Random) -> Iterator[s
 
 
 def _batches(docs: Iterator[str]) -> Iterator[list[str]]:
-    """Group a document stream into worker-sized batches."""
+    """Group a document stream into worker-sized batches, the first ones small.
+
+    Batch sizes double from FIRST_BATCH_CHARS to BATCH_CHARS: the first tokens reach the packer after a
+    small batch's work instead of a full one's, and all workers get work sooner (the pipeline fills fast).
+    """
     batch: list[str] = []
     chars = 0
+    limit = FIRST_BATCH_CHARS
     for text in docs:
         batch.append(text)
         chars += len(text)
-        if chars >= BATCH_CHARS or len(batch) >= BATCH_DOCS:
+        if chars >= limit or len(batch) >= BATCH_DOCS:
             yield batch
             batch, chars = [], 0
+            limit = min(2 * limit, BATCH_CHARS)
     if batch:
         yield batch
 
@@ -315,7 +322,7 @@ class _Feed:
         if self.mixer.dedup is not None:
             self.known = self.mixer.dedup.known(self.hashes).tolist()  # vectorised test against the sorted part
             self.known_gen = self.mixer.dedup.generation
-        if len(self.stats.samples) < 3:
+        if len(self.stats.samples) < 3:  # the first 3 documents cleaning changed (each batch offers 3): batch sizes do not matter
             self.stats.samples.extend(b.samples[: 3 - len(self.stats.samples)])
         return True
 
@@ -532,7 +539,7 @@ class Mixer:
     def batch_args(self, math_source: bool) -> tuple:
         """clean_batch's arguments after the documents."""
         return (self.cfg.symbol_level, math_source, self.cfg.min_chars, self.model_file is not None,
-                self.model_file is None, 2, self.cleaning, self.dedup is not None)
+                self.model_file is None, 3, self.cleaning, self.dedup is not None)
 
     def submit(self, docs: list[str], math_source: bool) -> Any:
         """Clean (and tokenize) one batch in this process (workers=1)."""
