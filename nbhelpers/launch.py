@@ -18,6 +18,7 @@ import codecs
 import dataclasses
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -34,6 +35,8 @@ STAGES = ("pretrain", "sft")  # the stages whose training runs here (03 and 04)
 RESULT_FILE = "launch_result.json"  # rank 0's TrainResult, read back by the notebook
 ERROR_FILE = "launch_error.json"  # the first failing rank's exception, re-raised in the notebook
 TAIL_LINES = 30
+FLUSH_S = 1.0  # the workers' output reaches the notebook in pieces at most this often (one output message each)
+PROGRESS_S = "10"  # rank 0's bar redraws at most every 10 s (TQDM_MININTERVAL): a saved notebook stays small
 
 
 class LaunchError(TrainingError):
@@ -198,6 +201,7 @@ def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each rank its share of the cores
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    env.setdefault("TQDM_MININTERVAL", PROGRESS_S)
     cmd = worker_command(run, stage, nproc, deadline, progress)
     _release_cuda_cache()
     code, tail = _stream(cmd, env)
@@ -224,13 +228,24 @@ def _stream(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
     """Run `cmd`, copying its output to this process's stdout as it comes; (exit code, last lines)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    recent = ""
+    fd = proc.stdout.fileno()
+    recent, pending, flushed = "", "", 0.0
     try:
-        while chunk := os.read(proc.stdout.fileno(), 65536):
-            text = decoder.decode(chunk)
-            sys.stdout.write(text)  # tqdm's \r updates redraw the bar in Jupyter too
-            sys.stdout.flush()
-            recent = (recent + text)[-60000:]
+        while True:
+            ready = select.select([fd], [], [], FLUSH_S)[0]
+            chunk = os.read(fd, 65536) if ready else None
+            if chunk == b"":
+                break
+            if chunk:
+                text = decoder.decode(chunk)
+                pending += text
+                recent = (recent + text)[-60000:]
+            if pending and time.monotonic() - flushed >= FLUSH_S:
+                sys.stdout.write(pending)  # tqdm's \r updates redraw the bar in Jupyter too
+                sys.stdout.flush()
+                pending, flushed = "", time.monotonic()
+        sys.stdout.write(pending + decoder.decode(b"", final=True))
+        sys.stdout.flush()
         code = proc.wait()
     except BaseException:  # an interrupted cell stops the workers too (their group, not just torchrun)
         with _suppress():
