@@ -158,23 +158,27 @@ def _feeder(queue: Any, epoch: int, ends: int, source: sources_mod.Source, seed:
 
 
 _QUEUES: list[Any] = []  # worker side: the feeder queues, inherited when the pool starts
+_CLOSING: list[Any] = []  # worker side: the event set when the mixer closes (tickets still queued do no work)
 
 
-def _init_pool_worker(model_file: str | None, queues: list[Any], symbol_level: float | None) -> None:
+def _init_pool_worker(model_file: str | None, queues: list[Any], closing: Any, symbol_level: float | None) -> None:
     """Pool initializer: the tokenizer, the thinning patterns, the feeder queues (passed at process start only)."""
     init_worker(model_file, threads=1)
     _QUEUES[:] = queues
+    _CLOSING[:] = [closing]
     if symbol_level is not None:
         warm(symbol_level)  # while the feeders read the first batches, not on the first batch
 
 
 def _ticket(index: int, epoch: int, *args: Any) -> tuple[int, Any, dict]:
     """Worker task: take the next raw batch of one source from its feeder queue and clean (and tokenize) it."""
+    if _CLOSING[0].is_set():  # the mixer is closing: nobody will read this batch
+        return -1, None, {}
     while True:
         item_epoch, seq, payload, skipped = _QUEUES[index].get()
         if item_epoch == epoch:  # not an end marker left over from an earlier epoch
             break
-    if payload is None or isinstance(payload, BaseException):
+    if payload is None or isinstance(payload, BaseException) or _CLOSING[0].is_set():
         return seq, payload, skipped
     return seq, clean_batch(payload, *args), skipped
 
@@ -195,6 +199,10 @@ class _Feed:
     def __init__(self, mixer: Mixer, index: int, name: str, weight: float, state: dict | None) -> None:
         self.mixer, self.index, self.name, self.weight = mixer, index, name, weight
         self.source = sources_mod.resolve(name)
+        # Batches in flight: workers + 1 for the source drawn most, fewer for one drawn less (a source at a tenth
+        # of the stream needs a new batch ten times less often), 1 in this process (computed when submitted).
+        # Batches prefetched but never consumed are work lost when the build ends.
+        self.prefetch = mixer.feed_prefetch[index]
         state = state or {}
         self.epoch = state.get("epoch", 0)
         self.consumed = state.get("consumed", 0)  # documents of this epoch's shuffled stream taken by the mixer
@@ -234,7 +242,7 @@ class _Feed:
         self._skip_now = Counter()
         queue = self.mixer.queues[self.index]
         self.feeder = self.mixer.ctx.Process(
-            target=_feeder, args=(queue, self.epoch, self.mixer.prefetch + 1, self.source, seed, rng_seed,
+            target=_feeder, args=(queue, self.epoch, self.prefetch + 1, self.source, seed, rng_seed,
                                   cfg.shuffle_buffer, cfg.on_bad_utf8, skip),
             daemon=True)
         self.feeder.start()
@@ -265,7 +273,7 @@ class _Feed:
         return True
 
     def _fill(self) -> None:
-        while len(self.pending) < self.mixer.prefetch and self._submit():
+        while len(self.pending) < self.prefetch and self._submit():
             pass
 
     def _take(self) -> CleanedBatch | None:
@@ -509,6 +517,9 @@ class Mixer:
         self.cleaning = cleaning  # False: the sources hold already-cleaned text (benchmarks, re-packing)
         self.workers = resolve_workers(cfg.workers if workers is None else workers)
         self.prefetch = self.workers + 1
+        top = max(self.weights.values())
+        self.feed_prefetch = [max(1, round(self.prefetch * w / top)) if self.workers > 1 else 1
+                              for w in self.weights.values()]
         self.dedup = HashSet(dedup_hashes) if cfg.dedup else None
         self.pool = None
         self.queues: list[Any] = []
@@ -521,10 +532,12 @@ class Mixer:
             methods = multiprocessing.get_all_start_methods()
             self.ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             # room for the batches in flight plus every end marker, so a finished feeder never blocks
-            self.queues = [self.ctx.Queue(maxsize=2 * self.prefetch + 2) for _ in self.weights]
+            self.queues = [self.ctx.Queue(maxsize=2 * k + 2) for k in self.feed_prefetch]
+            self.closing = self.ctx.Event()
             thinning = cleaning and any(not sources_mod.resolve(name).math for name in self.weights)
             self.pool = self.ctx.Pool(self.workers, initializer=_init_pool_worker,
-                                      initargs=(model_file, self.queues, cfg.symbol_level if thinning else None))
+                                      initargs=(model_file, self.queues, self.closing,
+                                                cfg.symbol_level if thinning else None))
         else:
             init_worker(model_file)
         state = state or {}
@@ -596,6 +609,7 @@ class Mixer:
         """Stop the feeder and worker processes."""
         feeds = getattr(self, "feeds", [])
         if self.pool is not None:
+            self.closing.set()  # tickets not yet started return at once
             # Let every outstanding ticket finish first (feeders keep answering, with batches or end markers):
             # Pool.terminate() deadlocks when a worker is still writing a large result that no one will read.
             for feed in feeds:
