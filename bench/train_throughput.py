@@ -8,14 +8,18 @@ same order with the same AdamW, schedule, clipping, batch and torch threads, in 
 take turns step by step: our loop runs in this thread and the Trainer in a second one, and each
 hands over to the other after every optimizer step, so only one computes at a time and load on a
 shared machine hits both alike. After each pair of steps the CPU's fp32 matmul peak is measured
-too. Each side's step time runs from getting its turn to the end of its next optimizer step (data,
-forward, backward, clipping, optimizer, logging: everything its loop does). The first `--warmup`
-pairs are not counted (compilation, allocator warm-up). The last line is
+too, and the step's dense GEMMs are timed alone (`GemmReplay`: what no loop can skip in fp32). Each
+side's step time runs from getting its turn to the end of its next optimizer step (data, forward,
+backward, clipping, optimizer, logging: everything its loop does). The first `--warmup` pairs are not counted (compilation, allocator warm-up). Both log every train.log_every steps, and the
+mean losses they log for the same steps must agree (else the script stops: the sides did not train alike).
+The last line is
 
     ours_tokens_per_s=... hf_tokens_per_s=... ratio=... cpu_mfu=...
 
 (medians over the counted pairs: ratio is the median of per-pair ratios; cpu_mfu is our achieved
-FLOP/s, 6N + 12*L*H*T per token, over the matmul peak measured next to that pair).
+FLOP/s, 6N + 12*L*H*T per token, over the matmul peak measured next to that pair). The line before it,
+gemm_bound=..., is the median of the Trainer's step time over its GEMMs' time: the most any loop could beat
+the Trainer by in fp32 without doing fewer FLOPs.
 """
 
 from __future__ import annotations
@@ -79,10 +83,39 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                        keep_last=1, compile=args.compile, seed=1234)
 
 
+class GemmReplay:
+    """The step's dense-layer GEMMs alone (forward, input grad, weight grad), on random tensors of the same shapes.
+
+    Its time bounds what any change outside the GEMMs (fusion, fewer syncs, a leaner loop) can gain in fp32:
+    a step cannot take less than its GEMMs. Attention's own matmuls (inside SDPA) are left out.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        h, i, n = args.hidden, args.intermediate, args.micro_batch * args.seq  # n = tokens per micro-batch
+        self.accum = args.grad_accum
+        self.shapes = [(h, 3 * h), (h, h), (h, i), (i, h)] * args.layers + [(h, args.vocab)]  # (in, out) features
+        gen = torch.Generator().manual_seed(0)
+        self.x = {k: torch.randn(n, k, generator=gen) for k in {h, i}}  # layer inputs (n, in)
+        self.g = {k: torch.randn(n, k, generator=gen) for k in {o for _, o in self.shapes}}  # output grads (n, out)
+        self.w = [torch.randn(o, k, generator=gen) for k, o in self.shapes]  # weights (out, in)
+
+    def __call__(self) -> float:
+        """Seconds for one optimizer step's GEMMs."""
+        start = time.perf_counter()
+        for _ in range(self.accum):
+            for (k, o), w in zip(self.shapes, self.w):
+                torch.mm(self.x[k], w.t())  # forward (n, out)
+                torch.mm(self.g[o], w)  # input grad (n, in)
+                torch.mm(self.g[o].t(), self.x[k])  # weight grad (out, in)
+        return time.perf_counter() - start
+
+
 class Turns:
     """Strict alternation between two threads: each side runs one step, then hands over and waits."""
 
-    def __init__(self) -> None:
+    def __init__(self, gemms: GemmReplay | None = None) -> None:
+        self.gemms = gemms
+        self.gemm_times: list[float] = []
         self.cond = threading.Condition()
         self.turn = "ours"
         self.finished: set[str] = set()
@@ -96,6 +129,8 @@ class Turns:
         self.times[side].append(now - self.started[side])
         if side == "hf":  # a pair is complete: measure the matmul peak in the same conditions
             self.peaks.append(measure_cpu_peak_flops("fp32", sizes=(1024, 2048), repeats=2))
+            if self.gemms is not None:
+                self.gemm_times.append(self.gemms())
         self._hand_over(side)
 
     def begin(self, side: str) -> None:
@@ -171,8 +206,8 @@ def run_hf(args: argparse.Namespace, blocks: np.ndarray, turns: Turns, out: str,
             turns.step_done("hf")
 
         def on_log(self, targs, state, control, logs=None, **kw):
-            if logs and "loss" in logs and "first_loss" not in result:
-                result["first_loss"] = float(logs["loss"])
+            if logs and "loss" in logs:  # mean training loss of each logging window, as our loop logs it
+                result.setdefault("losses", []).append((state.global_step, float(logs["loss"])))
 
     try:
         cfg = train_config(args)
@@ -182,7 +217,7 @@ def run_hf(args: argparse.Namespace, blocks: np.ndarray, turns: Turns, out: str,
             gradient_accumulation_steps=args.grad_accum, max_steps=cfg.max_steps, learning_rate=cfg.lr,
             lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio},
             warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, adam_beta1=cfg.betas[0],
-            adam_beta2=cfg.betas[1], max_grad_norm=cfg.grad_clip, logging_steps=1, save_strategy="no",
+            adam_beta2=cfg.betas[1], max_grad_norm=cfg.grad_clip, logging_steps=cfg.log_every, save_strategy="no",
             report_to=[], use_cpu=args.backend == "cpu", dataloader_num_workers=0, seed=cfg.seed,
             disable_tqdm=True,
         )
@@ -218,7 +253,7 @@ def bench_cpu(args: argparse.Namespace) -> str:
     print(f"model: hidden {args.hidden}, layers {args.layers}, heads {args.heads}, intermediate {args.intermediate}, "
           f"vocab {args.vocab}; batch {args.micro_batch}x{args.grad_accum}x{args.seq}; {fpt / 1e6:.1f} MFLOP/token; "
           f"ours compile={args.compile}", flush=True)
-    turns, hf_result = Turns(), {}
+    turns, hf_result = Turns(GemmReplay(args)), {}
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as ours_out, \
             tempfile.TemporaryDirectory(prefix="bench-hf-") as hf_out:
         worker = threading.Thread(target=run_hf, args=(args, blocks, turns, hf_out, hf_result), daemon=True)
@@ -228,23 +263,34 @@ def bench_cpu(args: argparse.Namespace) -> str:
     if "error" in hf_result:
         raise hf_result["error"]
     ours_t, hf_t = turns.times["ours"], turns.times["hf"]
-    n = min(len(ours_t), len(hf_t), len(turns.peaks))
-    print(f"{'pair':>4} {'ours s':>7} {'hf s':>7} {'ratio':>6} {'peak GFLOP/s':>12} {'mfu':>6}")
+    n = min(len(ours_t), len(hf_t), len(turns.peaks), len(turns.gemm_times))
+    print(f"{'pair':>4} {'ours s':>7} {'hf s':>7} {'ratio':>6} {'peak GFLOP/s':>12} {'mfu':>6} {'gemm s':>7} "
+          f"{'hf/gemm':>7}")
     rows = []
     for i in range(n):
         ours_tps, hf_tps = tokens_per_step / ours_t[i], tokens_per_step / hf_t[i]
         row = {"ours": ours_tps, "hf": hf_tps, "ratio": ours_tps / hf_tps, "peak": turns.peaks[i],
-               "mfu": ours_tps * fpt / turns.peaks[i]}
+               "mfu": ours_tps * fpt / turns.peaks[i], "gemm": turns.gemm_times[i],
+               "bound": hf_t[i] / turns.gemm_times[i]}
         counted = i >= args.warmup
         if counted:
             rows.append(row)
         print(f"{i + 1:>4} {ours_t[i]:>7.3f} {hf_t[i]:>7.3f} {row['ratio']:>6.3f} {row['peak'] / 1e9:>12.1f} "
-              f"{row['mfu']:>6.3f}{'' if counted else '  (warm-up)'}")
-    first = next((r["loss"] for r in records if r.get("kind") == "train"), None)
-    print(f"first logged loss: ours {first} (mean of steps 1-10), Trainer step 1 {hf_result.get('first_loss')}")
+              f"{row['mfu']:>6.3f} {row['gemm']:>7.3f} {row['bound']:>7.2f}{'' if counted else '  (warm-up)'}")
+    ours_losses = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
+    hf_losses = hf_result.get("losses", [])
+    print("logged losses (mean over each window of train.log_every steps): "
+          + "; ".join(f"step {s}: ours {a:.4f} Trainer {b:.4f}" for (s, a), (_, b) in zip(ours_losses, hf_losses)))
+    if not (ours_losses and hf_losses):
+        print(f"no loss to compare: both sides log every {train_config(args).log_every} steps; run more pairs")
+    for (s, a), (s2, b) in zip(ours_losses, hf_losses):
+        if s != s2 or abs(a - b) > 2e-3 * max(1.0, abs(b)):
+            raise SystemExit(f"losses differ at step {s}/{s2}: ours {a} Trainer {b}: the sides do not train alike")
     med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
     print(f"medians over {len(rows)} pairs: peak {med['peak'] / 1e9:.1f} GFLOP/s; load average now "
           f"{os.getloadavg()[0]:.1f}")
+    print(f"gemm_bound={med['bound']:.3f}: the Trainer's step over its dense GEMMs alone, the most a loop could gain "
+          "over it in fp32 without doing fewer FLOPs")
     return (f"ours_tokens_per_s={med['ours']:.1f} hf_tokens_per_s={med['hf']:.1f} ratio={med['ratio']:.3f} "
             f"cpu_mfu={med['mfu']:.3f}")
 
