@@ -7,11 +7,13 @@ Both sides train the same freshly initialised GPT-NeoX (same seed) on the same t
 same order with the same AdamW, schedule, clipping, batch and torch threads, in ONE process. They
 take turns step by step: our loop runs in this thread and the Trainer in a second one, and each
 hands over to the other after every optimizer step, so only one computes at a time and load on a
-shared machine hits both alike. After each pair of steps the CPU's fp32 matmul peak is measured
-too, and the step's dense GEMMs are timed alone (`GemmReplay`: what no loop can skip in fp32). Each
+shared machine hits both alike. After each pair of steps the CPU's fp32 matmul peak is measured too,
+and the step's dense GEMMs are timed alone (`GemmReplay`: what no loop can skip in fp32). Each
 side's step time runs from getting its turn to the end of its next optimizer step (data, forward,
-backward, clipping, optimizer, logging: everything its loop does). The first `--warmup` pairs are not counted (compilation, allocator warm-up). Both log every train.log_every steps, and the
-mean losses they log for the same steps must agree (else the script stops: the sides did not train alike).
+backward, clipping, optimizer, logging: everything its loop does). The first `--warmup` pairs are
+not counted (compilation, allocator warm-up). Both log every train.log_every steps, and the mean
+losses they log for the same steps must agree (else the script stops: the sides did not train
+alike).
 The last line is
 
     ours_tokens_per_s=... hf_tokens_per_s=... ratio=... cpu_mfu=...
