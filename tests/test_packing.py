@@ -16,6 +16,7 @@ from nbhelpers import config, sources
 from nbhelpers.corpus import (
     CorpusBuildError,
     CorpusMissing,
+    Mixer,
     VocabTooLarge,
     build_corpus,
     check_vocab,
@@ -233,3 +234,35 @@ def test_realised_shares_on_a_million_tokens_of_debian_text(tmp_path, tokenizer_
         assert abs(m["mixture"]["realised"][name] - want) <= 0.02, (name, m["mixture"]["realised"])
     c = load_corpus(tmp_path / "c")
     assert len(c.train) == m["train_blocks"] and all(len(c.train[i]) == 512 for i in (0, len(c.train) - 1))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runs_taken_by_the_packer_are_the_iterated_stream(tmp_path, tokenizer_dir, workers):
+    # duplicates (dedup cuts runs), short documents (dropped) and two sources (runs switch by quota)
+    docs = _docs(150) + _docs(40) + ["短い"] * 30
+    path = tmp_path / "src.jsonl"
+    path.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    cfg = _cfg({f"files:{path}": 0.7, "arithmetic": 0.3}, workers=workers, on_exhausted="stop")
+    model = str(tokenizer_dir / "spm.model")
+    with Mixer(cfg, model_file=model) as mixer:
+        stream = [(name, np.asarray(doc)) for name, doc, _ in mixer]
+        state_iter = mixer.state()
+    with Mixer(cfg, model_file=model) as mixer:
+        runs = []
+        room = 37  # small rooms: a run ends with the document that reaches its room
+        while (got := mixer.take(room)) is not None:
+            name, tokens, n = got
+            ends = np.flatnonzero(tokens == EOS) + 1  # each document ends with EOS
+            assert n >= 1 and len(ends) == n and ends[-1] == len(tokens)
+            before_last = ends[-2] if n > 1 else 0
+            assert before_last < room  # the run's last document is the one that reaches the room, not a later one
+            runs.append((name, tokens))
+            room = 37 + len(runs) % 50
+        state_take = mixer.state()
+    assert {n for n, _ in runs} == {n for n, _ in stream} and len(runs) < len(stream)
+    assert np.array_equal(np.concatenate([t for _, t in runs]), np.concatenate([d for _, d in stream]))
+    by_source = {}
+    for name, t in runs:
+        by_source[name] = by_source.get(name, 0) + len(t)
+    assert by_source == {name: sum(len(d) for n, d in stream if n == name) for name in by_source}
+    assert state_take == state_iter  # resume positions, statistics and duplicate counts agree
