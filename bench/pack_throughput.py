@@ -38,7 +38,7 @@ from nbhelpers import sources
 from nbhelpers.config import CorpusConfig
 from nbhelpers.corpus import build_corpus, mixed_documents
 from nbhelpers.corpus.clean import clean_many, warm
-from nbhelpers.corpus.mixing import resolve_workers
+from nbhelpers.corpus.mixing import BATCH_CHARS, resolve_workers
 
 CACHE = Path(tempfile.gettempdir()) / "nbhelpers-bench"
 
@@ -165,7 +165,7 @@ def main() -> None:
     for t in raw_docs:
         cur.append(t)
         size += len(t)
-        if size >= 128_000:
+        if size >= BATCH_CHARS:  # the batch size the build gives its workers
             batches.append(cur)
             cur, size = [], 0
     batches.append(cur)
