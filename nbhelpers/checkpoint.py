@@ -191,7 +191,7 @@ def save(
     tmp = root / f".tmp-{final.name}"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        platform.check_output_quota(root, platform.estimate_save_bytes(root, model))  # warns before Kaggle's 20 GB
+        platform.check_output_quota(root, platform.estimate_save_bytes(root, model), prunable=list_checkpoints(root))
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()

@@ -268,6 +268,12 @@ def test_checkpoint_save_checks_the_quota(tmp_path, monkeypatch):
     monkeypatch.setattr(platform, "KAGGLE_OUTPUT_LIMIT_BYTES", first + first // 2)
     with pytest.warns(platform.OutputQuotaWarning, match="keep_last"):
         checkpoint.save(working / "ckpt", 2, model=model, optimizer=None, state={})
+    # room for two: with keep_last=2 the oldest goes early, before the third save, instead of passing the limit
+    monkeypatch.setattr(platform, "KAGGLE_OUTPUT_LIMIT_BYTES", 2 * first + first // 2)
+    with pytest.warns(platform.OutputQuotaWarning, match="before its turn") as caught:
+        checkpoint.save(working / "ckpt", 3, model=model, optimizer=None, state={}, keep_last=2)
+    assert not any("over Kaggle" in str(w.message) for w in caught)
+    assert [p.name for p in checkpoint.list_checkpoints(working / "ckpt")] == ["step_00000002", "step_00000003"]
 
 
 # ---------------------------------------------------------------- secrets
