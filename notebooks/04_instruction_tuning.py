@@ -38,6 +38,7 @@ nbhelpers.platform.setup()
 PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
 RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
 OVERRIDES = []  # config overrides, e.g. ["sft.lr=1e-5", "sft.replay_ratio=0.3", "sft.data=[\"files:my.jsonl\"]"]
+HUB_REPO = ""  # "user/name" uploads sft/final (model + tokenizer) to the Hugging Face hub, private; "" = no upload
 
 # %%
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
@@ -136,3 +137,11 @@ display(pd.DataFrame([{"prompt": b["prompt"][:60], "pre-trained": b["response"][
 figures = nbhelpers.sft.record_figures(data, overflow, train_batches, result, before["figures"], after["figures"])
 run.record("sft", figures)
 display(figures)
+
+# %% [markdown]
+# Optional: upload the tuned model and its tokenizer to the Hugging Face hub. The token comes from Kaggle's
+# secrets, Colab's userdata or `HF_TOKEN`, and is never printed.
+
+# %%
+if HUB_REPO:
+    print(nbhelpers.platform.push_to_hub(run.sft / "final", HUB_REPO))

@@ -1,17 +1,19 @@
 """The whole pipeline: papermill runs every numbered notebook in order on the smoke profile."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from nbhelpers import notebooks
+from nbhelpers import notebooks, platform
 from nbhelpers.rundir import STAGES
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
 NOTEBOOK_STAGE = {nb: stage for stage, (nb, _, _) in STAGES.items()}
+FAKE_TOKEN = "hf_" + "SmokeRunFakeToken0123456789abcdefXYZ"  # set for the run; must appear in no output
 
 
 def test_every_notebook_has_one_parameters_cell_and_a_synced_twin():
@@ -26,7 +28,7 @@ def test_every_notebook_has_one_parameters_cell_and_a_synced_twin():
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke")
     proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir)],
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_TOKEN": FAKE_TOKEN})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return run_dir, proc.stdout
 
@@ -41,6 +43,13 @@ def test_smoke_pipeline_runs_every_notebook_and_records_each_stage(smoke_run):
             assert stage in metrics, f"{source.stem} did not record its figures"
             for rel in STAGES[stage][2]:
                 assert (run_dir / rel).exists(), rel
+
+
+def test_executed_notebooks_hold_no_secret(smoke_run):
+    run_dir, out = smoke_run
+    assert FAKE_TOKEN not in out
+    for executed in sorted((run_dir / "notebooks").glob("*.ipynb")):
+        assert platform.find_secrets(executed, FAKE_TOKEN) == [], executed.name
 
 
 def test_second_run_skips_complete_stages(smoke_run):
