@@ -302,12 +302,13 @@ def batch_per_device(cfg: RunConfig, choice: DeviceChoice) -> int:
 
 def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_per_s: float | None = None,
               assumed_mfu: float | None = None, session_minutes: float | None = None,
-              cpu_peak: float | None = None) -> Plan:
+              cpu_peak: float | None = None, processes: int | None = None) -> Plan:
     """Plan a run: memory verdict for `choice` and the sessions the token budget needs.
 
     Throughput is `tokens_per_s` when measured; otherwise, with `assumed_mfu`, it is projected from the
     devices' peak FLOP/s (and labelled as a projection). `session_minutes` defaults to train.max_minutes, or
-    12 hours when that is 0.
+    12 hours when that is 0. `processes` is the number of CUDA training processes (launch.resolve_nproc);
+    by default the torchrun world size.
     """
     mc = resolve(cfg.model)
     seq_len = cfg.corpus.block_len
@@ -315,7 +316,8 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
     fpt = flops_per_token(mc, vocab_size, seq_len)
     # devices that train: every chip under XLA SPMD (one process); on CUDA the torchrun ranks (WORLD_SIZE), since a
     # notebook kernel alone drives one GPU however many are visible
-    devices = {"xla": choice.num_devices, "cuda": int(os.environ.get("WORLD_SIZE", "1"))}.get(choice.backend, 1)
+    ranks = processes or int(os.environ.get("WORLD_SIZE", "1"))
+    devices = {"xla": choice.num_devices, "cuda": ranks}.get(choice.backend, 1)
     shards = devices if (choice.backend == "xla" and cfg.train.fsdp) else 1
     bpd = batch_per_device(cfg, choice)
     attention = mc.attn_implementation if mc.attn_implementation != "auto" else choice.attn_implementation

@@ -73,7 +73,8 @@ display(pd.DataFrame([{"vocab": vocab_size, "block_len": corpus.block_len, "trai
 # %%
 choice = nbhelpers.device.select(cfg.train)
 train_cfg = nbhelpers.platform.apply_session_limit(cfg.train)
-display(pd.Series({**choice.summary(), "training processes": nbhelpers.launch.resolve_nproc(cfg.train, choice),
+nproc = nbhelpers.launch.resolve_nproc(cfg.train, choice)
+display(pd.Series({**choice.summary(), "training processes": nproc,
                    "time budget (min)": train_cfg.max_minutes or "none"}).to_frame("choice"))
 
 # %% [markdown]
@@ -84,7 +85,7 @@ display(pd.Series({**choice.summary(), "training processes": nbhelpers.launch.re
 # `corpus.token_budget` says otherwise) needs at an assumed MFU. Redrawn with the measured throughput after training.
 
 # %%
-plan = nbhelpers.planner.make_plan(cfg, vocab_size, choice, assumed_mfu=PLAN_MFU,
+plan = nbhelpers.planner.make_plan(cfg, vocab_size, choice, processes=nproc, assumed_mfu=PLAN_MFU,
                                    session_minutes=train_cfg.max_minutes or None)
 display(plan.to_frame())
 if not plan.fits:
@@ -142,7 +143,7 @@ display(pd.DataFrame(samples).pivot_table(index="step", columns="prompt", values
 # %%
 windows = [r["tokens_per_s"] for r in records if r.get("kind") == "train" and r.get("tokens_per_s")]
 measured_tps = statistics.median(windows[1:] or windows) if windows else None
-after = nbhelpers.planner.make_plan(cfg, vocab_size, choice, tokens_per_s=measured_tps,
+after = nbhelpers.planner.make_plan(cfg, vocab_size, choice, processes=nproc, tokens_per_s=measured_tps,
                                     session_minutes=train_cfg.max_minutes or None)
 display(after.to_frame().loc[["throughput", "per session", "sessions for the budget"]]
         if measured_tps else "no throughput measured")
