@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from char_tokenizer import char_tokenizer as make_char_tokenizer
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
 from nbhelpers import generate as gen
@@ -14,15 +14,8 @@ T = "Q{prompt}A"
 
 
 def char_tokenizer(pad_is_eos: bool = False) -> PreTrainedTokenizerFast:
-    """One token per character; unk/pad/bos/eos = 0/1/2/3 like the project's tokenizer."""
-    vocab = {"<unk>": 0, "<pad>": 1, "<s>": 2, "</s>": 3}
-    for ch in CHARS:
-        vocab.setdefault(ch, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="</s>" if pad_is_eos else "<pad>")
+    """One token per character of CHARS."""
+    return make_char_tokenizer(CHARS, pad_is_eos)
 
 
 def bigram_model(tok: PreTrainedTokenizerFast, chain: dict[str, str]) -> GPTNeoXForCausalLM:

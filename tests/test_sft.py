@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from char_tokenizer import char_tokenizer as make_char_tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from nbhelpers import config, sft
@@ -19,15 +19,8 @@ CHARS = "QAab12xyz"
 
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character; unk/pad/bos/eos = 0/1/2/3 like the project's tokenizer."""
-    vocab = {"<unk>": 0, "<pad>": 1, "<s>": 2, "</s>": 3}
-    for ch in CHARS:
-        vocab.setdefault(ch, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>")
+    """One token per character of CHARS."""
+    return make_char_tokenizer(CHARS)
 
 
 def write(tmp_path, lines, name="data.jsonl"):
