@@ -35,8 +35,10 @@ nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
-RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
-OVERRIDES = []  # config overrides, e.g. ["tokenizer.vocab_size=16000", "tokenizer.sample_chars=50000000"]
+# RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+RUN_DIR = ""
+# OVERRIDES: config overrides, e.g. ["tokenizer.vocab_size=16000", "tokenizer.sample_chars=50000000"]
+OVERRIDES = []
 
 # %%
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)

@@ -35,9 +35,12 @@ nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
-RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
-OVERRIDES = []  # config overrides, e.g. ["corpus.mixture={\"wikipedia_ja\": 0.6, \"arithmetic\": 0.4}", "corpus.symbol_level=0.75"]
-PARTS = 0  # train parts that should exist when this notebook ends: 0 = from corpus.build_tokens (one session part); N = build up to part N (a later session takes the next part)
+# RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+RUN_DIR = ""
+# OVERRIDES: config overrides, e.g. ["corpus.mixture={\"wikipedia_ja\": 0.6, \"arithmetic\": 0.4}", "corpus.symbol_level=0.75"]
+OVERRIDES = []
+# PARTS: train parts that should exist when this notebook ends: 0 = from corpus.build_tokens (one session part); N = build up to part N (a later session takes the next part)
+PARTS = 0
 
 # %%
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)

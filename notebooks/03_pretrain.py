@@ -36,8 +36,10 @@ nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
-RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
-OVERRIDES = []  # config overrides, e.g. ["model.preset=small_160m", "train.lr=3e-4", "train.max_minutes=60"]
+# RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+RUN_DIR = ""
+# OVERRIDES: config overrides, e.g. ["model.preset=small_160m", "train.lr=3e-4", "train.max_minutes=60"]
+OVERRIDES = []
 PLAN_MFU = 0.35  # assumed model FLOPs utilisation for the plan before training (0.2 to 0.5); after training the measured throughput is used
 
 # %%

@@ -36,9 +36,12 @@ nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
-RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
-OVERRIDES = []  # config overrides, e.g. ["sft.lr=1e-5", "sft.replay_ratio=0.3", "sft.data=[\"files:my.jsonl\"]"]
-HUB_REPO = ""  # "user/name" uploads sft/final (model + tokenizer) to the Hugging Face hub, private; "" = no upload
+# RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+RUN_DIR = ""
+# OVERRIDES: config overrides, e.g. ["sft.lr=1e-5", "sft.replay_ratio=0.3", "sft.data=[\"files:my.jsonl\"]"]
+OVERRIDES = []
+# HUB_REPO: "user/name" uploads sft/final (model + tokenizer) to the Hugging Face hub, private; "" = no upload
+HUB_REPO = ""
 
 # %%
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)

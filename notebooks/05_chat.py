@@ -35,11 +35,14 @@ nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
-RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
-OVERRIDES = []  # config overrides, e.g. ["sft.max_new_tokens=128"]
+# RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+RUN_DIR = ""
+# OVERRIDES: config overrides, e.g. ["sft.max_new_tokens=128"]
+OVERRIDES = []
 INTERACTIVE = False  # True: the last-but-one cell asks for prompts until an empty line (papermill runs keep False)
 TEMPERATURE = 0.7  # > 0: sampling temperature for the sampled answers and the interactive chat
-TOP_P = 0.9  # 0 < TOP_P <= 1: nucleus sampling
+# TOP_P: 0 < TOP_P <= 1: nucleus sampling
+TOP_P = 0.9
 
 # %%
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)

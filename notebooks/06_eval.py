@@ -36,8 +36,10 @@ nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
-RUN_DIR = ""  # the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
-OVERRIDES = []  # config overrides, e.g. ["eval.limit=200", "eval.local_tasks=true", "eval.ppl_texts=16"]
+# RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
+RUN_DIR = ""
+# OVERRIDES: config overrides, e.g. ["eval.limit=200", "eval.local_tasks=true", "eval.ppl_texts=16"]
+OVERRIDES = []
 
 # %%
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)

@@ -24,6 +24,19 @@ def test_every_notebook_has_one_parameters_cell_and_a_synced_twin():
     assert notebooks.sync(check=True) == [], "run `python -m nbhelpers notebooks` and commit the .ipynb files"
 
 
+def test_papermill_reads_every_parameter_of_every_notebook():
+    """A parameter line papermill cannot parse (a second '=' in its comment) makes it warn 'unknown parameter'."""
+    import re
+
+    from papermill.translators import PythonTranslator
+
+    for source in notebooks.discover():
+        cell = next(c for c in notebooks.to_notebook(source).cells if "parameters" in c.metadata.get("tags", []))
+        assigned = re.findall(r"^([A-Z_][A-Z0-9_]*) =", cell.source, flags=re.M)
+        assert {"PROFILE", "RUN_DIR", "OVERRIDES"} <= set(assigned), source.name
+        assert [p.name for p in PythonTranslator.inspect(cell)] == assigned, source.name
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke")
