@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import CorpusConfig, RunConfig
 from ..rundir import atomic_write_text, read_json
+from ..tokenizer import tokenizer_hash
 from .mixing import Mixer, validate_mixture
 from .packing import BlockWriter, check_vocab
 from .reader import MANIFEST
@@ -76,14 +77,6 @@ def token_budget(cfg: RunConfig | CorpusConfig, vocab_size: int | None = None, n
         total, rule = int(corpus.tokens_per_param * n_params), "chinchilla"
     parts = max(1, math.ceil(total / corpus.session_tokens))
     return TokenBudget(total, corpus.session_tokens, parts, rule, n_params, corpus.tokens_per_param)
-
-
-def tokenizer_hash(path: str | os.PathLike) -> str:
-    """sha256 of spm.model (a tokenizer folder or the file itself): a corpus is only valid with that tokenizer."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "spm.model"
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def fingerprint(corpus: CorpusConfig, tok_hash: str, cleaning: bool = True) -> str:
@@ -173,7 +166,7 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
     eos = sp.eos_id()
     if eos < 0:
         raise CorpusBuildError(f"{model_file}: the tokenizer has no EOS piece; documents are joined with EOS")
-    tok_hash = tokenizer_hash(model_file)
+    tok_hash = tokenizer_hash(tokenizer_dir)
     budget = token_budget(cfg, vocab, n_params)
     fp = fingerprint(corpus, tok_hash, cleaning)
     want = parts if parts is not None else max(1, math.ceil(corpus.build_tokens / corpus.session_tokens))
