@@ -90,23 +90,11 @@ def xla_configured() -> bool:
 
 
 def xla_info() -> tuple[str, int, int]:
-    """(device kind, number of devices, memory per device in bytes) from torch_xla."""
-    try:
-        from . import xla as xla_mod  # the adapter owns every torch_xla call when it exists
-    except ImportError:
-        xla_mod = None
-    if xla_mod is not None and hasattr(xla_mod, "device_info"):
-        kind, count, memory = xla_mod.device_info()
-        return str(kind), int(count), int(memory)
-    import torch_xla.runtime as xr
+    """(device kind, number of devices, memory per device in bytes), from the XLA adapter."""
+    from . import xla as xla_mod  # the adapter owns every torch_xla call
 
-    kind = os.environ.get("PJRT_DEVICE", "TPU")
-    if kind.upper() == "TPU" and os.environ.get("TPU_ACCELERATOR_TYPE"):
-        kind = f"TPU {os.environ['TPU_ACCELERATOR_TYPE']}"  # e.g. v5litepod-8: the planner looks up its peak
-    count = int(xr.global_runtime_device_count())
-    # v5e chips have 16 GB HBM; the CPU PJRT device shares host RAM
-    memory = host_memory_bytes() if kind.upper() == "CPU" else 16 * 10**9
-    return kind, count, memory
+    kind, count, memory = xla_mod.device_info()
+    return str(kind), int(count), int(memory)
 
 
 def host_memory_bytes() -> int:

@@ -77,6 +77,11 @@ def _xla():
     return torch_xla
 
 
+def sync() -> None:
+    """Cut the lazy graph here and run it (no SPMD switch: safe once tensors live on the device)."""
+    _xla().sync()
+
+
 def versions() -> dict[str, Any]:
     """torch and torch_xla versions, the PJRT device type and the number of devices (chips)."""
     info: dict[str, Any] = {"torch": torch.__version__, "torch_xla": None, "device_type": None, "device_count": 0}

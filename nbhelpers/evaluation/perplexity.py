@@ -117,9 +117,9 @@ def _xla_sync() -> None:
     Only reached with a model already on an XLA device. The adapter's hook (nbhelpers.xla, passed as
     after_batch by the notebook) would switch SPMD on, which must not happen once tensors live on the device.
     """
-    import torch_xla
+    from .. import xla  # the adapter is the one place torch_xla is imported
 
-    torch_xla.sync()
+    xla.sync()
 
 
 def _model_max_length(model: Any) -> int:
