@@ -7,6 +7,7 @@ import gzip
 import html.parser
 import importlib.resources
 import json
+import random
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -230,11 +231,19 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
                 yield _parse_json_line(line, path, lineno, field)
 
 
-def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Iterator[str]:
+def _paths(src: Source) -> list[Path]:
     paths = sorted(Path(p) for p in glob.glob(src.location, recursive=True))
     if not paths:
         raise SourceError(f"source {src.name!r}: no files match {src.location!r}")
-    for path in paths:
+    return paths
+
+
+def _plain_text(path: Path) -> bool:
+    return not path.name.endswith((".jsonl", ".gz", ".parquet"))
+
+
+def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Iterator[str]:
+    for path in _paths(src):
         try:
             if path.name.endswith((".jsonl", ".jsonl.gz")):
                 if path.suffix == ".gz":
@@ -267,6 +276,111 @@ def _parse_json_line(line: str, path: Path, lineno: int, field: str) -> str:
     if not isinstance(row, dict) or not isinstance(row.get(field), str):
         raise SourceError(f"{path} line {lineno}: expected an object with a string field {field!r}")
     return row[field]
+
+
+# ---------------------------------------------------------------- parts: slices a worker reads by itself
+
+PART_BYTES = 192_000  # a plain-text part: about 64,000 Japanese characters (3 bytes each in UTF-8)
+FIRST_PART_BYTES = 24_000  # the first parts are smaller (sizes double): the first tokens come out at once
+PART_PROBLEMS = 512  # generated problems per part (about 60,000 characters)
+FIRST_PART_PROBLEMS = 64
+
+
+@dataclass(frozen=True)
+class Part:
+    """A slice of a source that a worker process reads by itself, so no document crosses a process boundary."""
+
+    kind: str  # "text": bytes [start, end) of a plain-text file; "arithmetic": problems [start, end) of a generator
+    path: str
+    start: int
+    end: int
+    seed: int  # text: shuffle the part's documents with this seed (0 = file order); arithmetic: generator seed
+
+
+def splittable(src: Source) -> bool:
+    """Whether workers can read the source in parts: generated problems, or only uncompressed plain-text files."""
+    if src.kind == "arithmetic":
+        return True
+    return src.kind == "files" and all(_plain_text(p) for p in _paths(src))
+
+
+def _next_break(fh: Any, pos: int, size: int) -> int:
+    """Offset just after the first blank line (\\n\\n or \\n\\r\\n) at or after `pos`, or `size` when there is none.
+
+    Cutting there gives the same documents as splitting the whole text: the left side ends with a paragraph
+    break, and the right side's leading whitespace is stripped from its first document.
+    """
+    fh.seek(pos)
+    base, carry = pos, b""
+    while True:
+        block = fh.read(1 << 16)
+        if not block:
+            return size
+        data = carry + block
+        hits = [(k, n) for k, n in ((data.find(b"\n\n"), 2), (data.find(b"\n\r\n"), 3)) if k >= 0]
+        if hits:
+            k, n = min(hits)
+            return base + k + n
+        carry = data[-2:]  # a break may straddle two reads
+        base += len(data) - 2
+
+
+def text_ranges(path: Path, first: int | None = None, size: int | None = None) -> Iterator[tuple[int, int]]:
+    """Byte ranges of a plain-text file, each ending at a paragraph break; sizes double from `first` to `size`."""
+    first, size = first or FIRST_PART_BYTES, size or PART_BYTES
+    total = path.stat().st_size
+    start, step = 0, first
+    with open(path, "rb") as fh:
+        while start < total:
+            end = _next_break(fh, start + step, total) if start + step < total else total
+            yield start, end
+            start, step = end, min(2 * step, size)
+
+
+def utf8_valid(path: Path) -> bool:
+    """Whether the whole file decodes as UTF-8 (read in chunks)."""
+    try:
+        for _ in _text_chunks(path):
+            pass
+    except BadUTF8:
+        return False
+    return True
+
+
+def iter_parts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
+               skipped: Counter | None = None) -> Iterator[Part]:
+    """One pass over a splittable source as parts, in order (generated sources are endless)."""
+    src = resolve(source) if isinstance(source, str) else source
+    if src.kind == "arithmetic":
+        start, n = 0, FIRST_PART_PROBLEMS
+        while True:
+            # each part has its own generator seed, so that any worker can make part k without parts 0..k-1
+            yield Part("arithmetic", "", start, start + n, (seed * 1_000_003 + start) & 0x7FFFFFFFFFFFFFFF)
+            start, n = start + n, min(2 * n, PART_PROBLEMS)
+    for path in _paths(src):
+        if on_bad_utf8 == "skip" and not utf8_valid(path):  # a file is skipped whole, before any of it is used
+            if skipped is not None:
+                skipped[str(path)] += 1
+            continue
+        for start, end in text_ranges(path):
+            yield Part("text", str(path), start, end, 0)
+
+
+def read_part(part: Part) -> list[str]:
+    """The documents of one part (in a worker process): a file range split at blank lines, or generated problems."""
+    if part.kind == "arithmetic":
+        return [p.text() for p in arithmetic.problems(part.seed, n=part.end - part.start)]
+    with open(part.path, "rb") as fh:
+        fh.seek(part.start)
+        data = fh.read(part.end - part.start)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadUTF8(f"{part.path}: not UTF-8 at byte offset {part.start + err.start} ({err.reason})") from None
+    docs = list(_split_paragraphs(text))
+    if part.seed:
+        random.Random(part.seed).shuffle(docs)
+    return docs
 
 
 # ---------------------------------------------------------------- Debian's Japanese documentation

@@ -183,3 +183,67 @@ def test_plain_text_files_stream_in_chunks_with_the_same_documents(tmp_path, mon
     skipped = Counter()
     assert list(sources.iter_texts(f"files:{bad}", on_bad_utf8="skip", skipped=skipped)) == []  # nothing half-read
     assert skipped[str(bad)] == 1
+
+
+def test_plain_text_parts_give_the_streamed_documents_wherever_they_are_cut(tmp_path):
+    from nbhelpers import sources
+
+    rng = np.random.default_rng(0)
+    breaks = ["\n\n", "\n\n\n", "\n  \n", "\r\n\r\n", "\n\u3000\n\n", "\n \t\n"]
+    paras = [f"段落{i}です。" + "文" * int(rng.integers(0, 40)) + ("\n続く行" if i % 3 else "") for i in range(300)]
+    text = "".join(p + breaks[int(rng.integers(len(breaks)))] for p in paras) + "末尾"
+    path = tmp_path / "a.txt"
+    path.write_bytes(text.encode("utf-8"))
+    whole = list(sources._split_paragraphs(text))
+    src = sources.resolve(f"files:{path}")
+    assert sources.splittable(src) and sources.splittable(sources.resolve("arithmetic"))
+    for first, size in ((1, 1), (7, 50), (100, 1000), (1 << 20, 1 << 20)):  # cuts land anywhere, even inside a character
+        ranges = list(sources.text_ranges(path, first, size))
+        assert ranges[0][0] == 0 and ranges[-1][1] == len(text.encode()) and all(a < b for a, b in ranges)
+        assert all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1))
+        parts = [sources.Part("text", str(path), a, b, 0) for a, b in ranges]
+        assert [d for p in parts for d in sources.read_part(p)] == whole
+    shuffled = sources.read_part(sources.Part("text", str(path), 0, len(text.encode()), 5))
+    assert sorted(shuffled) == sorted(whole) and shuffled != whole
+    assert shuffled == sources.read_part(sources.Part("text", str(path), 0, len(text.encode()), 5))
+    # a bad byte is named by its offset in the file, not in the part
+    bad = tmp_path / "b.txt"
+    bad.write_bytes(("段落です。\n\n" * 20).encode("utf-8") + b"\xff\n")
+    last = list(sources.text_ranges(bad, 20, 20))[-1]
+    with pytest.raises(BadUTF8, match=r"b.txt: not UTF-8 at byte offset 340"):
+        sources.read_part(sources.Part("text", str(bad), *last, 0))
+    assert sources.splittable(sources.resolve(f"files:{tmp_path}/*"))
+    (tmp_path / "c.jsonl").write_text("{}\n")
+    assert not sources.splittable(sources.resolve(f"files:{tmp_path}/*"))  # a JSONL (or .gz) file is read by a feeder
+
+
+def test_generated_parts_are_the_same_whoever_makes_them():
+    from nbhelpers import sources
+
+    parts = list(itertools.islice(sources.iter_parts("arithmetic", seed=3), 4))
+    assert [p.end - p.start for p in parts] == [64, 128, 256, 512] and parts[1].start == 64
+    assert sources.read_part(parts[2]) == sources.read_part(parts[2])
+    assert sources.read_part(parts[2]) != sources.read_part(parts[3])[:256]
+    other = list(itertools.islice(sources.iter_parts("arithmetic", seed=4), 1))[0]
+    assert sources.read_part(other) != sources.read_part(parts[0])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_plain_text_source_resumes_inside_a_part_and_repeats_epochs(tmp_path, monkeypatch, workers):
+    from nbhelpers import sources
+
+    monkeypatch.setattr(sources, "FIRST_PART_BYTES", 200)
+    monkeypatch.setattr(sources, "PART_BYTES", 700)
+    path = tmp_path / "a.txt"
+    path.write_text("\n\n".join(_prose(120)), encoding="utf-8")
+    cfg = _cfg({f"files:{path}": 0.6, "arithmetic": 0.4}, shuffle_buffer=64, workers=workers)
+    with Mixer(cfg) as mixer:
+        stream = [str(d) for _, d, _ in itertools.islice(mixer, 600)]  # more than one epoch of the file
+        assert mixer.state()[f"files:{path}"]["epoch"] >= 1
+    for cut in (1, 37, 250, 420):
+        with Mixer(cfg) as mixer:
+            head = [str(d) for _, d, _ in itertools.islice(mixer, cut)]
+            state, seen = mixer.state(), mixer.dedup.array()
+        with Mixer(cfg, state=state, dedup_hashes=seen) as mixer:
+            tail = [str(d) for _, d, _ in itertools.islice(mixer, 600 - cut)]
+        assert head + tail == stream, cut

@@ -53,13 +53,31 @@ def _docs(n):
     return [f"第{i}話★ 春の朝、{'駅前の桜が咲き始めました。' * (1 + i % 7)}「きれいだね」と{i}人が言いました！" for i in range(n)]
 
 
+def _write_source(directory, docs, fmt):
+    """Documents as a JSONL file (read by a feeder process) or a plain-text file (read by the workers in parts)."""
+    directory.mkdir(exist_ok=True)
+    if fmt == "txt":
+        path = directory / "docs.txt"
+        path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    else:
+        path = directory / "docs.jsonl"
+        path.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    return f"files:{path}"
+
+
 @pytest.fixture()
 def prose_source(tmp_path):
-    path = tmp_path / "src" / "docs.jsonl"
-    path.parent.mkdir()
     docs = _docs(400)
-    path.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
-    return f"files:{path}", docs
+    return _write_source(tmp_path / "src", docs, "jsonl"), docs
+
+
+@pytest.fixture(params=["jsonl", "txt"])
+def any_source(tmp_path, request, monkeypatch):
+    """The prose documents in either format; plain-text parts are made tiny so that a build spans many of them."""
+    monkeypatch.setattr(sources, "FIRST_PART_BYTES", 300)
+    monkeypatch.setattr(sources, "PART_BYTES", 2000)
+    docs = _docs(400)
+    return _write_source(tmp_path / "src", docs, request.param), docs
 
 
 def _cfg(mixture, **kw):
@@ -74,8 +92,8 @@ def _all_tokens(corpus_dir):
     return np.stack([c.val[i] for i in range(len(c.val))]), np.stack([c.train[i] for i in range(len(c.train))])
 
 
-def test_blocks_full_eos_joined_no_token_lost(tmp_path, prose_source, tokenizer_dir, sp):
-    src, docs = prose_source
+def test_blocks_full_eos_joined_no_token_lost(tmp_path, any_source, tokenizer_dir, sp):
+    src, docs = any_source
     cfg = _cfg({src: 1.0})
     m = build_corpus(cfg, tokenizer_dir, tmp_path / "c", parts=2, progress=False)
     val, train = _all_tokens(tmp_path / "c")
@@ -112,8 +130,8 @@ def test_realised_shares_manifest_and_budget(tmp_path, prose_source, tokenizer_d
     assert m["sources"][src]["cleaning"]["samples"][0]["before"] != m["sources"][src]["cleaning"]["samples"][0]["after"]
 
 
-def test_same_seed_same_corpus_other_seed_other_corpus_any_worker_count(tmp_path, prose_source, tokenizer_dir):
-    src, _ = prose_source
+def test_same_seed_same_corpus_other_seed_other_corpus_any_worker_count(tmp_path, any_source, tokenizer_dir):
+    src, _ = any_source
     cfg = _cfg({src: 0.6, "arithmetic": 0.4}, shuffle_buffer=64)
     build_corpus(cfg, tokenizer_dir, tmp_path / "a", parts=1, progress=False)
     build_corpus(cfg, tokenizer_dir, tmp_path / "b", parts=1, progress=False, workers=2)
@@ -123,8 +141,8 @@ def test_same_seed_same_corpus_other_seed_other_corpus_any_worker_count(tmp_path
     assert not np.array_equal(a[1], c[1])
 
 
-def test_next_part_in_a_later_session_continues_the_same_stream(tmp_path, prose_source, tokenizer_dir):
-    src, _ = prose_source
+def test_next_part_in_a_later_session_continues_the_same_stream(tmp_path, any_source, tokenizer_dir):
+    src, _ = any_source
     cfg = _cfg({src: 0.6, "arithmetic": 0.4}, shuffle_buffer=64)
     at_once = build_corpus(cfg, tokenizer_dir, tmp_path / "once", parts=2, progress=False)
     first = build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=1, progress=False)

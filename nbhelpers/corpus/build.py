@@ -29,7 +29,7 @@ from .mixing import Mixer, validate_mixture
 from .packing import BlockWriter, check_vocab
 from .reader import MANIFEST
 
-FORMAT = 1
+FORMAT = 2  # 2: plain-text files and generated sources are read in parts (other order, resume state)
 # Settings that change the token stream; workers, budgets and build_tokens do not (parts are session-sized).
 STREAM_FIELDS = ("mixture", "symbol_level", "min_chars", "dedup", "block_len", "session_tokens", "val_blocks",
                  "seed", "on_bad_utf8", "shuffle_buffer", "on_exhausted")

@@ -258,12 +258,12 @@ def clean_batch(raw: list[str], symbol_level: float, math: bool, min_chars: int,
     if tokenize:
         if _SP is None:
             raise RuntimeError("clean_batch(tokenize=True) needs init_worker(model_file) first")
-        ids = _SP.encode(kept, add_eos=True, num_threads=_THREADS)  # documents are joined with EOS: each ends with it
+        # documents are joined with EOS: each ends with it; numpy output skips a Python int per token
+        ids = _SP.encode(kept, add_eos=True, num_threads=_THREADS, out_type="numpy")  # [(len_i,) int32]
         lengths = np.zeros(n + 1, dtype=np.int64)  # (n+1,): 0, then each document's tokens (0 where dropped)
         lengths[np.array(kept_idx, dtype=np.int64) + 1] = [len(seq) for seq in ids]
-        ends = np.cumsum(lengths)
-        tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.uint16, count=int(ends[-1]))
-        offsets = ends.tolist()
+        offsets = np.cumsum(lengths).tolist()
+        tokens = np.concatenate(ids).astype(np.uint16) if ids else np.zeros(0, np.uint16)  # (offsets[-1],)
     return CleanedBatch(steps, hashes, steps[:, 3].tolist(), texts, tokens, offsets, samples)
 
 

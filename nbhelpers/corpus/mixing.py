@@ -9,8 +9,11 @@ within one document of its weight, deterministically, whatever the number of wor
 text mixed 0.8 / 0.2 with arithmetic (bench/pack_throughput.py): interleave_datasets gives Debian 0.875 of
 the characters, quota mixing 0.800.
 
-Processes (workers > 1): each source is read by its own feeder process into a bounded queue; pool workers take
-raw batches from it and clean, hash and tokenize them; the main process only deduplicates, mixes and packs,
+Processes (workers > 1): a source that can be cut into parts (plain-text files in byte ranges ending at a
+blank line, generated problems in numbered batches) is read by the workers themselves: the main process sends
+a part's description, a worker reads, cleans, hashes and tokenizes it, and only the result crosses a process
+boundary. Any other source (JSONL, gzip, parquet, the hub, Debian's HTML) is read by its own feeder process
+into a bounded queue that workers take raw batches from. The main process only deduplicates, mixes and packs,
 and takes results back in stream order. With workers=1 everything runs in this process, with the same output.
 The packer takes the stream in runs (`Mixer.take`): the documents one source gives in a row, as one slice of
 its worker's token array, so that the main process spends about 1 us per document, not 5.
@@ -22,6 +25,7 @@ interleave_datasets' all_exhausted; repeats are not counted as duplicates) and "
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import multiprocessing
@@ -37,11 +41,13 @@ import numpy as np
 from .. import sources as sources_mod
 from ..config import CorpusConfig
 from .clean import CleanedBatch, CleanStats, clean_batch, init_worker, warm
+from .workers import WorkerPool
 
 BATCH_CHARS = 64_000  # raw characters per worker task: amortises IPC; less work lost in flight when a build ends
 BATCH_DOCS = 2048
 FIRST_BATCH_CHARS = 8_000  # the first batch of a source; sizes double up to BATCH_CHARS
 FIRST_KEEP_WINDOW = 20_000  # a source whose first this-many documents are all dropped is an error, not a hang
+PART_WINDOW = 32  # parts of a plain-text source shuffled together (about 6 MB of text), besides each part's documents
 DEDUP_BUFFER = 65536  # recent hashes kept in a Python set before merging into the sorted array
 _EPOCH_SALT = 0x9E3779B97F4A7C15  # repeated epochs must not count as duplicates of the first
 
@@ -185,6 +191,13 @@ def _ticket(index: int, epoch: int, *args: Any) -> tuple[int, Any, dict]:
     return seq, clean_batch(payload, *args), skipped
 
 
+def _part_ticket(part: sources_mod.Part, *args: Any) -> CleanedBatch | None:
+    """Worker task: read one part of a source (a file range, generated problems) and clean (and tokenize) it."""
+    if _CLOSING[0].is_set():  # the mixer is closing: nobody will read this batch
+        return None
+    return clean_batch(sources_mod.read_part(part), *args)
+
+
 class _Inline:
     """A stand-in for an AsyncResult when work runs in this process (workers=1)."""
 
@@ -221,7 +234,42 @@ class _Feed:
         self.stat_from = 0
         self.raw_done = False
         self.finished = False
-        self._open(skip=self.consumed)
+        # Parts: workers read the source's parts themselves (file ranges, generator batches), so no document is
+        # pickled between processes and one epoch follows another without draining the pipeline.
+        self.parted = sources_mod.splittable(self.source)
+        self.part_seq = state.get("part", 0)  # the part being consumed, in this epoch's order
+        self._resume_cursor = state.get("in_part", 0)  # documents of that part consumed before a resume
+        if self.parted:
+            self._skip_now = Counter(self.skipped)  # files known to be skipped are not read again
+            self.parts = self._part_stream(self.epoch, self.part_seq)
+        else:
+            self._open(skip=self.consumed)
+
+    def _part_stream(self, epoch: int, skip: int) -> Iterator[tuple[int, int, sources_mod.Part | None]]:
+        """(epoch, seq, part) for every part, epoch after epoch; (epoch, -1, None) marks the end of an epoch.
+
+        With a shuffle, each part's documents are shuffled and the parts themselves in windows of PART_WINDOW;
+        the first `skip` parts of the first epoch are planned and passed over (resuming).
+        """
+        cfg = self.mixer.cfg
+        shuffle = cfg.shuffle_buffer > 1 and self.source.kind != "arithmetic"
+        while True:
+            seed = self.mixer.seed + 1009 * epoch
+            rng_seed = seed ^ zlib.crc32(self.name.encode())
+            parts: Iterator[sources_mod.Part] = sources_mod.iter_parts(self.source, seed, cfg.on_bad_utf8,
+                                                                       self._skip_now)
+            if shuffle:
+                seeds = random.Random(rng_seed + 1)
+                parts = _shuffled((dataclasses.replace(p, seed=seeds.getrandbits(62) | 1) for p in parts),
+                                  PART_WINDOW, random.Random(rng_seed))
+            for seq, part in enumerate(parts):
+                if seq >= skip:
+                    yield epoch, seq, part
+            skip = 0
+            yield epoch, -1, None
+            if cfg.on_exhausted != "repeat":
+                return
+            epoch += 1
 
     def _open(self, skip: int) -> None:
         """(Re)open this epoch's raw stream and skip what earlier parts consumed (replay, no cleaning)."""
@@ -263,7 +311,19 @@ class _Feed:
         if self.raw_done:
             return False
         mixer = self.mixer
-        if mixer.pool is None:
+        if self.parted:
+            item = next(self.parts, None)
+            if item is None:
+                self.raw_done = True
+                return False
+            epoch, seq, part = item
+            ticket: Any = None  # None: the end of an epoch
+            if part is not None and mixer.pool is None:
+                ticket = mixer.submit(sources_mod.read_part(part), self.source.math)
+            elif part is not None:
+                ticket = mixer.pool.apply_async(_part_ticket, (part, *mixer.batch_args(self.source.math)))
+            self.pending.append((epoch, seq, ticket))
+        elif mixer.pool is None:
             docs = next(self.raw, None)
             if docs is None:
                 self.raw_done = True
@@ -304,28 +364,60 @@ class _Feed:
             self.stats.add_steps(self.batch.steps[self.stat_from:self.cursor])
             self.stat_from = self.cursor
 
-    def _next_batch(self) -> bool:
-        """Advance to the next cleaned batch; at the end of the raw stream, start a new epoch or finish."""
-        self._flush_stats()
+    def _check_kept(self) -> None:
+        """At the end of an epoch: a source that kept no document is an error, not an endless loop."""
+        if self.kept_ever == 0:
+            raise sources_mod.SourceError(
+                f"source {self.name!r} has no documents left after cleaning: {self.stats.documents_in} read, "
+                f"{self.stats.short_documents} shorter than min_chars={self.mixer.cfg.min_chars}, "
+                f"{self.stats.duplicate_documents} duplicates")
+
+    def _next_raw(self) -> CleanedBatch | None:
+        """Feeder mode: the next batch; at the end of the raw stream, start a new epoch or finish (None)."""
         b = self._take()
         if b is None:
-            if self.kept_ever == 0:
-                raise sources_mod.SourceError(
-                    f"source {self.name!r} has no documents left after cleaning: {self.stats.documents_in} read, "
-                    f"{self.stats.short_documents} shorter than min_chars={self.mixer.cfg.min_chars}, "
-                    f"{self.stats.duplicate_documents} duplicates")
+            self._check_kept()
             if self.mixer.cfg.on_exhausted != "repeat":
                 self.finished = True
-                return False
+                return None
             self.epoch += 1
             self.consumed = 0
             self._open(skip=0)
             b = self._take()
             if b is None:
                 self.finished = True
-                return False
+        return b
+
+    def _next_part(self) -> CleanedBatch | None:
+        """Parts mode: the next part's batch, passing epoch ends (the next epoch's parts are already in flight)."""
+        while True:
+            self._fill()
+            if not self.pending:
+                self.finished = True
+                return None
+            epoch, seq, ticket = self.pending.popleft()
+            self._fill()  # keep the workers busy while this batch is waited for and consumed
+            if ticket is not None:
+                self.part_seq = seq
+                return ticket.get()
+            self._check_kept()
+            if self.mixer.cfg.on_exhausted != "repeat":
+                self.finished = True
+                return None
+            self.epoch, self.consumed, self.part_seq = epoch + 1, 0, 0
+            self.batch, self._resume_cursor = None, 0
+
+    def _next_batch(self) -> bool:
+        """Advance to the next cleaned batch; False when the source has finished."""
+        self._flush_stats()
+        b = self._next_part() if self.parted else self._next_raw()
+        if b is None:
+            return False
         self.batch = b
         self.cursor = self.stat_from = 0
+        if self._resume_cursor:  # resuming inside this part: its first documents were consumed before
+            self.cursor = self.stat_from = min(self._resume_cursor, len(b.hashes))
+            self._resume_cursor = 0
         salt = (self.epoch * _EPOCH_SALT) & 0xFFFFFFFFFFFFFFFF
         # a repeated epoch is not a duplicate of the first: its hashes are salted; 0 (dropped) stays 0
         self.hashes = [h ^ salt if h else 0 for h in b.hashes] if salt else b.hashes
@@ -345,7 +437,7 @@ class _Feed:
             if b is None or i >= len(b.hashes):
                 if not self._next_batch():
                     return None
-                b, i = self.batch, 0
+                continue  # from the new batch's cursor: a resumed part starts where it was left (maybe its end)
             self.cursor = i + 1
             self.consumed += 1
             h = self.hashes[i]
@@ -450,8 +542,12 @@ class _Feed:
     def state(self) -> dict:
         """Where this source stands, for resuming in a later session (stats included)."""
         self._flush_stats()
-        return {"epoch": self.epoch, "consumed": self.consumed, "kept": self.kept_ever, "units": self.units,
-                "stats": self.stats.to_dict(), "skipped_files": dict(self.skipped | self._skip_now)}
+        state = {"epoch": self.epoch, "consumed": self.consumed, "kept": self.kept_ever, "units": self.units,
+                 "stats": self.stats.to_dict(), "skipped_files": dict(self.skipped | self._skip_now)}
+        if self.parted:
+            state["part"] = self.part_seq
+            state["in_part"] = self.cursor if self.batch is not None else self._resume_cursor
+        return state
 
 
 class HashSet:
@@ -537,9 +633,9 @@ class Mixer:
             self.queues = [self.ctx.Queue(maxsize=2 * k + 2) for k in self.feed_prefetch]
             self.closing = self.ctx.Event()
             thinning = cleaning and any(not sources_mod.resolve(name).math for name in self.weights)
-            self.pool = self.ctx.Pool(self.workers, initializer=_init_pool_worker,
-                                      initargs=(model_file, self.queues, self.closing,
-                                                cfg.symbol_level if thinning else None))
+            self.pool = WorkerPool(self.ctx, self.workers, initializer=_init_pool_worker,
+                                   initargs=(model_file, self.queues, self.closing,
+                                             cfg.symbol_level if thinning else None))
         else:
             init_worker(model_file)
         state = state or {}
@@ -612,17 +708,11 @@ class Mixer:
         feeds = getattr(self, "feeds", [])
         if self.pool is not None:
             self.closing.set()  # tickets not yet started return at once
-            # Let every outstanding ticket finish first (feeders keep answering, with batches or end markers):
-            # Pool.terminate() deadlocks when a worker is still writing a large result that no one will read.
-            for feed in feeds:
-                for r in feed.pending:
-                    r.wait(timeout=60)
-                feed.pending.clear()
         for feed in feeds:
+            feed.pending.clear()  # work in flight is dropped: the workers stop now, not after it
             feed._stop_feeder()
         if self.pool is not None:
             self.pool.terminate()
-            self.pool.join()
             self.pool = None
         for q in self.queues:
             q.close()
