@@ -48,6 +48,7 @@ BATCH_DOCS = 2048
 FIRST_BATCH_CHARS = 8_000  # the first batch of a source; sizes double up to BATCH_CHARS
 FIRST_KEEP_WINDOW = 20_000  # a source whose first this-many documents are all dropped is an error, not a hang
 PART_WINDOW = 32  # parts of a plain-text source shuffled together (about 6 MB of text), besides each part's documents
+SMALL_PARTS = 3  # the first parts of a file are small (24, 48, 96 KB) and are not moved by the shuffle
 DEDUP_BUFFER = 65536  # recent hashes kept in a Python set before merging into the sorted array
 _EPOCH_SALT = 0x9E3779B97F4A7C15  # repeated epochs must not count as duplicates of the first
 
@@ -260,8 +261,11 @@ class _Feed:
                                                                        self._skip_now)
             if shuffle:
                 seeds = random.Random(rng_seed + 1)
-                parts = _shuffled((dataclasses.replace(p, seed=seeds.getrandbits(62) | 1) for p in parts),
-                                  PART_WINDOW, random.Random(rng_seed))
+                seeded = (dataclasses.replace(p, seed=seeds.getrandbits(62) | 1) for p in parts)
+                # the first, small parts stay first (their documents are still shuffled): they are what gets the
+                # first tokens out fast; the rest are shuffled in windows
+                head = list(itertools.islice(seeded, SMALL_PARTS))
+                parts = itertools.chain(head, _shuffled(seeded, PART_WINDOW, random.Random(rng_seed)))
             for seq, part in enumerate(parts):
                 if seq >= skip:
                     yield epoch, seq, part
@@ -633,6 +637,8 @@ class Mixer:
             self.queues = [self.ctx.Queue(maxsize=2 * k + 2) for k in self.feed_prefetch]
             self.closing = self.ctx.Event()
             thinning = cleaning and any(not sources_mod.resolve(name).math for name in self.weights)
+            if thinning and self.ctx.get_start_method() == "fork":
+                warm(cfg.symbol_level)  # built once per process and inherited by every worker at fork
             self.pool = WorkerPool(self.ctx, self.workers, initializer=_init_pool_worker,
                                    initargs=(model_file, self.queues, self.closing,
                                              cfg.symbol_level if thinning else None))
