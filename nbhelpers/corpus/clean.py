@@ -79,7 +79,7 @@ def _thinning_regexes(level: float) -> tuple[re.Pattern | None, re.Pattern | Non
     The third pattern is `_REPEATS` for text without astral characters after BMP thinning: its first group is
     an explicit class (what `[^\\w\\s]` matches in the BMP, less what thinning removed), which `re` scans for
     with a table lookup per character, about twice as fast as testing \\w and \\s.
-    Pool workers build it in their initializer, while the feeders read the first batches (`warm`).
+    Built once before the workers fork (`warm`), so each worker inherits it instead of building it again.
     """
     ranges: list[tuple[int, int]] = []
     repeat: list[tuple[int, int]] = []
