@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=12, help="counted ours/Trainer step pairs")
     p.add_argument("--warmup", type=int, default=3, help="uncounted pairs at the start")
     p.add_argument("--threads", type=int, default=0, help="torch threads for both; 0 = torch's default")
+    p.add_argument("--hf-optim", default="", help="the Trainer's `optim` (default: its own default, adamw_torch_fused "
+                   "in transformers 5; adamw_torch was the default before)")
     # off by default, as in TrainConfig: on this CPU it did not beat eager for a matmul-bound model (BENCHMARKS.md)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile in our loop (train.compile)")
@@ -221,10 +223,12 @@ def run_hf(args: argparse.Namespace, blocks: np.ndarray, turns: Turns, out: str,
             warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, adam_beta1=cfg.betas[0],
             adam_beta2=cfg.betas[1], max_grad_norm=cfg.grad_clip, logging_steps=cfg.log_every, save_strategy="no",
             report_to=[], use_cpu=args.backend == "cpu", dataloader_num_workers=0, seed=cfg.seed,
-            disable_tqdm=True,
+            disable_tqdm=True, **({"optim": args.hf_optim} if args.hf_optim else {}),
         )
         trainer = InOrder(model=model, args=targs, train_dataset=Blocks(), callbacks=[Handover()])
         trainer.remove_callback(PrinterCallback)  # its per-step print is not part of training
+        trainer.create_optimizer()
+        result["optimizer"] = f"{targs.optim.value} (fused={trainer.optimizer.defaults.get('fused')})"
         turns.begin("hf")
         trainer.train()
     except BaseException as err:  # noqa: BLE001 - reported by the main thread
@@ -289,6 +293,7 @@ def bench_cpu(args: argparse.Namespace) -> str:
         if s != s2 or abs(a - b) > 2e-3 * max(1.0, abs(b)):
             raise SystemExit(f"losses differ at step {s}/{s2}: ours {a} Trainer {b}: the sides do not train alike")
     med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    print(f"Trainer optimizer: {hf_result.get('optimizer')}")
     print(f"medians over {len(rows)} pairs: peak {med['peak'] / 1e9:.1f} GFLOP/s; load average now "
           f"{os.getloadavg()[0]:.1f}")
     print(f"gemm_bound={med['bound']:.3f}: the Trainer's step over its dense GEMMs alone, the most a loop could gain "
