@@ -95,8 +95,7 @@ def iter_texts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
     if src.kind == "arithmetic":
         return (p.text() for p in arithmetic.problems(seed))
     if src.kind == "bundled":
-        path = importlib.resources.files("nbhelpers") / "data" / src.location
-        return _read_jsonl(Path(str(path)), src.text_field)
+        return _read_jsonl(_paths(src)[0], src.text_field)
     if src.kind == "files":
         return _iter_files(src, on_bad_utf8, skipped)
     if src.kind == "debian":
@@ -232,14 +231,20 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
 
 
 def _paths(src: Source) -> list[Path]:
+    """The files of a `files:` or bundled source, sorted; none matching is an error naming the pattern."""
+    if src.kind == "bundled":
+        return [Path(str(importlib.resources.files("nbhelpers") / "data" / src.location))]
     paths = sorted(Path(p) for p in glob.glob(src.location, recursive=True))
     if not paths:
         raise SourceError(f"source {src.name!r}: no files match {src.location!r}")
     return paths
 
 
-def _plain_text(path: Path) -> bool:
-    return not path.name.endswith((".jsonl", ".gz", ".parquet"))
+def _part_kind(path: Path) -> str | None:
+    """How workers can read a file in parts: "jsonl" or "text" (byte ranges); None for gzip and parquet."""
+    if path.name.endswith((".gz", ".parquet")):
+        return None
+    return "jsonl" if path.suffix == ".jsonl" else "text"
 
 
 def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Iterator[str]:
@@ -268,14 +273,22 @@ def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Itera
                 skipped[str(path)] += 1
 
 
-def _parse_json_line(line: str, path: Path, lineno: int, field: str) -> str:
+def _json_text(line: str, field: str) -> str:
+    """The string `field` of one JSON object line; ValueError says what is wrong with the line."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
-        raise SourceError(f"{path} line {lineno}: not JSON ({err.msg})") from None
+        raise ValueError(f"not JSON ({err.msg})") from None
     if not isinstance(row, dict) or not isinstance(row.get(field), str):
-        raise SourceError(f"{path} line {lineno}: expected an object with a string field {field!r}")
+        raise ValueError(f"expected an object with a string field {field!r}")
     return row[field]
+
+
+def _parse_json_line(line: str, path: Path, lineno: int, field: str) -> str:
+    try:
+        return _json_text(line, field)
+    except ValueError as err:
+        raise SourceError(f"{path} line {lineno}: {err}") from None
 
 
 # ---------------------------------------------------------------- parts: slices a worker reads by itself
@@ -290,51 +303,74 @@ FIRST_PART_PROBLEMS = 64
 class Part:
     """A slice of a source that a worker process reads by itself, so no document crosses a process boundary."""
 
-    kind: str  # "text": bytes [start, end) of a plain-text file; "arithmetic": problems [start, end) of a generator
+    kind: str  # "text" | "jsonl": bytes [start, end) of a file; "arithmetic": problems [start, end) of a generator
     path: str
     start: int
     end: int
-    seed: int  # text: shuffle the part's documents with this seed (0 = file order); arithmetic: generator seed
+    seed: int  # files: shuffle the part's documents with this seed (0 = file order); arithmetic: generator seed
+    field: str = "text"  # jsonl: the field holding the text
 
 
 def splittable(src: Source) -> bool:
-    """Whether workers can read the source in parts: generated problems, or only uncompressed plain-text files."""
+    """Whether workers can read the source in parts: generated problems, or uncompressed plain-text and JSONL files."""
     if src.kind == "arithmetic":
         return True
-    return src.kind == "files" and all(_plain_text(p) for p in _paths(src))
+    return src.kind in ("files", "bundled") and all(_part_kind(p) for p in _paths(src))
 
 
-def _next_break(fh: Any, pos: int, size: int) -> int:
-    """Offset just after the first blank line (\\n\\n or \\n\\r\\n) at or after `pos`, or `size` when there is none.
+_PARAGRAPH_ENDS = (b"\n\n", b"\n\r\n")  # blank lines a plain-text file is cut at (a document never spans one)
+_LINE_ENDS = (b"\n",)  # a JSONL file is cut at line ends
 
-    Cutting there gives the same documents as splitting the whole text: the left side ends with a paragraph
-    break, and the right side's leading whitespace is stripped from its first document.
+
+def _next_break(fh: Any, pos: int, size: int, ends: tuple[bytes, ...] = _PARAGRAPH_ENDS) -> int:
+    """Offset just after the first of `ends` at or after `pos`, or `size` when there is none.
+
+    Cutting a plain-text file there gives the same documents as splitting the whole text: the left side ends
+    with a paragraph break, and the right side's leading whitespace is stripped from its first document.
     """
     fh.seek(pos)
     base, carry = pos, b""
+    keep = max(map(len, ends)) - 1  # a break may straddle two reads
     while True:
         block = fh.read(1 << 16)
         if not block:
             return size
         data = carry + block
-        hits = [(k, n) for k, n in ((data.find(b"\n\n"), 2), (data.find(b"\n\r\n"), 3)) if k >= 0]
+        hits = [(k, len(e)) for e in ends if (k := data.find(e)) >= 0]
         if hits:
             k, n = min(hits)
             return base + k + n
-        carry = data[-2:]  # a break may straddle two reads
-        base += len(data) - 2
+        carry = data[len(data) - keep:] if keep else b""
+        base += len(data) - len(carry)
 
 
-def text_ranges(path: Path, first: int | None = None, size: int | None = None) -> Iterator[tuple[int, int]]:
-    """Byte ranges of a plain-text file, each ending at a paragraph break; sizes double from `first` to `size`."""
+def text_ranges(path: Path, first: int | None = None, size: int | None = None,
+                ends: tuple[bytes, ...] = _PARAGRAPH_ENDS) -> Iterator[tuple[int, int]]:
+    """Byte ranges of a file, each ending just after one of `ends`; sizes double from `first` to `size`."""
     first, size = first or FIRST_PART_BYTES, size or PART_BYTES
     total = path.stat().st_size
     start, step = 0, first
     with open(path, "rb") as fh:
         while start < total:
-            end = _next_break(fh, start + step, total) if start + step < total else total
+            end = _next_break(fh, start + step, total, ends) if start + step < total else total
             yield start, end
             start, step = end, min(2 * step, size)
+
+
+def _line_at(path: str, offset: int) -> tuple[int, int]:
+    """(line number, the line's first byte) of a byte offset in a file: only for error messages."""
+    lineno, line_start, pos = 1, 0, 0
+    with open(path, "rb") as fh:
+        while pos < offset:
+            block = fh.read(min(1 << 20, offset - pos))
+            if not block:
+                break
+            n = block.count(b"\n")
+            if n:
+                lineno += n
+                line_start = pos + block.rfind(b"\n") + 1
+            pos += len(block)
+    return lineno, line_start
 
 
 def utf8_valid(path: Path) -> bool:
@@ -362,12 +398,13 @@ def iter_parts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
             if skipped is not None:
                 skipped[str(path)] += 1
             continue
-        for start, end in text_ranges(path):
-            yield Part("text", str(path), start, end, 0)
+        kind = _part_kind(path)
+        for start, end in text_ranges(path, ends=_LINE_ENDS if kind == "jsonl" else _PARAGRAPH_ENDS):
+            yield Part(kind or "text", str(path), start, end, 0, src.text_field)
 
 
 def read_part(part: Part) -> list[str]:
-    """The documents of one part (in a worker process): a file range split at blank lines, or generated problems."""
+    """The documents of one part (in a worker process): a file range's paragraphs or JSON lines, or problems."""
     if part.kind == "arithmetic":
         return [p.text() for p in arithmetic.problems(part.seed, n=part.end - part.start)]
     with open(part.path, "rb") as fh:
@@ -376,8 +413,23 @@ def read_part(part: Part) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise BadUTF8(f"{part.path}: not UTF-8 at byte offset {part.start + err.start} ({err.reason})") from None
-    docs = list(_split_paragraphs(text))
+        at = part.start + err.start
+        if part.kind == "jsonl":  # named as the streaming reader names it: the line, and the offset in it
+            lineno, line_start = _line_at(part.path, at)
+            raise BadUTF8(f"{part.path} line {lineno} (file offset {line_start}): not UTF-8 at byte offset "
+                          f"{at - line_start} ({err.reason})") from None
+        raise BadUTF8(f"{part.path}: not UTF-8 at byte offset {at} ({err.reason})") from None
+    if part.kind == "jsonl":
+        docs = []
+        for i, line in enumerate(text.split("\n")):
+            line = line.strip()
+            if line:
+                try:
+                    docs.append(_json_text(line, part.field))
+                except ValueError as err:  # the line number is counted only now, on the error's way out
+                    raise SourceError(f"{part.path} line {_line_at(part.path, part.start)[0] + i}: {err}") from None
+    else:
+        docs = list(_split_paragraphs(text))
     if part.seed:
         random.Random(part.seed).shuffle(docs)
     return docs

@@ -212,9 +212,35 @@ def test_plain_text_parts_give_the_streamed_documents_wherever_they_are_cut(tmp_
     last = list(sources.text_ranges(bad, 20, 20))[-1]
     with pytest.raises(BadUTF8, match=r"b.txt: not UTF-8 at byte offset 340"):
         sources.read_part(sources.Part("text", str(bad), *last, 0))
-    assert sources.splittable(sources.resolve(f"files:{tmp_path}/*"))
     (tmp_path / "c.jsonl").write_text("{}\n")
-    assert not sources.splittable(sources.resolve(f"files:{tmp_path}/*"))  # a JSONL (or .gz) file is read by a feeder
+    assert sources.splittable(sources.resolve(f"files:{tmp_path}/*"))
+    (tmp_path / "d.jsonl.gz").write_bytes(b"")
+    assert not sources.splittable(sources.resolve(f"files:{tmp_path}/*"))  # gzip (and parquet) are read by a feeder
+
+
+def test_jsonl_parts_give_the_streamed_documents_and_name_bad_lines_alike(tmp_path):
+    from nbhelpers import sources
+
+    rows = [json.dumps({"text": f"{i}行目の文書です。" * (1 + i % 4)}, ensure_ascii=False) for i in range(200)]
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(r if i % 17 else "  " for i, r in enumerate(rows)) + "\n", encoding="utf-8")
+    whole = list(sources.iter_texts(f"files:{path}"))
+    for first, size in ((1, 1), (50, 300), (1 << 20, 1 << 20)):
+        parts = [sources.Part("jsonl", str(path), a, b, 0) for a, b in sources.text_ranges(path, first, size, (b"\n",))]
+        assert [d for p in parts for d in sources.read_part(p)] == whole
+    # errors name the file and the line as the streaming reader does, from whichever part holds the line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(("\n".join(rows[:120]) + '\n{"text": 1}\n').encode() + "\n".join(rows[:5]).encode())
+    bad_utf8 = tmp_path / "latin.jsonl"
+    bad_utf8.write_bytes(("\n".join(rows[:90]) + "\n").encode() + '{"text": "caf\xe9"}\n'.encode("latin-1"))
+    for path, expected in ((bad, r"bad.jsonl line 121: expected an object with a string field 'text'"),
+                           (bad_utf8, r"latin.jsonl line 91 \(file offset \d+\): not UTF-8 at byte offset 13")):
+        with pytest.raises(SourceError, match=expected) as streamed:
+            list(sources.iter_texts(f"files:{path}"))
+        with pytest.raises(SourceError) as parted:
+            for a, b in sources.text_ranges(path, 100, 700, (b"\n",)):
+                sources.read_part(sources.Part("jsonl", str(path), a, b, 0))
+        assert str(parted.value) == str(streamed.value)
 
 
 def test_generated_parts_are_the_same_whoever_makes_them():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import itertools
@@ -54,14 +55,14 @@ def _docs(n):
 
 
 def _write_source(directory, docs, fmt):
-    """Documents as a JSONL file (read by a feeder process) or a plain-text file (read by the workers in parts)."""
+    """Documents as a plain-text or JSONL file (read by the workers in parts) or gzipped JSONL (read by a feeder)."""
     directory.mkdir(exist_ok=True)
+    path = directory / f"docs.{fmt}"
     if fmt == "txt":
-        path = directory / "docs.txt"
         path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     else:
-        path = directory / "docs.jsonl"
-        path.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+        data = "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
+        path.write_bytes(gzip.compress(data) if fmt.endswith(".gz") else data)
     return f"files:{path}"
 
 
@@ -71,9 +72,9 @@ def prose_source(tmp_path):
     return _write_source(tmp_path / "src", docs, "jsonl"), docs
 
 
-@pytest.fixture(params=["jsonl", "txt"])
+@pytest.fixture(params=["jsonl", "txt", "jsonl.gz"])
 def any_source(tmp_path, request, monkeypatch):
-    """The prose documents in either format; plain-text parts are made tiny so that a build spans many of them."""
+    """The prose documents in each format; parts are made tiny so that a build spans many of them."""
     monkeypatch.setattr(sources, "FIRST_PART_BYTES", 300)
     monkeypatch.setattr(sources, "PART_BYTES", 2000)
     docs = _docs(400)

@@ -9,12 +9,12 @@ within one document of its weight, deterministically, whatever the number of wor
 text mixed 0.8 / 0.2 with arithmetic (bench/pack_throughput.py): interleave_datasets gives Debian 0.875 of
 the characters, quota mixing 0.800.
 
-Processes (workers > 1): a source that can be cut into parts (plain-text files in byte ranges ending at a
-blank line, generated problems in numbered batches) is read by the workers themselves: the main process sends
-a part's description, a worker reads, cleans, hashes and tokenizes it, and only the result crosses a process
-boundary. Any other source (JSONL, gzip, parquet, the hub, Debian's HTML) is read by its own feeder process
-into a bounded queue that workers take raw batches from. The main process only deduplicates, mixes and packs,
-and takes results back in stream order. With workers=1 everything runs in this process, with the same output.
+Processes (workers > 1): a source that can be cut into parts (plain-text and JSONL files in byte ranges ending
+at a blank line or a line end, generated problems in numbered batches) is read by the workers themselves: the
+main process sends a part's description, a worker reads, cleans, hashes and tokenizes it, and only the result
+crosses a process boundary. Any other source (gzip, parquet, the hub, Debian's HTML) is read by its own feeder
+process into a bounded queue that workers take raw batches from. The main process only deduplicates, mixes and
+packs, and takes results back in stream order. With workers=1 everything runs in this process, with the same output.
 The packer takes the stream in runs (`Mixer.take`): the documents one source gives in a row, as one slice of
 its worker's token array, so that the main process spends about 1 us per document, not 5.
 
@@ -176,7 +176,7 @@ def _init_pool_worker(model_file: str | None, queues: list[Any], closing: Any, s
     _QUEUES[:] = queues
     _CLOSING[:] = [closing]
     if symbol_level is not None:
-        warm(symbol_level)  # while the feeders read the first batches, not on the first batch
+        warm(symbol_level)  # spawn: built here, not on the first batch (fork: inherited, so this is a cache hit)
 
 
 def _ticket(index: int, epoch: int, *args: Any) -> tuple[int, Any, dict]:
