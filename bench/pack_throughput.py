@@ -10,7 +10,9 @@ Measured in one run, on the same text and the same cores:
   rss    peak RSS of a pack of N and of 10 N tokens, each in a fresh subprocess (streaming must keep it flat)
   mix    debian share of characters when mixing 0.8 / 0.2 with arithmetic: interleave_datasets vs our quotas
 
-The last line is `raw_tokens_per_s=... pack_tokens_per_s=... ratio=... clean_chars_ratio=... build_ratio=...`.
+The last line is `raw_tokens_per_s=... pack_tokens_per_s=... ratio=... clean_chars_ratio=... build_ratio=...`:
+rates are medians over rounds, ratios the medians of each round's own ratio (the measurements of one round run
+back to back, on the same load).
 Usage: python bench/pack_throughput.py [--tokenizer DIR] [--workers N] [--repeats 5] [--epochs 3] [--rss-tokens 1000000]
 """
 
@@ -258,8 +260,16 @@ def main() -> None:
           f"our quota mixing {q_deb:.3f}")
     print("seconds per round: " + "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v) for k, v in times.items()))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    print(f"raw_tokens_per_s={raw_tps:.0f} pack_tokens_per_s={pack_tps:.0f} ratio={pack_tps / raw_tps:.3f} "
-          f"clean_chars_ratio={clean_cps / raw_cps:.3f} build_ratio={build_tps / raw_tps:.3f}")
+    # the ratios are paired within each round (raw, then pack, clean and build on the same load) and their
+    # median is reported; the ratio of the medians above is printed too
+    rounds = list(zip(times["raw"], times["pack"], times["clean"], times["build"]))
+    ratio = statistics.median(packed / p / (n_tokens * epochs / r) for r, p, _, _ in rounds)
+    clean_ratio = statistics.median(raw_chars / c / (clean_chars * epochs / r) for r, _, c, _ in rounds)
+    build_ratio = statistics.median(built / b / (n_tokens * epochs / r) for r, _, _, b in rounds)
+    print(f"ratios of the medians: pack {pack_tps / raw_tps:.3f}, clean {clean_cps / raw_cps:.3f}, "
+          f"build {build_tps / raw_tps:.3f}")
+    print(f"raw_tokens_per_s={raw_tps:.0f} pack_tokens_per_s={pack_tps:.0f} ratio={ratio:.3f} "
+          f"clean_chars_ratio={clean_ratio:.3f} build_ratio={build_ratio:.3f}")
 
 
 if __name__ == "__main__":
