@@ -384,8 +384,12 @@ def utf8_valid(path: Path) -> bool:
 
 
 def iter_parts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
-               skipped: Counter | None = None) -> Iterator[Part]:
-    """One pass over a splittable source as parts, in order (generated sources are endless)."""
+               skipped: Counter | None = None, checked: dict[str, bool] | None = None) -> Iterator[Part]:
+    """One pass over a splittable source as parts, in order (generated sources are endless).
+
+    With on_bad_utf8="skip" each file is decoded once before its parts are planned; `checked` remembers the
+    verdicts across passes (epochs), so a file is read and counted in `skipped` once.
+    """
     src = resolve(source) if isinstance(source, str) else source
     if src.kind == "arithmetic":
         start, n = 0, FIRST_PART_PROBLEMS
@@ -394,10 +398,16 @@ def iter_parts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
             yield Part("arithmetic", "", start, start + n, (seed * 1_000_003 + start) & 0x7FFFFFFFFFFFFFFF)
             start, n = start + n, min(2 * n, PART_PROBLEMS)
     for path in _paths(src):
-        if on_bad_utf8 == "skip" and not utf8_valid(path):  # a file is skipped whole, before any of it is used
-            if skipped is not None:
-                skipped[str(path)] += 1
-            continue
+        if on_bad_utf8 == "skip":  # a file is skipped whole, before any of it is used
+            ok = checked.get(str(path)) if checked is not None else None
+            if ok is None:
+                ok = utf8_valid(path)
+                if checked is not None:
+                    checked[str(path)] = ok
+                if not ok and skipped is not None:
+                    skipped[str(path)] += 1
+            if not ok:
+                continue
         kind = _part_kind(path)
         for start, end in text_ranges(path, ends=_LINE_ENDS if kind == "jsonl" else _PARAGRAPH_ENDS):
             yield Part(kind or "text", str(path), start, end, 0, src.text_field)

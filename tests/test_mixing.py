@@ -144,6 +144,14 @@ def test_non_utf8_file_is_named_with_offset_or_skipped_and_counted(tmp_path, wor
     with Mixer(_cfg({src: 1.0}, on_exhausted="stop", on_bad_utf8="skip", workers=workers)) as mixer:
         assert len([d for _, d, _ in mixer]) == 1
         assert mixer.state()[src]["skipped_files"] == {str(tmp_path / "latin.txt"): 1}
+    # epochs read the files again: a skipped file is still counted once, also after a resume
+    with Mixer(_cfg({src: 1.0}, on_bad_utf8="skip", dedup=False, workers=workers)) as mixer:
+        docs = [d for _, d, _ in itertools.islice(mixer, 5)]
+        state = mixer.state()
+        assert state[src]["epoch"] == 4 and state[src]["skipped_files"] == {str(tmp_path / "latin.txt"): 1}
+    with Mixer(_cfg({src: 1.0}, on_bad_utf8="skip", dedup=False, workers=workers), state=state) as mixer:
+        assert [d for _, d, _ in itertools.islice(mixer, 3)] == docs[:3]
+        assert mixer.state()[src]["skipped_files"] == {str(tmp_path / "latin.txt"): 1}
 
 
 def test_hash_set_is_exact_across_merges():

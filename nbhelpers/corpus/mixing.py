@@ -241,7 +241,8 @@ class _Feed:
         self.part_seq = state.get("part", 0)  # the part being consumed, in this epoch's order
         self._resume_cursor = state.get("in_part", 0)  # documents of that part consumed before a resume
         if self.parted:
-            self._skip_now = Counter(self.skipped)  # files known to be skipped are not read again
+            self._skip_now = Counter()
+            self._checked = {path: False for path in self.skipped}  # UTF-8 verdicts: each file is checked once
             self.parts = self._part_stream(self.epoch, self.part_seq)
         else:
             self._open(skip=self.consumed)
@@ -258,7 +259,7 @@ class _Feed:
             seed = self.mixer.seed + 1009 * epoch
             rng_seed = seed ^ zlib.crc32(self.name.encode())
             parts: Iterator[sources_mod.Part] = sources_mod.iter_parts(self.source, seed, cfg.on_bad_utf8,
-                                                                       self._skip_now)
+                                                                       self._skip_now, self._checked)
             if shuffle:
                 seeds = random.Random(rng_seed + 1)
                 seeded = (dataclasses.replace(p, seed=seeds.getrandbits(62) | 1) for p in parts)
