@@ -60,5 +60,8 @@ def test_a_killed_worker_is_an_error_not_a_hang():
         assert ticket.wait(timeout=30) is False
         with pytest.raises(WorkerError, match=r"ended without answering \(exit code -9\)"):
             ticket.get()
+        with pytest.raises(WorkerError, match=r"exit code -9"):  # sending it more work says the same
+            for _ in range(100):  # the first sends may still fit in the closed pipe's buffer
+                pool.apply_async(_square, (1,))
     finally:
         pool.terminate()

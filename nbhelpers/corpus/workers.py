@@ -88,9 +88,18 @@ class WorkerPool:
         """Send `fn(*args)` to the least busy worker (ties: the first); `fn` must be importable by name."""
         w = min(range(len(self.conns)), key=lambda i: len(self.outstanding[i]))
         ticket = Ticket(self, w)
-        self.conns[w].send((fn, args))  # a task is small: the pipe's buffer takes it even while the worker sends
+        try:
+            self.conns[w].send((fn, args))  # a task is small: the pipe's buffer takes it even while the worker sends
+        except OSError:  # the worker is gone (its end of the pipe is closed)
+            raise self._gone(w) from None
         self.outstanding[w].append(ticket)
         return ticket
+
+    def _gone(self, w: int) -> WorkerError:
+        proc = self.procs[w]
+        proc.join(timeout=1)
+        return WorkerError(f"corpus worker process {proc.pid} ended without answering (exit code {proc.exitcode}); "
+                           "was it killed or out of memory?")
 
     def _collect(self, ticket: Ticket, timeout: float | None) -> bool:
         """Read the worker's answers, in order, up to `ticket`'s; False when `timeout` passed first."""
@@ -101,10 +110,7 @@ class WorkerPool:
             try:
                 out = conn.recv()
             except (EOFError, OSError):
-                proc = self.procs[ticket.worker]
-                proc.join(timeout=1)
-                raise WorkerError(f"corpus worker process {proc.pid} ended without answering "
-                                  f"(exit code {proc.exitcode}); was it killed or out of memory?") from None
+                raise self._gone(ticket.worker) from None
             head = queue.popleft()
             head.value, head.done = out, True
         return True
