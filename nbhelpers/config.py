@@ -57,8 +57,8 @@ class CorpusConfig:
     seed: int = 1234
     workers: int = 0  # 0 = all cores
     on_bad_utf8: str = "error"  # error | skip
-    # documents per source held for a seeded shuffle; 0 = source order. Plain-text and JSONL files (and the
-    # bundled prose) are read in parts: > 1 shuffles each part's documents and the parts in windows of 32
+    # documents per source held for a seeded shuffle; 0 = source order. Plain-text, JSONL and parquet files (and
+    # the bundled prose) are read in parts: > 1 shuffles each part's documents and the parts in windows of 32
     shuffle_buffer: int = 2000
     on_exhausted: str = "repeat"  # repeat (a finite source starts a new epoch) | stop (the stream ends)
 

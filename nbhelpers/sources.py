@@ -241,10 +241,10 @@ def _paths(src: Source) -> list[Path]:
 
 
 def _part_kind(path: Path) -> str | None:
-    """How workers can read a file in parts: "jsonl" or "text" (byte ranges); None for gzip and parquet."""
-    if path.name.endswith((".gz", ".parquet")):
+    """How workers can read a file in parts: "jsonl" / "text" (byte ranges), "parquet" (row groups); None for gzip."""
+    if path.name.endswith(".gz"):
         return None
-    return "jsonl" if path.suffix == ".jsonl" else "text"
+    return {".jsonl": "jsonl", ".parquet": "parquet"}.get(path.suffix, "text")
 
 
 def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Iterator[str]:
@@ -257,11 +257,7 @@ def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Itera
                 else:
                     yield from _read_jsonl(path, src.text_field)
             elif path.suffix == ".parquet":
-                import pyarrow.parquet as pq
-
-                table = pq.ParquetFile(path)
-                if src.text_field not in table.schema_arrow.names:
-                    raise SourceError(f"{path}: no column {src.text_field!r}; columns: {table.schema_arrow.names}")
+                table = _parquet(path, src.text_field)
                 for batch in table.iter_batches(columns=[src.text_field], batch_size=1024):
                     yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
             else:
@@ -271,6 +267,16 @@ def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Itera
                 raise
             if skipped is not None:
                 skipped[str(path)] += 1
+
+
+def _parquet(path: Path | str, field: str) -> Any:
+    """A pyarrow ParquetFile that has the text column, or a SourceError listing the columns it has."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path)
+    if field not in table.schema_arrow.names:
+        raise SourceError(f"{path}: no column {field!r}; columns: {table.schema_arrow.names}")
+    return table
 
 
 def _json_text(line: str, field: str) -> str:
@@ -303,7 +309,8 @@ FIRST_PART_PROBLEMS = 64
 class Part:
     """A slice of a source that a worker process reads by itself, so no document crosses a process boundary."""
 
-    kind: str  # "text" | "jsonl": bytes [start, end) of a file; "arithmetic": problems [start, end) of a generator
+    kind: str  # "text" | "jsonl": bytes [start, end) of a file; "parquet": row groups [start, end);
+    # "arithmetic": problems [start, end) of a generator
     path: str
     start: int
     end: int
@@ -312,7 +319,7 @@ class Part:
 
 
 def splittable(src: Source) -> bool:
-    """Whether workers can read the source in parts: generated problems, or uncompressed plain-text and JSONL files."""
+    """Whether workers can read the source in parts: generated problems, or plain-text, JSONL and parquet files."""
     if src.kind == "arithmetic":
         return True
     return src.kind in ("files", "bundled") and all(_part_kind(p) for p in _paths(src))
@@ -373,6 +380,22 @@ def _line_at(path: str, offset: int) -> tuple[int, int]:
     return lineno, line_start
 
 
+def row_group_ranges(path: Path, field: str, first: int | None = None,
+                     size: int | None = None) -> Iterator[tuple[int, int]]:
+    """Runs of a parquet file's row groups holding about `size` bytes of the text column (`first` for the first)."""
+    first, size = first or FIRST_PART_BYTES, size or PART_BYTES
+    meta = _parquet(path, field).metadata
+    column = [meta.schema.column(i).path for i in range(meta.num_columns)].index(field)
+    start, got, want = 0, 0, first
+    for i in range(meta.num_row_groups):
+        got += meta.row_group(i).column(column).total_uncompressed_size
+        if got >= want:
+            yield start, i + 1
+            start, got, want = i + 1, 0, min(2 * want, size)
+    if start < meta.num_row_groups:
+        yield start, meta.num_row_groups
+
+
 def utf8_valid(path: Path) -> bool:
     """Whether the whole file decodes as UTF-8 (read in chunks)."""
     try:
@@ -398,6 +421,11 @@ def iter_parts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
             yield Part("arithmetic", "", start, start + n, (seed * 1_000_003 + start) & 0x7FFFFFFFFFFFFFFF)
             start, n = start + n, min(2 * n, PART_PROBLEMS)
     for path in _paths(src):
+        kind = _part_kind(path)
+        if kind == "parquet":  # Arrow strings are UTF-8 already
+            for start, end in row_group_ranges(path, src.text_field):
+                yield Part("parquet", str(path), start, end, 0, src.text_field)
+            continue
         if on_bad_utf8 == "skip":  # a file is skipped whole, before any of it is used
             ok = checked.get(str(path)) if checked is not None else None
             if ok is None:
@@ -408,15 +436,26 @@ def iter_parts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
                     skipped[str(path)] += 1
             if not ok:
                 continue
-        kind = _part_kind(path)
         for start, end in text_ranges(path, ends=_LINE_ENDS if kind == "jsonl" else _PARAGRAPH_ENDS):
             yield Part(kind or "text", str(path), start, end, 0, src.text_field)
 
 
 def read_part(part: Part) -> list[str]:
-    """The documents of one part (in a worker process): a file range's paragraphs or JSON lines, or problems."""
+    """The documents of one part, read in a worker process (what a part holds: `Part.kind`)."""
     if part.kind == "arithmetic":
         return [p.text() for p in arithmetic.problems(part.seed, n=part.end - part.start)]
+    if part.kind == "parquet":
+        column = _parquet(part.path, part.field).read_row_groups(range(part.start, part.end), columns=[part.field])
+        docs = [t for t in column.column(0).to_pylist() if isinstance(t, str)]  # as the streaming reader: no nulls
+    else:
+        docs = _range_docs(part)
+    if part.seed:
+        random.Random(part.seed).shuffle(docs)
+    return docs
+
+
+def _range_docs(part: Part) -> list[str]:
+    """The paragraphs (text) or JSON lines' texts (jsonl) of a byte range, errors named as the streaming reader does."""
     with open(part.path, "rb") as fh:
         fh.seek(part.start)
         data = fh.read(part.end - part.start)
@@ -424,24 +463,21 @@ def read_part(part: Part) -> list[str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         at = part.start + err.start
-        if part.kind == "jsonl":  # named as the streaming reader names it: the line, and the offset in it
+        if part.kind == "jsonl":  # the line, and the offset in it
             lineno, line_start = _line_at(part.path, at)
             raise BadUTF8(f"{part.path} line {lineno} (file offset {line_start}): not UTF-8 at byte offset "
                           f"{at - line_start} ({err.reason})") from None
         raise BadUTF8(f"{part.path}: not UTF-8 at byte offset {at} ({err.reason})") from None
-    if part.kind == "jsonl":
-        docs = []
-        for i, line in enumerate(text.split("\n")):
-            line = line.strip()
-            if line:
-                try:
-                    docs.append(_json_text(line, part.field))
-                except ValueError as err:  # the line number is counted only now, on the error's way out
-                    raise SourceError(f"{part.path} line {_line_at(part.path, part.start)[0] + i}: {err}") from None
-    else:
-        docs = list(_split_paragraphs(text))
-    if part.seed:
-        random.Random(part.seed).shuffle(docs)
+    if part.kind != "jsonl":
+        return list(_split_paragraphs(text))
+    docs = []
+    for i, line in enumerate(text.split("\n")):
+        line = line.strip()
+        if line:
+            try:
+                docs.append(_json_text(line, part.field))
+            except ValueError as err:  # the line number is counted only now, on the error's way out
+                raise SourceError(f"{part.path} line {_line_at(part.path, part.start)[0] + i}: {err}") from None
     return docs
 
 

@@ -223,7 +223,30 @@ def test_plain_text_parts_give_the_streamed_documents_wherever_they_are_cut(tmp_
     (tmp_path / "c.jsonl").write_text("{}\n")
     assert sources.splittable(sources.resolve(f"files:{tmp_path}/*"))
     (tmp_path / "d.jsonl.gz").write_bytes(b"")
-    assert not sources.splittable(sources.resolve(f"files:{tmp_path}/*"))  # gzip (and parquet) are read by a feeder
+    assert not sources.splittable(sources.resolve(f"files:{tmp_path}/*"))  # gzip is read by a feeder
+
+
+def test_parquet_parts_are_runs_of_row_groups_with_the_streamed_documents(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nbhelpers import sources
+
+    texts = [f"{i}番目の記事です。" * (1 + i % 5) if i % 13 else None for i in range(300)]  # nulls are skipped
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": list(range(300)), "body": texts}), path, row_group_size=16)
+    src = sources.resolve(f"files:{path}#body")
+    assert sources.splittable(src)
+    whole = list(sources.iter_texts(src))
+    assert len(whole) == 300 - 24
+    for first, size in ((1, 1), (500, 3000), (1 << 30, 1 << 30)):
+        ranges = list(sources.row_group_ranges(path, "body", first, size))
+        assert ranges[0][0] == 0 and ranges[-1][1] == 19 and all(a < b for a, b in ranges)
+        parts = [sources.Part("parquet", str(path), a, b, 0, "body") for a, b in ranges]
+        assert [d for p in parts for d in sources.read_part(p)] == whole
+    assert len(list(sources.row_group_ranges(path, "body", 1, 1))) == 19  # every row group its own part
+    with pytest.raises(SourceError, match=r"a.parquet: no column 'text'; columns: \['id', 'body'\]"):
+        list(sources.iter_parts(f"files:{path}"))
 
 
 def test_jsonl_parts_give_the_streamed_documents_and_name_bad_lines_alike(tmp_path):

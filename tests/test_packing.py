@@ -55,11 +55,16 @@ def _docs(n):
 
 
 def _write_source(directory, docs, fmt):
-    """Documents as a plain-text or JSONL file (read by the workers in parts) or gzipped JSONL (read by a feeder)."""
+    """Documents as a plain-text, JSONL or parquet file (read by the workers in parts) or gzipped JSONL (a feeder)."""
     directory.mkdir(exist_ok=True)
     path = directory / f"docs.{fmt}"
     if fmt == "txt":
         path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"text": docs}), path, row_group_size=8)
     else:
         data = "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
         path.write_bytes(gzip.compress(data) if fmt.endswith(".gz") else data)
@@ -72,7 +77,7 @@ def prose_source(tmp_path):
     return _write_source(tmp_path / "src", docs, "jsonl"), docs
 
 
-@pytest.fixture(params=["jsonl", "txt", "jsonl.gz"])
+@pytest.fixture(params=["jsonl", "txt", "parquet", "jsonl.gz"])
 def any_source(tmp_path, request, monkeypatch):
     """The prose documents in each format; parts are made tiny so that a build spans many of them."""
     monkeypatch.setattr(sources, "FIRST_PART_BYTES", 300)

@@ -10,10 +10,10 @@ text mixed 0.8 / 0.2 with arithmetic (bench/pack_throughput.py): interleave_data
 the characters, quota mixing 0.800.
 
 Processes (workers > 1): a source that can be cut into parts (plain-text and JSONL files in byte ranges ending
-at a blank line or a line end, generated problems in numbered batches) is read by the workers themselves: the
-main process sends a part's description, a worker reads, cleans, hashes and tokenizes it, and only the result
-crosses a process boundary. Any other source (gzip, parquet, the hub, Debian's HTML) is read by its own feeder
-process into a bounded queue that workers take raw batches from. The main process only deduplicates, mixes and
+at a blank line or a line end, parquet files in runs of row groups, generated problems in numbered batches) is
+read by the workers themselves: the main process sends a part's description, a worker reads, cleans, hashes and
+tokenizes it, and only the result crosses a process boundary. Any other source (gzip, the hub, Debian's HTML)
+is read by its own feeder process into a bounded queue that workers take raw batches from. The main process only deduplicates, mixes and
 packs, and takes results back in stream order. With workers=1 everything runs in this process, with the same output.
 The packer takes the stream in runs (`Mixer.take`): the documents one source gives in a row, as one slice of
 its worker's token array, so that the main process spends about 1 us per document, not 5.
