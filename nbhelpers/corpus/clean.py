@@ -214,7 +214,7 @@ _THREADS = -1  # SentencePiece threads per batch: 1 in pool workers (one process
 
 
 def init_worker(model_file: str | None, threads: int = -1) -> None:
-    """Pool initializer: load the SentencePiece model once per worker process."""
+    """Worker initializer: load the SentencePiece model once per worker process."""
     global _SP, _THREADS
     _THREADS = threads
     if model_file:

@@ -171,7 +171,7 @@ _CLOSING: list[Any] = []  # worker side: the event set when the mixer closes (ti
 
 
 def _init_pool_worker(model_file: str | None, queues: list[Any], closing: Any, symbol_level: float | None) -> None:
-    """Pool initializer: the tokenizer, the thinning patterns, the feeder queues (passed at process start only)."""
+    """Worker initializer: the tokenizer, the thinning patterns, the feeder queues (passed at process start only)."""
     init_worker(model_file, threads=1)
     _QUEUES[:] = queues
     _CLOSING[:] = [closing]
@@ -200,7 +200,7 @@ def _part_ticket(part: sources_mod.Part, *args: Any) -> CleanedBatch | None:
 
 
 class _Inline:
-    """A stand-in for an AsyncResult when work runs in this process (workers=1)."""
+    """A stand-in for a worker Ticket when work runs in this process (workers=1)."""
 
     def __init__(self, value: CleanedBatch) -> None:
         self.value = value
