@@ -211,6 +211,35 @@ def test_interrupted_build_keeps_the_previous_corpus(tmp_path, prose_source, tok
     assert sorted(p.name for p in out.iterdir()) != files_before
 
 
+def test_a_worker_killed_mid_build_is_named_and_the_previous_corpus_kept(tmp_path, prose_source, tokenizer_dir,
+                                                                           monkeypatch):
+    import os
+    import signal
+
+    from nbhelpers.corpus.workers import WorkerError
+
+    src, _ = prose_source
+    cfg = _cfg({src: 0.6, "arithmetic": 0.4}, workers=2)
+    out = tmp_path / "c"
+    build_corpus(cfg, tokenizer_dir, out, parts=1, progress=False)
+    before = _all_tokens(out)
+    real_read = sources.read_part
+
+    def read_or_die(part):
+        if part.kind == "arithmetic":  # runs in a worker (forked after this patch)
+            os.kill(os.getpid(), signal.SIGKILL)  # the out-of-memory killer, say
+        return real_read(part)
+
+    monkeypatch.setattr(sources, "read_part", read_or_die)
+    with pytest.raises(WorkerError, match=r"corpus worker process \d+ ended without answering \(exit code -9\)"):
+        build_corpus(cfg, tokenizer_dir, out, parts=2, progress=False)
+    after = _all_tokens(out)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    assert not list(out.glob("*.tmp"))
+    monkeypatch.setattr(sources, "read_part", real_read)
+    assert len(build_corpus(cfg, tokenizer_dir, out, parts=2, progress=False)["parts"]) == 2
+
+
 def test_vocab_that_does_not_fit_uint16_is_refused_before_writing(tmp_path, prose_source, tokenizer_dir, monkeypatch):
     with pytest.raises(VocabTooLarge, match=r"vocabulary of 70000 does not fit uint16"):
         check_vocab(70000)
