@@ -179,9 +179,9 @@ def throughput_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                    "hf_tps": hf_tps, "hf_mfu": hf_mfu, "ratio": timed["tokens_per_s"] / hf_tps,
                    "peak_mem_gib": ours["peak_mem"] / GiB, "seconds": time.perf_counter() - started}
             rows.append(row)
-            mfu = f"{row['ours_mfu']:.1%}" if row["ours_mfu"] is not None else "n/a"
+            mfu, hf_mfu_s = (f"{m:.1%}" if m is not None else "n/a" for m in (row["ours_mfu"], hf_mfu))
             print(f"{preset} seq {seq} x{micro} {row['precision']} on {row['device']}: ours {row['ours_tps']:,.0f} "
-                  f"tok/s (MFU {mfu}), Trainer {hf_tps:,.0f} tok/s, ratio {row['ratio']:.3f}, "
+                  f"tok/s (MFU {mfu}), Trainer {hf_tps:,.0f} tok/s (MFU {hf_mfu_s}), ratio {row['ratio']:.3f}, "
                   f"peak {row['peak_mem_gib']:.1f} GiB, {row['seconds']:.0f} s", flush=True)
     return rows
 
