@@ -7,7 +7,9 @@ venv="${1:-.venv-ci-xla}"
 TORCH=2.9.0
 TORCH_XLA=2.9.0
 
+export PIP_NO_CACHE_DIR=1   # torch 2.9.0's CUDA wheels would add 3.5 GB of cache to the 8 GB venv
 rm -rf "$venv"
+echo "disk free before the XLA venv: $(df -h . | awk 'NR==2 {print $4}')"
 python3 -m venv "$venv"
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
