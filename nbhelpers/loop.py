@@ -60,6 +60,16 @@ from .config import TrainConfig
 METRICS_FILE = "metrics.jsonl"
 
 
+def enable_checkpointing(model: Any) -> Any:
+    """Turn on activation checkpointing (non-reentrant) under either transformers name; returns the model."""
+    kwargs = {"use_reentrant": False}  # non-reentrant: works with DDP, compile and frozen inputs
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return model
+
+
 class TrainingError(RuntimeError):
     """The loop cannot start or continue; the message says why and what to change."""
 
@@ -344,11 +354,7 @@ class _Trainer:
         self._check_inputs(model)
         self.raw = model.to(self.device)
         if cfg.gradient_checkpointing:
-            kwargs = {"use_reentrant": False}  # non-reentrant: works with DDP, compile and frozen inputs
-            if hasattr(self.raw, "activation_checkpointing_enable"):  # transformers >= 5.x name
-                self.raw.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-            else:
-                self.raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            enable_checkpointing(self.raw)
         self.raw.train()
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type) if device_choice.use_grad_scaler else None

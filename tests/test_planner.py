@@ -11,6 +11,7 @@ import torch
 from nbhelpers import config
 from nbhelpers.config import ModelConfig
 from nbhelpers.device import DeviceChoice
+from nbhelpers.loop import enable_checkpointing
 from nbhelpers.model import build_model
 from nbhelpers.planner import (
     GiB,
@@ -113,7 +114,7 @@ def test_activation_estimate_matches_autograd(precision, attn, ckpt):
     vocab, batch, seq = 2000, 2, 128
     model = build_model(cfg, vocab, seed=0).train()
     if ckpt:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
     ids = torch.randint(0, vocab, (batch, seq))  # (B, T)
     measured = _saved_bytes(model, ids, torch.bfloat16 if precision == "bf16" else None)
     plan = memory_plan(cfg, vocab, batch, seq, precision, "adamw", ckpt, attn, accelerator=False)

@@ -98,11 +98,7 @@ def test_gradient_checkpointing_on_xla_gives_the_same_losses(tmp_path, reference
     import torch_xla.utils.checkpoint as xcp
 
     model = tiny.tiny_model()
-    kwargs = {"use_reentrant": False}  # what the loop asks for; XLA's checkpoint replaces it
-    if hasattr(model, "activation_checkpointing_enable"):  # the transformers 5.x name
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    loop.enable_checkpointing(model)  # as the loop does; XLA's checkpoint replaces the function
     model = xla.XlaBackend(precision="fp32").prepare_model(model)
     layers = [m for m in model.modules() if type(m).__name__ == "GPTNeoXLayer"]
     assert layers and all(m._gradient_checkpointing_func.func is xcp.checkpoint for m in layers)
