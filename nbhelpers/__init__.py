@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 
 __version__ = "0.1.0"
 
 # The one place a fork changes: notebook badges and setup cells are built from it.
 REPO_URL = "https://github.com/nbhelpers/nbhelpers"
 REPO_REF = "main"
+
+# Without ipywidgets (papermill's kernels, a bare Jupyter), tqdm.auto draws text bars, which read well in
+# saved notebooks too; its advice to install ipywidgets would sit in every notebook's first output.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def __getattr__(name: str):

@@ -100,6 +100,9 @@ def run(
                     log_output=log_output,
                     stdout_file=sys.stdout if log_output else None,
                     execution_timeout=timeout,
+                    # the kernel's own startup warnings (TCP without encryption, on a private loopback
+                    # kernel) would print once per notebook; its errors still show
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
                 )
             except Exception as err:  # papermill wraps the notebook's exception
                 raise NotebookFailed(_describe_failure(name, err, executed)) from None

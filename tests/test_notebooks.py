@@ -43,11 +43,11 @@ def smoke_run(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir)],
                           capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_TOKEN": FAKE_TOKEN})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return run_dir, proc.stdout
+    return run_dir, proc.stdout, proc.stderr
 
 
 def test_smoke_pipeline_runs_every_notebook_and_records_each_stage(smoke_run):
-    run_dir, out = smoke_run
+    run_dir, out, _ = smoke_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for source in notebooks.discover():
         assert (run_dir / "notebooks" / f"{source.stem}.ipynb").exists()
@@ -59,14 +59,26 @@ def test_smoke_pipeline_runs_every_notebook_and_records_each_stage(smoke_run):
 
 
 def test_executed_notebooks_hold_no_secret(smoke_run):
-    run_dir, out = smoke_run
+    run_dir, out, _ = smoke_run
     assert FAKE_TOKEN not in out
     for executed in sorted((run_dir / "notebooks").glob("*.ipynb")):
         assert platform.find_secrets(executed, FAKE_TOKEN) == [], executed.name
 
 
+def test_the_run_and_its_notebooks_print_no_warnings(smoke_run):
+    """What a user reads (the terminal, the saved notebooks) carries no library or kernel warnings."""
+    run_dir, out, err = smoke_run
+    assert "warn" not in (out + err).lower(), out + err
+    for executed in sorted((run_dir / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(executed.read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                if output.get("name") == "stderr":
+                    text = "".join(output.get("text", ""))
+                    assert "warn" not in text.lower(), f"{executed.name}: {text}"
+
+
 def test_second_run_skips_complete_stages(smoke_run):
-    run_dir, _ = smoke_run
+    run_dir, _, _ = smoke_run
     proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir),
                            "--only", "01"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "skipped" in proc.stdout
