@@ -19,6 +19,7 @@ import random
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,7 @@ def save(
     tmp = root / f".tmp-{final.name}"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        platform.check_output_quota(root, platform.estimate_save_bytes(root, model), prunable=list_checkpoints(root))
+        _make_room(root, platform.estimate_save_bytes(root, model))
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
@@ -216,9 +217,7 @@ def save(
         _fsync(tmp / STATE_FILE)
         before_commit(tmp, step)
         if final.exists():  # the same step saved twice: the new one replaces it
-            trash = root / f".trash-{final.name}"
-            os.rename(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            _discard(final)
         os.rename(tmp, final)
         _fsync(root)
         prune(root, keep_last)
@@ -231,9 +230,29 @@ def prune(root: str | os.PathLike, keep_last: int) -> None:
     if keep_last <= 0:
         return
     for old in list_checkpoints(root)[:-keep_last]:
-        trash = old.parent / f".trash-{old.name}"
-        os.rename(old, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        _discard(old)
+
+
+def _discard(path: Path) -> None:
+    """Delete a checkpoint folder, renamed first so that no reader ever sees half of one."""
+    trash = path.parent / f".trash-{path.name}"
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _make_room(root: Path, next_save_bytes: int) -> None:
+    """Before a save that would pass the output limit (Kaggle's 20 GB): drop the oldest checkpoints early, or warn."""
+    # each early removal warns; the newest checkpoint is never removed, and a save that still does not fit warns
+    check = platform.output_quota(root, next_save_bytes)
+    older = list_checkpoints(root)[:-1]  # oldest first; the newest complete checkpoint always stays
+    while not check.fits and check.disk_fits and older:
+        old = older.pop(0)
+        _discard(old)
+        warnings.warn(f"removed {old} before its turn: the next save would pass the output limit",
+                      platform.OutputQuotaWarning, stacklevel=3)
+        check = platform.output_quota(root, next_save_bytes)
+    if not check.fits:
+        warnings.warn(check.message(), platform.OutputQuotaWarning, stacklevel=3)
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:

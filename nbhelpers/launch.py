@@ -15,6 +15,7 @@ it finds the newest complete checkpoint whichever way the previous session ran.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,7 +30,7 @@ from typing import Any
 
 from . import config as config_mod
 from .loop import BadStepsError, TrainingError, TrainResult
-from .rundir import RunDir, atomic_write_text
+from .rundir import RunDir, atomic_write_text, read_json
 
 STAGES = ("pretrain", "sft")  # the stages whose training runs here (03 and 04)
 RESULT_FILE = "launch_result.json"  # rank 0's TrainResult, read back by the notebook
@@ -248,12 +249,12 @@ def _stream(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
         sys.stdout.flush()
         code = proc.wait()
     except BaseException:  # an interrupted cell stops the workers too (their group, not just torchrun)
-        with _suppress():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            with _suppress():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         raise
@@ -263,12 +264,6 @@ def _stream(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
     # torchrun's own report of a failed child (its traceback and summary) says nothing the workers did not
     ends = [i for i, ln in enumerate(lines) if "elastic/multiprocessing" in ln and "failed (exitcode" in ln]
     return code, lines[:ends[0] if ends else len(lines)][-TAIL_LINES:]
-
-
-def _suppress():
-    import contextlib
-
-    return contextlib.suppress(ProcessLookupError, PermissionError)
 
 
 def _failure(out: Path, stage: str, nproc: int, code: int, tail: list[str]) -> Exception:
@@ -308,8 +303,6 @@ def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, ove
     if profile:
         cfg = config_mod.load(profile, overrides)
     else:  # the configuration the notebook recorded in the run directory
-        from .rundir import read_json
-
         cfg = config_mod.apply_overrides(config_mod.from_dict(read_json(root / "config.json")), overrides)
     run = RunDir(root, cfg)  # not RunDir.open: the notebook already created and linked it
     out = stage_dir(run, stage)
@@ -321,7 +314,7 @@ def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, ove
         result = run_job(job, progress=progress and rank == 0)
     except Exception as err:
         if not (out / ERROR_FILE).exists():  # the first rank to fail names the cause
-            with _suppress_os():
+            with contextlib.suppress(OSError):
                 atomic_write_text(out / ERROR_FILE, json.dumps(
                     {"rank": rank, "type": type(err).__name__, "message": str(err)}, ensure_ascii=False))
         raise
@@ -331,9 +324,3 @@ def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, ove
     if rank == 0:
         atomic_write_text(out / RESULT_FILE, json.dumps(result_to_json(result), ensure_ascii=False, indent=1))
     return 0
-
-
-def _suppress_os():
-    import contextlib
-
-    return contextlib.suppress(OSError)

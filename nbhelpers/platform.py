@@ -385,32 +385,20 @@ class QuotaCheck:
 
 
 def check_output_quota(out_dir: str | os.PathLike, next_save_bytes: int, platform: Platform | None = None,
-                       limit_bytes: int | None = None, quota_root: str | os.PathLike | None = None,
-                       prunable: Iterable[Path] = ()) -> QuotaCheck:
+                       limit_bytes: int | None = None, quota_root: str | os.PathLike | None = None) -> QuotaCheck:
     """Warn (OutputQuotaWarning) when writing `next_save_bytes` under `out_dir` would pass the output limit.
 
     On Kaggle the limited folder is /kaggle/working; `limit_bytes` and `quota_root` override the
     platform's (tests, or a user's own budget). Elsewhere, without them, nothing is limited.
-    `prunable` (older checkpoints, oldest first) sizes the rotation to the limit: when the save would
-    not fit, the oldest are removed early, never the newest, each with a warning.
     """
-    check = _quota(out_dir, next_save_bytes, platform, limit_bytes, quota_root)
-    older = list(prunable)[:-1]  # the newest complete checkpoint always stays
-    while not check.fits and check.disk_fits and older:
-        old = older.pop(0)
-        trash = old.parent / f".trash-{old.name}"
-        os.rename(old, trash)  # renamed first, so a reader never sees half a checkpoint
-        shutil.rmtree(trash, ignore_errors=True)
-        warnings.warn(f"removed {old} before its turn: the next save would pass the output limit",
-                      OutputQuotaWarning, stacklevel=2)
-        check = _quota(out_dir, next_save_bytes, platform, limit_bytes, quota_root)
+    check = output_quota(out_dir, next_save_bytes, platform, limit_bytes, quota_root)
     if not check.fits:
         warnings.warn(check.message(), OutputQuotaWarning, stacklevel=2)
     return check
 
 
-def _quota(out_dir: str | os.PathLike, next_save_bytes: int, platform: Platform | None,
-           limit_bytes: int | None, quota_root: str | os.PathLike | None) -> QuotaCheck:
+def output_quota(out_dir: str | os.PathLike, next_save_bytes: int, platform: Platform | None = None,
+                 limit_bytes: int | None = None, quota_root: str | os.PathLike | None = None) -> QuotaCheck:
     """The QuotaCheck of check_output_quota, without warnings."""
     if limit_bytes is None or quota_root is None:
         plat = platform or detect()

@@ -198,15 +198,8 @@ def _text_chunks(path: Path) -> Iterator[str]:
                 return
 
 
-def _stream_paragraphs(path: Path, validate: bool) -> Iterator[str]:
-    """Plain text files, streaming: the same documents as `_split_paragraphs` on the whole text.
-
-    `validate` decodes the file once before yielding anything, so that a file skipped for bad UTF-8 gives no
-    documents at all (not the ones before the bad byte).
-    """
-    if validate:
-        for _ in _text_chunks(path):
-            pass
+def _stream_paragraphs(path: Path) -> Iterator[str]:
+    """Plain text files, streaming: the same documents as `_split_paragraphs` on the whole text."""
     carry = ""  # the text after the last break: a document that may go on in the next chunk
     for text in _text_chunks(path):
         parts = _PARAGRAPH_BREAK.split(carry + text)
@@ -221,7 +214,9 @@ def _stream_paragraphs(path: Path, validate: bool) -> Iterator[str]:
 
 
 def _read_jsonl(path: Path, field: str) -> Iterator[str]:
-    with open(path, "rb") as fh:
+    """The texts of a (possibly gzipped) JSONL file, line by line; a bad line is named by number and offset."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
         offset = 0
         for lineno, raw in enumerate(fh, 1):
             line = decode_utf8(raw, f"{path} line {lineno} (file offset {offset})").strip()
@@ -249,24 +244,19 @@ def _part_kind(path: Path) -> str | None:
 
 def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Iterator[str]:
     for path in _paths(src):
-        try:
-            if path.name.endswith((".jsonl", ".jsonl.gz")):
-                if path.suffix == ".gz":
-                    lines = decode_utf8(_read_bytes(path), path).splitlines()
-                    yield from (_parse_json_line(ln, path, i, src.text_field) for i, ln in enumerate(lines, 1) if ln.strip())
-                else:
-                    yield from _read_jsonl(path, src.text_field)
-            elif path.suffix == ".parquet":
-                table = _parquet(path, src.text_field)
-                for batch in table.iter_batches(columns=[src.text_field], batch_size=1024):
-                    yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
-            else:
-                yield from _stream_paragraphs(path, validate=on_bad_utf8 == "skip")
-        except BadUTF8:
-            if on_bad_utf8 == "error":
-                raise
+        # skip: a file is checked whole before any of it is used, so it gives all its documents or none
+        if on_bad_utf8 == "skip" and path.suffix != ".parquet" and not utf8_valid(path):
             if skipped is not None:
                 skipped[str(path)] += 1
+            continue
+        if path.name.endswith((".jsonl", ".jsonl.gz")):
+            yield from _read_jsonl(path, src.text_field)
+        elif path.suffix == ".parquet":  # Arrow strings are UTF-8 already
+            table = _parquet(path, src.text_field)
+            for batch in table.iter_batches(columns=[src.text_field], batch_size=1024):
+                yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
+        else:
+            yield from _stream_paragraphs(path)
 
 
 def _parquet(path: Path | str, field: str) -> Any:

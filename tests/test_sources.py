@@ -98,3 +98,23 @@ def test_debian_source_reads_real_japanese(debian_files):
     text = "".join(docs)
     kana = sum("\u3040" <= ch <= "\u30ff" for ch in text)
     assert len(docs) == 2000 and kana / len(text) > 0.2
+
+
+def test_gzipped_jsonl_streams_names_bad_lines_and_is_skipped_whole(tmp_path):
+    """A .jsonl.gz is read line by line (not decompressed whole): bad lines are named as in plain JSONL."""
+    import gzip
+    from collections import Counter
+
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(gzip.compress('{"text": "一"}\n\n{"text": "二"}\n'.encode()))
+    assert list(sources.iter_texts(f"files:{path}")) == ["一", "二"]
+    path.write_bytes(gzip.compress('{"text": "一"}\n{"text": \n'.encode()))
+    with pytest.raises(sources.SourceError, match=r"a.jsonl.gz line 2: not JSON"):
+        list(sources.iter_texts(f"files:{path}"))
+    # a bad byte on line 2: an error naming the line, or (skip) none of the file's documents, line 1 included
+    path.write_bytes(gzip.compress('{"text": "一"}\n{"text": "'.encode() + "二".encode("shift_jis") + b'"}\n'))
+    with pytest.raises(sources.BadUTF8, match=r"a.jsonl.gz line 2 \(file offset 16\)"):
+        list(sources.iter_texts(f"files:{path}"))
+    skipped = Counter()
+    assert list(sources.iter_texts(f"files:{path}", on_bad_utf8="skip", skipped=skipped)) == []
+    assert skipped == Counter({str(path): 1})

@@ -116,12 +116,12 @@ def _fill(writer: BlockWriter, mixer: Mixer, bar: Any) -> bool:
     return True
 
 
-def _write_shard(path: Path, block_len: int, blocks: int, stream: Mixer, bar: Any) -> tuple[BlockWriter, bool, int]:
+def _write_shard(path: Path, block_len: int, blocks: int, mixer: Mixer, bar: Any) -> tuple[BlockWriter, bool, int]:
     """Write one shard atomically (tmp + rename); returns the writer, whether it filled, and its block count."""
     tmp = path.with_name(path.name + ".tmp")
     writer = BlockWriter(tmp, block_len, blocks)
     try:
-        filled = _fill(writer, stream, bar)
+        filled = _fill(writer, mixer, bar)
         n = writer.finish()
     except BaseException:
         writer.abort()
@@ -189,11 +189,10 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
     started = time.time()
     with Mixer(corpus, model_file=str(model_file), workers=workers, state=state.get("sources"),
                dedup_hashes=dedup, cleaning=cleaning) as mixer:
-        stream = mixer
         if manifest is None:
             val_tokens = corpus.val_blocks * corpus.block_len
             with tqdm(total=val_tokens, desc="corpus val", unit="tok", unit_scale=True, disable=not progress) as bar:
-                w, filled, n = _write_shard(out / f"val-{fp}.bin", corpus.block_len, corpus.val_blocks, stream, bar)
+                w, filled, n = _write_shard(out / f"val-{fp}.bin", corpus.block_len, corpus.val_blocks, mixer, bar)
             if not filled:
                 raise CorpusBuildError(f"the sources ran out before the validation shard was full ({n} of "
                                        f"{corpus.val_blocks} blocks); lower corpus.val_blocks or add text")
@@ -215,7 +214,7 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
             name = f"train-{fp}-{k:05d}.bin"
             with tqdm(total=blocks * corpus.block_len, desc=f"corpus part {k + 1}/{budget.parts}", unit="tok",
                       unit_scale=True, disable=not progress) as bar:
-                w, filled, n = _write_shard(out / name, corpus.block_len, blocks, stream, bar)
+                w, filled, n = _write_shard(out / name, corpus.block_len, blocks, mixer, bar)
             dedup_file = None
             if mixer.dedup is not None:
                 dedup_file = f"dedup-{fp}-{k:05d}.npy"

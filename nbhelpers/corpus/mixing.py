@@ -13,8 +13,9 @@ Processes (workers > 1): a source that can be cut into parts (plain-text and JSO
 at a blank line or a line end, parquet files in runs of row groups, generated problems in numbered batches) is
 read by the workers themselves: the main process sends a part's description, a worker reads, cleans, hashes and
 tokenizes it, and only the result crosses a process boundary. Any other source (gzip, the hub, Debian's HTML)
-is read by its own feeder process into a bounded queue that workers take raw batches from. The main process only deduplicates, mixes and
-packs, and takes results back in stream order. With workers=1 everything runs in this process, with the same output.
+is read by its own feeder process into a bounded queue that workers take raw batches from. The main process
+only deduplicates, mixes and packs, and takes results back in stream order. With workers=1 everything runs in
+this process, with the same output.
 The packer takes the stream in runs (`Mixer.take`): the documents one source gives in a row, as one slice of
 its worker's token array, so that the main process spends about 1 us per document, not 5.
 
@@ -429,7 +430,8 @@ class _Feed:
         if self.mixer.dedup is not None:
             self.known = self.mixer.dedup.known(self.hashes).tolist()  # vectorised test against the sorted part
             self.known_gen = self.mixer.dedup.generation
-        if len(self.stats.samples) < 3:  # the first 3 documents cleaning changed (each batch offers 3): batch sizes do not matter
+        # the first 3 documents cleaning changed (each batch offers 3), whatever the batch sizes
+        if len(self.stats.samples) < 3:
             self.stats.samples.extend(b.samples[: 3 - len(self.stats.samples)])
         return True
 

@@ -115,6 +115,12 @@ class WorkerPool:
             head.value, head.done = out, True
         return True
 
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
     def terminate(self) -> None:
         """Stop every worker now (work in flight is dropped) and close the pipes."""
         for proc in self.procs:
