@@ -255,3 +255,42 @@ def test_setup_cell_installs_missing_dependencies_but_never_replaces_torch(tmp_p
     # without the constraint pip would have upgraded it: the pin is what protects the image
     subprocess.run([py, "-m", "pip", "install", "-q", "nbhelpers"], env=env, check=True, timeout=300)
     assert torch_version() == "2.0"
+
+
+# ---------------------------------------------------------------- rehearsal root and scratch space
+
+
+def test_rehearsal_root_moves_the_platform_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBHELPERS_PLATFORM_ROOT", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    plat = platform.detect()
+    assert plat.name == "kaggle" and plat.run_type == "Batch" and plat.root == tmp_path
+    assert "rehearsal under" in plat.reason
+    assert plat.output_root == tmp_path / "kaggle/working" and plat.inputs == tmp_path / "kaggle/input"
+    assert plat.runs_root == tmp_path / "kaggle/working/runs"
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-external_20261120-060000_RC00")
+    colab = platform.detect()
+    assert colab.name == "colab" and colab.runs_root == tmp_path / "content/drive/MyDrive/nbhelpers/runs"
+    monkeypatch.delenv("COLAB_RELEASE_TAG")
+    assert platform.detect().name == "local"  # the root alone selects nothing: the platform's variables do
+
+
+def test_rehearsal_root_must_be_an_absolute_folder(tmp_path):
+    with pytest.raises(platform.PlatformError, match="absolute"):
+        platform.detect({"NBHELPERS_PLATFORM_ROOT": "relative/dir"})
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(platform.PlatformError, match="is a file"):
+        platform.detect({"NBHELPERS_PLATFORM_ROOT": str(tmp_path / "f")})
+
+
+def test_scratch_dir_is_local_and_never_kept(tmp_path):
+    kaggle = Platform("kaggle", "tpu", "test", tmp_path)
+    assert platform.scratch_dir("corpus", kaggle) == tmp_path / "kaggle/temp/nbhelpers/corpus"
+    assert (tmp_path / "kaggle/temp/nbhelpers/corpus").is_dir()
+    assert not str(platform.scratch_dir("", kaggle)).startswith(str(kaggle.output_root))  # not in the 20 GB output
+    colab = Platform("colab", "gpu", "test", tmp_path)
+    scratch = platform.scratch_dir("corpus", colab)
+    assert scratch == tmp_path / "content/nbhelpers-scratch/corpus"
+    assert tmp_path / "content/drive" not in scratch.parents  # never on Drive
+    assert platform.scratch_dir("corpus", Platform("local", "cpu", "test", tmp_path)) is None
