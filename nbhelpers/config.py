@@ -98,7 +98,9 @@ class TrainConfig:
     log_every: int = 10
     max_minutes: float = 0.0  # 0 = no time budget; the platform default is applied by the notebook
     gradient_checkpointing: bool = False
-    optimizer: str = "adamw"  # adamw | adamw8bit
+    optimizer: str = "adamw"  # adamw | adamw8bit | muon (Muon on hidden matrices, AdamW on the rest; torch >= 2.9)
+    muon_lr: float = 0.0  # Muon's peak LR (AdamW-matched update scale); 0 = train.lr
+    muon_momentum: float = 0.95
     compile: bool = False
     nproc: int = 0  # training processes (torchrun ranks): 0 = one per visible CUDA GPU, else 1; 2+ on a CPU uses gloo
     fsdp: bool = False  # XLA only: FSDPv2 weight and optimizer sharding

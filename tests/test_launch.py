@@ -163,7 +163,7 @@ def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeyp
     with pytest.raises(launch.LaunchError) as info:
         launch.train_stage(run, "pretrain", progress=False)
     msg = str(info.value)
-    assert "pretrain worker rank" in msg and "train.optimizer: expected adamw | adamw8bit, got 'sgd'" in msg
+    assert "pretrain worker rank" in msg and "train.optimizer: expected adamw | adamw8bit | muon, got 'sgd'" in msg
     assert "last lines of the workers' output" in msg and "Traceback" in msg
     assert not (run.pretrain / launch.RESULT_FILE).exists()
 
