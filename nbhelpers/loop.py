@@ -368,8 +368,9 @@ class _Trainer:
 
         # outputs (closed at the end of run)
         self.metrics = _Metrics(out_dir / METRICS_FILE, self.main, keep_until=self.start if self.resumed else -1)
-        self.bar = (tqdm(total=self.total, initial=self.start, desc="train", dynamic_ncols=True, disable=not progress)
-                    if self.main else None)
+        # progress=False: no bar and no lines under it (tqdm.write would print even for a disabled bar)
+        self.bar = (tqdm(total=self.total, initial=self.start, desc="train", dynamic_ncols=True)
+                    if self.main and progress else None)
 
     # ------------------------------------------------------------ setup
 

@@ -247,6 +247,18 @@ def test_plot_training_draws_train_and_eval_curves(tmp_path):
     assert ppl_ax.get_yscale() == "log"
 
 
+def test_progress_false_prints_nothing_and_true_shows_evals_with_bpb(tmp_path, capsys):
+    val = {"val": PackedBatches(ArrayBlocks(blocks(16, seed=4)), 4, shuffle=False)}
+    _train(tiny_model(), tmp_path / "quiet", train_cfg(max_steps=2, eval_every=1), eval_batches=val,
+           tokenizer=tiny_tokenizer())
+    assert capsys.readouterr().out == ""
+    loop.train(tiny_model(), PackedBatches(ArrayBlocks(blocks()), 4, seed=3), train_cfg(max_steps=2, eval_every=1),
+               tmp_path / "shown", eval_batches=val, tokenizer=tiny_tokenizer(), device_choice=cpu_choice(),
+               peak_flops=1e10, progress=True)
+    shown = capsys.readouterr()
+    assert "step 2: val loss " in shown.out and " bpb " in shown.out
+
+
 def test_finished_run_resumes_to_nothing_and_keeps_last_k(tmp_path):
     cfg = train_cfg(max_steps=12, save_every=2, keep_last=2)
     first = _train(tiny_model(), tmp_path, cfg)
