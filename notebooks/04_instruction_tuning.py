@@ -100,7 +100,7 @@ display(pd.DataFrame([{"device": choice.name, "processes": nproc, "micro-batches
 # does it get the arithmetic right?
 
 # %%
-device = nbhelpers.sft.inference_device(choice)
+device = nbhelpers.sft.inference_device(choice, run.root)
 model = AutoModelForCausalLM.from_pretrained(run.pretrain / "final").to(device)
 before = nbhelpers.sft.response_figures(model, tokenizer, data.heldout, cfg.sft)
 display(before["figures"])

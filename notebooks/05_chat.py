@@ -55,7 +55,7 @@ from IPython.display import display
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained(run.sft / "final")
-device = nbhelpers.sft.inference_device(nbhelpers.device.select(cfg.train))
+device = nbhelpers.sft.inference_device(nbhelpers.device.select(cfg.train), run.root)
 models = {"pre-trained": AutoModelForCausalLM.from_pretrained(run.pretrain / "final").to(device),
           "tuned": AutoModelForCausalLM.from_pretrained(run.sft / "final").to(device)}
 chat = {"template": cfg.sft.template, "prefix": cfg.sft.prompt_prefix, "max_new_tokens": cfg.sft.max_new_tokens}

@@ -58,7 +58,7 @@ from IPython.display import Markdown, display
 from transformers import AutoTokenizer
 
 models = nbhelpers.evaluation.available_models(run)
-device, after_batch = nbhelpers.evaluation.eval_device(cfg)
+device, after_batch = nbhelpers.evaluation.eval_device(cfg, run.root)
 display(pd.DataFrame([{"model": name, "directory": str(path)} for name, path in models.items()]))
 print("device:", device)
 
