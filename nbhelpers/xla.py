@@ -136,6 +136,26 @@ def persistent_cache_counts() -> dict[str, int]:
             "deserialize_failures": _counter("PersistentCacheDeserializeFailure")}
 
 
+def use_xla_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch a loaded model to the attention XLA runs without host reads (`ATTN_IMPLEMENTATION`); weights unchanged.
+
+    `from_pretrained` picks SDPA, which reads the mask on the host every forward on XLA (see the module docstring).
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", ATTN_IMPLEMENTATION) != ATTN_IMPLEMENTATION:
+        model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    return model
+
+
+def set_seed(seed: int) -> None:
+    """Seed the XLA device's random generator (sampling on the device draws from it, not from torch's CPU one)."""
+    _xla()
+    import torch_xla
+    import torch_xla.core.xla_model as xm
+
+    xm.set_rng_state(int(seed), torch_xla.device())
+
+
 def versions() -> dict[str, Any]:
     """torch and torch_xla versions, the PJRT device type and the number of devices (chips)."""
     info: dict[str, Any] = {"torch": torch.__version__, "torch_xla": None, "device_type": None, "device_count": 0}
@@ -390,46 +410,22 @@ class XlaBackend:
 
     def set_rng_state(self, seed: int) -> None:
         """Restore the XLA RNG seed saved by `rng_state()`."""
-        import torch_xla.core.xla_model as xm
-
-        xm.set_rng_state(int(seed), self.device)
+        set_seed(seed)
 
     # -- generation with one graph
 
     def greedy_generate(self, model: torch.nn.Module, prompt_ids: list[list[int]], max_new_tokens: int,
                         pad_id: int) -> list[list[int]]:
-        """Greedy continuations (new ids only) with one fixed-shape graph for every position.
+        """Greedy continuations (new ids only) with one fixed-shape program for every position.
 
-        `model.generate` grows the sequence by one token per call, so XLA would compile a graph per length
-        and read a stop flag on the host per token. Here each prompt sits right-padded in a (rows, width)
-        buffer; a causal model's logits at position t ignore everything after t, so each step runs the
-        whole buffer, takes the logits at each row's last position and writes the next token there, with
-        positions held on the device: the same graph every step, compiled once.
+        `model.generate` grows the sequence by one token per call, so XLA would compile a graph per length and
+        read a stop flag on the host per token; `fixed_shapes.decode` runs the same (rows, width) program every
+        step (rows padded to split over the chips) and reads the buffer once at the end.
         """
-        if not prompt_ids:
-            return []
-        limit = int(getattr(model.config, "max_position_embeddings", 2048))
-        max_new_tokens = max(0, min(max_new_tokens, limit - 1))
-        width = min(limit, _round_up(max(len(p) for p in prompt_ids) + max_new_tokens, 64))
-        keep = max(1, width - max_new_tokens)
-        prompts = [list(p[-keep:]) or [pad_id] for p in prompt_ids]
-        rows = _round_up(len(prompts), self.num_devices)  # pad the rows so they split over the chips
-        prompts += [prompts[-1]] * (rows - len(prompts))
-        buf = torch.full((rows, width), pad_id, dtype=torch.long)  # (R, W)
-        for r, p in enumerate(prompts):
-            buf[r, : len(p)] = torch.tensor(p, dtype=torch.long)
-        lengths = [len(p) for p in prompts]
-        buf = buf.to(self.device)
-        pos = torch.tensor(lengths, dtype=torch.long).to(self.device)  # (R,) next position to write
-        for _ in range(max_new_tokens):
-            logits = model(input_ids=buf, use_cache=False).logits  # (R, W, V)
-            index = (pos - 1).view(rows, 1, 1).expand(rows, 1, logits.shape[-1])
-            nxt = logits.gather(1, index).squeeze(1).argmax(-1)  # (R,)
-            buf = buf.scatter(1, pos.view(rows, 1), nxt.view(rows, 1))
-            pos = pos + 1
-            self.step_end()
-        out = buf.cpu()  # the one transfer of the whole generation
-        return [out[r, lengths[r]: lengths[r] + max_new_tokens].tolist() for r in range(len(prompt_ids))]
+        from .fixed_shapes import decode
+
+        rows = _round_up(max(1, len(prompt_ids)), self.num_devices)
+        return decode(model, prompt_ids, max_new_tokens, pad_id=pad_id, rows=rows, after_step=self.step_end)
 
 
 class XlaHooks:
