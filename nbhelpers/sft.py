@@ -24,11 +24,10 @@ from tqdm.auto import tqdm
 
 from . import arithmetic, sources
 from .collator import IGNORE, Collator, OverflowStats, build_example, check_template, special_id
-from .config import RunConfig, SFTConfig, TrainConfig
+from .config import RunConfig, SFTConfig, TrainConfig, check_value
 
 BUNDLED_FILE = "instructions_ja.jsonl"
 MIN_STEPS = 50  # fewer optimizer steps than this rarely teach the response format and EOS
-ON_INVALID = ("error", "skip")
 
 
 class InstructionDataError(ValueError):
@@ -67,8 +66,7 @@ def validate(row: Any, where: str, source: str) -> Example:
 
 def _collect(rows: Iterable[tuple[str, Any]], source: str, on_invalid: str, errors: list[str]) -> list[Example]:
     """Validate (where, row) pairs; with on_invalid="error" raise once, listing the first problems."""
-    if on_invalid not in ON_INVALID:
-        raise ValueError(f"on_invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
+    check_value("sft.on_invalid", on_invalid, ValueError)
     good, bad = [], []
     for where, row in rows:
         if isinstance(row, InstructionDataError):  # a line that did not even parse
@@ -143,6 +141,19 @@ def _hub_source(name: str) -> sources.Source:
         raise InstructionDataError(f"source {name!r} is a text corpus, not an instruction dataset (its fields "
                                    f"{src.text_field!r} name no PROMPT>TARGET)")
     return src
+
+
+def data_name_problem(name: str) -> str | None:
+    """What is wrong with an `sft.data` name, without reading any data (config checks it at load), or None."""
+    if name in ("bundled_instructions", "arithmetic_instructions") or name.startswith("files:") \
+            or name.endswith((".jsonl", ".jsonl.gz")):
+        return None
+    try:
+        src = _hub_source(name)
+        _hub_fields(src.text_field, src.name)
+    except InstructionDataError as err:
+        return str(err)
+    return None
 
 
 def read_hub(src: sources.Source, limit: int = 0, on_invalid: str = "error",

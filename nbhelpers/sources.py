@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import arithmetic
+from .config import check_value
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,7 @@ def iter_texts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
                skipped: Counter | None = None) -> Iterator[str]:
     """Yield the source's documents as strings, streaming; generators are endless, files are read once."""
     src = resolve(source) if isinstance(source, str) else source
-    if on_bad_utf8 not in ("error", "skip"):
-        raise ValueError(f"on_bad_utf8 must be 'error' or 'skip', got {on_bad_utf8!r}")
+    check_value("corpus.on_bad_utf8", on_bad_utf8, ValueError)
     if src.kind == "arithmetic":
         return (p.text() for p in arithmetic.problems(seed))
     if src.kind == "bundled":
