@@ -143,7 +143,8 @@ def iter_texts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
 # ---------------------------------------------------------------- hub
 
 HUB_MIRROR_ENV = "NBHELPERS_HUB_MIRROR"  # a folder of hub dataset repositories (<owner>/<name>/...) read instead
-_SCRIPT_REFUSED = "scripts are no longer supported"  # datasets>=4's words when a repository holds a loading script
+# datasets' words for a repository holding a loading script: >=4 refuses it, 3.x wants trust_remote_code=True
+_SCRIPT_REFUSED = ("scripts are no longer supported", "trust_remote_code")
 _NO_FILES = ("Unable to find", "data_files are invalid", "No (supported) data files")  # datasets: nothing matched
 
 
@@ -197,21 +198,25 @@ def open_hub(src: Source) -> Any:
 def hub_error(src: Source, err: Exception, offline: str = "bundled_prose, arithmetic or files:GLOB") -> SourceError:
     """A SourceError naming the source, what went wrong and what to do instead (`offline`: sources to use)."""
     text = str(err)
-    if _SCRIPT_REFUSED in text:
+    if any(m in text for m in _SCRIPT_REFUSED):
         hint = (" The repository ships a loading script, which datasets>=4 refuses and nbhelpers never runs: read "
                 "its data files instead (a registry entry with files=PATTERN), or download them and use files:GLOB.")
     elif isinstance(err, ValueError) and "BuilderConfig" in text:
         hint = (f" The repository has no configuration {src.config!r} (any more): use one it lists, or pin a "
                 "revision that has it.")
     elif src.files and (isinstance(err, FileNotFoundError) or any(m in text for m in _NO_FILES)):
-        hint = (f" The repository has no files {src.files!r} at revision {src.revision}: the registry entry's "
-                "files or revision must follow the repository.")
+        hint = f" {_no_files(src)}"
     else:
         hint = (f" Offline, use {offline} instead, or copy the data first with "
                 f"`{hub_download_command(src)}` and set {HUB_MIRROR_ENV}=DIR.")
     where = ", ".join(f"{k} {v}" for k, v in (("config", src.config), ("revision", src.revision)) if v)
     return SourceError(f"source {src.name!r} ({src.location}{', ' + where if where else ''}) could not be loaded "
                        f"from the Hugging Face hub: {type(err).__name__}: {text[:300].rstrip('.')}.{hint}")
+
+
+def _no_files(src: Source) -> str:
+    return (f"The repository has no files {src.files!r} at revision {src.revision}, or they hold no rows: the "
+            "registry entry's files or revision must follow the repository.")
 
 
 def _field_texts(value: Any) -> list[str]:
@@ -242,8 +247,9 @@ def _iter_hub(src: Source) -> Iterator[str]:
         raise
     except Exception as err:  # connection errors, missing configs, loading scripts: all name the source
         raise hub_error(src, err) from err
-    if first is None:
-        return
+    if first is None:  # datasets<5 streams nothing where a pattern matches no file
+        raise SourceError(f"source {src.name!r} ({src.location}): no rows in split {src.split!r}. "
+                          + (_no_files(src) if src.files else "The repository has no data files for it."))
     missing = [f for f in src.text_field.split("+") if f not in first]
     if missing:
         raise SourceError(f"source {src.name!r} ({src.location}): rows have no field(s) {missing}; fields: "
