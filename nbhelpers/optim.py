@@ -37,9 +37,8 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
+from .config import OPTIMIZERS, TrainConfig
 
-OPTIMIZERS = ("adamw", "adamw8bit", "muon")
 MUON_TORCH = "2.9"  # the first torch with torch.optim.Muon
 
 

@@ -175,3 +175,15 @@ def test_an_interrupted_muon_run_resumes_exactly(tmp_path):
     assert losses(tmp_path / "a")[-1] < losses(tmp_path / "a")[0]
     saved = torch.load(full.checkpoint / "optimizer.pt", weights_only=True)
     assert sum("momentum_buffer" in s for s in saved["state"].values()) == 8  # 4 matrices x 2 layers
+
+
+def test_config_checks_muons_fields_and_refuses_it_on_xla():
+    from nbhelpers import config
+
+    assert config.load("smoke", ["train.optimizer=muon", "train.muon_lr=0.01"]).train.muon_lr == 0.01
+    with pytest.raises(config.ConfigError, match=r"train.muon_lr: expected >= 0, got -0.1"):
+        config.load("smoke", ["train.muon_lr=-0.1"])
+    with pytest.raises(config.ConfigError, match=r"train.muon_momentum: expected in \[0, 1\), got 1.5"):
+        config.load("smoke", ["train.muon_momentum=1.5"])
+    with pytest.raises(config.ConfigError, match=r"train.optimizer=muon does not run on XLA"):
+        config.load("kaggle_tpu_v5e8", ["train.optimizer=muon"])

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config import check_value
 from .perplexity import check_tokenizer, load_model
 
 LOCAL_TASK_DIR = Path(__file__).resolve().parent.parent / "data" / "lm_eval_tasks"
@@ -29,7 +30,6 @@ SCRIPT_FREE = {
     "ja_leaderboard_jsquad": "ja_leaderboard_jsquad_sbi",
 }
 JAQKET_JSON_TASK = SCRIPT_FREE["ja_leaderboard_jaqket_v2"]
-HUB_SOURCES = ("script_free", "leaderboard")
 
 # Fields each local record must have, with their JSON types; nested dicts hold parallel lists, the
 # shape `datasets` gives a sequence of structs (answers["text"][0], ctxs["text"]).
@@ -266,8 +266,7 @@ def resolve_tasks(names: Sequence[str], *, local: bool = False, hub_source: str 
     """
     if isinstance(names, str):
         names = [names]
-    if hub_source not in HUB_SOURCES:
-        raise ValueError(f"hub_source={hub_source!r}: expected {' | '.join(HUB_SOURCES)}")
+    check_value("eval.hub_source", hub_source, ValueError)
     manager = manager or task_manager()
     known = set(manager.all_tasks)
     out = []
@@ -313,10 +312,13 @@ def run_lm_eval(
     max_gen_toks: int | None = None,
     device: Any = None,
     extra_task_dirs: Sequence[str | Path] = (),
+    fixed_shapes: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model (object or save_pretrained directory) on lm-eval tasks through HFLM.
 
     `num_fewshot` maps task names (online or local) to shots; tasks not in it keep their YAML's value.
+    fixed_shapes (default: on for a model on XLA) scores and generates through `FixedShapeLM`: a few compiled
+    programs for the whole evaluation instead of one per batch width and per generated token.
     Returns lm-eval's result dict (results, versions, n-shot, higher_is_better, ...).
     """
     import lm_eval
@@ -351,8 +353,19 @@ def run_lm_eval(
     for name, task in loaded.items():
         if shots.get(name) is not None:
             task.set_config(key="num_fewshot", value=int(shots[name]))
+    on_xla = next(model.parameters()).device.type == "xla"
     with _quiet("lm_eval"):  # HFLM warns that a model object ignores model_args: there are none
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        if on_xla if fixed_shapes is None else fixed_shapes:
+            from .. import xla
+            from .fixed_lm import FixedShapeLM
+            from .perplexity import _xla_sync
+
+            if on_xla:
+                xla.use_xla_attention(model)
+            lm = FixedShapeLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                              after_batch=_xla_sync if on_xla else None)
+        else:
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     # lm-eval generates up to 256 tokens and keeps context + generation within the model's window:
     # a short-context model (the smoke one has 256) gets a quarter of its window instead.
     gen_toks = int(max_gen_toks or min(256, lm.max_length // 4))
