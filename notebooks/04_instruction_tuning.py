@@ -125,26 +125,35 @@ nbhelpers.plots.plot_sft_eval(result.metrics_path, path=run.sft / "eval_loss.png
 # %% [markdown]
 # ## After tuning
 #
-# The tuned model is loaded back from `sft/final/` the way any user would load it.
+# The tuned model is loaded back from `sft/final/` the way any user would load it. After a stop by the time
+# budget there is no `sft/final/` yet: these cells wait for the session that finishes.
 
 # %%
-tuned = AutoModelForCausalLM.from_pretrained(run.sft / "final").to(device)
-after = nbhelpers.sft.response_figures(tuned, tokenizer, data.heldout, cfg.sft)
-display(pd.DataFrame({"pre-trained": before["figures"], "tuned": after["figures"]}))
+finished = result.status == "done"
+if finished:
+    tuned = AutoModelForCausalLM.from_pretrained(run.sft / "final").to(device)
+    after = nbhelpers.sft.response_figures(tuned, tokenizer, data.heldout, cfg.sft)
+    display(pd.DataFrame({"pre-trained": before["figures"], "tuned": after["figures"]}))
 
 # %%
-display(pd.DataFrame([{"prompt": b["prompt"][:60], "pre-trained": b["response"][:80], "tuned": a["response"][:80],
-               "tuned ended with EOS": a["ended_with_eos"]} for b, a in zip(before["samples"], after["samples"])][:8]))
+if finished:
+    display(pd.DataFrame([{"prompt": b["prompt"][:60], "pre-trained": b["response"][:80],
+                           "tuned": a["response"][:80], "tuned ended with EOS": a["ended_with_eos"]}
+                          for b, a in zip(before["samples"], after["samples"])][:8]))
 
 # %%
-figures = nbhelpers.sft.record_figures(data, overflow, train_batches, result, before["figures"], after["figures"])
-run.record("sft", figures)
-display(figures)
+if finished:
+    figures = nbhelpers.sft.record_figures(data, overflow, train_batches, result, before["figures"], after["figures"])
+    run.record("sft", figures)
+    display(figures)
 
 # %% [markdown]
 # Optional: upload the tuned model and its tokenizer to the Hugging Face hub. The token comes from Kaggle's
-# secrets, Colab's userdata or `HF_TOKEN`, and is never printed.
+# secrets, Colab's userdata or `HF_TOKEN`, and is never printed. After a stop by the time budget this cell says
+# where tuning stopped and how to continue.
 
 # %%
-if HUB_REPO:
+if not finished:  # the session's time is up and the checkpoint saved: a clean end, not an error
+    print(run.stop("sft", result.step, result.total_steps))
+elif HUB_REPO:
     print(nbhelpers.hub.push_to_hub(run.sft / "final", HUB_REPO))

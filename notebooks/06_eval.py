@@ -45,6 +45,7 @@ OVERRIDES = []
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
 run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
 run.require("pretrain")
+run.require_writable("eval")  # before hours of scoring: a read-only run says where 06 would write
 
 # %% [markdown]
 # ## The models
