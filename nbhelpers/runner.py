@@ -124,7 +124,7 @@ def run(
         seconds = time.perf_counter() - start
         stop = run.stopped(stage) if stage else None
         if stop:
-            log(f"{prefix}: {stop['message']} -> {executed}")
+            log(f"{prefix}: {stop['message'].removeprefix(name + ': ')} -> {executed}")
             results.append(StepResult(name, "stopped", seconds, executed, stop["message"]))
             break  # the later notebooks need this stage's result
         log(f"{prefix}: done in {seconds:.0f}s -> {executed}")

@@ -27,11 +27,11 @@ def debian_lines(debian_files):
 
 @pytest.fixture(scope="session")
 def read_only():
-    """run(paths, argv, **kw): argv in a mount namespace where each of `paths` is a read-only bind mount.
+    """wrap(paths) -> the argv prefix that runs a command where each of `paths` is a read-only bind mount.
 
     A read-only file system refuses writes even to root (the tests run as root here, where permission
-    bits stop nothing): EROFS, as on a read-only disk or Kaggle's /kaggle/input. Skips where user
-    namespaces are not allowed.
+    bits stop nothing): EROFS, as on a read-only disk or Kaggle's /kaggle/input. A user and mount
+    namespace (unshare -rm) needs no privileges; skips where it is not allowed.
     """
     import shutil
     import subprocess
@@ -39,9 +39,8 @@ def read_only():
     if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
         pytest.skip("unshare -rm (a user and mount namespace) is not allowed here")
 
-    def run(paths, argv, **kwargs):
+    def wrap(paths) -> list[str]:
         mounts = " && ".join(f'mount --bind "{p}" "{p}" && mount -o remount,bind,ro "{p}"' for p in paths)
-        return subprocess.run(["unshare", "-rm", "sh", "-c", f'{mounts} && exec "$@"', "sh", *map(str, argv)],
-                              **kwargs)
+        return ["unshare", "-rm", "sh", "-c", f'{mounts} && exec "$@"', "sh"]
 
-    return run
+    return wrap

@@ -275,9 +275,9 @@ def test_run_dir_that_is_a_file_or_under_one_gets_one_clear_line(tmp_path):
 
 def test_run_dir_on_a_read_only_file_system_gets_one_clear_line(tmp_path, read_only):
     (tmp_path / "disk").mkdir()
-    proc = read_only([tmp_path / "disk"], [sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke",
-                                            "--run-dir", tmp_path / "disk/run", "--only", "01"],
-                     capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*read_only([tmp_path / "disk"]), sys.executable, "-m", "nbhelpers", "run", "--profile",
+                           "smoke", "--run-dir", str(tmp_path / "disk/run"), "--only", "01"],
+                          capture_output=True, text=True, timeout=300)
     _one_clear_line(proc, "cannot be created", "read-only file system")
     assert list((tmp_path / "disk").iterdir()) == []
 
@@ -305,8 +305,8 @@ def test_a_read_only_run_opens_for_reading_and_refuses_writing_stages(tmp_path, 
             "assert run.read_only and run.metrics()['tokenizer']['vocab'] == 3000\n"
             "print(run.record('chat', {'answers': 3}))\n"
             "try:\n    run.require_writable('eval')\nexcept n.rundir.RunDirError as e:\n    print('refused:', e)\n")
-    proc = read_only([run.root], [sys.executable, "-c", code % str(run.root)], capture_output=True, text=True,
-                     timeout=300)
+    proc = subprocess.run([*read_only([run.root]), sys.executable, "-c", code % str(run.root)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "is read-only: its artifacts are read" in proc.stdout and "not recorded" in proc.stdout
     assert f"refused: 06_eval writes {run.root / 'eval'}" in proc.stdout and "cp -r" in proc.stdout

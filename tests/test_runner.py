@@ -150,7 +150,7 @@ def test_a_budget_stop_ends_the_run_with_its_own_exit_status(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir),
                            "--notebooks", str(d)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == runner.EXIT_STOPPED == 75, proc.stdout + proc.stderr
-    assert "[2/3] 03_pretrain: 03_pretrain: stopped at step 3 of 8 (time budget; checkpoint saved): run the " \
+    assert "[2/3] 03_pretrain: stopped at step 3 of 8 (time budget; checkpoint saved): run the " \
            "notebook again / save a new version to continue" in proc.stdout
     assert "stopped, not failed" in proc.stderr and "Traceback" not in proc.stderr
     assert not (run_dir / "04_ran").exists()  # the later notebooks need 03's result: not run
