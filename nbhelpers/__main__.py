@@ -41,6 +41,11 @@ Each folder holds kernel-metadata.json and the notebook with PROFILE set; push t
 `kaggle kernels push -p FOLDER`, each after the previous one finished: a notebook reads the earlier
 notebooks' outputs (kernel_sources), so they must exist first. kaggle-metadata.json at the top of the
 repository gives the defaults (privacy, dataset_sources) and is itself the 03_pretrain kernel's metadata.
+
+03 and 04 also read their own previous version's output: when the session's time budget stops one,
+push the same folder again (a new version) and it resumes from the checkpoint; repeat until its last
+cell says it is done. The first push reports the kernel's own output as not a valid kernel source
+(there is none yet); later pushes find it. The kernels need Internet (a phone-verified account).
 """
 
 
@@ -70,7 +75,9 @@ def _kaggle(args: argparse.Namespace) -> int:
         meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
         shape = meta["machine_shape"] or "no accelerator"
         print(f"kaggle kernels push -p {folder}   # {meta['id']} on {shape}; then wait for "
-              f"`kaggle kernels status {meta['id']}` to say complete")
+              f"`kaggle kernels status {meta['id']}` to say complete"
+              + ("; push it again (a new version) to continue after a time-budget stop"
+                 if meta["id"] in meta["kernel_sources"] else ""))
     return 0
 
 

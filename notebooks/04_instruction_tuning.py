@@ -19,8 +19,8 @@
 # plotted together. Reads: `tokenizer/`, `corpus/`, `pretrain/final/`. Writes: `sft/` (checkpoints, metrics,
 # `final/` loadable with `AutoModelForCausalLM`).
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/main/notebooks/04_instruction_tuning.ipynb)
-# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/04_instruction_tuning.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/04_instruction_tuning.ipynb)
+# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/04_instruction_tuning.ipynb)
 
 # %%
 # Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing, keeping the platform's
@@ -29,7 +29,7 @@ import importlib.metadata as md, importlib.util, subprocess, sys, tempfile
 if importlib.util.find_spec("nbhelpers") is None:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
         pins.write("\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@v0.1.0"], check=True)
     importlib.invalidate_caches()
 import nbhelpers
 nbhelpers.platform.setup()
