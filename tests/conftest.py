@@ -1,8 +1,9 @@
-"""Shared test helpers: Debian's Japanese texts (real prose no one here wrote)."""
+"""Shared test helpers: Debian's Japanese texts (real prose no one here wrote); one torch thread for loop tests."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from nbhelpers import sources
 
@@ -44,3 +45,12 @@ def read_only():
         return ["unshare", "-rm", "sh", "-c", f'{mounts} && exec "$@"', "sh"]
 
     return wrap
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (the same kernels run after run: losses compare bitwise)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -97,6 +97,18 @@ class RecordingBatches:
         return self.inner.batch(index)
 
 
+class StopAfter(loop.Hooks):
+    """Default hooks that end the session (KeyboardInterrupt) after `steps` optimizer steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    def after_optimizer_step(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt  # the session ends
+
+
 class SleepHooks(loop.Hooks):
     """Default hooks plus a sleep after each step (so a test can kill mid-run)."""
 

@@ -8,20 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from loop_tiny import VOCAB, blocks, cpu_choice, tiny_model, tiny_tokenizer, train_cfg
+from loop_tiny import VOCAB, StopAfter, blocks, cpu_choice, tiny_model, tiny_tokenizer, train_cfg
 
 from nbhelpers import loop, optim
 from nbhelpers.batches import ArrayBlocks, PackedBatches
 from nbhelpers.checkpoint import CheckpointMismatch
 from nbhelpers.model import ModelError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(model, out, cfg, source=None, **kw):
@@ -131,20 +125,12 @@ def test_replan_rules():
     assert "fully decayed" in note and optim.lr_at(flat, 150) == pytest.approx(1e-4)
 
 
-class _StopAfter(loop.Hooks):
-    def __init__(self, steps: int) -> None:
-        self.left = steps
-
-    def after_optimizer_step(self) -> None:
-        self.left -= 1
-        if self.left < 0:
-            raise KeyboardInterrupt  # the session ends
 
 
 def test_longer_horizon_on_resume_continues_lr_and_decays_to_new_end(tmp_path):
     cfg = train_cfg(warmup_steps=2, save_every=4, min_lr_ratio=0.1, lr=1e-3)
     with pytest.raises(KeyboardInterrupt):  # planned for 16 steps, the session ends after step 12's checkpoint
-        _train(tiny_model(), tmp_path, cfg, total_steps=16, hooks=_StopAfter(12))
+        _train(tiny_model(), tmp_path, cfg, total_steps=16, hooks=StopAfter(12))
     old_plan = {"peak": 1e-3, "warmup": 2, "total": 16, "min_ratio": 0.1}
     result = _train(tiny_model(), tmp_path, cfg, total_steps=32)
     assert result.resumed_from == 12 and result.status == "done"
@@ -278,7 +264,7 @@ def test_interrupted_run_resumes_exactly_with_dropout(tmp_path):
 
     run(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b", _StopAfter(6))
+        run(tmp_path / "b", StopAfter(6))
     assert run(tmp_path / "b").resumed_from == 4
     assert [r["loss"] for r in _records(tmp_path / "a", "train")] == [r["loss"] for r in _records(tmp_path / "b", "train")]
 
@@ -385,7 +371,7 @@ def test_cuda_trains_saves_cpu_tensors_and_resumes(tmp_path, precision):
 
     full = run(tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "cut", hooks=_StopAfter(9))  # checkpoint of step 8 written, then the session ends
+        run(tmp_path / "cut", hooks=StopAfter(9))  # checkpoint of step 8 written, then the session ends
     resumed = run(tmp_path / "cut")
     assert resumed.resumed_from == 8 and resumed.status == "done"
     a = {r["step"]: r["loss"] for r in _records(full.out_dir, "train")}

@@ -7,7 +7,7 @@ import io
 
 import pytest
 import torch
-from loop_tiny import blocks, cpu_choice, tiny_model, train_cfg
+from loop_tiny import StopAfter, blocks, cpu_choice, tiny_model, train_cfg
 
 from nbhelpers import loop, optim
 from nbhelpers.batches import ArrayBlocks, PackedBatches
@@ -15,12 +15,7 @@ from nbhelpers.batches import ArrayBlocks, PackedBatches
 needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _grads(model: torch.nn.Module, seed: int) -> None:
@@ -145,14 +140,6 @@ def test_an_unknown_optimizer_lists_the_known_ones():
         optim.build_optimizer(tiny_model(), train_cfg(optimizer="sgd"), "cpu")
 
 
-class _StopAfter(loop.Hooks):
-    def __init__(self, steps: int) -> None:
-        self.left = steps
-
-    def after_optimizer_step(self) -> None:
-        self.left -= 1
-        if self.left < 0:
-            raise KeyboardInterrupt
 
 
 @needs_muon
@@ -165,7 +152,7 @@ def test_an_interrupted_muon_run_resumes_exactly(tmp_path):
 
     full = run(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b", _StopAfter(6))
+        run(tmp_path / "b", StopAfter(6))
     assert run(tmp_path / "b").resumed_from == 4
 
     def losses(out):
