@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="baseline and muon@1, one seed, 150k tokens, short timing")
     p.add_argument("--profile", default="smoke", help="whose train recipe is the baseline (lr, warmup, decay, ...)")
     p.add_argument("--preset", default="tiny", help="model preset")
-    p.add_argument("--arms", default="adamw@1,adamw@0.5,adamw@2,adamw@4,muon@1,muon@2,muon@4")
+    p.add_argument("--arms", default="adamw@1,adamw@0.5,adamw@2,adamw@4,adamw@8,muon@1,muon@2,muon@4,muon@8")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--tokens", type=int, default=500_000, help="training tokens per run (every arm the same)")
     p.add_argument("--block", type=int, default=256, help="tokens per block (the training context)")
@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timing-rounds", type=int, default=7, help="rounds of the side-by-side step timing")
     p.add_argument("--timing-only", action="store_true", help="only the step timing (take it under the bench lock)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--work", default="", help="cache for the tokenizer and blocks (default: a temporary folder)")
+    p.add_argument("--work", default="", help="cache for the tokenizer, blocks and finished runs (default: temporary)")
     p.add_argument("--json", default="", help="write every figure and curve here")
     args = p.parse_args(argv)
     if args.quick:
@@ -202,8 +202,28 @@ def train_config(args: argparse.Namespace, arm: Arm, seed: int, steps: int) -> c
     )
 
 
-def run_arm(args: argparse.Namespace, data: Data, arm: Arm, seed: int, steps: int, out: Path) -> dict[str, Any]:
+def run_key(args: argparse.Namespace, data: Data, arm: Arm, seed: int, steps: int) -> str:
+    """What a run's figures depend on (not the machine's load): its cache name in `--work`."""
+    what = [arm.name, seed, steps, args.profile, args.preset, args.block, args.micro_batch, args.evals,
+            args.heldout_blocks, data.stats, torch.__version__]
+    return f"{arm.name}-{seed}-" + hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_arm(args: argparse.Namespace, data: Data, arm: Arm, seed: int, steps: int, work: Path) -> dict[str, Any]:
+    """One arm with one seed (from `work`'s cache when this exact run finished before): curve and final figures."""
+    key = run_key(args, data, arm, seed, steps)
+    cached = work / "runs" / f"{key}.json"
+    if cached.exists():
+        return dict(json.loads(cached.read_text()), cached=True)
+    run = train_arm(args, data, arm, seed, steps, work / f"run-{key}")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(run))
+    return run
+
+
+def train_arm(args: argparse.Namespace, data: Data, arm: Arm, seed: int, steps: int, out: Path) -> dict[str, Any]:
     """Train one arm with one seed; its held-out curve (tokens, loss, bpb) and final figures."""
+    shutil.rmtree(out, ignore_errors=True)  # a run killed earlier: start it again
     cfg = train_config(args, arm, seed, steps)
     model = build_model(config.ModelConfig(preset=args.preset), len(data.tokenizer), tokenizer=data.tokenizer,
                         seed=seed)
@@ -384,10 +404,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs = []
         for seed in seeds if not args.timing_only else ():
             for arm in arms:
-                run = run_arm(args, data, arm, seed, steps, work / f"run-{arm.name}-{seed}")
+                run = run_arm(args, data, arm, seed, steps, work)
                 runs.append(run)
                 print(f"  {arm.name:<10} seed {seed}: held-out loss {run['loss']:.4f}, bpb {run['bpb']:.4f} "
-                      f"({run['seconds']:.0f} s)", flush=True)
+                      f"({run['seconds']:.0f} s{', from the --work cache' if run.get('cached') else ''})", flush=True)
         timing = step_times(args, data, args.timing_rounds) if any(a.optimizer == "muon" for a in arms) else None
     load_end = Path("/proc/loadavg").read_text().split()[:3] if load_start else []
     if args.timing_only:
