@@ -156,6 +156,9 @@ def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, 
     """Train `stage` of `run`: in this process, or in `nproc` torchrun workers (see the module docstring)."""
     from . import device, platform
 
+    finished = finished_result(run, stage)
+    if finished is not None:
+        return finished
     cfg = run.config
     out = stage_dir(run, stage)
     choice = device.select(cfg.train)
@@ -166,6 +169,30 @@ def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, 
     budget = platform.apply_session_limit(cfg.train).max_minutes
     deadline = time.time() + budget * 60.0 if budget > 0 else None
     return launch(run, stage, n, deadline=deadline, progress=progress, out_dir=out)
+
+
+def finished_result(run: RunDir, stage: str) -> TrainResult | None:
+    """The result of `stage` when an earlier Kaggle version finished it (linked read-only from an input), else None.
+
+    Saving the training notebook again after its stage completed then trains nothing and writes nothing there:
+    the figures are read from the stage's metrics.jsonl and the notebook's later cells show them.
+    """
+    from .loop import read_metrics
+
+    folder = run.root / stage
+    if not folder.is_symlink() or not run.is_complete(stage):
+        return None
+    metrics = folder / "metrics.jsonl"
+    records = read_metrics(metrics)
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = {r.get("split"): r for r in records if r.get("kind") == "eval"}
+    step = int(train[-1]["step"]) if train else 0
+    print(f"{stage} is complete (step {step}) in {folder.resolve().parent}, an input: nothing to train; its model is "
+          f"{folder / 'final'}")
+    return TrainResult(status="done", step=step, total_steps=step, out_dir=folder, metrics_path=metrics,
+                       final_dir=folder / "final", train_loss=train[-1].get("loss") if train else None,
+                       eval={split: {k: r.get(k) for k in ("loss", "ppl", "bpb")} for split, r in evals.items()},
+                       tokens_per_s=train[-1].get("tokens_per_s") if train else None)
 
 
 def worker_command(run: RunDir, stage: str, nproc: int, deadline: float | None = None,

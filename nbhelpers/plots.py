@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,8 @@ def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
     """Save `fig` as PNG at `path` (parents created) when a path is given; return the figure."""
     if path is not None:
         path = Path(path)
+        if path.is_file() and not os.access(path.parent, os.W_OK):
+            return fig  # an earlier Kaggle version's plot, in a read-only input: shown, already saved
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig

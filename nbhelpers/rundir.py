@@ -27,6 +27,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +233,33 @@ def link_checkpoints(run: RunDir, plat: platform.Platform | None = None) -> dict
     return resumed
 
 
+XLA_CACHE = "xla_cache"  # torch_xla's compiled programs under the run directory (nbhelpers.xla.CACHE_DIR)
+
+
+def carry_xla_cache(run: RunDir, plat: platform.Platform | None = None) -> Path | None:
+    """Copy the XLA compilation cache an earlier version of this run left in Kaggle's inputs into `run`.
+
+    A copy, not a link: torch_xla adds entries to the folder, and an input is read-only. Only when this run has
+    no cache of its own yet; the newest input's (by modification time) when several hold one. Returns the source.
+    """
+    plat = plat or platform.detect()
+    own = run.root / XLA_CACHE
+    if own.exists() or own.is_symlink():
+        return None
+    caches = [s / XLA_CACHE for s in input_runs(run.root.name, plat)
+              if _same_run(s, run.config) and (s / XLA_CACHE).is_dir()]
+    if not caches:
+        return None
+    source = max(caches, key=lambda c: c.stat().st_mtime)
+    partial = run.root / f".tmp-{XLA_CACHE}"
+    shutil.rmtree(partial, ignore_errors=True)  # a copy cut short by an earlier session's end
+    shutil.copytree(source, partial, symlinks=False)
+    partial.rename(own)
+    size = sum(f.stat().st_size for f in own.rglob("*") if f.is_file())
+    print(f"{XLA_CACHE}: {size / 2**20:,.0f} MiB of compiled programs copied from {source.parent} (not compiled again)")
+    return source
+
+
 # ---------------------------------------------------------------- the run directory
 
 
@@ -261,6 +289,7 @@ class RunDir:
         if plat.name == "kaggle":
             link_inputs(run, plat)  # earlier notebooks' outputs (kernel_sources)
             link_checkpoints(run, plat)  # earlier versions of a training notebook stopped by the time budget
+            carry_xla_cache(run, plat)  # and the programs they compiled on the TPU
         if not (run.root / CONFIG_FILE).exists():
             run._write_config()
         return run
@@ -324,7 +353,7 @@ class RunDir:
         data[stage] = entry
         atomic_write_text(self.metrics_path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
         self._write_config()  # the configuration the run's newest finished stage was made with
-        if stage in TRAINING_STAGES:
+        if stage in TRAINING_STAGES and not (self.root / stage).is_symlink():  # not a finished input's
             (self.root / stage / STOP_FILE).unlink(missing_ok=True)
             self.unlink_inputs(stage)
         return data[stage]

@@ -48,6 +48,8 @@ from typing import Any
 
 import torch
 
+from .rundir import XLA_CACHE
+
 # The attention implementation the XLA backend uses (see the module docstring for the measurement).
 ATTN_IMPLEMENTATION = "eager"
 
@@ -96,7 +98,7 @@ def sync() -> None:
 
 # ---------------------------------------------------------------- persistent compilation cache
 
-CACHE_DIR = "xla_cache"  # under the run directory: compiled programs, reused by the next session
+CACHE_DIR = XLA_CACHE  # under the run directory: compiled programs, reused by the next session (carried on Kaggle)
 
 
 def cache_dir(run_root: str | os.PathLike) -> Path:

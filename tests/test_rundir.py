@@ -311,3 +311,30 @@ def test_a_read_only_run_opens_for_reading_and_refuses_writing_stages(tmp_path, 
     assert "is read-only: its artifacts are read" in proc.stdout and "not recorded" in proc.stdout
     assert f"refused: 06_eval writes {run.root / 'eval'}" in proc.stdout and "cp -r" in proc.stdout
     assert _tree(run.root) == before
+
+
+def test_kaggle_resume_copies_the_xla_cache_once(tmp_path, monkeypatch):
+    """The compiled programs of an earlier version arrive as a writable copy; a run with its own cache keeps it."""
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    source = _stopped_version(tmp_path, cfg)
+    (source / "xla_cache/ab").mkdir(parents=True)
+    (source / "xla_cache/ab/program").write_bytes(b"compiled")
+    before = _tree(tmp_path / "kaggle/input")
+    run = RunDir.open("", cfg)
+    copy = run.root / "xla_cache/ab/program"
+    assert copy.read_bytes() == b"compiled" and not (run.root / "xla_cache").is_symlink()
+    copy.write_bytes(b"recompiled")  # torch_xla writes into it: the input is never touched
+    assert _tree(tmp_path / "kaggle/input") == before
+    RunDir.open("", cfg)  # the same session again: its own cache stays
+    assert copy.read_bytes() == b"recompiled"
+    assert not list(run.root.glob(".tmp-*"))
+
+
+def test_kaggle_resume_leaves_another_runs_xla_cache(tmp_path, monkeypatch):
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    source = _stopped_version(tmp_path, config.load("smoke", ["model.preset=tiny"]))
+    (source / "xla_cache").mkdir()
+    run = RunDir.open("", cfg)
+    assert not (run.root / "xla_cache").exists()
