@@ -3,12 +3,19 @@
 A batch source is any object with `__len__()` (micro-batches in one pass) and `batch(i)` returning
 `{"input_ids", "labels"}` int64 tensors of shape (B, T); `batch(i)` is a pure function of `i`, and
 past `len` it continues into the next pass, so a resumed run reads exactly what it would have read.
+
+A source whose data position must travel with the checkpoint (the corpus producer's stream, whose parts
+are not kept) also has `state_dict(index) -> dict`, the position from which micro-batch `index` on can be
+made again, and `load_state_dict(state)`; the loop saves the one and calls the other on resume. Values of
+the dict that are numpy arrays are bulky state (`split_state` / `join_state` move them in and out of the
+checkpoint's array file). `batch(i)` may raise `DataSourceError` (the data cannot be had: the loop saves a
+checkpoint and stops, naming the cause) or `DataExhausted` (the stream has ended: training is done).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,6 +35,29 @@ class BatchSource(Protocol):
     def __len__(self) -> int: ...
 
     def batch(self, index: int) -> dict[str, torch.Tensor]: ...
+
+
+class DataSourceError(RuntimeError):
+    """The data for a batch cannot be had (a source failed after its retries): the message names the source."""
+
+
+class DataExhausted(RuntimeError):
+    """The stream ended before this batch (a source ran out with `corpus.on_exhausted="stop"`)."""
+
+
+ARRAY_PREFIX = "data."
+
+
+def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A source's `state_dict` as (JSON-able part, {name: array}) for a checkpoint's state and array files."""
+    plain = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    arrays = {ARRAY_PREFIX + k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    return plain, arrays
+
+
+def join_state(plain: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The inverse of `split_state`: the dict `load_state_dict` takes."""
+    return {**plain, **{k[len(ARRAY_PREFIX):]: v for k, v in arrays.items() if k.startswith(ARRAY_PREFIX)}}
 
 
 def dist_rank_world() -> tuple[int, int]:

@@ -51,14 +51,17 @@ class CorpusConfig:
     block_len: int = 512  # tokens per packed block (the training context)
     token_budget: int = 0  # 0 = Chinchilla: 20 tokens per model parameter
     tokens_per_param: float = 20.0
-    session_tokens: int = 100_000_000  # one part of the corpus, sized for one notebook session
-    build_tokens: int = 0  # tokens to build now; 0 = one session part
+    # 03 produces the training stream while it trains, in parts of part_tokens (whole blocks): at most
+    # parts_ahead parts ready ahead of the one being read, one behind, on local scratch disk
+    part_tokens: int = 8_000_000
+    parts_ahead: int = 2
     val_blocks: int = 256
     seed: int = 1234
-    workers: int = 0  # 0 = all cores
+    workers: int = 0  # processes that clean and tokenize: 0 = all cores (02), and while training the spare ones, at most 8
     on_bad_utf8: str = "error"  # error | skip
-    # documents per source held for a seeded shuffle; 0 = source order. Plain-text, JSONL and parquet files (and
-    # the bundled prose) are read in parts: > 1 shuffles each part's documents and the parts in windows of 32
+    # 0 = source order; > 1 shuffles: files (and the bundled prose, Debian's texts) are read in slices of about 64,000
+    # characters, each slice's documents shuffled and the slices in windows of 32; streamed sources (the hub,
+    # gzipped files) are read in pieces of up to this many documents (and 1M characters), each piece shuffled
     shuffle_buffer: int = 2000
     on_exhausted: str = "repeat"  # repeat (a finite source starts a new epoch) | stop (the stream ends)
 
@@ -90,7 +93,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
-    max_steps: int = 0  # 0 = as many as the built corpus part gives for one epoch
+    max_steps: int = 0  # 0 = as many as the token budget gives
     eval_every: int = 500
     eval_batches: int = 16
     save_every: int = 1000
@@ -203,7 +206,7 @@ def smoke() -> RunConfig:
             mixture=dict(SMOKE_MIXTURE),
             block_len=128,
             token_budget=400_000,
-            session_tokens=200_000,
+            part_tokens=32_768,  # 256 blocks: 150 steps of 8 blocks read about five parts
             val_blocks=32,
             min_chars=20,
         ),
