@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import platform
+from . import quota
 
 PREFIX = "step_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
@@ -192,7 +192,7 @@ def save(
     tmp = root / f".tmp-{final.name}"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        _make_room(root, platform.estimate_save_bytes(root, model))
+        _make_room(root, quota.estimate_save_bytes(root, model))
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
@@ -243,16 +243,16 @@ def _discard(path: Path) -> None:
 def _make_room(root: Path, next_save_bytes: int) -> None:
     """Before a save that would pass the output limit (Kaggle's 20 GB): drop the oldest checkpoints early, or warn."""
     # each early removal warns; the newest checkpoint is never removed, and a save that still does not fit warns
-    check = platform.output_quota(root, next_save_bytes)
+    check = quota.output_quota(root, next_save_bytes)
     older = list_checkpoints(root)[:-1]  # oldest first; the newest complete checkpoint always stays
     while not check.fits and check.disk_fits and older:
         old = older.pop(0)
         _discard(old)
         warnings.warn(f"removed {old} before its turn: the next save would pass the output limit",
-                      platform.OutputQuotaWarning, stacklevel=3)
-        check = platform.output_quota(root, next_save_bytes)
+                      quota.OutputQuotaWarning, stacklevel=3)
+        check = quota.output_quota(root, next_save_bytes)
     if not check.fits:
-        warnings.warn(check.message(), platform.OutputQuotaWarning, stacklevel=3)
+        warnings.warn(check.message(), quota.OutputQuotaWarning, stacklevel=3)
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
+from .files import atomic_write_text, read_json
 from .loop import BadStepsError, TrainingError, TrainResult
-from .rundir import RunDir, atomic_write_text, read_json
+from .rundir import RunDir
 
 STAGES = ("pretrain", "sft")  # the stages whose training runs here (03 and 04)
 RESULT_FILE = "launch_result.json"  # rank 0's TrainResult, read back by the notebook

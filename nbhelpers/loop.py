@@ -241,7 +241,7 @@ class _Metrics:
         if enabled:
             kept = [r for r in read_metrics(path) if r.get("step", 0) <= keep_until] if keep_until >= 0 else []
             # a resumed run drops what the killed session logged after its checkpoint: it is logged again
-            from .rundir import atomic_write_text
+            from .files import atomic_write_text
 
             atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
             self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115

@@ -1,16 +1,20 @@
-"""The run directory: where each stage reads the previous stage's artifacts and writes its own."""
+"""The run directory: where each stage reads the previous stage's artifacts and writes its own.
+
+Also where a run directory is when RUN_DIR is empty (the platform's default) and, on Kaggle, how the
+earlier notebooks' outputs (attached as inputs, read-only) join this version's run directory.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import platform
 from .config import RunConfig
+from .files import atomic_write_text, read_json
 
 # Stage name -> (notebook, config sections its output depends on, files that must exist when done).
 STAGES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
@@ -27,27 +31,74 @@ class StageMissing(RuntimeError):
     """A stage's input is absent: the message names the notebook to run first."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so a reader sees the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# ---------------------------------------------------------------- where the run directory is
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file, naming it when it is broken."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+def default_run_dir(profile: str, plat: platform.Platform | None = None) -> Path:
+    """The run directory for RUN_DIR = "": Kaggle's working dir, Drive (when mounted) or /content on Colab, runs/ locally."""
+    plat = plat or platform.detect()
+    if plat.name == "colab" and not platform.drive_mounted(plat):
+        return plat.path(platform.COLAB_CONTENT) / "runs" / profile
+    return plat.runs_root / profile
+
+
+def resolve_run_dir(run_dir: str | os.PathLike, profile: str, plat: platform.Platform | None = None) -> Path:
+    """RUN_DIR as given, or the platform default for ""; on Colab a path on Drive mounts Drive first."""
+    plat = plat or platform.detect()
+    if not str(run_dir):
+        return default_run_dir(profile, plat)
+    path = Path(run_dir).expanduser()
+    drive = platform.COLAB_DRIVE
+    on_drive = plat.name == "colab" and path.is_absolute() and drive in (path, *path.parents)
+    if on_drive and not platform.drive_mounted(plat):
+        platform.mount_drive(plat)  # asks for permission once per runtime
+    return path
+
+
+# ---------------------------------------------------------------- chaining Kaggle notebooks
+
+
+def kaggle_input_runs(profile: str, plat: platform.Platform | None = None) -> list[Path]:
+    """Run directories of `profile` that earlier notebooks left in their outputs (/kaggle/input/**/runs/PROFILE)."""
+    plat = plat or platform.detect()
+    inputs = plat.inputs
+    if inputs is None or not inputs.is_dir():
+        return []
+    found = set()
+    for depth in ("*", "*/*", "*/*/*", "*/*/*/*"):  # kernel outputs are mounted a few levels down
+        found.update(p.parent for p in inputs.glob(f"{depth}/runs/{profile}/metrics.json"))
+    return sorted(found)
+
+
+def link_inputs(run_root: Path, profile: str, plat: platform.Platform | None = None) -> list[str]:
+    """Link the stage folders of earlier notebooks' outputs into `run_root` and merge their metrics entries.
+
+    Symlinks, not copies: a 776M model's checkpoints would otherwise count twice against the 20 GB
+    output limit. Returns the stage names it linked. Stages already present are left alone.
+    """
+    linked: list[str] = []
+    metrics_path = run_root / "metrics.json"
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    for source in kaggle_input_runs(profile, plat):
+        theirs = read_json(source / "metrics.json")
+        for stage, (_, _, files) in STAGES.items():
+            if stage in metrics or stage not in theirs:
+                continue
+            folders = {Path(f).parts[0] for f in files}
+            if not folders or not all((source / f).exists() for f in files):
+                continue
+            for folder in folders:
+                target = run_root / folder
+                if not target.exists() and not target.is_symlink():
+                    target.symlink_to(source / folder, target_is_directory=True)
+            metrics[stage] = theirs[stage]
+            linked.append(stage)
+    if linked:
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
+    return linked
+
+
+# ---------------------------------------------------------------- the run directory
 
 
 @dataclass(frozen=True)
@@ -61,11 +112,11 @@ class RunDir:
     def open(cls, root: str | os.PathLike, config: RunConfig) -> RunDir:
         """Create the directory if needed and record the resolved configuration."""
         plat = platform.detect()
-        root = platform.resolve_run_dir(root, config.profile, plat)  # "": Kaggle working dir, Drive, /content, runs/
+        root = resolve_run_dir(root, config.profile, plat)  # "": Kaggle working dir, Drive, /content, runs/
         run = cls(root.resolve(), config)
         run.root.mkdir(parents=True, exist_ok=True)
         if plat.name == "kaggle":
-            platform.link_inputs(run.root, config.profile, plat)  # earlier notebooks' outputs (kernel_sources)
+            link_inputs(run.root, config.profile, plat)  # earlier notebooks' outputs (kernel_sources)
         atomic_write_text(run.root / "config.json", json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
         return run
 

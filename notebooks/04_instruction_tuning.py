@@ -148,4 +148,4 @@ display(figures)
 
 # %%
 if HUB_REPO:
-    print(nbhelpers.platform.push_to_hub(run.sft / "final", HUB_REPO))
+    print(nbhelpers.hub.push_to_hub(run.sft / "final", HUB_REPO))

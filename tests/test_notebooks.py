@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nbhelpers import notebooks, platform
+from nbhelpers import hub, notebooks
 from nbhelpers.rundir import STAGES
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
@@ -62,7 +62,7 @@ def test_executed_notebooks_hold_no_secret(smoke_run):
     run_dir, out, _ = smoke_run
     assert FAKE_TOKEN not in out
     for executed in sorted((run_dir / "notebooks").glob("*.ipynb")):
-        assert platform.find_secrets(executed, FAKE_TOKEN) == [], executed.name
+        assert hub.find_secrets(executed, FAKE_TOKEN) == [], executed.name
 
 
 def test_the_run_and_its_notebooks_print_no_warnings(smoke_run):

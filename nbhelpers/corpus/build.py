@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..config import CorpusConfig, RunConfig
-from ..rundir import atomic_write_text, read_json
+from ..files import atomic_write_text, read_json
 from ..tokenizer import tokenizer_hash
 from .mixing import Mixer, validate_mixture
 from .packing import check_vocab

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..rundir import read_json
+from ..files import read_json
 
 MANIFEST = "manifest.json"
 DTYPE = np.uint16

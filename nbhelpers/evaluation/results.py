@@ -88,7 +88,7 @@ def eval_figures(ppl: Mapping[str, Mapping[str, PerplexityResult]],
 def save_results(path: str | Path, ppl: Mapping[str, Mapping[str, PerplexityResult]],
                  lm_eval: Mapping[str, Mapping[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
     """Write eval/results.json: perplexities (per text too) and, per model, lm-eval's table rows and versions."""
-    from ..rundir import atomic_write_text
+    from ..files import atomic_write_text
 
     data: dict[str, Any] = {
         "perplexity": {m: {name: r.to_dict() for name, r in sets.items()} for m, sets in ppl.items()},
