@@ -140,7 +140,7 @@ display(pd.Series(nbhelpers.model.describe(cfg.model, vocab_size)).to_frame(cfg.
 result = nbhelpers.launch.train_stage(run, "pretrain")
 print(f"{result.status}: step {result.step} of {result.total_steps}"
       + (f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""))
-data = nbhelpers.rundir.read_json(run.pretrain / nbhelpers.launch.DATA_FILE)
+data = nbhelpers.files.read_json(run.pretrain / nbhelpers.launch.DATA_FILE)
 display(pd.Series(data).to_frame("reading the stream"))  # waits: parts the loop waited for after the first
 
 # %%

@@ -426,7 +426,7 @@ class Mixer:
             self.pool = WorkerPool(ctx, self.workers, initializer=_init_pool_worker,
                                    initargs=(model_file, cfg.symbol_level if thinning else None))
         else:
-            init_worker(model_file)
+            init_worker(model_file, threads=1)  # one process is one core, also for SentencePiece
         state = state or {}
         try:
             self.feeds = [_Feed(self, i, name, w, state.get(name)) for i, (name, w) in enumerate(self.weights.items())]

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..rundir import atomic_write_text, read_json
+from ..files import atomic_write_text, read_json
 from .mixing import Mixer
 from .packing import DTYPE, BlockWriter
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..config import CorpusConfig, RunConfig
-from ..rundir import atomic_write_text, read_json
+from ..files import atomic_write_text, read_json
 from .mixing import Mixer, cpu_count
 from .parts import PartStore, same_state
 
@@ -39,7 +39,7 @@ MAX_WORKERS = 8  # the producer's processes while training, when corpus.workers 
 ENTRY = "import sys; from nbhelpers.corpus.producer import main; sys.exit(main(sys.argv[1:]))"  # the process's code
 
 
-def training_workers(corpus_workers: int, trainers: int = 1) -> int:
+def training_workers(corpus_workers: int, trainers: int = 1, cores: int | None = None) -> int:
     """The producer's cleaning processes while training: corpus.workers, or the cores the trainers leave, at most 8.
 
     One process (no pool) where the host has no spare core: bench/producer_throughput.py measures that one
@@ -47,21 +47,19 @@ def training_workers(corpus_workers: int, trainers: int = 1) -> int:
     """
     if corpus_workers > 0:
         return corpus_workers
-    return max(1, min(cpu_count() - trainers - 1, MAX_WORKERS))
-
-
-def _scratch() -> Path | None:
-    """Local scratch for bulky temporary data (None: use the run directory)."""
-    return None  # stand-in until platform.scratch_dir lands
+    return max(1, min((cores or cpu_count()) - trainers - 1, MAX_WORKERS))
 
 
 def parts_dir(run_root: str | os.PathLike, fingerprint: str) -> Path:
-    """Where a run's training parts go: local scratch (Kaggle's /kaggle/temp, Colab's local disk), else corpus/."""
+    """Where a run's training parts go: local scratch (Kaggle's /kaggle/temp, Colab's local disk), else corpus/.
+
+    Never Kaggle's kept output nor Colab's Drive: parts are made again from a checkpoint's position at will.
+    """
+    from .. import platform
+
     root = Path(run_root)
-    scratch = _scratch()
-    if scratch is None:
-        return root / "corpus" / f"train-{fingerprint}"
-    return scratch / f"{root.name}-train-{fingerprint}"
+    scratch = platform.scratch_dir(f"{root.name}-train-{fingerprint}")
+    return scratch if scratch is not None else root / "corpus" / f"train-{fingerprint}"
 
 
 def run_token() -> str:
@@ -81,6 +79,7 @@ class Stream:
     part_blocks: int
     workers: int = 1
     ahead: int = 2
+    cleaning: bool = True  # False: the sources hold already-cleaned text (benchmarks)
 
     def store(self) -> PartStore:
         return PartStore(self.root, self.fingerprint, self.block_len, self.part_blocks)
@@ -143,7 +142,7 @@ def produce(spec: dict[str, Any], consumed: _Consumed | None = None, bar: Any = 
     cfg = CorpusConfig(**stream.corpus)
     hashes = store.read_dedup(state["dedup"]) if cfg.dedup else None
     with Mixer(cfg, model_file=stream.model_file, workers=stream.workers, state=state["sources"],
-               dedup_hashes=hashes) as mixer:
+               dedup_hashes=hashes, cleaning=stream.cleaning) as mixer:
         if consumed is not None:
             consumed.pool = mixer.pool
         while last is None or k <= last:
@@ -240,13 +239,14 @@ def corpus_stream(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, corpus
     from .reader import CorpusMissing
 
     manifest, start, hashes = train_start(corpus_dir)
-    fp = fingerprint(corpus, tokenizer_hash(tokenizer_dir), manifest.get("cleaning", True))
+    cleaning = manifest.get("cleaning", True)
+    fp = fingerprint(corpus, tokenizer_hash(tokenizer_dir), cleaning)
     if manifest["fingerprint"] != fp:
         raise CorpusMissing(f"{corpus_dir}: built with other corpus settings or another tokenizer than this run's "
                             "configuration; run notebooks/02_corpus again")
     stream = Stream(corpus=dataclasses.asdict(corpus), model_file=str(Path(tokenizer_dir) / "spm.model"),
                     root=str(root), fingerprint=fp, block_len=int(manifest["block_len"]),
-                    part_blocks=part_blocks(corpus), workers=workers, ahead=corpus.parts_ahead)
+                    part_blocks=part_blocks(corpus), workers=workers, ahead=corpus.parts_ahead, cleaning=cleaning)
     return stream, start, hashes
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..batches import DataExhausted, DataSourceError, dist_rank_world
-from ..rundir import read_json
+from ..files import read_json
 from .parts import same_state
 from .producer import Producer, Stream, run_token, stop_process
 
