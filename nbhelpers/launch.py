@@ -58,6 +58,7 @@ class Job:
     choice: Any
     out_dir: Path
     lr_horizon: int | None = None
+    peak_flops: float | None = None  # one device's, for MFU (the planner's figure; measured there on a CPU)
 
 
 # ---------------------------------------------------------------- the stage's training set-up
@@ -72,7 +73,7 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) 
     from transformers import AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, model, platform
+    from . import device, model, planner, platform
     from .batches import PackedBatches, dist_rank_world
     from .corpus.stream import StreamBatches
 
@@ -88,8 +89,9 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) 
     stream, start, hashes, budget = corpus_mod.open_stream(cfg, run.root, trainers=world)
     train_batches = StreamBatches(stream, start, hashes, t.micro_batch, budget.blocks, seed=t.seed)  # this rank's share
     eval_batches = {"val": PackedBatches(corpus.val, t.micro_batch, shuffle=False)}
+    peak = planner.peak_flops(choice)
     train_cfg = platform.apply_session_limit(t)  # last: what is left of the session once the model is built
-    return Job(net, train_batches, eval_batches, tokenizer, train_cfg, choice, run.pretrain)
+    return Job(net, train_batches, eval_batches, tokenizer, train_cfg, choice, run.pretrain, peak_flops=peak)
 
 
 def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Job:
@@ -97,7 +99,7 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, platform, sft
+    from . import device, planner, platform, sft
 
     run.require("pretrain")
     choice = choice or device.select(cfg.train)
@@ -116,8 +118,9 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
                                                    sft.use_fixed_length(cfg, choice.backend))
     model = AutoModelForCausalLM.from_pretrained(run.pretrain / "final")
     # steps from this rank's share of an epoch; the time budget is what is left of the session now
+    peak = planner.peak_flops(choice)
     train_cfg = platform.apply_session_limit(sft.train_config(cfg, len(train_batches)))
-    return Job(model, train_batches, eval_batches, tokenizer, train_cfg, choice, run.sft)
+    return Job(model, train_batches, eval_batches, tokenizer, train_cfg, choice, run.sft, peak_flops=peak)
 
 
 JOBS = {"pretrain": pretrain_job, "sft": sft_job}
@@ -130,7 +133,7 @@ def run_job(job: Job, progress: bool = True) -> TrainResult:
     try:
         return loop.train(job.model, job.train_batches, job.train_cfg, job.out_dir, eval_batches=job.eval_batches,
                           tokenizer=job.tokenizer, device_choice=job.choice, lr_horizon=job.lr_horizon,
-                          progress=progress)
+                          peak_flops=job.peak_flops, progress=progress)
     finally:
         close = getattr(job.train_batches, "close", None)
         if close is not None:
