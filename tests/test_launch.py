@@ -16,14 +16,8 @@ from nbhelpers.device import DeviceChoice
 from nbhelpers.rundir import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loop_tiny import BLOCK, blocks, tiny_tokenizer  # noqa: E402
-
-# a tiny model on the smoke profile: fp32 on the CPU, log every step, evaluate at 0, 4 and 8
-TINY = ["model.hidden_size=32", "model.num_hidden_layers=2", "model.num_attention_heads=4",
-        "model.intermediate_size=64", "model.max_position_embeddings=64", f"corpus.block_len={BLOCK}",
-        "train.backend=cpu", "train.precision=fp32", "train.grad_accum=2", "train.max_steps=8", "train.lr=3e-3",
-        "train.warmup_steps=2", "train.eval_every=4", "train.eval_batches=2", "train.save_every=4",
-        "train.log_every=1", "train.sample_prompts=[]", "train.max_minutes=0"]
+from stream_run import BLOCK  # noqa: E402
+from stream_run import prepared_run as _prepared  # noqa: E402
 
 
 def choice(backend: str = "cpu", devices: int = 1) -> DeviceChoice:
@@ -32,18 +26,10 @@ def choice(backend: str = "cpu", devices: int = 1) -> DeviceChoice:
                         reason="test")
 
 
-def prepared_run(root: Path, overrides: list[str]) -> RunDir:
-    """A run directory as 01 and 02 leave it: a tokenizer and a packed corpus (96 train, 16 val blocks)."""
-    run = RunDir.open(root, config.load("smoke", TINY + overrides))
-    tiny_tokenizer().save_pretrained(run.tokenizer)
-    run.corpus.mkdir(parents=True)
-    blocks().tofile(run.corpus / "train_000.bin")
-    blocks(16, seed=5).tofile(run.corpus / "val.bin")
-    manifest = {"block_len": BLOCK, "parts": [{"file": "train_000.bin", "blocks": 96}],
-                "val": {"file": "val.bin", "blocks": 16}}
-    (run.corpus / "manifest.json").write_text(json.dumps(manifest))
-    run.record("corpus", {"train_blocks": 96})
-    return run
+@pytest.fixture()
+def prepared_run(tokenizer_dir):
+    """A run directory as 01 and 02 leave it: a tokenizer and a built corpus (its stream: 96 blocks in the budget)."""
+    return lambda root, overrides: _prepared(root, overrides, tokenizer_dir)
 
 
 def curves(result: loop.TrainResult) -> tuple[dict[int, float], list[tuple[int, float]]]:
@@ -103,7 +89,7 @@ def test_a_failure_without_a_worker_message_names_the_exit_code_and_the_tail(tmp
     assert "exit code 1" in str(err) and str(err).endswith("OSError: disk full")
 
 
-def test_the_job_carries_the_planners_peak_into_the_loops_mfu(tmp_path, monkeypatch):
+def test_the_job_carries_the_planners_peak_into_the_loops_mfu(tmp_path, monkeypatch, prepared_run):
     """MFU's peak comes from the planner (measured there on a CPU, once per process), not from the loop."""
     from nbhelpers import planner
 
@@ -124,7 +110,7 @@ def test_stage_must_be_known(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_launched_gloo_ranks_equal_the_kernel_run_with_the_doubled_batch(tmp_path, monkeypatch, capsys):
+def test_two_launched_gloo_ranks_equal_the_kernel_run_with_the_doubled_batch(tmp_path, monkeypatch, capsys, prepared_run):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the workers' thread count; the kernel run below uses one too
     single = prepared_run(tmp_path / "single", ["train.micro_batch=4"])
     ddp = prepared_run(tmp_path / "ddp", ["train.micro_batch=2", "train.nproc=2"])
@@ -157,7 +143,7 @@ def test_two_launched_gloo_ranks_equal_the_kernel_run_with_the_doubled_batch(tmp
 
 
 @pytest.mark.slow
-def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeypatch):
+def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeypatch, prepared_run):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = prepared_run(tmp_path / "bad", ["train.micro_batch=2", "train.nproc=2", "train.optimizer=sgd"])
     with pytest.raises(launch.LaunchError) as info:
@@ -169,7 +155,7 @@ def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_worker_cli_trains_in_one_process_from_the_recorded_config(tmp_path):
+def test_worker_cli_trains_in_one_process_from_the_recorded_config(tmp_path, prepared_run):
     """`python -m nbhelpers train` without torchrun: the worker path, one rank, config from config.json."""
     run = prepared_run(tmp_path / "cli", ["train.micro_batch=4", "train.max_steps=2", "train.eval_every=0"])
     proc = subprocess.run([sys.executable, "-m", "nbhelpers", "train", "--stage", "pretrain", "--run-dir",
@@ -182,7 +168,7 @@ def test_worker_cli_trains_in_one_process_from_the_recorded_config(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:instruction tuning gets only")  # a few steps is the point here
-def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch):
+def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch, prepared_run):
     """04's stage: the pre-trained model tuned by 2 gloo ranks, each on half of an epoch's batches."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     sft = ["sft.max_length=48", "sft.micro_batch=2", "sft.epochs=0.5", "sft.eval_batches=2", "sft.eval_every=4",
