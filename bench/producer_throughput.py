@@ -14,8 +14,9 @@ producer reads the odd-numbered ones, so the tokenizer has not seen the text it 
                 and per CPU-second of the main process (mixing, packing: the ceiling a pool of any size hits)
 
 Device demand: the planner's tokens/s at MFU 0.5 for each profile's model and device (`planner.make_plan`).
-Scaled, not measured: producer tokens/s on a platform = min(its producer processes x the per-core rate, the main
-process's ceiling), with the host core counts in HOSTS. CPU-seconds make the per-core figure independent of other
+Scaled, not measured: producer tokens/s on a platform = the one-process rate of hub text where the producer is one
+process, else min(its worker processes x a pool worker's rate, the main process's ceiling when it also reads the
+hub), with the host core counts in HOSTS. CPU-seconds make the per-core figure independent of other
 jobs on this machine; wall-clock rates are printed too. The last line is `headroom_<profile>=...`.
 
 Usage: python bench/producer_throughput.py [--tokens 3000000] [--repeats 3] [--vocab 32000]
@@ -185,13 +186,17 @@ def main() -> None:
     print(f"\n{'profile':16} {'vCPUs':>5} {'trainers':>8} {'producer':>8} {'producer tok/s':>15} {'demand tok/s':>13} "
           f"{'headroom':>8}")
     line = []
-    slowest = min(per_core, hub_core)  # the hub path's rows decode in the same process
+    # the hub's rows are decoded by the main process's reader thread: with a pool, that cost joins the main's
+    hub_cost = max(0.0, 1 / hub_core - 1 / per_core)  # CPU-seconds per token of reading the hub stream
+    hub_ceiling = 1 / (1 / ceiling + hub_cost)
+    print(f"reading hub rows: {hub_cost * 1e6:.3f} us a token; the main process's ceiling with a pool reading the hub: "
+          f"{hub_ceiling:,.0f} tokens/s")
     for profile, (vcpus, trainers, _) in HOSTS.items():
         procs = training_workers(0, trainers, cores=vcpus)  # what the producer runs there
         if procs == 1:
-            supply = slowest
+            supply = min(per_core, hub_core)  # one process does everything; hub text is the slower case
         else:
-            supply = min(procs * worker_core, ceiling)
+            supply = min(procs * worker_core, hub_ceiling)
         need = demand(profile)
         print(f"{profile:16} {vcpus:>5} {trainers:>8} {procs:>8} {supply:>15,.0f} {need:>13,.0f} {supply / need:>8.1f}")
         line.append(f"headroom_{profile}={supply / need:.1f}")

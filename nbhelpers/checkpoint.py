@@ -33,6 +33,7 @@ from . import quota
 PREFIX = "step_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 STATE_FILE = "state.json"
+ARRAYS_FILE = "arrays.safetensors"
 
 # Model-config keys that do not change the weights' meaning: a checkpoint loads across them.
 _CONFIG_IGNORE = {
@@ -181,6 +182,7 @@ def save(
     rank: int = 0,
     world_size: int = 1,
     barrier: Callable[[], None] = lambda: None,
+    arrays: dict[str, Any] | None = None,
 ) -> Path:
     """Write the checkpoint of `step` atomically and keep the newest `keep_last`; every rank calls it.
 
@@ -211,6 +213,11 @@ def save(
             _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
         if scaler is not None:
             _torch_save(scaler.state_dict(), tmp / "scaler.pt")
+        if arrays:  # stand-in until rel's checkpoint arrays land
+            from safetensors.numpy import save_file as save_arrays
+
+            save_arrays({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / ARRAYS_FILE))
+            _fsync(tmp / ARRAYS_FILE)
         full_state = dict(state, step=step, world_size=world_size, saved_at=time.time(),
                           write_s=round(time.perf_counter() - started, 3))
         (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -253,6 +260,16 @@ def _make_room(root: Path, next_save_bytes: int) -> None:
         check = quota.output_quota(root, next_save_bytes)
     if not check.fits:
         warnings.warn(check.message(), quota.OutputQuotaWarning, stacklevel=3)
+
+
+def read_arrays(path: str | os.PathLike) -> dict[str, Any]:
+    """The arrays saved with a checkpoint (empty when there are none)."""
+    file = Path(path) / ARRAYS_FILE
+    if not file.exists():
+        return {}
+    from safetensors.numpy import load_file as load_arrays
+
+    return load_arrays(str(file))
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import optim
-from .batches import BatchSource
+from .batches import BatchSource, DataExhausted, DataSourceError, join_state, split_state
 from .config import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -403,6 +403,8 @@ class _Trainer:
         for group, kept in zip(self.optimizer.param_groups, kernels):  # this device's kernels, not the saver's
             group.update(kept)
         micro = int(state["micro_index"])
+        if "data" in state and hasattr(self.train_batches, "load_state_dict"):  # the stream's position (batches.py)
+            self.train_batches.load_state_dict(join_state(state["data"], ckpt.read_arrays(path)))
         old_layout = (state.get("micro_batch"), state.get("world_size"))
         if old_layout != (self.micro_shape[0], self.world):
             # same samples consumed, counted in the new micro-batch size (exact for PackedBatches)
@@ -562,9 +564,12 @@ class _Trainer:
             "train_config": dataclasses.asdict(self.cfg), "model_config": ckpt.model_config_dict(self.raw),
             "device": self.choice.backend, "precision": self.choice.precision,
         }
+        arrays = None
+        if hasattr(self.train_batches, "state_dict"):  # where the stream stands: micro-batch `micro` on (batches.py)
+            state["data"], arrays = split_state(self.train_batches.state_dict(micro))
         path = ckpt.save(self.ckpt_root, step, model=self.raw, optimizer=self.optimizer, scheduler=self.scheduler,
                          scaler=self.scaler, state=state, keep_last=self.cfg.keep_last, rank=self.rank,
-                         world_size=self.world, barrier=self._barrier)
+                         world_size=self.world, barrier=self._barrier, arrays=arrays)
         self.save_s = time.perf_counter() - started
         self.saved_step = step
         return path
@@ -644,7 +649,17 @@ class _Trainer:
             self.win_steps, self.win_t0 = 0, time.perf_counter()
             self.loop_t0 = self.win_t0
             while step < self.total:
-                group = next(stream)
+                try:
+                    group = next(stream)
+                except DataExhausted as end:  # the stream ended (corpus.on_exhausted="stop"): training is done
+                    self._event(step, "data_exhausted", f"{end}; training ends at step {step}")
+                    break
+                except DataSourceError as err:  # the producer gave up: keep what was trained, name the cause
+                    if self.saved_step != step:
+                        self._save(step, micro)
+                    msg = f"{err}\ncheckpoint saved at step {step}; run again to resume when the source is back"
+                    self._event(step, "data_error", msg)
+                    raise DataSourceError(msg) from err
                 self._step(group, counts.pop(step))
                 self.hooks.after_optimizer_step()
                 step, micro = step + 1, micro + self.accum

@@ -152,9 +152,13 @@ class _Feed:
         self.finished = False
 
     def _fill(self) -> None:
-        """Keep `prefetch` pieces in flight."""
-        while len(self.pending) < self.prefetch:
-            item = next(self.pieces, None)
+        """Keep `prefetch` pieces in flight; a reading error waits in line until its piece is needed."""
+        while len(self.pending) < self.prefetch and not (self.pending and self.pending[-1][0] is None):
+            try:
+                item = next(self.pieces, None)
+            except Exception as err:  # noqa: BLE001 - raised in order, when the stream reaches it
+                self.pending.append((None, err, None, None))
+                return
             if item is None:
                 return
             epoch, seq, position, piece = item
@@ -183,6 +187,8 @@ class _Feed:
                 self.finished = True
                 return False
             epoch, seq, position, ticket = self.pending.popleft()
+            if epoch is None:  # reading the source failed here
+                raise seq
             self._fill()  # keep the workers busy while this piece is waited for and consumed
             if ticket is not None:
                 b = ticket.get()

@@ -175,13 +175,13 @@ class StreamBatches:
 
     def _check_producer(self, k: int, expected: dict[str, Any]) -> None:
         """Raise the producer's error; as the owner, start the producer or start it again when it died."""
+        if self.owner and self.producer is None:  # starting it clears an earlier session's error
+            self._start(self.first, self.first_state, self.first_hashes)
+            return
         err = self._error()
         if err is not None:
             raise DataSourceError(f"the corpus producer stopped: {err['type']}: {err['message']}")
         if not self.owner:
-            return
-        if self.producer is None:
-            self._start(self.first, self.first_state, self.first_hashes)
             return
         code = self.producer.poll()
         if code is None:
