@@ -74,11 +74,8 @@ class PackedBatches:
     global micro-batch `g` takes ordered blocks `g*B .. g*B+B-1`, and rank `r` of `w` reads global
     micro-batches `j*w + r`, so ranks read disjoint blocks and together read what one process with
     micro-batch `w*B` would. Blocks that do not fill a last global micro-batch are left out of that
-    pass (a different set each pass). A reader made of parts (`reader.readers`, as a corpus built
-    one session part at a time) is shuffled part by part, parts in order: adding a part leaves the
-    order of the blocks before it unchanged, so a run resumed on a grown corpus continues exactly
-    where it was and reaches the new blocks after the old ones. `shuffle=False` keeps the reader's
-    order (for evaluation), and `limit` caps the micro-batches per pass.
+    pass (a different set each pass). `shuffle=False` keeps the reader's order (for evaluation), and
+    `limit` caps the micro-batches per pass. (03's training stream is `corpus.stream.StreamBatches`.)
     """
 
     def __init__(
@@ -120,10 +117,7 @@ class PackedBatches:
         if not self.shuffle:
             return self._perm
         if epoch != self._perm_epoch:  # one order per pass, cached: batch(i) stays pure
-            parts = [len(r) for r in getattr(self.reader, "readers", None) or [self.reader]]
-            starts = np.cumsum([0, *parts])
-            self._perm = np.concatenate([start + np.random.default_rng([self.seed, epoch, k]).permutation(n)
-                                         for k, (start, n) in enumerate(zip(starts, parts))])
+            self._perm = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.reader))
             self._perm_epoch = epoch
         return self._perm
 
