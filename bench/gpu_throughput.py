@@ -188,7 +188,8 @@ def throughput_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def t4_fit(args: argparse.Namespace) -> dict[str, float]:
     """The colab_t4 profile under a 15 GiB cap in fp16: peak memory against the planner's total."""
-    run = config.load("colab_t4", {"model.preset": "smoke", "corpus.block_len": 128} if args.dry_run else {})
+    dry = {"model.preset": "smoke", "corpus.block_len": 128, "sft.max_length": 128, "eval.ppl_stride": 64}
+    run = config.load("colab_t4", dry if args.dry_run else {})  # dry: what fits the smoke model's 256 positions
     vocab = 2000 if args.dry_run else VOCAB
     seq = run.corpus.block_len
     cfg = dataclasses.replace(run.train, backend="cpu" if args.dry_run else "cuda",

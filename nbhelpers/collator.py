@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
+from .config import check_value, template_problem
+
 IGNORE = -100  # the label value torch's cross-entropy (and so every HF causal LM) skips
 
 DEFAULT_TEMPLATE = "### 指示:\n{prompt}\n\n### 応答:\n"
 DEFAULT_MARKER = "### 応答:"
-PREFIXES = ("eos", "bos", "none")
-OVERFLOWS = ("truncate_left", "drop")
 
 
 class TemplateError(ValueError):
@@ -22,17 +22,9 @@ class TemplateError(ValueError):
 
 def check_template(template: str, marker: str = DEFAULT_MARKER) -> None:
     """Raise TemplateError unless `template` has exactly one {prompt} and `marker` after it."""
-    if template.count("{prompt}") != 1:
-        raise TemplateError(f"template {template!r}: needs exactly one {{prompt}} slot, "
-                            f"found {template.count('{prompt}')}")
-    if not marker:
-        raise TemplateError("the response marker is empty: set sft.response_marker to the text that opens the answer")
-    tail = template.split("{prompt}", 1)[1]
-    if marker not in tail:
-        where = "before {prompt}" if marker in template else "anywhere"
-        raise TemplateError(f"template {template!r}: response marker {marker!r} not found after {{prompt}} (found "
-                            f"{where}); the model needs it to know where the answer starts. Put the marker at the "
-                            "end of the template, or set sft.response_marker to the template's own marker")
+    problem = template_problem(template, marker)
+    if problem:
+        raise TemplateError(problem)
 
 
 def format_prompt(prompt: str, template: str = DEFAULT_TEMPLATE) -> str:
@@ -56,8 +48,7 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
 
 def prefix_ids(tokenizer: Any, prefix: str = "eos") -> list[int]:
     """Tokens put before every prompt: EOS by default, because pre-training packs each document after an EOS."""
-    if prefix not in PREFIXES:
-        raise ValueError(f"prefix must be one of {', '.join(PREFIXES)}, got {prefix!r}")
+    check_value("sft.prompt_prefix", prefix, ValueError)
     return [] if prefix == "none" else [special_id(tokenizer, prefix)]
 
 
@@ -106,8 +97,7 @@ def build_example(
     right-padded to `max_length` with the pad id; the label of padding is -100 even when pad == EOS, so only
     the EOS that ends the response is learned.
     """
-    if overflow not in OVERFLOWS:
-        raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}, got {overflow!r}")
+    check_value("sft.overflow", overflow, ValueError)
     eos, pad = special_id(tokenizer, "eos"), special_id(tokenizer, "pad")
     head, body, tail = encode_prompt(tokenizer, prompt, template, prefix)
     response = _ids(tokenizer, target) + [eos]

@@ -1,4 +1,11 @@
-"""Run configuration: one frozen dataclass per concern, profiles as functions, `key=value` overrides."""
+"""Run configuration: one frozen dataclass per concern, profiles as functions, `key=value` overrides.
+
+Every field says what it accepts next to its declaration: `setting(default, choices=..., ge=..., check=...)`
+(see `Rule`), and rules that tie several fields together are `@cross_rule("section.a", "section.b")`
+functions right below their section. `load`, `apply_overrides` and `from_dict` check all of them before
+anything runs; a module that receives one section (device.select, model.resolve, the mixer) checks it with
+`check_section`, and one value with `check_value`, so each rule lives here once.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,11 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 # Seed corpus mixture: the report mixes Wikipedia, Wikibooks, C4 (ja) and JaMARD by ratio.
@@ -19,14 +27,112 @@ REAL_SFT_DATA = ("dolly_ja", "bundled_instructions", "arithmetic_instructions")
 SMOKE_MIXTURE = {"bundled_prose": 0.8, "arithmetic": 0.2}
 
 
+class ConfigError(ValueError):
+    """A profile name, override key or value that does not fit the configuration."""
+
+
+# ---------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a field accepts beyond its type. Choices and bounds apply to a scalar, to each item of a tuple
+    and to each value of a dict; `check` sees the whole value and returns what was expected, or None."""
+
+    choices: tuple[str, ...] | Callable[[], Iterable[str]] | None = None  # a callable: names known elsewhere
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    check: Callable[[Any], str | None] | None = None
+    note: str = ""  # why, appended to the error
+
+    def bounds(self) -> str:
+        """The range in words: '>= 1', 'in [0, 1)'."""
+        low = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None
+        high = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return f"{'>=' if self.ge is not None else '>'} {low[1:]}"
+        if high:
+            return f"{'<=' if self.le is not None else '<'} {high[:-1]}"
+        return ""
+
+    def problems(self, key: str, value: Any) -> list[str]:
+        """Every way `value` breaks this rule, each naming the key, the value and what was expected."""
+        out = []
+        if isinstance(value, dict):
+            items = [(f"{key}[{k!r}]", v) for k, v in value.items()]
+        elif isinstance(value, tuple):
+            items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(key, value)]
+        note = f" ({self.note})" if self.note else ""
+        for where, item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                out.append(f"{where}: expected a finite number, got {item!r}")
+                continue
+            if self.choices is not None and isinstance(item, str):
+                allowed = tuple(self.choices() if callable(self.choices) else self.choices)
+                if item not in allowed:
+                    close = difflib.get_close_matches(item, allowed, n=2, cutoff=0.5)
+                    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                    out.append(f"{where}: expected {' | '.join(allowed)}, got {item!r}{hint}{note}")
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not (
+                    (self.ge is None or item >= self.ge) and (self.gt is None or item > self.gt)
+                    and (self.le is None or item <= self.le) and (self.lt is None or item < self.lt)):
+                out.append(f"{where}: expected {self.bounds()}, got {item!r}{note}")
+        if self.check is not None and not out:
+            expected = self.check(value)
+            if expected:
+                out.append(f"{key}: expected {expected}, got {value!r}{note}")
+        return out
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def setting(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, **rule: Any) -> Any:
+    """A dataclass field with its Rule (keywords of Rule): `micro_batch: int = setting(8, ge=1)`."""
+    meta = {"rule": Rule(**rule)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# (keys it reads, function of the RunConfig returning what is wrong or None), in declaration order
+CROSS_RULES: list[tuple[tuple[str, ...], Callable[[Any], str | None]]] = []
+
+
+def cross_rule(*keys: str) -> Callable[[Callable[[Any], str | None]], Callable[[Any], str | None]]:
+    """Register a rule over several fields: the function takes the RunConfig and returns what is wrong, or None."""
+    def register(fn: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+        CROSS_RULES.append((keys, fn))
+        return fn
+    return register
+
+
+# ---------------------------------------------------------------- tokenizer
+
+NORMALIZATIONS = ("nfkc", "identity", "nmt_nfkc", "nfkc_cf", "nmt_nfkc_cf")  # SentencePiece's built-in rules
+# 4 special pieces + 256 byte pieces + the 94 printable ASCII characters every tokenizer keeps + 1
+MIN_VOCAB_SIZE = 4 + 256 + 94 + 1
+MAX_VOCAB_SIZE = 65536  # the corpus stores token ids as uint16
+
+
 @dataclass(frozen=True)
 class TokenizerConfig:
     """SentencePiece settings; the defaults are the report's."""
 
-    vocab_size: int = 32000
-    model_type: str = "unigram"  # unigram (the only type exported exactly to a Hugging Face tokenizer)
-    character_coverage: float = 0.9995
-    normalization: str = "nfkc"  # nfkc | identity | nmt_nfkc
+    vocab_size: int = setting(32000, ge=MIN_VOCAB_SIZE, le=MAX_VOCAB_SIZE,
+                              note=f"at least {MIN_VOCAB_SIZE}: 4 special pieces, 256 byte pieces and 94 ASCII "
+                              "characters; at most 65536: the corpus stores token ids as uint16")
+    # unigram: the only type exported exactly to a Hugging Face tokenizer
+    model_type: str = setting("unigram", choices=("unigram",))
+    character_coverage: float = setting(0.9995, ge=0.98, le=1.0, note="SentencePiece's range")
+    normalization: str = setting("nfkc", choices=NORMALIZATIONS)
     remove_extra_whitespaces: bool = True
     split_by_whitespace: bool = False
     split_by_number: bool = False
@@ -34,81 +140,247 @@ class TokenizerConfig:
     byte_fallback: bool = True
     add_bos: bool = False  # encode() adds BOS: off, documents are joined with EOS instead
     add_eos: bool = False  # encode() adds EOS: off, the packer and the collator add it explicitly
-    sample_chars: int = 200_000_000  # characters of mixed corpus text used to train the tokenizer
-    heldout_chars: int = 200_000  # characters held out for the statistics shown in 01
-    max_sentence_length: int = 16384  # longer training lines are split, not dropped
-    num_threads: int = 0  # 0 = all cores; SentencePiece gives the same model for the same text and thread count
+    # characters of mixed corpus text used to train the tokenizer
+    sample_chars: int = setting(200_000_000, ge=1)
+    heldout_chars: int = setting(200_000, ge=0)  # characters held out for the statistics shown in 01
+    # bytes; longer training lines are split, not dropped
+    max_sentence_length: int = setting(16384, ge=16, le=1 << 30)
+    # 0 = all cores; SentencePiece gives the same model for the same text and thread count
+    num_threads: int = setting(0, ge=0)
+
+
+# ---------------------------------------------------------------- corpus
+
+ON_BAD_UTF8 = ("error", "skip")
+ON_EXHAUSTED = ("repeat", "stop")
+
+
+def _mixture_problem(mixture: dict[str, float]) -> str | None:
+    """Known source names and at least one positive weight (weights are checked >= 0 by the bounds)."""
+    if not mixture:
+        return "a non-empty dict of source name -> weight"
+    from . import sources  # the registry is the one list of names; it imports nothing of ours above config
+
+    for name in mixture:
+        try:
+            sources.resolve(name)
+        except sources.SourceError as err:
+            return f"known source names: {err}"
+    if sum(mixture.values()) <= 0:
+        return "at least one positive weight (all weights are zero)"
+    return None
 
 
 @dataclass(frozen=True)
 class CorpusConfig:
     """Sources, mixture weights, cleaning, token budget and packing."""
 
-    mixture: dict[str, float] = field(default_factory=lambda: dict(SEED_MIXTURE))
-    symbol_level: float = 0.5  # 0 keeps every symbol, 1 removes every non-punctuation symbol in prose
-    min_chars: int = 50  # documents shorter than this after cleaning are dropped
+    mixture: dict[str, float] = setting(factory=lambda: dict(SEED_MIXTURE), ge=0, check=_mixture_problem)
+    # 0 keeps every symbol, 1 removes every non-punctuation symbol in prose
+    symbol_level: float = setting(0.5, ge=0.0, le=1.0)
+    min_chars: int = setting(50, ge=0)  # documents shorter than this after cleaning are dropped
     dedup: bool = True
-    block_len: int = 512  # tokens per packed block (the training context)
-    token_budget: int = 0  # 0 = Chinchilla: 20 tokens per model parameter
-    tokens_per_param: float = 20.0
+    block_len: int = setting(512, ge=2)  # tokens per packed block (the training context)
+    token_budget: int = setting(0, ge=0)  # 0 = Chinchilla: 20 tokens per model parameter
+    tokens_per_param: float = setting(20.0, gt=0)
     # 03 produces the training stream while it trains, in parts of part_tokens (whole blocks): at most
     # parts_ahead parts ready ahead of the one being read, one behind, on local scratch disk
-    part_tokens: int = 8_000_000
-    parts_ahead: int = 2
-    val_blocks: int = 256
-    seed: int = 1234
-    workers: int = 0  # processes that clean and tokenize: 0 = all cores (02), and while training the spare ones, at most 8
-    on_bad_utf8: str = "error"  # error | skip
+    part_tokens: int = setting(8_000_000, ge=2)
+    parts_ahead: int = setting(2, ge=1)
+    val_blocks: int = setting(256, ge=1)
+    seed: int = setting(1234, ge=0)
+    # processes that clean and tokenize: 0 = all cores (02), and while training the spare ones, at most 8
+    workers: int = setting(0, ge=0)
+    on_bad_utf8: str = setting("error", choices=ON_BAD_UTF8)
     # 0 = source order; > 1 shuffles: files (and the bundled prose, Debian's texts) are read in slices of about 64,000
     # characters, each slice's documents shuffled and the slices in windows of 32; streamed sources (the hub,
     # gzipped files) are read in pieces of up to this many documents (and 1M characters), each piece shuffled
-    shuffle_buffer: int = 2000
-    on_exhausted: str = "repeat"  # repeat (a finite source starts a new epoch) | stop (the stream ends)
+    shuffle_buffer: int = setting(2000, ge=0)
+    # repeat (a finite source starts a new epoch) | stop (the stream ends)
+    on_exhausted: str = setting("repeat", choices=ON_EXHAUSTED)
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The architecture numbers of one named model."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    description: str
+
+
+# The seed report's model: 776M parameters with a 32000-token vocabulary. Its intermediate size 6114
+# is not 4 * 1536 = 6144 and not a multiple of 128; neox_1b is the same model with 6144, which matrix
+# units (tensor cores, the TPU's MXU) tile without padding.
+PRESETS: dict[str, Preset] = {
+    "seed_1b": Preset(1536, 24, 16, 6114, 1024, "the seed report's model (776M with vocab 32000)"),
+    "neox_1b": Preset(1536, 24, 16, 6144, 1024, "seed_1b with intermediate 6144 (multiple of 128)"),
+    "small_160m": Preset(768, 16, 12, 3072, 1024, "~163M with vocab 32000; a T4 trains it in a session"),
+    "tiny": Preset(256, 4, 4, 1024, 512, "~20M with vocab 32000 (~4M with 2000); CPU experiments"),
+    "smoke": Preset(128, 4, 4, 512, 256, "~1.3M with vocab 2000; the smoke profile on a 2-core CPU"),
+}
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """GPT-NeoX architecture: a named preset, any field overridable."""
 
-    preset: str = "seed_1b"  # seed_1b | neox_1b | small_160m | tiny | smoke
-    hidden_size: int = 0  # 0 = from the preset
-    num_hidden_layers: int = 0
-    num_attention_heads: int = 0
-    intermediate_size: int = 0
-    max_position_embeddings: int = 0
-    attn_implementation: str = "auto"  # auto | sdpa | eager
+    preset: str = setting("seed_1b", choices=lambda: PRESETS)
+    hidden_size: int = setting(0, ge=0)  # 0 = from the preset
+    num_hidden_layers: int = setting(0, ge=0)
+    num_attention_heads: int = setting(0, ge=0)
+    intermediate_size: int = setting(0, ge=0)
+    max_position_embeddings: int = setting(0, ge=0)
+    attn_implementation: str = setting("auto", choices=ATTN_IMPLEMENTATIONS)
+
+
+def model_value(cfg: ModelConfig, name: str) -> int:
+    """An architecture field of `cfg`, or its preset's value when it is 0 (the preset must be known)."""
+    return getattr(cfg, name) or getattr(PRESETS[cfg.preset], name)
+
+
+@cross_rule("model.hidden_size", "model.num_attention_heads")
+def _heads_divide_hidden(cfg: Any) -> str | None:
+    if cfg.model.preset not in PRESETS:
+        return None  # the preset's own rule reports it
+    hidden, heads = model_value(cfg.model, "hidden_size"), model_value(cfg.model, "num_attention_heads")
+    if hidden % heads:
+        return (f"model.hidden_size={hidden} is not divisible by model.num_attention_heads={heads}; "
+                "each head needs hidden_size / heads dimensions")
+    return None
+
+
+@cross_rule("corpus.block_len", "model.max_position_embeddings")
+def _blocks_fit_the_model(cfg: Any) -> str | None:
+    if cfg.model.preset not in PRESETS:
+        return None
+    limit = model_value(cfg.model, "max_position_embeddings")
+    if cfg.corpus.block_len > limit:
+        return (f"corpus.block_len={cfg.corpus.block_len} is above the model's max_position_embeddings={limit}; "
+                f"use corpus.block_len <= {limit} or set model.max_position_embeddings={cfg.corpus.block_len}")
+    return None
+
+
+@cross_rule("corpus.part_tokens", "corpus.block_len")
+def _parts_hold_a_block(cfg: Any) -> str | None:
+    if cfg.corpus.part_tokens < cfg.corpus.block_len:
+        return (f"corpus.part_tokens={cfg.corpus.part_tokens} is smaller than one block (corpus.block_len="
+                f"{cfg.corpus.block_len}); a part of the training stream holds whole blocks")
+    return None
+
+
+# ---------------------------------------------------------------- training
+
+BACKENDS = ("auto", "cpu", "cuda", "xla")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+OPTIMIZERS = ("adamw", "adamw8bit")
+
+
+def precision_problem(backend: str, precision: str) -> str | None:
+    """Why `precision` cannot train on `backend` (a chosen one, not auto), or None; device.select asks too."""
+    if precision == "fp16" and backend == "xla":
+        return "train.precision=fp16 is not supported on XLA: TPUs compute in bf16; use bf16, fp32 or auto"
+    if precision == "fp16" and backend == "cpu":
+        return ("train.precision=fp16 on the CPU: fp16 matmuls are slow there and need loss scaling; "
+                "use fp32 (auto) or bf16")
+    return None
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The pre-training loop."""
 
-    backend: str = "auto"  # auto | cpu | cuda | xla
-    precision: str = "auto"  # auto | fp32 | fp16 | bf16
-    micro_batch: int = 8
-    grad_accum: int = 4
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 500
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    max_steps: int = 0  # 0 = as many as the token budget gives
-    eval_every: int = 500
-    eval_batches: int = 16
-    save_every: int = 1000
-    keep_last: int = 2
-    log_every: int = 10
-    max_minutes: float = 0.0  # 0 = no time budget; the platform default is applied by the notebook
+    backend: str = setting("auto", choices=BACKENDS)
+    precision: str = setting("auto", choices=PRECISIONS)
+    micro_batch: int = setting(8, ge=1)
+    grad_accum: int = setting(4, ge=1)
+    lr: float = setting(3e-4, gt=0)
+    min_lr_ratio: float = setting(0.1, ge=0, le=1)
+    warmup_steps: int = setting(500, ge=0)
+    weight_decay: float = setting(0.1, ge=0)
+    betas: tuple[float, float] = setting((0.9, 0.95), ge=0, lt=1)
+    grad_clip: float = setting(1.0, ge=0)  # 0 = no clipping
+    max_steps: int = setting(0, ge=0)  # 0 = as many as the token budget gives
+    eval_every: int = setting(500, ge=0)  # 0 = only at the end
+    eval_batches: int = setting(16, ge=0)  # 0 = the whole held-out set
+    save_every: int = setting(1000, ge=0)  # 0 = only at the end
+    keep_last: int = setting(2, ge=0)  # 0 = keep every checkpoint
+    log_every: int = setting(10, ge=1)
+    max_minutes: float = setting(0.0, ge=0)  # 0 = no time budget; the platform default is applied by the notebook
     gradient_checkpointing: bool = False
-    optimizer: str = "adamw"  # adamw | adamw8bit
+    optimizer: str = setting("adamw", choices=OPTIMIZERS)
     compile: bool = False
-    nproc: int = 0  # training processes (torchrun ranks): 0 = one per visible CUDA GPU, else 1; 2+ on a CPU uses gloo
+    # training processes (torchrun ranks): 0 = one per visible CUDA GPU, else 1; 2+ on a CPU uses gloo
+    nproc: int = setting(0, ge=0)
     fsdp: bool = False  # XLA only: FSDPv2 weight and optimizer sharding
-    max_bad_steps: int = 5
-    seed: int = 1234
+    max_bad_steps: int = setting(5, ge=0)  # 0 = never stop on non-finite steps
+    seed: int = setting(1234, ge=0)
     sample_prompts: tuple[str, ...] = ("太陽は何色ですか？", "日本の首都は", "1たす2は")
-    sample_tokens: int = 32
+    sample_tokens: int = setting(32, ge=1)
+
+
+@cross_rule("train.backend", "train.precision")
+def _precision_runs_on_backend(cfg: Any) -> str | None:
+    return precision_problem(cfg.train.backend, cfg.train.precision)
+
+
+@cross_rule("train.fsdp", "train.backend")
+def _fsdp_is_xla(cfg: Any) -> str | None:
+    if cfg.train.fsdp and cfg.train.backend in ("cpu", "cuda"):
+        return f"train.fsdp=true shards over XLA devices only, but train.backend={cfg.train.backend}; set train.fsdp=false"
+    return None
+
+
+def nproc_problem(backend: str, nproc: int) -> str | None:
+    """Why `nproc` processes cannot train on `backend`, or None; launch.resolve_nproc asks with the chosen backend."""
+    if backend == "xla" and nproc > 1:
+        return f"train.nproc={nproc}: XLA trains in one process over every chip (SPMD); use train.nproc=0"
+    return None
+
+
+@cross_rule("train.nproc", "train.backend")
+def _xla_is_one_process(cfg: Any) -> str | None:
+    return nproc_problem(cfg.train.backend, cfg.train.nproc)
+
+
+# ---------------------------------------------------------------- instruction tuning
+
+PROMPT_PREFIXES = ("eos", "bos", "none")
+OVERFLOWS = ("truncate_left", "drop")
+ON_INVALID = ("error", "skip")
+
+
+def template_problem(template: str, marker: str) -> str | None:
+    """What is wrong with a prompt template and its response marker, or None (collator.check_template raises it)."""
+    if template.count("{prompt}") != 1:
+        return f"template {template!r}: needs exactly one {{prompt}} slot, found {template.count('{prompt}')}"
+    if not marker:
+        return "the response marker is empty: set sft.response_marker to the text that opens the answer"
+    if marker not in template.split("{prompt}", 1)[1]:
+        where = "before {prompt}" if marker in template else "anywhere"
+        return (f"template {template!r}: response marker {marker!r} not found after {{prompt}} (found {where}); "
+                "the model needs it to know where the answer starts. Put the marker at the end of the template, "
+                "or set sft.response_marker to the template's own marker")
+    return None
+
+
+def _data_problem(names: tuple[str, ...]) -> str | None:
+    if not names:
+        return "at least one instruction data name"
+    from . import sft  # the data names are sft's; imported only here, when a configuration is checked
+
+    for name in names:
+        problem = sft.data_name_problem(name)
+        if problem:
+            return f"instruction data names ({problem})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -117,58 +389,116 @@ class SFTConfig:
 
     # data names: bundled_instructions | arithmetic_instructions | files:GLOB (JSONL of {"prompt","target"}) |
     # hub:ID[@CONFIG]#PROMPT[+CONTEXT]>TARGET | a hub instruction entry of the source registry
-    data: tuple[str, ...] = ("bundled_instructions", "arithmetic_instructions")
+    data: tuple[str, ...] = setting(("bundled_instructions", "arithmetic_instructions"), check=_data_problem)
     template: str = "### 指示:\n{prompt}\n\n### 応答:\n"  # one {prompt}; the same text in training and chat
     response_marker: str = "### 応答:"  # must follow {prompt} in the template
-    prompt_prefix: str = "eos"  # eos | bos | none: token before each prompt (pre-training puts EOS before documents)
-    max_length: int = 512  # tokens per example (prompt + response + EOS)
-    overflow: str = "truncate_left"  # truncate_left (cut the prompt from the left) | drop
+    # token before each prompt (pre-training puts EOS before documents)
+    prompt_prefix: str = setting("eos", choices=PROMPT_PREFIXES)
+    max_length: int = setting(512, ge=4)  # tokens per example (prompt + response + EOS)
+    # truncate_left (cut the prompt from the left) | drop
+    overflow: str = setting("truncate_left", choices=OVERFLOWS)
     fixed_length: bool = False  # pad every batch to max_length (always on for the xla backend)
-    on_invalid: str = "error"  # error | skip: an invalid line stops loading, or is left out and counted
-    max_examples: int = 0  # per data name; 0 = all
-    arithmetic_pairs: int = 2000  # generated arithmetic instruction pairs
-    replay_ratio: float = 0.2  # share of each batch's rows taken from pre-training blocks (0 = no replay)
-    replay_len: int = 0  # tokens per replay row; 0 = the mean trained length of an instruction row
-    heldout_fraction: float = 0.05  # of each data name, for eval loss and the before/after figures
-    micro_batch: int = 8
-    grad_accum: int = 1
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    epochs: float = 3.0
-    warmup_steps: int = 20
-    eval_every: int = 100
-    eval_batches: int = 16  # micro-batches per eval, for held-out instructions and for the held-out corpus
-    save_every: int = 200
-    eval_prompts: int = 64  # held-out prompts answered before and after tuning (EOS share, arithmetic accuracy)
-    max_new_tokens: int = 64
-    seed: int = 4321  # split, order and arithmetic pairs (distinct from the corpus seed: held-out problems stay new)
+    # error | skip: an invalid line stops loading, or is left out and counted
+    on_invalid: str = setting("error", choices=ON_INVALID)
+    max_examples: int = setting(0, ge=0)  # per data name; 0 = all
+    arithmetic_pairs: int = setting(2000, ge=0)  # generated arithmetic instruction pairs
+    # share of each batch's rows taken from pre-training blocks (0 = no replay)
+    replay_ratio: float = setting(0.2, ge=0, lt=1)
+    replay_len: int = setting(0, ge=0)  # tokens per replay row; 0 = the mean trained length of an instruction row
+    heldout_fraction: float = setting(0.05, ge=0, lt=1)  # of each data name, for eval loss and the before/after figures
+    micro_batch: int = setting(8, ge=1)
+    grad_accum: int = setting(1, ge=1)
+    lr: float = setting(2e-5, gt=0)
+    weight_decay: float = setting(0.0, ge=0)
+    epochs: float = setting(3.0, gt=0)
+    warmup_steps: int = setting(20, ge=0)
+    eval_every: int = setting(100, ge=0)  # 0 = only at the end
+    eval_batches: int = setting(16, ge=0)  # micro-batches per eval, for held-out instructions and the held-out corpus
+    save_every: int = setting(200, ge=0)  # 0 = only at the end
+    eval_prompts: int = setting(64, ge=0)  # held-out prompts answered before and after tuning (EOS share, arithmetic)
+    max_new_tokens: int = setting(64, ge=1)
+    # split, order and arithmetic pairs (distinct from the corpus seed: held-out problems stay new)
+    seed: int = setting(4321, ge=0)
+
+
+@cross_rule("sft.template", "sft.response_marker")
+def _template_has_marker(cfg: Any) -> str | None:
+    return template_problem(cfg.sft.template, cfg.sft.response_marker)
+
+
+@cross_rule("sft.max_length", "model.max_position_embeddings")
+def _examples_fit_the_model(cfg: Any) -> str | None:
+    if cfg.model.preset not in PRESETS:
+        return None
+    limit = model_value(cfg.model, "max_position_embeddings")
+    if cfg.sft.max_length > limit:
+        return f"sft.max_length={cfg.sft.max_length} is above the model's max_position_embeddings={limit}"
+    return None
+
+
+@cross_rule("sft.arithmetic_pairs", "sft.data")
+def _arithmetic_pairs_when_named(cfg: Any) -> str | None:
+    if "arithmetic_instructions" in cfg.sft.data and cfg.sft.arithmetic_pairs < 1:
+        return "sft.data names arithmetic_instructions but sft.arithmetic_pairs=0: set it >= 1 or drop the name"
+    return None
+
+
+# ---------------------------------------------------------------- evaluation
+
+HUB_SOURCES = ("script_free", "leaderboard")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Perplexity and lm-evaluation-harness."""
 
-    ppl_texts: int = 8
-    ppl_stride: int = 256
+    ppl_texts: int = setting(8, ge=1)
+    ppl_stride: int = setting(256, ge=0)  # 0 = half the window
     tasks: tuple[str, ...] = (
         "ja_leaderboard_jaqket_v2",
         "ja_leaderboard_jcommonsenseqa",
         "ja_leaderboard_jsquad",
     )
-    num_fewshot: dict[str, int] = field(
-        default_factory=lambda: {
+    num_fewshot: dict[str, int] = setting(
+        factory=lambda: {
             "ja_leaderboard_jaqket_v2": 1,
             "ja_leaderboard_jcommonsenseqa": 3,
             "ja_leaderboard_jsquad": 2,
-        }
+        },
+        ge=0,
     )
     local_tasks: bool = False  # True: the bundled offline copies of the three tasks
-    hub_source: str = "script_free"  # script_free: the tasks' data without loading scripts | leaderboard: needs datasets<4
-    limit: int = 0  # 0 = every example
-    batch_size: int = 8
-    ppl_max_length: int = 0  # tokens per perplexity window; 0 = the model's context
-    max_gen_toks: int = 0  # lm-eval generation budget; 0 = 256, or a quarter of a shorter context
+    # script_free: the tasks' data without loading scripts | leaderboard: needs datasets<4
+    hub_source: str = setting("script_free", choices=HUB_SOURCES)
+    limit: int = setting(0, ge=0)  # 0 = every example
+    batch_size: int = setting(8, ge=1)
+    ppl_max_length: int = setting(0, ge=0)  # tokens per perplexity window; 0 = the model's context
+    max_gen_toks: int = setting(0, ge=0)  # lm-eval generation budget; 0 = 256, or a quarter of a shorter context
     lm_eval: bool = True  # False skips the harness (perplexity only)
+
+
+@cross_rule("eval.ppl_max_length", "eval.ppl_stride", "model.max_position_embeddings")
+def _windows_fit_the_model(cfg: Any) -> str | None:
+    if cfg.model.preset not in PRESETS:
+        return None
+    context = model_value(cfg.model, "max_position_embeddings")
+    window = cfg.eval.ppl_max_length or context
+    if cfg.eval.ppl_max_length == 1 or window > context:
+        return (f"eval.ppl_max_length={cfg.eval.ppl_max_length}: expected 0 (the model's context) or "
+                f"2..{context} (the model's max_position_embeddings)")
+    if cfg.eval.ppl_stride >= window:
+        return f"eval.ppl_stride={cfg.eval.ppl_stride}: expected 0 or 1..{window - 1} (below the window of {window} tokens)"
+    return None
+
+
+@cross_rule("eval.max_gen_toks", "model.max_position_embeddings")
+def _generation_fits_the_model(cfg: Any) -> str | None:
+    if cfg.model.preset not in PRESETS:
+        return None
+    context = model_value(cfg.model, "max_position_embeddings")
+    if cfg.eval.max_gen_toks >= context:
+        return f"eval.max_gen_toks={cfg.eval.max_gen_toks}: expected 0 or 1..{context - 1} (the model's context is {context})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -274,10 +604,6 @@ PROFILES: dict[str, Callable[[], RunConfig]] = {
 # ---------------------------------------------------------------- overrides
 
 
-class ConfigError(ValueError):
-    """A profile name, override key or value that does not fit the configuration."""
-
-
 def _parse_value(text: str) -> Any:
     """JSON when it parses, the plain string otherwise."""
     try:
@@ -353,8 +679,63 @@ def _all_keys(cfg: RunConfig) -> list[str]:
     return keys
 
 
+def _sections() -> dict[type, str]:
+    """Section dataclass -> its name in RunConfig."""
+    return {typing.get_type_hints(RunConfig)[f.name]: f.name for f in fields(RunConfig) if f.name != "profile"}
+
+
+def _field_problems(section_name: str, section: Any) -> list[str]:
+    out = []
+    for f in fields(section):
+        rule = f.metadata.get("rule")
+        if rule is not None:
+            out += rule.problems(f"{section_name}.{f.name}", getattr(section, f.name))
+    return out
+
+
+def _cross_problems(cfg: RunConfig, sections: Iterable[str] | None = None) -> list[str]:
+    """Cross rules whose keys all lie in `sections` (all when None); skipped when a key they read already failed."""
+    out = []
+    for keys, rule in CROSS_RULES:
+        if sections is None or all(k.split(".")[0] in sections for k in keys):
+            problem = rule(cfg)
+            if problem:
+                out.append(problem)
+    return out
+
+
+def _raise(problems: list[str], error: type[Exception]) -> None:
+    if len(problems) == 1:
+        raise error(problems[0])
+    if problems:
+        raise error(f"{len(problems)} configuration problems:\n  " + "\n  ".join(problems))
+
+
+def validate(cfg: RunConfig, error: type[Exception] = ConfigError) -> RunConfig:
+    """`cfg` when every field and cross-field rule holds; otherwise `error` naming every key, value and what was expected."""
+    problems = [p for section, name in ((getattr(cfg, n), n) for n in _sections().values())
+                for p in _field_problems(name, section)]
+    # a cross rule reads resolved values (the preset's numbers): only once every single field is sound
+    _raise(problems or _cross_problems(cfg), error)
+    return cfg
+
+
+def check_section(section: Any, error: type[Exception] = ConfigError) -> None:
+    """Check one section (a TrainConfig given to device.select, a ModelConfig to model.resolve) by the same rules."""
+    name = _sections()[type(section)]
+    problems = _field_problems(name, section)
+    _raise(problems or _cross_problems(replace(RunConfig(), **{name: section}), [name]), error)
+
+
+def check_value(key: str, value: Any, error: type[Exception] = ConfigError) -> None:
+    """Check one value against the rule declared for `key` ("corpus.workers"), for functions that take it alone."""
+    section, name = key.split(".", 1)
+    rule = next(f for f in fields(getattr(RunConfig(), section)) if f.name == name).metadata.get("rule")
+    _raise(rule.problems(key, value) if rule else [], error)
+
+
 def apply_overrides(cfg: RunConfig, overrides: typing.Iterable[str] | dict[str, Any]) -> RunConfig:
-    """Return `cfg` with `section.field=value` overrides applied and type-checked."""
+    """Return `cfg` with `section.field=value` overrides applied, type-checked and validated (see `validate`)."""
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
     known = _all_keys(cfg)
     for key, value in items:
@@ -370,7 +751,7 @@ def apply_overrides(cfg: RunConfig, overrides: typing.Iterable[str] | dict[str, 
         hints = typing.get_type_hints(type(sub))
         value = _coerce(value, hints[name], key)
         cfg = replace(cfg, **{section: replace(sub, **{name: value})})
-    return cfg
+    return validate(cfg)
 
 
 def _split(item: str) -> tuple[str, str]:

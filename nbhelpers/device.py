@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
-
-BACKENDS = ("auto", "cpu", "cuda", "xla")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+from .config import BACKENDS as BACKENDS  # re-exported: the choices are declared with the field, in config.py
+from .config import PRECISIONS as PRECISIONS
+from .config import TrainConfig, check_section, precision_problem
 
 
 class DeviceError(RuntimeError):
@@ -115,11 +114,6 @@ def cpu_threads() -> int:
 # ---------------------------------------------------------------- the choice
 
 
-def _check(value: str, allowed: tuple[str, ...], key: str) -> None:
-    if value not in allowed:
-        raise DeviceError(f"{key}: expected {' | '.join(allowed)}, got {value!r}")
-
-
 def _local_rank() -> int:
     """This process's GPU under torchrun (LOCAL_RANK), 0 otherwise."""
     return int(os.environ.get("LOCAL_RANK", "0"))
@@ -128,8 +122,7 @@ def _local_rank() -> int:
 def select(train_cfg: TrainConfig) -> DeviceChoice:
     """Pick backend and precision from `train.backend` / `train.precision` (auto: the best this machine has)."""
     backend, precision = train_cfg.backend, train_cfg.precision
-    _check(backend, BACKENDS, "train.backend")
-    _check(precision, PRECISIONS, "train.precision")
+    check_section(train_cfg, DeviceError)  # config.py's rules: choices, and precisions a named backend cannot run
 
     if backend == "xla" or (backend == "auto" and xla_installed() and xla_configured()):
         return _select_xla(precision, asked=backend == "xla")
@@ -147,8 +140,8 @@ def _select_xla(precision: str, asked: bool) -> DeviceChoice:
     if not xla_installed():
         raise DeviceError("train.backend=xla but torch_xla is not installed; on Kaggle choose the TPU v5e-8 "
                           "accelerator (its image ships torch_xla), or use train.backend=auto")
-    if precision == "fp16":
-        raise DeviceError("train.precision=fp16 is not supported on XLA: TPUs compute in bf16; use bf16, fp32 or auto")
+    if precision_problem("xla", precision):  # train.backend=auto found a TPU
+        raise DeviceError(precision_problem("xla", precision))
     kind, count, memory = xla_info()
     chosen = "bf16" if precision == "auto" else precision
     why = "train.backend=xla" if asked else "torch_xla is installed and a PJRT / TPU device is configured"
@@ -186,9 +179,8 @@ def _select_cuda(info: CudaInfo, precision: str) -> DeviceChoice:
 
 
 def _select_cpu(precision: str, backend: str) -> DeviceChoice:
-    if precision == "fp16":
-        raise DeviceError("train.precision=fp16 on the CPU: fp16 matmuls are slow there and need loss scaling; "
-                          "use fp32 (auto) or bf16")
+    if precision_problem("cpu", precision):  # train.backend=auto found no accelerator
+        raise DeviceError(precision_problem("cpu", precision))
     chosen = "fp32" if precision == "auto" else precision
     threads = cpu_threads()
     why = "train.backend=cpu" if backend == "cpu" else "no TPU or CUDA GPU found"

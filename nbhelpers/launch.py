@@ -157,12 +157,11 @@ def stage_dir(run: RunDir, stage: str) -> Path:
 def resolve_nproc(train_cfg: config_mod.TrainConfig, choice: Any, nproc: int | None = None) -> int:
     """Training processes: `nproc`, else train.nproc, else one per visible GPU on CUDA and one elsewhere."""
     n = train_cfg.nproc if nproc is None else int(nproc)
-    if n < 0:
-        raise ValueError(f"train.nproc: expected 0 (auto) or a positive count, got {n}")
+    config_mod.check_value("train.nproc", n, ValueError)
     if n == 0:
         return max(1, choice.num_devices) if choice.backend == "cuda" else 1
-    if n > 1 and choice.backend == "xla":
-        raise ValueError(f"train.nproc={n}: XLA trains in one process over every chip (SPMD); use train.nproc=0")
+    if config_mod.nproc_problem(choice.backend, n):  # train.backend=auto found a TPU
+        raise ValueError(config_mod.nproc_problem(choice.backend, n))
     if choice.backend == "cuda" and n > choice.num_devices:
         raise ValueError(f"train.nproc={n}: only {choice.num_devices} CUDA GPU(s) visible; use at most that, or 0")
     return n

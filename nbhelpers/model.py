@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
-from .config import ModelConfig
+from .config import PRESETS as PRESETS  # re-exported: the presets are declared with model.preset, in config.py
+from .config import ModelConfig, check_section, model_value
+from .config import Preset as Preset
 
 if TYPE_CHECKING:  # torch and transformers load only when a model is built
     import torch
@@ -17,55 +18,14 @@ class ModelError(ValueError):
     """A model configuration, sequence length or vocabulary that does not fit."""
 
 
-@dataclass(frozen=True)
-class Preset:
-    """The architecture numbers of one named model."""
-
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    max_position_embeddings: int
-    description: str
-
-
-# The seed report's model: 776M parameters with a 32000-token vocabulary. Its intermediate size 6114
-# is not 4 * 1536 = 6144 and not a multiple of 128; neox_1b is the same model with 6144, which matrix
-# units (tensor cores, the TPU's MXU) tile without padding.
-PRESETS: dict[str, Preset] = {
-    "seed_1b": Preset(1536, 24, 16, 6114, 1024, "the seed report's model (776M with vocab 32000)"),
-    "neox_1b": Preset(1536, 24, 16, 6144, 1024, "seed_1b with intermediate 6144 (multiple of 128)"),
-    "small_160m": Preset(768, 16, 12, 3072, 1024, "~163M with vocab 32000; a T4 trains it in a session"),
-    "tiny": Preset(256, 4, 4, 1024, 512, "~20M with vocab 32000 (~4M with 2000); CPU experiments"),
-    "smoke": Preset(128, 4, 4, 512, 256, "~1.3M with vocab 2000; the smoke profile on a 2-core CPU"),
-}
-
 _ARCH_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings")
 
 
 def resolve(cfg: ModelConfig) -> ModelConfig:
-    """The config with every 0 field filled from its preset (and `preset` checked)."""
-    if cfg.preset not in PRESETS:
-        close = difflib.get_close_matches(cfg.preset, PRESETS, n=2)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise ModelError(f"model.preset: unknown preset {cfg.preset!r}{hint}; known: {', '.join(PRESETS)}")
-    preset = PRESETS[cfg.preset]
-    filled = {}
-    for name in _ARCH_FIELDS:
-        value = getattr(cfg, name)
-        if value < 0:
-            raise ModelError(f"model.{name}: expected a positive integer or 0 for the preset's value, got {value}")
-        filled[name] = value or getattr(preset, name)
-    out = replace(cfg, **filled)
-    if out.hidden_size % out.num_attention_heads:
-        raise ModelError(
-            f"model.hidden_size={out.hidden_size} is not divisible by model.num_attention_heads="
-            f"{out.num_attention_heads}; each head needs hidden_size / heads dimensions"
-        )
-    if out.attn_implementation not in ("auto", "sdpa", "eager"):
-        raise ModelError(f"model.attn_implementation: expected auto | sdpa | eager, got {out.attn_implementation!r}")
-    return out
+    """The config with every 0 field filled from its preset (config.py's rules checked: preset, sizes, heads)."""
+    check_section(cfg, ModelError)
+    return replace(cfg, **{name: model_value(cfg, name) for name in _ARCH_FIELDS})
 
 
 def hf_config(cfg: ModelConfig, vocab_size: int, *, bos_token_id: int | None = None,

@@ -24,11 +24,10 @@ from tqdm.auto import tqdm
 
 from . import arithmetic, sources
 from .collator import IGNORE, Collator, OverflowStats, build_example, check_template, special_id
-from .config import RunConfig, SFTConfig, TrainConfig
+from .config import RunConfig, SFTConfig, TrainConfig, check_value
 
 BUNDLED_FILE = "instructions_ja.jsonl"
 MIN_STEPS = 50  # fewer optimizer steps than this rarely teach the response format and EOS
-ON_INVALID = ("error", "skip")
 
 
 class InstructionDataError(ValueError):
@@ -67,8 +66,7 @@ def validate(row: Any, where: str, source: str) -> Example:
 
 def _collect(rows: Iterable[tuple[str, Any]], source: str, on_invalid: str, errors: list[str]) -> list[Example]:
     """Validate (where, row) pairs; with on_invalid="error" raise once, listing the first problems."""
-    if on_invalid not in ON_INVALID:
-        raise ValueError(f"on_invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
+    check_value("sft.on_invalid", on_invalid, ValueError)
     good, bad = [], []
     for where, row in rows:
         if isinstance(row, InstructionDataError):  # a line that did not even parse
@@ -145,21 +143,30 @@ def _hub_source(name: str) -> sources.Source:
     return src
 
 
+def data_name_problem(name: str) -> str | None:
+    """What is wrong with an `sft.data` name, without reading any data (config checks it at load), or None."""
+    if name in ("bundled_instructions", "arithmetic_instructions") or name.startswith("files:") \
+            or name.endswith((".jsonl", ".jsonl.gz")):
+        return None
+    try:
+        src = _hub_source(name)
+        _hub_fields(src.text_field, src.name)
+    except InstructionDataError as err:
+        return str(err)
+    return None
+
+
 def read_hub(src: sources.Source, limit: int = 0, on_invalid: str = "error",
              errors: list[str] | None = None) -> list[Example]:
     """Examples from a hub instruction dataset: prompt fields joined by a blank line, the target field as is."""
-    import datasets
-
     prompt_fields, target_field = _hub_fields(src.text_field, src.name)
-    try:
-        ds = datasets.load_dataset(src.location, src.config, split=src.split, revision=src.revision, streaming=True)
-        rows = iter(ds)
+    try:  # the corpus sources' loading call: no loading scripts, $NBHELPERS_HUB_MIRROR honoured
+        rows = iter(sources.open_hub(src))
         first = next(rows, None)
-    except Exception as err:  # no network, unknown id, gated: all become one message naming the dataset
-        raise InstructionDataError(
-            f"instruction dataset {src.name!r} ({src.location}) could not be loaded from the Hugging Face hub: "
-            f"{type(err).__name__}: {str(err)[:300]}. Offline, export it to JSONL of prompt/target and use "
-            "files:PATH, or use bundled_instructions / arithmetic_instructions") from err
+    except Exception as err:  # no network, unknown id, gated, a loading script: one message naming the dataset
+        offline = "bundled_instructions, arithmetic_instructions or files:PATH (JSONL of prompt/target)"
+        cause = err if isinstance(err, sources.SourceError) else sources.hub_error(src, err, offline)
+        raise InstructionDataError(f"instruction {cause}") from err
     if first is None:
         return []
     missing = [f for f in [*prompt_fields, target_field] if f not in first]

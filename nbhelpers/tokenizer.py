@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TokenizerConfig
+from .config import NORMALIZATIONS as NORMALIZATIONS  # re-exported: declared with the field, in config.py
+from .config import TokenizerConfig, check_section
 from .sources import BadUTF8
 
 SPM_FILE = "spm.model"
@@ -48,7 +49,6 @@ SPECIAL_TOKENS = {"unk": (0, "<unk>"), "pad": (1, "<pad>"), "bos": (2, "<s>"), "
 SCORE_STEP = 1 / 32  # piece scores are rounded to this so both libraries sum path scores exactly
 UNMATCHABLE_SCORE = -1e6  # HF-side score of control and byte pieces: never chosen for text
 REQUIRED_CHARS = "".join(c for c in string.printable if c.isprintable() and c != " ")  # ASCII 0x21-0x7E
-NORMALIZATIONS = ("nfkc", "identity", "nmt_nfkc", "nfkc_cf", "nmt_nfkc_cf")  # SentencePiece's built-in rules
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # SentencePiece piece types
 _TOO_HIGH = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
@@ -198,16 +198,7 @@ def resolve_settings(config: TokenizerConfig | None = None, **settings: Any) -> 
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
             raise TypeError(f"unknown tokenizer setting {key!r}{hint}")
     config = dataclasses.replace(config, **settings)
-    if config.model_type != "unigram":
-        raise TokenizerError(f"tokenizer model_type {config.model_type!r}: only 'unigram' is exported exactly "
-                             "to a Hugging Face tokenizer")
-    if config.normalization not in NORMALIZATIONS:
-        raise TokenizerError(f"tokenizer normalization {config.normalization!r}: expected one of "
-                             f"{', '.join(NORMALIZATIONS)}")
-    if config.vocab_size < len(SPECIAL_TOKENS) + 256 + len(REQUIRED_CHARS) + 1:
-        raise TokenizerError(f"vocab_size {config.vocab_size} is too small: 4 special pieces, 256 byte pieces and "
-                             f"{len(REQUIRED_CHARS)} ASCII characters need at least "
-                             f"{len(SPECIAL_TOKENS) + 256 + len(REQUIRED_CHARS) + 1}")
+    check_section(config, TokenizerError)  # config.py's rules: model type, normalization, vocabulary range
     return config
 
 

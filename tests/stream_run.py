@@ -25,7 +25,8 @@ TINY = ["model.hidden_size=32", "model.num_hidden_layers=2", "model.num_attentio
         f"corpus.part_tokens={BLOCK * 24}", f"corpus.token_budget={BLOCK * 96}", "corpus.val_blocks=16",
         "train.backend=cpu", "train.precision=fp32", "train.grad_accum=2", "train.max_steps=8", "train.lr=3e-3",
         "train.warmup_steps=2", "train.eval_every=4", "train.eval_batches=2", "train.save_every=4",
-        "train.log_every=1", "train.sample_prompts=[]", "train.max_minutes=0"]
+        "train.log_every=1", "train.sample_prompts=[]", "train.max_minutes=0",
+        "sft.max_length=64", "eval.ppl_stride=32"]  # what fits the 64-token context
 
 
 def prepared_run(root: Path, overrides: list[str], tokenizer_dir: Path) -> RunDir:

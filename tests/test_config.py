@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import typing
 
 import pytest
 
@@ -70,3 +72,133 @@ def test_configs_are_frozen():
     cfg = config.load("smoke")
     with pytest.raises(AttributeError):
         cfg.train.lr = 1.0  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- rules checked when a configuration loads
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.micro_batch=0", ["train.micro_batch: expected >= 1, got 0"]),
+        ("train.precision=fp8", ["train.precision: expected auto | fp32 | fp16 | bf16, got 'fp8'", "did you mean"]),
+        ("train.lr=-1", ["train.lr: expected > 0, got -1.0"]),
+        ("train.lr=NaN", ["train.lr: expected a finite number, got nan"]),
+        ("train.optimizer=adam", ["train.optimizer: expected adamw | adamw8bit, got 'adam'", "did you mean adamw"]),
+        ("train.betas=[0.9, 1.5]", ["train.betas[1]: expected in [0, 1), got 1.5"]),
+        ("train.min_lr_ratio=2", ["train.min_lr_ratio: expected in [0, 1], got 2.0"]),
+        ("model.preset=seed_1bb", ["model.preset: expected seed_1b | neox_1b", "'seed_1bb'", "did you mean seed_1b"]),
+        ("model.attn_implementation=flash", ["model.attn_implementation: expected auto | sdpa | eager"]),
+        ("corpus.on_exhausted=loop", ["corpus.on_exhausted: expected repeat | stop, got 'loop'"]),
+        ("corpus.symbol_level=1.5", ["corpus.symbol_level: expected in [0, 1], got 1.5"]),
+        ('corpus.mixture={"wikipedia": 1}', ["corpus.mixture", "unknown source 'wikipedia'", "wikipedia_ja"]),
+        ('corpus.mixture={"arithmetic": -1}', ["corpus.mixture['arithmetic']: expected >= 0, got -1.0"]),
+        ('corpus.mixture={"arithmetic": 0}', ["corpus.mixture", "all weights are zero"]),
+        ("corpus.on_bad_utf8=ignore", ["corpus.on_bad_utf8: expected error | skip"]),
+        ("tokenizer.vocab_size=70000", ["tokenizer.vocab_size: expected in [355, 65536], got 70000", "uint16"]),
+        ("tokenizer.character_coverage=0.9", ["tokenizer.character_coverage: expected in [0.98, 1]"]),
+        ("tokenizer.normalization=nfd", ["tokenizer.normalization: expected nfkc"]),
+        ("sft.overflow=truncate", ["sft.overflow: expected truncate_left | drop, got 'truncate'", "did you mean"]),
+        ("sft.prompt_prefix=eot", ["sft.prompt_prefix: expected eos | bos | none"]),
+        ("sft.on_invalid=warn", ["sft.on_invalid: expected error | skip"]),
+        ("sft.replay_ratio=1", ["sft.replay_ratio: expected in [0, 1), got 1.0"]),
+        ('sft.data=["dolly"]', ["sft.data", "unknown source 'dolly'", "bundled_instructions"]),
+        ('sft.data=["hub:someone/set#instruction"]', ["sft.data", "PROMPT[+CONTEXT]>TARGET"]),
+        ("sft.data=[]", ["sft.data: expected at least one instruction data name"]),
+        ("eval.hub_source=hub", ["eval.hub_source: expected script_free | leaderboard"]),
+        ('eval.num_fewshot={"ja_leaderboard_jsquad": -2}', ["eval.num_fewshot['ja_leaderboard_jsquad']: expected >= 0"]),
+        ("eval.batch_size=0", ["eval.batch_size: expected >= 1, got 0"]),
+    ],
+)
+def test_every_bad_value_is_named_when_the_configuration_loads(override, words):
+    with pytest.raises(config.ConfigError) as err:
+        config.load("smoke", [override])
+    for word in words:
+        assert word in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["train.backend=xla", "train.precision=fp16"], ["fp16 is not supported on XLA"]),
+        (["train.backend=cpu", "train.precision=fp16"], ["fp16 on the CPU"]),
+        (["train.fsdp=true", "train.backend=cuda"], ["train.fsdp=true shards over XLA devices only"]),
+        (["train.backend=xla", "train.nproc=8"], ["train.nproc=8: XLA trains in one process"]),
+        (["corpus.block_len=512"], ["corpus.block_len=512 is above the model's max_position_embeddings=256"]),
+        (["sft.max_length=300"], ["sft.max_length=300 is above the model's max_position_embeddings=256"]),
+        (["model.hidden_size=130"], ["model.hidden_size=130 is not divisible by model.num_attention_heads=4"]),
+        (['sft.template="Q: {prompt} A:"'], ["response marker '### 応答:' not found after {prompt}"]),
+        (["sft.template=no slot"], ["needs exactly one {prompt} slot"]),
+        (["sft.arithmetic_pairs=0"], ["arithmetic_pairs=0"]),
+        (["eval.ppl_stride=256"], ["eval.ppl_stride=256: expected 0 or 1..255"]),
+        (["eval.max_gen_toks=256"], ["eval.max_gen_toks=256: expected 0 or 1..255"]),
+    ],
+)
+def test_rules_across_fields_are_checked_when_the_configuration_loads(overrides, words):
+    with pytest.raises(config.ConfigError) as err:
+        config.load("smoke", overrides)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(config.ConfigError) as err:
+        config.load("smoke", ["train.micro_batch=0", "train.lr=-1", "sft.overflow=x"])
+    msg = str(err.value)
+    assert msg.startswith("3 configuration problems:")
+    assert "train.micro_batch" in msg and "train.lr" in msg and "sft.overflow" in msg
+
+
+def test_a_broken_config_json_fails_in_from_dict():
+    data = config.load("smoke").to_dict()
+    data["train"]["micro_batch"] = 0
+    with pytest.raises(config.ConfigError, match="train.micro_batch: expected >= 1, got 0"):
+        config.from_dict(data)
+
+
+def test_every_field_declares_a_rule():
+    """A field added later declares what it accepts with setting(...) or a cross rule (contract 3 of the team brief)."""
+    free_text = {"train.sample_prompts", "eval.tasks"}  # any prompts; lm-eval's registry is checked by 06
+    crossed = {k for keys, _ in config.CROSS_RULES for k in keys}
+    hints = {}
+    undeclared = []
+    for section in dataclasses.fields(config.RunConfig):
+        if section.name == "profile":
+            continue
+        cls = typing.get_type_hints(config.RunConfig)[section.name]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{section.name}.{f.name}"
+            if hints[f.name] is bool or "rule" in f.metadata or key in crossed or key in free_text:
+                continue
+            undeclared.append(key)
+    assert undeclared == []
+
+
+def test_sections_given_alone_are_checked_by_the_same_rules():
+    from nbhelpers import device, model
+
+    with pytest.raises(device.DeviceError, match="train.micro_batch: expected >= 1"):
+        device.select(config.TrainConfig(micro_batch=0))
+    with pytest.raises(model.ModelError, match="model.num_hidden_layers: expected >= 0, got -1"):
+        model.resolve(config.ModelConfig(preset="tiny", num_hidden_layers=-1))
+    with pytest.raises(ValueError, match="corpus.workers: expected >= 0, got -2"):
+        config.check_value("corpus.workers", -2, ValueError)
+
+
+def test_cli_run_with_a_bad_value_fails_before_any_notebook_and_keeps_config_json(tmp_path, capsys):
+    from nbhelpers.__main__ import main
+
+    notebooks_dir = tmp_path / "notebooks"
+    notebooks_dir.mkdir()
+    (notebooks_dir / "01_tokenizer.py").write_text('# %% tags=["parameters"]\nPROFILE = "smoke"\n'
+                                                   'RUN_DIR = ""\nOVERRIDES = []\n', encoding="utf-8")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"written": "before"}', encoding="utf-8")
+    code = main(["run", "--profile", "smoke", "--run-dir", str(run_dir), "--notebooks", str(notebooks_dir),
+                 "--set", "train.micro_batch=0"])
+    assert code == 1
+    assert "error: train.micro_batch: expected >= 1, got 0" in capsys.readouterr().err
+    assert (run_dir / "config.json").read_text(encoding="utf-8") == '{"written": "before"}'
+    assert not (run_dir / "notebooks").exists()

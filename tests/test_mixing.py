@@ -375,5 +375,5 @@ def test_hub_read_failures_are_retried_from_the_last_row_then_named(hub_source, 
     assert len(opened) == 3  # opened once, then again for each retry
     failures.update(left=10**9, at=0)  # the hub is gone: no reading gets a row
     with pytest.raises(pieces.SourceStreamError, match=r"source 'test_hub' \(local/test\): reading the hub stream "
-                                                       r"failed 7 times in a row; last error ConnectionError: Read"):
+                                                       r"failed 6 times in a row; last error ConnectionError: Read"):
         list(Mixer(cfg))

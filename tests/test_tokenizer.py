@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from nbhelpers import sources
+from nbhelpers import config, sources
 from nbhelpers import tokenizer as T
 from nbhelpers.config import TokenizerConfig
 
@@ -257,10 +257,12 @@ def test_bad_settings(tmp_path):
         T.train_tokenizer(["テキスト"], tmp_path, vocab_sise=100)
     with pytest.raises(T.TokenizerError, match="unigram"):
         T.train_tokenizer(["テキスト"], tmp_path, model_type="bpe")
-    with pytest.raises(T.TokenizerError, match="normalization 'nfd'"):
+    with pytest.raises(T.TokenizerError, match="tokenizer.normalization: expected nfkc .*got 'nfd'"):
         T.train_tokenizer(["テキスト"], tmp_path, normalization="nfd")
-    with pytest.raises(T.TokenizerError, match="too small"):
+    with pytest.raises(T.TokenizerError, match=r"vocab_size: expected in \[355, 65536\], got 100 .*4 special pieces"):
         T.train_tokenizer(["テキスト"], tmp_path, vocab_size=100)
+    # config.py's smallest vocabulary counts exactly the pieces every tokenizer of this module holds
+    assert len(T.SPECIAL_TOKENS) + 256 + len(T.REQUIRED_CHARS) + 1 == config.MIN_VOCAB_SIZE
 
 
 def test_load_before_training(tmp_path):

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import sources as sources_mod
-from ..config import CorpusConfig
+from ..config import CorpusConfig, check_section, check_value
 from .clean import CleanedBatch, CleanStats, clean_batch, init_worker, warm
 from .pieces import Piece, piece_stream, read_piece
 from .workers import WorkerPool
@@ -69,14 +69,10 @@ def validate_mixture(mixture: dict[str, float]) -> dict[str, float]:
     if not isinstance(mixture, dict) or not mixture:
         raise MixtureError(f"corpus.mixture must be a non-empty dict of source name -> weight, got {mixture!r}")
     for name, w in mixture.items():
-        sources_mod.resolve(name)  # unknown names raise SourceError listing the known ones
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
             raise MixtureError(f"corpus.mixture[{name!r}]: weight must be a finite number, got {w!r}")
-        if w < 0:
-            raise MixtureError(f"corpus.mixture[{name!r}]: weight must be >= 0, got {w}")
+    check_value("corpus.mixture", mixture, MixtureError)  # config.py's rule: known names, weights >= 0, one positive
     total = float(sum(mixture.values()))
-    if total <= 0:
-        raise MixtureError(f"corpus.mixture: all weights are zero ({mixture}); give at least one source a positive weight")
     return {name: w / total for name, w in mixture.items() if w > 0}
 
 
@@ -90,8 +86,7 @@ def cpu_count() -> int:
 
 def resolve_workers(workers: int) -> int:
     """0 means every core this process may use."""
-    if workers < 0:
-        raise ValueError(f"corpus.workers must be >= 0 (0 = all cores), got {workers}")
+    check_value("corpus.workers", workers, ValueError)
     return workers or cpu_count()
 
 
@@ -404,10 +399,7 @@ class Mixer:
     def __init__(self, cfg: CorpusConfig, model_file: str | None = None, seed: int | None = None,
                  workers: int | None = None, state: dict | None = None, dedup_hashes: np.ndarray | None = None,
                  cleaning: bool = True):
-        if cfg.on_exhausted not in ("repeat", "stop"):
-            raise ValueError(f"corpus.on_exhausted must be 'repeat' or 'stop', got {cfg.on_exhausted!r}")
-        if not 0.0 <= cfg.symbol_level <= 1.0:
-            raise ValueError(f"corpus.symbol_level must be in [0, 1], got {cfg.symbol_level}")
+        check_section(cfg, ValueError)  # config.py's rules, for a CorpusConfig built by hand
         self.cfg = cfg
         self.seed = cfg.seed if seed is None else seed
         self.weights = validate_mixture(cfg.mixture)

@@ -13,7 +13,8 @@ A piece is the unit of reading and of cleaning (one worker task). Two kinds of s
   reader's position before it (`datasets`' own `IterableDataset.state_dict()` for the hub, file and document
   numbers for gzipped files), so a resume reopens the stream at that position and reads the piece again. A hub
   read that fails is retried HUB_RETRIES times with doubling waits from the last position, then
-  `SourceStreamError` names the source.
+  `SourceStreamError` names the source (2 + 4 + ... + 32 s: about a minute of waiting). Errors that are not the
+  network's (a missing configuration, a loading script) are named at once.
 
 `piece_stream` yields (epoch, seq, position, piece) for one source, forever for `on_exhausted="repeat"`, with
 `piece=None` at each epoch's end.
@@ -43,7 +44,7 @@ STREAM_CHARS = 1_000_000  # characters in a piece of a streamed source (at most 
 FIRST_STREAM_CHARS = 8_000  # the first pieces of a stream are smaller (sizes double up to STREAM_CHARS)
 WINDOW = 32  # slices of a sliceable source shuffled together (about 6 MB of text), besides each slice's documents
 SMALL = 3  # the first slices of a file are small (24, 48, 96 KB) and are not moved by the shuffle
-HUB_RETRIES = 6  # a failed hub read is tried again this many times, waiting HUB_WAIT_S, then twice as long, ...
+HUB_RETRIES = 5  # a failed hub read is tried again this many times, waiting HUB_WAIT_S, then twice as long, ...
 HUB_WAIT_S = 2.0
 READ_AHEAD = 2  # pieces a streamed source's reader thread holds ready
 
@@ -191,29 +192,57 @@ def _planned(src: Source, name: str, seed: int, epoch: int, shuffle: bool, on_ba
 # ---------------------------------------------------------------- streamed sources
 
 
+def _transient(err: BaseException) -> bool:
+    """Whether a hub read failed the way a network does (worth reading again) rather than for good."""
+    if isinstance(err, (OSError, TimeoutError)):  # connection resets, timeouts, requests' and the hub's HTTP errors
+        return True
+    kind = type(err)
+    return kind.__module__.split(".")[0] in ("httpx", "httpcore", "aiohttp", "requests", "urllib3", "fsspec") \
+        or any(w in kind.__name__ for w in ("Timeout", "Connection", "Transport"))
+
+
 class _HubReader:
-    """A hub dataset read row by row; `position()` is datasets' own resumable state; failed reads are retried."""
+    """A hub dataset read row by row; its position is `datasets`' own resumable state; failed reads are retried.
+
+    A row may hold several documents (`sources.hub_texts`): the position of a document inside a row is the
+    state before the row plus how many of its documents were given.
+    """
 
     def __init__(self, src: Source, position: dict | None, stop: threading.Event) -> None:
         self.src, self.stop = src, stop
-        self.ds = src_mod.open_hub(src)
-        if position:
-            self.ds.load_state_dict(position["hub"])
+        self.ds: Any = None  # opened by the first read (which is retried like any other)
+        self.rows: Any = None
+        self.row_state: dict | None = position["hub"] if position else None  # datasets' state before the row given
+        self.buffer: list[str] = []  # that row's documents not given yet
+        self.given = 0
+        self.first = position is None  # an epoch's first row is checked for the text fields
+        if position and position.get("in_row"):  # resuming inside a row: read it again, pass what was given
+            self._fill()
+            self.given, self.buffer = position["in_row"], self.buffer[position["in_row"]:]
+
+    def _open(self, state: dict | None) -> None:
+        self.ds = src_mod.open_hub(self.src)
+        if state is not None:
+            self.ds.load_state_dict(state)
         self.rows = iter(self.ds)
-        self.checked = False
 
     def position(self) -> dict:
-        return {"hub": self.ds.state_dict()}
+        if self.buffer:
+            return {"hub": self.row_state, "in_row": self.given}
+        return {"hub": self.ds.state_dict() if self.ds is not None else self.row_state, "in_row": 0}
 
-    def next(self) -> str | None:
-        """The next row's text, or None at the end of the dataset."""
+    def _row(self) -> dict | None:
+        """The next row, reading again from the last position when the hub fails (HUB_RETRIES times)."""
         for attempt in range(HUB_RETRIES + 1):
             try:
-                row = next(self.rows, None)
-                break
+                if self.rows is None:
+                    self._open(self.row_state)
+                return next(self.rows, None)
             except SourceError:
                 raise
-            except Exception as err:  # a dropped connection, a timeout, a 5xx from the hub: read again from here
+            except Exception as err:  # noqa: BLE001 - classified: a network failure is read again
+                if not _transient(err):
+                    raise src_mod.hub_error(self.src, err) from err
                 if attempt == HUB_RETRIES:
                     raise SourceStreamError(
                         f"source {self.src.name!r} ({self.src.location}): reading the hub stream failed "
@@ -221,16 +250,29 @@ class _HubReader:
                     ) from err
                 if self.stop.wait(HUB_WAIT_S * 2**attempt):
                     return None
-                state = self.ds.state_dict()  # the position after the last row it gave
-                self.ds = src_mod.open_hub(self.src)
-                self.ds.load_state_dict(state)
-                self.rows = iter(self.ds)
-        if row is None:
+                self.rows = None  # open again at the position after the last row it gave
+        return None
+
+    def _fill(self) -> bool:
+        """Read rows until one gives documents; False at the end of the dataset."""
+        while not self.buffer:
+            if self.ds is not None:
+                self.row_state = self.ds.state_dict()
+            row = self._row()
+            if self.first:
+                src_mod.check_first_row(self.src, row)
+                self.first = False
+            if row is None:
+                return False
+            self.buffer, self.given = src_mod.hub_texts(self.src, row), 0
+        return True
+
+    def next(self) -> str | None:
+        """The next document, or None at the end of the dataset."""
+        if not self._fill():
             return None
-        if not self.checked:
-            src_mod.check_hub_row(self.src, row)
-            self.checked = True
-        return src_mod.row_text(self.src, row)
+        self.given += 1
+        return self.buffer.pop(0)
 
     def close(self) -> None:
         close = getattr(self.rows, "close", None)

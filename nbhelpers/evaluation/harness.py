@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config import check_value
 from .perplexity import check_tokenizer, load_model
 
 LOCAL_TASK_DIR = Path(__file__).resolve().parent.parent / "data" / "lm_eval_tasks"
@@ -29,7 +30,6 @@ SCRIPT_FREE = {
     "ja_leaderboard_jsquad": "ja_leaderboard_jsquad_sbi",
 }
 JAQKET_JSON_TASK = SCRIPT_FREE["ja_leaderboard_jaqket_v2"]
-HUB_SOURCES = ("script_free", "leaderboard")
 
 # Fields each local record must have, with their JSON types; nested dicts hold parallel lists, the
 # shape `datasets` gives a sequence of structs (answers["text"][0], ctxs["text"]).
@@ -266,8 +266,7 @@ def resolve_tasks(names: Sequence[str], *, local: bool = False, hub_source: str 
     """
     if isinstance(names, str):
         names = [names]
-    if hub_source not in HUB_SOURCES:
-        raise ValueError(f"hub_source={hub_source!r}: expected {' | '.join(HUB_SOURCES)}")
+    check_value("eval.hub_source", hub_source, ValueError)
     manager = manager or task_manager()
     known = set(manager.all_tasks)
     out = []

@@ -165,6 +165,7 @@ PROFILE_OVERRIDES = {
     "train.max_steps": 44, "train.log_every": 4, "train.eval_every": 8, "train.save_every": 12,
     "train.eval_batches": 2, "train.warmup_steps": 3, "train.lr": 3e-3, "train.seed": 5,
     "train.sample_prompts": ["太陽は", "日本の首都は"], "train.sample_tokens": 4,
+    "sft.max_length": 128, "eval.ppl_stride": 64,  # what fits the smoke model's 256 positions
 }
 
 
