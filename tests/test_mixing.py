@@ -377,3 +377,38 @@ def test_hub_read_failures_are_retried_from_the_last_row_then_named(hub_source, 
     with pytest.raises(pieces.SourceStreamError, match=r"source 'test_hub' \(local/test\): reading the hub stream "
                                                        r"failed 6 times in a row; last error ConnectionError: Read"):
         list(Mixer(cfg))
+
+
+def test_a_hub_row_of_several_documents_resumes_between_them(tmp_path, monkeypatch):
+    """JaMARD-like rows (a question, a list of answers): one document per answer; a piece may end inside a row."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nbhelpers import sources
+
+    monkeypatch.setattr(pieces, "FIRST_STREAM_CHARS", 100)
+    monkeypatch.setattr(pieces, "STREAM_CHARS", 400)
+    path = tmp_path / "train.parquet"
+    questions = [f"問題{i}: りんごが{i}個あります。" for i in range(60)]
+    answers = [[f"答え{i}-{k}: 計算すると{i + k}個になります。" for k in range(1 + i % 4)] for i in range(60)]
+    pq.write_table(pa.table({"q": questions, "a": answers}), path, row_group_size=7)
+    monkeypatch.setitem(sources.REGISTRY, "test_rows", sources.Source("test_rows", "hub", "local/rows",
+                                                                       text_field="q+a", math=True))
+    monkeypatch.setattr(sources, "open_hub", lambda src: datasets.load_dataset(
+        "parquet", data_files=[str(path)], split="train", streaming=True))
+    cfg = _cfg({"test_rows": 1.0}, shuffle_buffer=0, dedup=False, on_exhausted="stop")
+    with Mixer(cfg) as mixer:
+        stream = [str(d) for _, d, _ in mixer]
+    assert len(stream) == sum(len(a) for a in answers) and stream[1].startswith("問題1: ")
+    for cut in (2, 3, 17, 80):
+        with Mixer(cfg) as mixer:
+            head = [str(d) for _, d, _ in itertools.islice(mixer, cut)]
+            state = json.loads(json.dumps(mixer.state()))
+        with Mixer(cfg, state=state) as mixer:
+            tail = [str(d) for _, d, _ in mixer]
+        assert head + tail == stream, cut
+    starts = [pos for _, _, pos, piece in pieces.piece_stream(
+        sources.resolve("test_rows"), "test_rows", seed=0, shuffle_buffer=0, on_exhausted="stop", on_bad_utf8="error")
+        if piece is not None]
+    assert any(pos["in_row"] for pos in starts)  # some pieces start between two documents of one row
