@@ -48,20 +48,20 @@ BATCH_CHARS = 64_000  # raw characters per task of the `clean` measurement (abou
 CACHE = Path(tempfile.gettempdir()) / "nbhelpers-bench"
 
 
-def bench_tokenizer(texts: list[str], vocab: int) -> Path:
-    """A unigram SentencePiece model with the project's settings, trained once on a Debian sample and cached."""
-    out = CACHE / f"tok{vocab}"
+def bench_tokenizer(texts: list[str], vocab: int, tag: str = "", every: int = 3) -> Path:
+    """A unigram SentencePiece model with the project's settings on every `every`-th text, trained once and cached."""
+    out = CACHE / f"{tag}tok{vocab}"
     if (out / "spm.model").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
-    sample = list(itertools.islice((t for t in texts if len(t) > 20), 0, None, 3))
+    sample = list(itertools.islice((t for t in texts if len(t) > 20), 0, None, every))
     print(f"training a {vocab}-piece tokenizer on {sum(map(len, sample)):,} characters (cached in {out})", flush=True)
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(sample), model_writer=model, vocab_size=vocab, model_type="unigram",
         character_coverage=0.9995, byte_fallback=True, unk_id=0, pad_id=1, bos_id=2, eos_id=3,
-        split_by_whitespace=False, max_sentence_length=16384, input_sentence_size=100_000,
-        shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, minloglevel=2)
+        split_by_whitespace=False, max_sentence_length=16384, input_sentence_size=200_000,
+        shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, minloglevel=2, hard_vocab_limit=False)
     (out / "spm.model").write_bytes(model.getvalue())
     return out
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
 import os
 import platform
 import resource
@@ -37,14 +36,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import sentencepiece
+from pack_throughput import bench_tokenizer  # this folder's script: the same tokenizer recipe
 
 from nbhelpers import config, planner, sources
 from nbhelpers.corpus import build_corpus
 from nbhelpers.corpus.producer import corpus_stream, make_parts, training_workers
 from nbhelpers.device import DeviceChoice
-
-CACHE = Path(tempfile.gettempdir()) / "nbhelpers-bench"
 
 # The platforms' host vCPUs (a vCPU is one hyperthread there; this machine's cores have one thread each), the
 # training processes on them, and where the figure comes from.
@@ -56,23 +53,6 @@ HOSTS = {
     "kaggle_tpu_v5e8": (224, 1, "TPU v5e 8-chip VM (ct5lp-hightpu-8t): 224 vCPUs, 384 GB, "
                                 "docs.cloud.google.com/tpu/docs/v5e (VM types)"),
 }
-
-
-def bench_tokenizer(texts: list[str], vocab: int) -> Path:
-    """A unigram SentencePiece model with the project's settings on `texts`, cached."""
-    out = CACHE / f"producer-tok{vocab}"
-    if (out / "spm.model").exists():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    model = io.BytesIO()
-    print(f"training a {vocab}-piece tokenizer on {sum(map(len, texts)):,} characters (cached in {out})", flush=True)
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab, model_type="unigram",
-        character_coverage=0.9995, byte_fallback=True, unk_id=0, pad_id=1, bos_id=2, eos_id=3,
-        split_by_whitespace=False, max_sentence_length=16384, input_sentence_size=200_000,
-        shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, minloglevel=2, hard_vocab_limit=False)
-    (out / "spm.model").write_bytes(model.getvalue())
-    return out
 
 
 def _children_cpu() -> float:
@@ -131,7 +111,7 @@ def main() -> None:
     if not sources.debian_files():
         sys.exit("Debian's Japanese texts are absent: apt-get install debian-reference-ja manpages-ja")
     docs = list(sources.iter_texts("debian_ja"))
-    tok = bench_tokenizer([t for t in docs[0::2] if len(t) > 20], args.vocab)
+    tok = bench_tokenizer(docs[0::2], args.vocab, tag="producer-", every=1)  # the even documents only
     text = docs[1::2]
     work = Path(tempfile.mkdtemp(prefix="producer_bench_"))
     txt = work / "debian-odd.txt"

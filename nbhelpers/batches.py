@@ -60,6 +60,18 @@ def join_state(plain: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str
     return {**plain, **{k[len(ARRAY_PREFIX):]: v for k, v in arrays.items() if k.startswith(ARRAY_PREFIX)}}
 
 
+def rank_world(micro_batch: int, rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """This source's (rank, world size): given, or this process's; checked with the micro-batch size."""
+    env_rank, env_world = dist_rank_world()
+    rank = env_rank if rank is None else int(rank)
+    world = env_world if world_size is None else int(world_size)
+    if int(micro_batch) < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside world size {world}")
+    return rank, world
+
+
 def dist_rank_world() -> tuple[int, int]:
     """(rank, world size) of this process: torch.distributed when initialised, else torchrun's env vars."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -89,17 +101,11 @@ class PackedBatches:
         world_size: int | None = None,
         limit: int = 0,
     ) -> None:
-        env_rank, env_world = dist_rank_world()
         self.reader = reader
         self.micro_batch = int(micro_batch)
         self.seed = int(seed)
         self.shuffle = shuffle
-        self.rank = env_rank if rank is None else int(rank)
-        self.world_size = env_world if world_size is None else int(world_size)
-        if self.micro_batch < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        self.rank, self.world_size = rank_world(micro_batch, rank, world_size)
         per_pass = len(reader) // (self.micro_batch * self.world_size)
         if per_pass == 0:
             raise ValueError(

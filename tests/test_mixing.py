@@ -412,3 +412,13 @@ def test_a_hub_row_of_several_documents_resumes_between_them(tmp_path, monkeypat
         sources.resolve("test_rows"), "test_rows", seed=0, shuffle_buffer=0, on_exhausted="stop", on_bad_utf8="error")
         if piece is not None]
     assert any(pos["in_row"] for pos in starts)  # some pieces start between two documents of one row
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_piece_without_documents_is_passed_over(tmp_path, workers):
+    """A slice of blank lines (a JSONL file of empty lines, a man page without a paragraph) holds no document."""
+    _jsonl(tmp_path / "a.jsonl", _prose(30))
+    (tmp_path / "b.jsonl").write_text("\n\n  \n\n", encoding="utf-8")
+    _jsonl(tmp_path / "c.jsonl", _prose(30, "別"))
+    with Mixer(_cfg({f"files:{tmp_path}/*.jsonl": 1.0}, on_exhausted="stop", workers=workers)) as mixer:
+        assert len([d for _, d, _ in mixer]) == 60

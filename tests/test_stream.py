@@ -175,6 +175,23 @@ def test_a_killed_producer_is_started_again_and_the_stream_is_the_same(corpus):
         source.close()
 
 
+def _in_step_until_raised(ranks, error):
+    """Every rank reads micro-batch i, i + 1, ... in step (as DDP keeps them) until each has raised `error`:
+    {rank: the index it raised at}, {rank: the message}."""
+    ends, errors = {}, {}
+    i = 0
+    while len(ends) < len(ranks):
+        for r, source in enumerate(ranks):
+            if r in ends:
+                continue
+            try:
+                source.batch(i)
+            except error as err:
+                ends[r], errors[r] = i, str(err)
+        i += 1
+    return ends, errors
+
+
 def test_a_failing_source_is_named_on_every_rank_at_the_same_batch(corpus, tmp_path):
     import gzip
 
@@ -186,16 +203,7 @@ def test_a_failing_source_is_named_on_every_rank_at_the_same_batch(corpus, tmp_p
     stream, start, hashes = corpus("parts", cfg=cfg)
     ranks = [StreamBatches(stream, start, hashes, 2, 10**5, rank=r, world_size=2, owner=r == 0) for r in range(2)]
     try:
-        ends, errors = {}, {}
-        i = 0
-        while len(ends) < 2:  # the ranks read in step, as DDP keeps them
-            for r, source in enumerate(ranks):
-                try:
-                    source.batch(i)
-                except DataSourceError as err:
-                    ends.setdefault(r, i)
-                    errors.setdefault(r, str(err))
-            i += 1
+        ends, errors = _in_step_until_raised(ranks, DataSourceError)
         assert ends[0] == ends[1] > 100
         assert re.search(r"corpus producer stopped: SourceError: .*broken.jsonl.gz: cannot be read after document "
                          r"\d+ \(EOFError", errors[0]), errors[0]
@@ -213,16 +221,7 @@ def test_the_end_of_a_stopping_stream_is_data_exhausted_at_the_same_batch_on_eve
     stream, start, hashes = corpus("parts", cfg=cfg)
     ranks = [StreamBatches(stream, start, hashes, 2, 10**4, rank=r, world_size=2, owner=r == 0) for r in range(2)]
     try:
-        ends, errors = {}, {}
-        i = 0
-        while len(ends) < 2:  # the ranks read in step, as DDP keeps them
-            for r, source in enumerate(ranks):
-                try:
-                    source.batch(i)
-                except DataExhausted as err:
-                    ends.setdefault(r, i)
-                    errors.setdefault(r, str(err))
-            i += 1
+        ends, errors = _in_step_until_raised(ranks, DataExhausted)
         assert ends[0] == ends[1] > 0 and "ran out with corpus.on_exhausted='stop'" in errors[0]
     finally:
         for r in ranks:

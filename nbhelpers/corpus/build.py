@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from ..config import CorpusConfig, RunConfig
-from ..files import atomic_write_text, read_json
+from ..files import atomic_write_text
 from ..tokenizer import tokenizer_hash
 from .mixing import Mixer, validate_mixture
 from .packing import check_vocab
-from .parts import stream_state, write_shard
+from .parts import read_complete, stream_state, write_shard
 from .reader import MANIFEST
 
 FORMAT = 3  # 3: the training stream is produced while training, in parts; the manifest holds its start
@@ -104,13 +104,7 @@ def fingerprint(corpus: CorpusConfig, tok_hash: str, cleaning: bool = True) -> s
 
 def read_manifest(out: Path) -> dict | None:
     """The corpus folder's manifest, or None when there is none (or a broken one: an incomplete corpus)."""
-    path = Path(out) / MANIFEST
-    if not path.exists():
-        return None
-    try:
-        return read_json(path)
-    except ValueError:
-        return None
+    return read_complete(Path(out) / MANIFEST)
 
 
 def _cleanup(out: Path, manifest: dict) -> None:

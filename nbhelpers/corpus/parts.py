@@ -66,6 +66,14 @@ def write_shard(path: Path, block_len: int, blocks: int, mixer: Mixer, bar: Any 
     return writer, filled, n
 
 
+def read_complete(path: str | os.PathLike) -> Any:
+    """A JSON file written atomically, or None when it is not there (or broken: what was writing it died)."""
+    try:
+        return read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def stream_state(mixer: Mixer) -> dict[str, Any]:
     """Where the mixer's stream stands: per source, and how many hashes the duplicate memory holds."""
     return {"sources": mixer.state(), "dedup": mixer.dedup_count}
@@ -93,11 +101,8 @@ class PartStore:
 
     def meta(self, k: int) -> dict[str, Any] | None:
         """Part k's metadata when it is complete (and of this corpus), else None."""
-        try:
-            meta = read_json(self.meta_path(k))
-        except (FileNotFoundError, ValueError):
-            return None
-        return meta if meta.get("fingerprint") == self.fingerprint else None
+        meta = read_complete(self.meta_path(k))
+        return meta if meta is not None and meta.get("fingerprint") == self.fingerprint else None
 
     def blocks(self, k: int, meta: dict[str, Any]) -> np.ndarray:
         """Part k's blocks, (n, block_len) uint16, memory-mapped (n may be 0 at the end of a stream)."""

@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..batches import DataExhausted, DataSourceError, dist_rank_world
-from ..files import read_json
-from .parts import same_state
+from ..batches import DataExhausted, DataSourceError, rank_world
+from .parts import read_complete, same_state
 from .producer import Producer, Stream, run_token, stop_process
 
 RESTARTS = 3  # a producer that died without an error is started again this many times in a session
@@ -47,17 +46,11 @@ class StreamBatches:
     def __init__(self, stream: Stream, start: dict[str, Any], start_hashes: np.ndarray | None, micro_batch: int,
                  total_blocks: int, seed: int = 0, *, rank: int | None = None, world_size: int | None = None,
                  owner: bool | None = None, last_part: int | None = None) -> None:
-        env_rank, env_world = dist_rank_world()
         self.stream = stream
         self.store = stream.store()
         self.B = int(micro_batch)
         self.seed = int(seed)
-        self.rank = env_rank if rank is None else int(rank)
-        self.world = env_world if world_size is None else int(world_size)
-        if self.B < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
-        if not 0 <= self.rank < self.world:
-            raise ValueError(f"rank {self.rank} outside world size {self.world}")
+        self.rank, self.world = rank_world(micro_batch, rank, world_size)
         self.owner = int(os.environ.get("LOCAL_RANK", self.rank)) == 0 if owner is None else owner
         self._len = int(total_blocks) // (self.B * self.world)
         if self._len == 0:
@@ -165,13 +158,7 @@ class StreamBatches:
         return meta
 
     def _error(self) -> dict[str, Any] | None:
-        path = self.store.root / f"error-{run_token()}.json"
-        if not path.exists():
-            return None
-        try:
-            return read_json(path)
-        except ValueError:
-            return None
+        return read_complete(self.store.root / f"error-{run_token()}.json")
 
     def _check_producer(self, k: int, expected: dict[str, Any]) -> None:
         """Raise the producer's error; as the owner, start the producer or start it again when it died."""
