@@ -48,8 +48,13 @@ BATCH_CHARS = 64_000  # raw characters per task of the `clean` measurement (abou
 CACHE = Path(tempfile.gettempdir()) / "nbhelpers-bench"
 
 
-def bench_tokenizer(texts: list[str], vocab: int, tag: str = "", every: int = 3) -> Path:
-    """A unigram SentencePiece model with the project's settings on every `every`-th text, trained once and cached."""
+def bench_tokenizer(texts: list[str], vocab: int, tag: str = "", every: int = 3, sentences: int = 100_000,
+                    hard_limit: bool = True) -> Path:
+    """A unigram SentencePiece model with the project's settings on every `every`-th text, trained once and cached.
+
+    `sentences` caps SentencePiece's input sample; without `hard_limit` a vocabulary the text cannot fill is
+    trained as far as it goes.
+    """
     out = CACHE / f"{tag}tok{vocab}"
     if (out / "spm.model").exists():
         return out
@@ -60,8 +65,8 @@ def bench_tokenizer(texts: list[str], vocab: int, tag: str = "", every: int = 3)
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(sample), model_writer=model, vocab_size=vocab, model_type="unigram",
         character_coverage=0.9995, byte_fallback=True, unk_id=0, pad_id=1, bos_id=2, eos_id=3,
-        split_by_whitespace=False, max_sentence_length=16384, input_sentence_size=200_000,
-        shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, minloglevel=2, hard_vocab_limit=False)
+        split_by_whitespace=False, max_sentence_length=16384, input_sentence_size=sentences,
+        shuffle_input_sentence=True, num_threads=os.cpu_count() or 1, minloglevel=2, hard_vocab_limit=hard_limit)
     (out / "spm.model").write_bytes(model.getvalue())
     return out
 

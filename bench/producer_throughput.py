@@ -111,7 +111,7 @@ def main() -> None:
     if not sources.debian_files():
         sys.exit("Debian's Japanese texts are absent: apt-get install debian-reference-ja manpages-ja")
     docs = list(sources.iter_texts("debian_ja"))
-    tok = bench_tokenizer(docs[0::2], args.vocab, tag="producer-", every=1)  # the even documents only
+    tok = bench_tokenizer(docs[0::2], args.vocab, tag="producer-", every=1, sentences=200_000, hard_limit=False)
     text = docs[1::2]
     work = Path(tempfile.mkdtemp(prefix="producer_bench_"))
     txt = work / "debian-odd.txt"
