@@ -189,6 +189,9 @@ class StreamBatches:
 
     def _start(self, first: int, state: dict[str, Any], hashes: np.ndarray) -> None:
         """Start the producer at part `first` (state at its start, duplicate memory `hashes`)."""
+        if self.producer is not None:  # a producer still running (from batch(0), say) must not write the log now
+            self.producer.stop()
+            self.producer = None
         self.store.ensure_dedup(hashes, self.stream.corpus.get("dedup", True))
         self._launch(first, state)
 
