@@ -1,0 +1,116 @@
+"""Stage inputs: what a stage reads must have been made from what the run holds now.
+
+Each artifact records what it was made from: the corpus manifest holds the tokenizer's sha256, its
+vocabulary size and the corpus settings; a model's `final/` folder holds its config (architecture and
+vocabulary size) and the tokenizer it was trained with. `check(run, stage)` compares them with the run's
+tokenizer and configuration before a later stage reads `stage`'s output; `RunDir.require` calls it, so every
+notebook and every training worker checks at the same boundary. An error names the artifact, what differs
+and the notebook to run again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .files import read_json
+
+if TYPE_CHECKING:
+    from .rundir import RunDir
+
+MODEL_NOTEBOOK = {"pretrain": "03_pretrain", "sft": "04_instruction_tuning"}
+_ARCH = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")
+
+
+class StageMismatch(RuntimeError):
+    """An earlier stage's output was made from other inputs than the run holds now; the message says what to rerun."""
+
+
+def _tokenizer(run: RunDir) -> tuple[str | None, int | None]:
+    """(sha256 of spm.model, vocabulary size) of the run's tokenizer; None for what it does not have."""
+    from .tokenizer import SPM_FILE, tokenizer_hash
+
+    if (run.tokenizer / SPM_FILE).is_file():
+        import sentencepiece
+
+        sp = sentencepiece.SentencePieceProcessor(model_file=str(run.tokenizer / SPM_FILE))
+        return tokenizer_hash(run.tokenizer), sp.get_piece_size()
+    pieces = _pieces(run.tokenizer / "tokenizer.json")  # a tokenizer made elsewhere: only its size
+    return None, len(pieces) if pieces is not None else None
+
+
+def check_corpus(run: RunDir) -> None:
+    """The corpus was tokenized by the run's tokenizer and built with the configuration's corpus settings."""
+    from .corpus.build import STREAM_FIELDS
+    from .corpus.reader import MANIFEST
+
+    path = run.corpus / MANIFEST
+    manifest = read_json(path)
+    rerun = "Rerun notebooks/02_corpus (`python -m nbhelpers run ... --only 02 --force`)"
+    made_with, vocab = manifest.get("tokenizer_hash"), manifest.get("vocab_size")
+    tok_hash, tok_vocab = _tokenizer(run)
+    if None not in (made_with, tok_hash) and made_with != tok_hash or None not in (vocab, tok_vocab) and vocab != tok_vocab:
+        raise StageMismatch(
+            f"{path}: the corpus was tokenized by another tokenizer (sha256 {str(made_with)[:12]}…, {vocab} pieces) "
+            f"than {run.tokenizer} holds now (sha256 {tok_hash[:12]}…, {tok_vocab} pieces): its token ids stand for "
+            f"other pieces. {rerun}, or restore the tokenizer it was built with.")
+    built = manifest.get("config") or {}
+    want = run.config.corpus
+    differ = [f"corpus.{k}={built[k]!r} when built, {getattr(want, k)!r} now" for k in STREAM_FIELDS
+              if k in built and _plain(built[k]) != _plain(getattr(want, k))]
+    if "block_len" not in built and manifest.get("block_len") != want.block_len:
+        differ.append(f"corpus.block_len={manifest.get('block_len')!r} when built, {want.block_len!r} now")
+    if differ:
+        raise StageMismatch(f"{path}: the corpus was built with other settings than this configuration: "
+                            f"{'; '.join(differ)}. {rerun}, or set them back.")
+
+
+def _plain(value: Any) -> Any:
+    """JSON's view of a value (tuples are lists, ints in a float field are floats) for comparing."""
+    return json.loads(json.dumps(value))
+
+
+def check_model(run: RunDir, stage: str) -> None:
+    """`stage`/final was trained with the run's tokenizer and has the configuration's architecture."""
+    from . import model as model_mod
+
+    final = getattr(run, stage) / "final"
+    notebook = MODEL_NOTEBOOK[stage]
+    saved = read_json(final / "config.json")
+    _, tok_vocab = _tokenizer(run)
+    if tok_vocab is not None and saved.get("vocab_size") != tok_vocab:
+        raise StageMismatch(
+            f"{final}: the model has a {saved.get('vocab_size')}-token vocabulary but {run.tokenizer} has {tok_vocab} "
+            f"pieces: it was trained with another tokenizer. Rerun notebooks/{notebook}, or restore that tokenizer.")
+    theirs, ours = _pieces(final / "tokenizer.json"), _pieces(run.tokenizer / "tokenizer.json")
+    if theirs is not None and ours is not None and theirs != ours:
+        first = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+        raise StageMismatch(
+            f"{final}: the model was trained with another tokenizer than {run.tokenizer} holds now (same size, "
+            f"but piece {first} is {theirs[first]!r} there and {ours[first]!r} here). Rerun notebooks/{notebook}, "
+            "or restore that tokenizer.")
+    want = model_mod.resolve(run.config.model)
+    differ = [f"{k}={saved.get(k)} in the model, model.{k}={getattr(want, k)} in the configuration" for k in _ARCH
+              if saved.get(k) != getattr(want, k)]
+    if differ:
+        raise StageMismatch(f"{final}: the model is not the configuration's ({'; '.join(differ)}). Rerun "
+                            f"notebooks/{MODEL_NOTEBOOK['pretrain']} (and 04), or set model.* back.")
+
+
+def _pieces(path: Path) -> list[str] | None:
+    """The vocabulary of a Hugging Face tokenizer.json (its unigram pieces, by id), or None when absent."""
+    if not path.is_file():
+        return None
+    vocab = read_json(path).get("model", {}).get("vocab")
+    return [p[0] for p in vocab] if isinstance(vocab, list) else None
+
+
+def check(run: RunDir, stage: str) -> None:
+    """Before reading `stage`'s output: it (and the corpus, when one exists) agrees with the run's inputs."""
+    if stage in ("pretrain", "sft"):
+        check_model(run, "pretrain")
+    if stage == "sft":
+        check_model(run, "sft")
+    if stage in ("corpus", "pretrain", "sft") and (run.corpus / "manifest.json").exists():
+        check_corpus(run)  # 03 trains on it; 04 replays it; 06 scores its held-out blocks

@@ -1,0 +1,93 @@
+"""Stage inputs: a stage refuses what was made from other inputs than the run holds, and names what to rerun."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+
+import pytest
+
+from nbhelpers import config, sources
+from nbhelpers import tokenizer as T
+from nbhelpers.corpus import build_corpus
+from nbhelpers.model import build_model
+from nbhelpers.provenance import StageMismatch
+from nbhelpers.rundir import RunDir
+
+OVERRIDES = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=4",
+             "model.intermediate_size=64", "corpus.block_len=64", "corpus.token_budget=6400",
+             "corpus.session_tokens=6400", "corpus.val_blocks=4", "corpus.workers=1", "corpus.min_chars=10"]
+TEXTS = list(sources.iter_texts("bundled_prose")) + list(itertools.islice(sources.iter_texts("arithmetic"), 200))
+
+
+def _tokenizer(out, vocab, texts=TEXTS):
+    settings = config.TokenizerConfig(vocab_size=vocab, sample_chars=400_000)
+    return T.train_tokenizer(texts, out, settings, progress=False)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A run as 01, 02 and 03 leave it (a 2000-piece tokenizer, a corpus, a model's final folder), and two other
+    tokenizers: 2200 pieces, and 2000 pieces trained on other text."""
+    root = tmp_path_factory.mktemp("run")
+    run = RunDir.open(root / "run", config.load("smoke", OVERRIDES + ["tokenizer.vocab_size=2000"]))
+    tok = _tokenizer(run.tokenizer, 2000)
+    build_corpus(run.config, run.tokenizer, run.corpus, progress=False)
+    run.record("tokenizer", {})
+    run.record("corpus", {})
+    final = run.pretrain / "final"
+    build_model(run.config.model, len(tok), tokenizer=tok).save_pretrained(final)
+    tok.save_pretrained(final)
+    run.record("pretrain", {})
+    _tokenizer(root / "other", 2200)
+    _tokenizer(root / "same", 2000, TEXTS[::2])
+    return run, root / "other", root / "same"
+
+
+def _copy(made, tmp_path, tokenizer=None, overrides=()):
+    run, *_ = made
+    shutil.copytree(run.root, tmp_path / "run")
+    if tokenizer is not None:
+        shutil.rmtree(tmp_path / "run" / "tokenizer")
+        shutil.copytree(tokenizer, tmp_path / "run" / "tokenizer")
+    return RunDir(tmp_path / "run", config.apply_overrides(run.config, list(overrides)))
+
+
+def test_a_consistent_run_passes(made, tmp_path):
+    run = _copy(made, tmp_path)
+    for stage in ("tokenizer", "corpus", "pretrain"):
+        run.require(stage)
+
+
+def test_a_corpus_of_another_tokenizer_names_02(made, tmp_path):
+    run = _copy(made, tmp_path, tokenizer=made[1], overrides=["tokenizer.vocab_size=2200"])
+    with pytest.raises(StageMismatch) as err:
+        run.require("corpus")  # what 03 does first
+    msg = str(err.value)
+    assert "corpus/manifest.json: the corpus was tokenized by another tokenizer" in msg
+    assert "2000 pieces" in msg and "2200 pieces" in msg and "Rerun notebooks/02_corpus" in msg
+
+
+def test_a_corpus_built_with_other_settings_names_02(made, tmp_path):
+    run = _copy(made, tmp_path, overrides=["corpus.block_len=32"])
+    with pytest.raises(StageMismatch, match=r"corpus.block_len=64 when built, 32 now.*Rerun notebooks/02_corpus"):
+        run.require("corpus")
+
+
+def test_a_model_of_another_vocabulary_names_03(made, tmp_path):
+    run = _copy(made, tmp_path, tokenizer=made[1], overrides=["tokenizer.vocab_size=2200"])
+    with pytest.raises(StageMismatch, match=r"pretrain/final: the model has a 2000-token vocabulary but .* has 2200 "
+                                            r"pieces.*Rerun notebooks/03_pretrain"):
+        run.require("pretrain")  # what 04 and 06 do first
+
+
+def test_a_model_of_another_tokenizer_of_the_same_size_names_03(made, tmp_path):
+    run = _copy(made, tmp_path, tokenizer=made[2])
+    with pytest.raises(StageMismatch, match=r"trained with another tokenizer .*same size, but piece \d+ is"):
+        run.require("pretrain")
+
+
+def test_a_model_of_another_architecture_names_03(made, tmp_path):
+    run = _copy(made, tmp_path, overrides=["model.hidden_size=64"])
+    with pytest.raises(StageMismatch, match=r"hidden_size=32 in the model, model.hidden_size=64 in the configuration"):
+        run.require("pretrain")
