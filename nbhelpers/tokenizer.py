@@ -51,7 +51,7 @@ SCORE_STEP = 1 / 32  # piece scores are rounded to this so both libraries sum pa
 UNMATCHABLE_SCORE = -1e6  # HF-side score of control and byte pieces: never chosen for text
 REQUIRED_CHARS = "".join(c for c in string.printable if c.isprintable() and c != " ")  # ASCII 0x21-0x7E
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # SentencePiece piece types
-_TOO_HIGH = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
+VOCAB_TOO_HIGH = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 
 
@@ -332,7 +332,7 @@ def train_tokenizer(inputs: Any, out_dir: str | os.PathLike, config: TokenizerCo
 
 def _explain_training_error(err: RuntimeError, cfg: TokenizerConfig, chars: int, lines: int) -> TokenizerError:
     """Turn SentencePiece's internal errors into a message that says what to change."""
-    found = _TOO_HIGH.search(str(err))
+    found = VOCAB_TOO_HIGH.search(str(err))
     if found:
         limit = int(found.group(2))
         return TokenizerError(f"vocab_size {cfg.vocab_size} is larger than {chars:,} characters in {lines:,} lines "
