@@ -57,6 +57,7 @@ class Job:
     choice: Any
     out_dir: Path
     lr_horizon: int | None = None
+    peak_flops: float | None = None  # one device's, for MFU (the planner's figure; measured there on a CPU)
 
 
 # ---------------------------------------------------------------- the stage's training set-up
@@ -67,7 +68,7 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) 
     from transformers import AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, model, platform
+    from . import device, model, planner, platform
     from .batches import PackedBatches, dist_rank_world
 
     run.require("corpus")
@@ -85,8 +86,9 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) 
     world = dist_rank_world()[1]
     budget = corpus_mod.token_budget(cfg, vocab_size)
     horizon = t.max_steps or -(-budget.total // (t.micro_batch * max(1, t.grad_accum) * world * corpus.block_len))
+    peak = planner.peak_flops(choice)
     train_cfg = platform.apply_session_limit(t)  # last: what is left of the session once the model is built
-    return Job(net, train_batches, eval_batches, tokenizer, train_cfg, choice, run.pretrain, horizon)
+    return Job(net, train_batches, eval_batches, tokenizer, train_cfg, choice, run.pretrain, horizon, peak)
 
 
 def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Job:
@@ -94,7 +96,7 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, platform, sft
+    from . import device, planner, platform, sft
 
     run.require("pretrain")
     choice = choice or device.select(cfg.train)
@@ -107,8 +109,9 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
                                                    sft.use_fixed_length(cfg, choice.backend))
     model = AutoModelForCausalLM.from_pretrained(run.pretrain / "final")
     # steps from this rank's share of an epoch; the time budget is what is left of the session now
+    peak = planner.peak_flops(choice)
     train_cfg = platform.apply_session_limit(sft.train_config(cfg, len(train_batches)))
-    return Job(model, train_batches, eval_batches, tokenizer, train_cfg, choice, run.sft)
+    return Job(model, train_batches, eval_batches, tokenizer, train_cfg, choice, run.sft, peak_flops=peak)
 
 
 JOBS = {"pretrain": pretrain_job, "sft": sft_job}
@@ -120,7 +123,7 @@ def run_job(job: Job, progress: bool = True) -> TrainResult:
 
     return loop.train(job.model, job.train_batches, job.train_cfg, job.out_dir, eval_batches=job.eval_batches,
                       tokenizer=job.tokenizer, device_choice=job.choice, lr_horizon=job.lr_horizon,
-                      progress=progress)
+                      peak_flops=job.peak_flops, progress=progress)
 
 
 def stage_dir(run: RunDir, stage: str) -> Path:

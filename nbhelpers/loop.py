@@ -23,14 +23,9 @@ CUDA) or, on XLA, step with zeroed gradients. When `max_bad_steps` consecutive s
 loop raises `BadStepsError` at the next logging or saving step, without writing a checkpoint, so
 the newest checkpoint is the last good one.
 
-Learning rate: linear warmup from 0 to `lr`, then cosine to `lr * min_lr_ratio` at the planned
-horizon (the same numbers as transformers' `get_cosine_with_min_lr_schedule_with_warmup`). On resume
-with a different horizon (or lr settings) the schedule is re-planned: still inside the warmup, the
-new plan simply replaces the old one (the LR so far is the same when `lr` and `warmup_steps` are);
-after the warmup, the LR continues from the value it had at the checkpoint and follows a new
-warmup-free half cosine to `lr * min_lr_ratio` at the new horizon. A longer horizon therefore never
-continues an already-decayed schedule and never jumps the LR; a schedule that had fully decayed
-stays at its minimum (an `lr_replan` event says so).
+The optimizer and the learning-rate schedule (warmup + cosine, re-planned when a resume asks for
+another horizon) come from `optim.py`; the checkpoint keeps the plan, so a resumed run follows it exactly.
+MFU divides by the `peak_flops` the caller passes (the planner's figure, measured there on a CPU).
 """
 
 from __future__ import annotations
@@ -45,7 +40,6 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import optim
 from .batches import BatchSource
 from .config import TrainConfig
 
@@ -76,62 +71,6 @@ class TrainingError(RuntimeError):
 
 class BadStepsError(TrainingError):
     """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-# ---------------------------------------------------------------- learning-rate plan
-
-
-def lr_factor(step: int, plan: dict[str, Any]) -> float:
-    """LR of optimizer step `step` (0-based) as a fraction of `plan["peak"]`; see the module docstring."""
-    peak, warmup, total, min_ratio = plan["peak"], plan["warmup"], plan["total"], plan["min_ratio"]
-    restart = plan.get("restart")
-    if restart is not None and step >= restart["step"]:
-        s0, l0, min_lr = restart["step"], restart["lr"], peak * min_ratio
-        progress = min(1.0, float(step - s0) / float(max(1, total - s0)))
-        return (min_lr + (l0 - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))) / peak
-    if step < warmup:
-        return float(step) / float(max(1, warmup))
-    # the same operations as transformers' cosine-with-min-lr lambda, so the numbers agree exactly
-    progress = min(1.0, float(step - warmup) / float(max(1, total - warmup)))
-    factor = 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress))
-    return max(0.0, factor * (1 - min_ratio) + min_ratio)
-
-
-def lr_at(plan: dict[str, Any], step: int) -> float:
-    """Absolute LR of optimizer step `step` under `plan`."""
-    return plan["peak"] * lr_factor(step, plan)
-
-
-def replan(saved: dict[str, Any] | None, wanted: dict[str, Any], step: int) -> tuple[dict[str, Any], str | None]:
-    """The plan to continue with after `step` steps, and a message when it changed (see the module docstring)."""
-    keys = ("peak", "warmup", "total", "min_ratio")
-    if saved is None or all(saved[k] == wanted[k] for k in keys):
-        return (saved or wanted), None
-    changed = ", ".join(f"{k} {saved[k]} -> {wanted[k]}" for k in keys if saved[k] != wanted[k])
-    if step < saved["warmup"]:
-        return dict(wanted), f"schedule re-planned inside the warmup at step {step} ({changed})"
-    current = lr_at(saved, step)
-    plan = dict(wanted, restart={"step": step, "lr": current})
-    note = (f"schedule changed at step {step} ({changed}): cosine from the current lr {current:.3g} "
-            f"to {wanted['peak'] * wanted['min_ratio']:.3g} at step {wanted['total']}")
-    if current <= wanted["peak"] * wanted["min_ratio"] * (1 + 1e-9):
-        note += "; the old schedule had fully decayed, so the lr stays at its minimum"
-    return plan, note
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, plan: dict[str, Any], step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR following `plan`, positioned after `step` completed optimizer steps."""
-    for group in optimizer.param_groups:
-        group["initial_lr"] = plan["peak"]
-        group["lr"] = plan["peak"]
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, plan=plan))
-    if step:
-        sched.last_epoch = step
-        lrs = [plan["peak"] * lr_factor(step, plan) for _ in optimizer.param_groups]  # as LambdaLR.step computes it
-        for group, lr in zip(optimizer.param_groups, lrs):
-            group["lr"] = lr
-        sched._last_lr = lrs
-    return sched
 
 
 # ---------------------------------------------------------------- backend seams
@@ -315,8 +254,8 @@ def train(
     reaches its minimum: a run whose corpus is built one session part at a time passes the steps its
     whole token budget gives, trains to the end of the data built so far (status `data_end`, no
     final/), and continues on the same schedule once more data is built. A horizon that differs from
-    the checkpoint's is re-planned as the module docstring says. `device_choice` defaults to
-    `device.select(cfg)`; `peak_flops` (one device) to the planner's figure. Returns a TrainResult;
+    the checkpoint's is re-planned (see `optim.py`). `device_choice` defaults to `device.select(cfg)`.
+    `peak_flops` is one device's peak FLOP/s for MFU (`planner.peak_flops`; None: no MFU). Returns a TrainResult;
     raises BadStepsError after `cfg.max_bad_steps` consecutive non-finite steps.
     """
     return _Trainer(model, train_batches, cfg, Path(out_dir), eval_batches or {}, tokenizer, total_steps,
@@ -324,13 +263,17 @@ def train(
 
 
 class _Trainer:
-    """State of one `train` call; `run()` is the loop."""
+    """One `train` call: `__init__` sets everything up (device, model, optimizer, resume, schedule); `run()` trains."""
 
     def __init__(self, model, train_batches, cfg, out_dir, eval_batches, tokenizer, total_steps,
                  device_choice, hooks, peak_flops, progress, lr_horizon=None) -> None:
         self.t0 = time.perf_counter()
         self.cfg, self.out_dir, self.tokenizer = cfg, out_dir, tokenizer
         self.train_batches, self.eval_batches = train_batches, eval_batches
+        self.ckpt_root = out_dir / "checkpoints"
+        self.log_every = max(1, cfg.log_every)
+
+        # device and processes
         if device_choice is None:
             from .device import select
 
@@ -342,6 +285,8 @@ class _Trainer:
         self.device = self.hooks.device(device_choice)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+
+        # steps and shapes
         self.accum = max(1, cfg.grad_accum)
         self.total = int(total_steps or cfg.max_steps or len(train_batches) // self.accum)
         if self.total <= 0:
@@ -351,21 +296,74 @@ class _Trainer:
         if self.horizon < self.total:
             raise TrainingError(f"lr_horizon={self.horizon} is before the last step {self.total}: the schedule "
                                 "would sit at its minimum for the rest; pass a horizon >= total_steps")
-        self._check_inputs(model)
+        self.micro_shape = self._check_inputs(model)  # (B, T)
+        self.tokens_per_step = self.micro_shape[0] * self.micro_shape[1] * self.accum * self.world
+
+        # model, optimizer, scaler
         self.raw = model.to(self.device)
         if cfg.gradient_checkpointing:
             enable_checkpointing(self.raw)
         self.raw.train()
-        self.optimizer = self._make_optimizer()
+        self.params = [p for p in self.raw.parameters() if p.requires_grad]
+        try:
+            self.optimizer = optim.build_optimizer(self.raw, cfg, device_choice.backend)
+        except optim.OptimizerError as err:
+            raise TrainingError(str(err)) from err
+        peaks = [group["lr"] for group in self.optimizer.param_groups]  # before a checkpoint's groups replace them
         self.scaler = torch.amp.GradScaler(self.device.type) if device_choice.use_grad_scaler else None
-        self.peak_flops = peak_flops
-        self.progress = progress
-        self.ckpt_root = out_dir / "checkpoints"
+
+        # the newest complete checkpoint, and the schedule from there
+        if self.main:
+            self.ckpt_root.mkdir(parents=True, exist_ok=True)
+        self.start, self.start_micro, saved_plan, self.resumed = self._resume()
+        self.plan, self.plan_note = optim.replan(saved_plan, optim.wanted_plan(cfg, self.horizon), self.start)
+        self.scheduler = optim.make_scheduler(self.optimizer, self.plan, self.start, peaks)
+
+        # the module a step calls: sharded (XLA FSDP), DDP over ranks, compiled
+        fwd = self.hooks.wrap_model(self.raw, device_choice, cfg)
+        self.hooks.prepare_optimizer(self.optimizer)
+        self.ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # gradients alias DDP's buckets: no second copy of them (the planner counts none)
+            fwd = self.ddp = DistributedDataParallel(fwd, device_ids=ids, gradient_as_bucket_view=True)
+        self.fwd = torch.compile(fwd) if cfg.compile else fwd
+
+        # MFU: FLOPs per token over the peak of every device this run uses
+        self.fpt = flops_per_token(self.raw, self.micro_shape[1])
+        devices = self.world * (device_choice.num_devices if device_choice.backend == "xla" else 1)
+        self.peak_total = peak_flops * devices if peak_flops else None
+
+        # device-side counters, read on the host only at logging and saving steps
+        zeros_i = torch.zeros((), dtype=torch.int32, device=self.device)
+        self.bad_run, self.bad_max, self.bad_total = zeros_i, zeros_i.clone(), zeros_i.clone()
+        self.win_loss = torch.zeros((), device=self.device)  # sum of the window's good step losses
+        self.win_good = torch.zeros((), device=self.device)  # good steps in the window
+        self.gnorm = torch.zeros((), device=self.device)
+
+        # host-side figures
+        self.win_steps, self.win_t0, self.loop_t0 = 0, self.t0, self.t0
+        self.last_loss: float | None = None
+        self.last_tps: float | None = None
+        self.last_mfu: float | None = None
+        self.last_eval: dict[str, dict[str, float]] = {}
+        self.step_s: float | None = None  # seconds per step, measured per logging window
+        self.eval_s = 0.0
+        param_bytes = sum(p.numel() * 4 for p in self.params)
+        self.save_s = 0.5 + 3 * param_bytes / 100e6  # weights + 2 AdamW moments at ~100 MB/s until measured
+        self.saved_step = self.start if self.resumed else None
+
+        # outputs (closed at the end of run)
+        self.metrics = _Metrics(out_dir / METRICS_FILE, self.main, keep_until=self.start if self.resumed else -1)
+        self.bar = (tqdm(total=self.total, initial=self.start, desc="train", dynamic_ncols=True, disable=not progress)
+                    if self.main else None)
 
     # ------------------------------------------------------------ setup
 
-    def _check_inputs(self, model: torch.nn.Module) -> None:
-        """Clear errors for data and tokenizers that do not fit the model, before any work."""
+    def _check_inputs(self, model: torch.nn.Module) -> tuple[int, int]:
+        """The micro-batch shape (B, T); clear errors for data and tokenizers that do not fit the model."""
         from .model import check_compatible
 
         first = self.train_batches.batch(0)
@@ -379,31 +377,7 @@ class _Trainer:
         if int(ids.max()) >= vocab:
             raise TrainingError(f"token id {int(ids.max())} in batch(0) is outside the model's vocab_size={vocab}: "
                                 "the corpus was tokenized with another tokenizer; rebuild it (02_corpus)")
-        self.micro_shape = tuple(ids.shape)  # (B, T)
-        self.tokens_per_step = ids.numel() * self.accum * self.world
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW (fused where the backend has it) or bitsandbytes' 8-bit AdamW; no decay on biases and norms."""
-        cfg = self.cfg
-        params = [p for p in self.raw.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        kwargs = {"lr": cfg.lr, "betas": tuple(cfg.betas)}
-        if cfg.optimizer == "adamw8bit":
-            try:
-                import bitsandbytes as bnb
-            except ImportError as err:
-                raise TrainingError("train.optimizer=adamw8bit needs bitsandbytes and a CUDA GPU "
-                                    "(pip install bitsandbytes), or use train.optimizer=adamw") from err
-            return bnb.optim.AdamW8bit(groups, **kwargs)
-        if cfg.optimizer != "adamw":
-            raise TrainingError(f"train.optimizer: expected adamw | adamw8bit, got {cfg.optimizer!r}")
-        if self.choice.backend in ("cpu", "cuda"):
-            try:  # one kernel for all parameters, and it can skip a bad step on the device
-                return torch.optim.AdamW(groups, fused=True, **kwargs)
-            except (RuntimeError, TypeError):
-                pass
-        return torch.optim.AdamW(groups, foreach=self.choice.backend != "xla" or None, **kwargs)
+        return int(ids.shape[0]), int(ids.shape[1])
 
     def _barrier(self) -> None:
         if self.world > 1:
@@ -525,11 +499,10 @@ class _Trainer:
         window_s = now - self.win_t0
         self.step_s = window_s / max(1, self.win_steps)
         tps = self.tokens_per_step * self.win_steps / window_s if window_s > 0 else None
-        peak = self.peak_total()
-        mfu = tps * self.fpt / peak if (tps and peak) else None
+        mfu = tps * self.fpt / self.peak_total if (tps and self.peak_total) else None
         loss = loss_sum / good if good else float("nan")
         self.last_loss, self.last_tps, self.last_mfu = loss, tps, mfu
-        self.metrics.write(kind="train", step=step, loss=loss, lr=lr_at(self.plan, step - 1),
+        self.metrics.write(kind="train", step=step, loss=loss, lr=optim.lr_at(self.plan, step - 1),
                            grad_norm=gnorm_sum / self.world, tokens=step * self.tokens_per_step,
                            tokens_per_s=tps, mfu=mfu, elapsed_s=round(now - self.t0, 3), bad_steps=total_bad)
         if self.bar is not None:
@@ -541,19 +514,6 @@ class _Trainer:
         self.win_good = torch.zeros_like(self.win_good)
         self.win_steps, self.win_t0 = 0, time.perf_counter()
         self._check_bad(step, longest)
-
-    def peak_total(self) -> float | None:
-        """Peak FLOP/s of every device this run uses (for MFU), measured or looked up once."""
-        if self.peak_flops is None:
-            from .planner import measure_cpu_peak_flops
-            from .planner import peak_flops as lookup
-
-            with torch.random.fork_rng(devices=[]):  # the measurement draws random matrices: keep resume exact
-                cpu_peak = measure_cpu_peak_flops(self.choice.precision, sizes=(1024,), repeats=3) \
-                    if self.choice.backend == "cpu" else None
-                self.peak_flops = lookup(self.choice, cpu_peak) or 0.0
-        devices = self.world * (self.choice.num_devices if self.choice.backend == "xla" else 1)
-        return self.peak_flops * devices if self.peak_flops else None
 
     def _evaluate(self, step: int) -> None:
         """Eval loss and perplexity on each eval source; greedy samples on rank 0 when a tokenizer is given."""
@@ -653,68 +613,36 @@ class _Trainer:
 
     # ------------------------------------------------------------ run
 
+    # ------------------------------------------------------------ run
+
     def run(self) -> TrainResult:
-        cfg = self.cfg
-        self.log_every = max(1, cfg.log_every)
-        if self.main:
-            self.ckpt_root.mkdir(parents=True, exist_ok=True)
-        start, micro, saved_plan, resumed = self._resume()
-        wanted = {"peak": cfg.lr, "warmup": cfg.warmup_steps, "total": self.horizon, "min_ratio": cfg.min_lr_ratio}
-        self.plan, plan_note = replan(saved_plan, wanted, start)
-        self.scheduler = make_scheduler(self.optimizer, self.plan, start)
-        self.metrics = _Metrics(self.out_dir / METRICS_FILE, self.main, keep_until=start if resumed else -1)
-        self.start = start
-        self.params = [p for p in self.raw.parameters() if p.requires_grad]
-        self.ddp = None
-        fwd = self.hooks.wrap_model(self.raw, self.choice, cfg)
-        self.hooks.prepare_optimizer(self.optimizer)
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            # gradients alias DDP's buckets: no second copy of them (the planner counts none)
-            fwd = self.ddp = DistributedDataParallel(fwd, device_ids=ids, gradient_as_bucket_view=True)
-        self.fwd = torch.compile(fwd) if cfg.compile else fwd
-        self.fpt = flops_per_token(self.raw, self.micro_shape[1])
-        self.peak_total()  # measured (CPU) or looked up now, before the generators are seeded or restored
-        zeros_i = torch.zeros((), dtype=torch.int32, device=self.device)
-        self.bad_run, self.bad_max, self.bad_total = zeros_i, zeros_i.clone(), zeros_i.clone()
-        self.win_loss = torch.zeros((), device=self.device)
-        self.win_good = torch.zeros((), device=self.device)
-        self.gnorm = torch.zeros((), device=self.device)
-        self.last_loss = self.last_tps = self.last_mfu = None
-        self.last_eval: dict[str, dict[str, float]] = {}
-        self.step_s: float | None = None
-        self.eval_s = 0.0
-        param_bytes = sum(p.numel() * 4 for p in self.params)
-        self.save_s = 0.5 + 3 * param_bytes / 100e6  # weights + 2 AdamW moments at ~100 MB/s until measured
-        self.saved_step = start if resumed else None
-        self.bar = (tqdm(total=self.total, initial=start, desc="train", dynamic_ncols=True, disable=not self.progress)
-                    if self.main else None)
-
-        if resumed is not None:
-            self.metrics.write(kind="event", step=start, event="resume", message=f"resumed from {resumed}")
-            ckpt.load_rng(resumed, self.rank)  # last, after everything that might draw random numbers
-        else:
-            self.metrics.write(kind="event", step=0, event="start", message=f"{self.choice.reason}",
-                               device=self.choice.summary() if hasattr(self.choice, "summary") else {},
-                               total_steps=self.total, tokens_per_step=self.tokens_per_step)
-            random.seed(cfg.seed + self.rank)
-            np.random.seed(cfg.seed + self.rank)
-            torch.manual_seed(cfg.seed + self.rank)
-        if plan_note:
-            self.metrics.write(kind="event", step=start, event="lr_replan", message=plan_note, plan=self.plan)
-            if self.bar is not None:
-                self.bar.write(plan_note)
-        if resumed is None and self.eval_batches and start < self.total:
-            self._evaluate(0)  # the starting point of the eval curve
-
-        status, step = "done", start
-        counts: dict[int, int] = {}
-        stream = self.hooks.device_batches(_cpu_groups(self.train_batches, micro, self.accum, counts, start), self.device)
-        self.win_steps, self.win_t0 = 0, time.perf_counter()
-        self.loop_t0 = self.win_t0
+        """Train from the start (or checkpoint) step to the end or the time budget; checkpoint; write final/."""
+        cfg, start = self.cfg, self.start
+        status, step, micro, final_dir = "done", start, self.start_micro, None
+        stream = None
         try:
+            if self.resumed is not None:
+                self.metrics.write(kind="event", step=start, event="resume", message=f"resumed from {self.resumed}")
+                ckpt.load_rng(self.resumed, self.rank)  # last, after everything that might draw random numbers
+            else:
+                self.metrics.write(kind="event", step=0, event="start", message=f"{self.choice.reason}",
+                                   device=self.choice.summary() if hasattr(self.choice, "summary") else {},
+                                   total_steps=self.total, tokens_per_step=self.tokens_per_step)
+                random.seed(cfg.seed + self.rank)
+                np.random.seed(cfg.seed + self.rank)
+                torch.manual_seed(cfg.seed + self.rank)
+            if self.plan_note:
+                self.metrics.write(kind="event", step=start, event="lr_replan", message=self.plan_note, plan=self.plan)
+                if self.bar is not None:
+                    self.bar.write(self.plan_note)
+            if self.resumed is None and self.eval_batches and start < self.total:
+                self._evaluate(0)  # the starting point of the eval curve
+
+            counts: dict[int, int] = {}
+            stream = self.hooks.device_batches(_cpu_groups(self.train_batches, micro, self.accum, counts, start),
+                                               self.device)
+            self.win_steps, self.win_t0 = 0, time.perf_counter()
+            self.loop_t0 = self.win_t0
             while step < self.total:
                 group = next(stream)
                 self._step(group, counts.pop(step))
@@ -736,27 +664,20 @@ class _Trainer:
                     if self.saved_step != step:
                         self._save(step, micro)
                     status = "time_budget"
-                    msg = (f"time budget train.max_minutes={cfg.max_minutes} reached after step {step} of "
-                           f"{self.total}; checkpoint saved, run again to continue")
-                    self.metrics.write(kind="event", step=step, event="time_budget", message=msg)
-                    if self.bar is not None:
-                        self.bar.write(msg)
+                    self._event(step, "time_budget", f"time budget train.max_minutes={cfg.max_minutes} reached after "
+                                f"step {step} of {self.total}; checkpoint saved, run again to continue")
                     break
-            final_dir = None
             if status == "done" and self.saved_step != step:  # e.g. resumed at the end already
                 self._save(step, micro)
             if status == "done" and step < self.horizon:
                 status = "data_end"
-                msg = (f"the {self.total} steps the data gives are done, the schedule runs to step {self.horizon}: "
-                       "build more corpus and run again to continue")
-                self.metrics.write(kind="event", step=step, event="data_end", message=msg)
-                if self.bar is not None:
-                    self.bar.write(msg)
+                self._event(step, "data_end", f"the {self.total} steps the data gives are done, the schedule runs "
+                            f"to step {self.horizon}: build more corpus and run again to continue")
             if status == "done":
                 final_dir = self._write_final()
                 self.metrics.write(kind="event", step=step, event="done", message=f"final model in {final_dir}")
         finally:
-            if hasattr(stream, "close"):  # stops a prefetching loader's thread (XLA)
+            if stream is not None and hasattr(stream, "close"):  # stops a prefetching loader's thread (XLA)
                 stream.close()
             if self.bar is not None:
                 self.bar.close()
@@ -764,7 +685,13 @@ class _Trainer:
         return TrainResult(
             status=status, step=step, total_steps=self.total, out_dir=self.out_dir,
             metrics_path=self.out_dir / METRICS_FILE, checkpoint=ckpt.latest(self.ckpt_root), final_dir=final_dir,
-            resumed_from=start if resumed is not None else None, train_loss=self.last_loss, eval=dict(self.last_eval),
-            tokens_per_s=self.last_tps, mfu=self.last_mfu,
+            resumed_from=start if self.resumed is not None else None, train_loss=self.last_loss,
+            eval=dict(self.last_eval), tokens_per_s=self.last_tps, mfu=self.last_mfu,
             device=self.choice.summary() if hasattr(self.choice, "summary") else {},
         )
+
+    def _event(self, step: int, event: str, message: str) -> None:
+        """An event record, also shown under the progress bar."""
+        self.metrics.write(kind="event", step=step, event=event, message=message)
+        if self.bar is not None:
+            self.bar.write(message)

@@ -14,6 +14,7 @@ achieved FLOP/s (tokens/s times this figure) divided by the hardware's peak.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -73,10 +74,11 @@ def measure_cpu_peak_flops(precision: str = "fp32", sizes: tuple[int, ...] = (10
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    gen = torch.Generator().manual_seed(0)  # its own generator: the global one (a run's seed) is left alone
     best = 0.0
     for n in sizes:
-        a = torch.randn(n, n, dtype=dtype)
-        b = torch.randn(n, n, dtype=dtype)
+        a = torch.randn(n, n, generator=gen).to(dtype)
+        b = torch.randn(n, n, generator=gen).to(dtype)
         out = torch.empty(n, n, dtype=dtype)
         torch.mm(a, b, out=out)  # warm-up: thread pool and caches
         for _ in range(repeats):
@@ -86,15 +88,21 @@ def measure_cpu_peak_flops(precision: str = "fp32", sizes: tuple[int, ...] = (10
     return best
 
 
+@functools.cache
+def cpu_peak_flops(precision: str = "fp32") -> float:
+    """`measure_cpu_peak_flops` once per process: the plan and the training job share the figure."""
+    return measure_cpu_peak_flops(precision)
+
+
 def peak_flops(choice: DeviceChoice, cpu_peak: float | None = None) -> float | None:
-    """Peak FLOP/s of ONE device of `choice` in its precision; the CPU uses `cpu_peak` or measures it."""
+    """Peak FLOP/s of ONE device of `choice` in its precision; a CPU uses `cpu_peak`, else measures it once."""
     if choice.backend == "cpu":
-        return cpu_peak if cpu_peak is not None else measure_cpu_peak_flops(choice.precision)
+        return cpu_peak if cpu_peak is not None else cpu_peak_flops(choice.precision)
     name = choice.name
     if choice.backend == "xla" and any(k in name.lower() for k in _TPU_V5E_NAMES):
         return PEAK_FLOPS["v5e"].get(choice.precision)
     if choice.backend == "xla" and "CPU" in name.upper():
-        return cpu_peak if cpu_peak is not None else measure_cpu_peak_flops("fp32")
+        return cpu_peak if cpu_peak is not None else cpu_peak_flops("fp32")
     for key, table in PEAK_FLOPS.items():
         if key in name:
             return table.get(choice.precision)

@@ -159,18 +159,14 @@ def data_name_problem(name: str) -> str | None:
 def read_hub(src: sources.Source, limit: int = 0, on_invalid: str = "error",
              errors: list[str] | None = None) -> list[Example]:
     """Examples from a hub instruction dataset: prompt fields joined by a blank line, the target field as is."""
-    import datasets
-
     prompt_fields, target_field = _hub_fields(src.text_field, src.name)
-    try:
-        ds = datasets.load_dataset(src.location, src.config, split=src.split, revision=src.revision, streaming=True)
-        rows = iter(ds)
+    try:  # the corpus sources' loading call: no loading scripts, $NBHELPERS_HUB_MIRROR honoured
+        rows = iter(sources.open_hub(src))
         first = next(rows, None)
-    except Exception as err:  # no network, unknown id, gated: all become one message naming the dataset
-        raise InstructionDataError(
-            f"instruction dataset {src.name!r} ({src.location}) could not be loaded from the Hugging Face hub: "
-            f"{type(err).__name__}: {str(err)[:300]}. Offline, export it to JSONL of prompt/target and use "
-            "files:PATH, or use bundled_instructions / arithmetic_instructions") from err
+    except Exception as err:  # no network, unknown id, gated, a loading script: one message naming the dataset
+        offline = "bundled_instructions, arithmetic_instructions or files:PATH (JSONL of prompt/target)"
+        cause = err if isinstance(err, sources.SourceError) else sources.hub_error(src, err, offline)
+        raise InstructionDataError(f"instruction {cause}") from err
     if first is None:
         return []
     missing = [f for f in [*prompt_fields, target_field] if f not in first]

@@ -6,9 +6,12 @@ import glob
 import gzip
 import html.parser
 import importlib.resources
+import itertools
 import json
+import os
 import random
 import re
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,30 +29,61 @@ class Source:
     name: str
     kind: str  # hub | files | bundled | arithmetic | debian
     location: str  # hub dataset id, file glob, bundled file name, or "" for generators
-    config: str | None = None  # hub dataset configuration
+    config: str | None = None  # hub: the repository's configuration (README `configs:`) that `files` belong to
     revision: str | None = None  # hub git revision (pin it for reproducible corpora)
     split: str = "train"
-    text_field: str = "text"  # column holding the text ("messages" joins chat turns)
+    text_field: str = "text"  # the row's text: a field, or FIELD+FIELD joined by newlines (see hub_texts)
     math: bool = False  # math text is exempt from symbol thinning
     licence: str = ""
     description: str = ""
+    files: str = ""  # hub: the split's data files in the repository (glob, {split} = split), read directly
 
 
 # The report's four corpora plus the offline sources. Edit weights in CorpusConfig.mixture, not here.
+#
+# Hub entries read their data files directly (`files`, at a pinned revision where one is known) with datasets'
+# parquet/json readers: no loading script runs (datasets>=4 refuses them), only the needed files are listed
+# (not every configuration of a repository with hundreds), and a partial local copy reads the same way. What
+# each entry relies on, as found on the hub (tests/test_hub_contracts.py builds local copies in these formats
+# and reads them through open_hub):
+# - wikimedia/wikipedia: parquet, README `configs:` map 20231101.ja to 20231101.ja/train-*, 15 shards
+#   train-000NN-of-00015.parquet; fields id, url, title, text. Public projects that download these shards pin
+#   this revision and these names.
+# - hpprc/jawiki-books: parquet, one README config (path 2024-04-01/train-*, file train-00000-of-00001.parquet,
+#   74 MB); fields id, url, title, text (and paragraphs). Repository tree and README at commit 337c80f on the
+#   hub; not pinned: only that short id was found.
+# - allenai/c4: gzipped JSON lines, config ja = multilingual/c4-ja.tfrecord-NNNNN-of-01024.json.gz (validation:
+#   c4-ja-validation.tfrecord-NNNNN-of-00008.json.gz); fields text, timestamp, url. The viewer shows the config
+#   ja; public projects download these file names. Not pinned: the history of multilingual/ ends at f1d4420
+#   "mC4 3.1.0" (2023-04-11), whose full id was not found.
+# - elyza/JaMARD: the repository ships JaMARD.py, so datasets>=4 refuses the repository whatever data_files or
+#   config is passed (datasets' load.py checks for <name>.py first), and the hub has no parquet conversion of
+#   it (its viewer is disabled: "requires arbitrary Python code execution"). Its data are plain parquet files,
+#   data/{train,validation,test}.parquet (train 231,287,917 bytes at the pinned revision, as pinned by a public
+#   project), in the script's `raw` form: gold_answer, instruction, responses, accuracy>0, accuracy,
+#   true_responses, false_responses, answers, source (README_JA.md: raw train 17,897 questions). The script's
+#   default `messages` form pairs each question with each verified answer (46,167 rows); we do the same from
+#   the raw files: one document per distinct entry of true_responses, after its question.
+# - kunishou/databricks-dolly-15k-ja: one JSON file (an array of objects) at the repository root, no configs;
+#   fields instruction, input, output, category, index. Revision: the repository tree at 6391034.
 REGISTRY: dict[str, Source] = {
     s.name: s
     for s in [
-        Source("wikipedia_ja", "hub", "wikimedia/wikipedia", config="20231101.ja", revision="main",
+        Source("wikipedia_ja", "hub", "wikimedia/wikipedia", config="20231101.ja",
+               revision="b04c8d1ceb2f5cd4588862100d08de323dccfbaa", files="20231101.ja/train-*.parquet",
                licence="CC BY-SA 4.0", description="Japanese Wikipedia, 2023-11-01 dump (about 1.4M articles)"),
-        Source("wikibooks_ja", "hub", "hpprc/jawiki-books", revision="main",
+        Source("wikibooks_ja", "hub", "hpprc/jawiki-books", revision="main", files="2024-04-01/train-*.parquet",
                licence="CC BY-SA 3.0", description="Japanese Wikibooks textbooks"),
         Source("c4_ja", "hub", "allenai/c4", config="ja", revision="main",
+               files="multilingual/c4-ja.tfrecord-*-of-01024.json.gz",
                licence="ODC-BY", description="Japanese part of multilingual C4 (mC4), web text"),
-        Source("jamard", "hub", "elyza/JaMARD", revision="main", text_field="messages", math=True,
-               licence="MIT", description="JaMARD: Japanese math word problems with verified chain-of-thought "
-               "answers (loading script: needs datasets<4 and trust_remote_code)"),
+        Source("jamard", "hub", "elyza/JaMARD", revision="82e107d209dec19e17a76d76425452c81b192755",
+               files="data/{split}.parquet", text_field="instruction+true_responses", math=True,
+               licence="MIT", description="JaMARD: Japanese math word problems, each with its verified "
+               "chain-of-thought answers (read from its parquet files: its loading script is not run)"),
         # Instruction pairs for 04 (sft.data), not for the corpus mixture: text_field is PROMPT[+CONTEXT]>TARGET.
-        Source("dolly_ja", "hub", "kunishou/databricks-dolly-15k-ja", revision="main",
+        Source("dolly_ja", "hub", "kunishou/databricks-dolly-15k-ja",
+               revision="6391034b0126850543299cda071dc6281c31a6fb", files="databricks-dolly-15k-ja.json",
                text_field="instruction+input>output", licence="CC BY-SA 3.0",
                description="databricks-dolly-15k in Japanese: about 15k instruction/response pairs (for sft.data)"),
         Source("bundled_prose", "bundled", "prose_ja.jsonl", licence="Apache-2.0",
@@ -83,7 +117,8 @@ def resolve(name: str) -> Source:
 def registry_table() -> list[dict[str, Any]]:
     """The registry as rows for a notebook table."""
     return [{"name": s.name, "kind": s.kind, "location": s.location, "config": s.config, "revision": s.revision,
-             "text_field": s.text_field, "math": s.math, "licence": s.licence, "description": s.description}
+             "files": s.files, "text_field": s.text_field, "math": s.math, "licence": s.licence,
+             "description": s.description}
             for s in REGISTRY.values()]
 
 
@@ -107,37 +142,121 @@ def iter_texts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
 
 # ---------------------------------------------------------------- hub
 
+HUB_MIRROR_ENV = "NBHELPERS_HUB_MIRROR"  # a folder of hub dataset repositories (<owner>/<name>/...) read instead
+# datasets' words for a repository holding a loading script: >=4 refuses it, 3.x wants trust_remote_code=True
+_SCRIPT_REFUSED = ("scripts are no longer supported", "trust_remote_code")
+_NO_FILES = ("Unable to find", "data_files are invalid", "No (supported) data files")  # datasets: nothing matched
 
-def _row_text(src: Source, row: dict[str, Any]) -> str:
-    value = row.get(src.text_field)
-    if isinstance(value, list):  # chat-style rows: [{"role": ..., "content": ...}, ...]
-        return "\n".join(m.get("content", "") if isinstance(m, dict) else str(m) for m in value)
-    return value if isinstance(value, str) else ""
+
+def _mirror_dir(src: Source) -> str | None:
+    """The local copy of a hub source's repository under $NBHELPERS_HUB_MIRROR, or None to read the hub.
+
+    The copy is laid out as on the hub (`hf download REPO --repo-type dataset --local-dir MIRROR/REPO`, or just
+    the files an entry reads: hub_download_command). This is the one place open_hub takes its location from:
+    the contract tests point it at local trees in the real formats, and nothing else about the loading differs.
+    """
+    mirror = os.environ.get(HUB_MIRROR_ENV)
+    if not mirror:
+        return None
+    root = os.path.join(mirror, src.location)
+    if not os.path.isdir(root):
+        raise SourceError(f"source {src.name!r}: {HUB_MIRROR_ENV}={mirror} has no folder {root}; copy the "
+                          f"repository there with `{hub_download_command(src, mirror)}`, or unset "
+                          f"{HUB_MIRROR_ENV} to read from the Hugging Face hub")
+    return root
+
+
+def hub_download_command(src: Source, mirror: str = "DIR") -> str:
+    """The `hf download` command that copies what `src` reads into a mirror folder."""
+    revision = f" --revision {src.revision}" if src.revision else ""
+    include = f" --include '{src.files.format(split=src.split)}'" if src.files else ""
+    return (f"hf download {src.location} --repo-type dataset{revision}{include} "
+            f"--local-dir {os.path.join(mirror, src.location)}")
+
+
+def open_hub(src: Source) -> Any:
+    """The one loading call of a hub source: a streaming datasets.IterableDataset of its rows.
+
+    An entry with `files` reads them with datasets' own parquet/json reader; one without (`hub:ID` in sft.data)
+    goes through the repository, whose README `configs:` say which files a config and split are. No loading
+    script is ever run (no trust_remote_code).
+    """
+    import datasets
+
+    local = _mirror_dir(src)
+    if not src.files:
+        return datasets.load_dataset(local or src.location, src.config, split=src.split, revision=src.revision,
+                                     streaming=True)
+    pattern = src.files.format(split=src.split)
+    at = f"@{urllib.parse.quote(src.revision, safe='')}" if src.revision else ""
+    root = local or f"hf://datasets/{src.location}{at}"  # the files at the pinned revision, as datasets addresses them
+    reader = "parquet" if pattern.endswith(".parquet") else "json"
+    return datasets.load_dataset(reader, data_files={src.split: f"{root}/{pattern}"}, split=src.split,
+                                 streaming=True)
+
+
+def hub_error(src: Source, err: Exception, offline: str = "bundled_prose, arithmetic or files:GLOB") -> SourceError:
+    """A SourceError naming the source, what went wrong and what to do instead (`offline`: sources to use)."""
+    text = str(err)
+    if any(m in text for m in _SCRIPT_REFUSED):
+        hint = (" The repository ships a loading script, which datasets>=4 refuses and nbhelpers never runs: read "
+                "its data files instead (a registry entry with files=PATTERN), or download them and use files:GLOB.")
+    elif isinstance(err, ValueError) and "BuilderConfig" in text:
+        hint = (f" The repository has no configuration {src.config!r} (any more): use one it lists, or pin a "
+                "revision that has it.")
+    elif src.files and (isinstance(err, FileNotFoundError) or any(m in text for m in _NO_FILES)):
+        hint = f" {_no_files(src)}"
+    else:
+        hint = (f" Offline, use {offline} instead, or copy the data first with "
+                f"`{hub_download_command(src)}` and set {HUB_MIRROR_ENV}=DIR.")
+    where = ", ".join(f"{k} {v}" for k, v in (("config", src.config), ("revision", src.revision)) if v)
+    return SourceError(f"source {src.name!r} ({src.location}{', ' + where if where else ''}) could not be loaded "
+                       f"from the Hugging Face hub: {type(err).__name__}: {text[:300].rstrip('.')}.{hint}")
+
+
+def _no_files(src: Source) -> str:
+    return (f"The repository has no files {src.files!r} at revision {src.revision}, or they hold no rows: the "
+            "registry entry's files or revision must follow the repository.")
+
+
+def _field_texts(value: Any) -> list[str]:
+    """The texts one field gives: a non-blank string, or each distinct non-blank string of a list."""
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, list):
+        return list(dict.fromkeys(v for v in value if isinstance(v, str) and v.strip()))
+    return []
+
+
+def hub_texts(src: Source, row: dict[str, Any]) -> list[str]:
+    """The documents of one hub row: the fields of text_field (FIELD or FIELD+FIELD...) joined by newlines.
+
+    A field holding a list of strings gives one document per distinct string (JaMARD: a question followed by
+    each of its verified answers); a row missing any part gives none, so no document is empty or half.
+    """
+    parts = [_field_texts(row.get(field)) for field in src.text_field.split("+")]
+    return ["\n".join(combo) for combo in itertools.product(*parts)]
 
 
 def _iter_hub(src: Source) -> Iterator[str]:
-    """Stream a hub dataset; an unreachable hub is a clear error naming the source."""
-    import datasets
-
+    """Stream a hub dataset's documents; an unreachable hub, a missing config or a script names the source."""
     try:
-        ds = datasets.load_dataset(src.location, src.config, split=src.split, revision=src.revision, streaming=True)
-        rows = iter(ds)
+        rows = iter(open_hub(src))
         first = next(rows, None)
+    except SourceError:
+        raise
     except Exception as err:  # connection errors, missing configs, loading scripts: all name the source
-        hint = ""
-        if "script" in str(err).lower():
-            hint = (" This dataset uses a loading script, which datasets>=4 refuses: install 'datasets<4' and pass "
-                    "trust_remote_code, or export it to files and use files:GLOB.")
-        raise SourceError(f"source {src.name!r} ({src.location}, config {src.config}) could not be loaded from the "
-                          f"Hugging Face hub: {type(err).__name__}: {str(err)[:300]}.{hint} Offline, use "
-                          "bundled_prose, arithmetic or files:GLOB instead.") from err
-    if first is None:
-        return
-    if src.text_field not in first:
-        raise SourceError(f"source {src.name!r}: rows have no field {src.text_field!r}; fields: {sorted(first)}")
-    yield _row_text(src, first)
+        raise hub_error(src, err) from err
+    if first is None:  # datasets<5 streams nothing where a pattern matches no file
+        raise SourceError(f"source {src.name!r} ({src.location}): no rows in split {src.split!r}. "
+                          + (_no_files(src) if src.files else "The repository has no data files for it."))
+    missing = [f for f in src.text_field.split("+") if f not in first]
+    if missing:
+        raise SourceError(f"source {src.name!r} ({src.location}): rows have no field(s) {missing}; fields: "
+                          f"{sorted(first)}")
+    yield from hub_texts(src, first)
     for row in rows:
-        yield _row_text(src, row)
+        yield from hub_texts(src, row)
 
 
 # ---------------------------------------------------------------- local files

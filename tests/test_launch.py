@@ -104,6 +104,18 @@ def test_a_failure_without_a_worker_message_names_the_exit_code_and_the_tail(tmp
     assert "exit code 1" in str(err) and str(err).endswith("OSError: disk full")
 
 
+def test_the_job_carries_the_planners_peak_into_the_loops_mfu(tmp_path, monkeypatch):
+    """MFU's peak comes from the planner (measured there on a CPU, once per process), not from the loop."""
+    from nbhelpers import planner
+
+    monkeypatch.setattr(planner, "cpu_peak_flops", lambda precision="fp32": 2.5e9)
+    run = prepared_run(tmp_path / "peak", ["train.micro_batch=4", "train.max_steps=2", "train.eval_every=0"])
+    job = launch.pretrain_job(run.config, run, choice=choice())
+    assert job.peak_flops == 2.5e9
+    result = launch.run_job(job, progress=False)
+    assert result.mfu == pytest.approx(result.tokens_per_s * loop.flops_per_token(job.model, BLOCK) / 2.5e9)
+
+
 def test_stage_must_be_known(tmp_path):
     with pytest.raises(ValueError, match="stage: expected pretrain"):
         launch.stage_dir(RunDir(tmp_path, config.load("smoke")), "tokenizer")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from loop_tiny import VOCAB, blocks, cpu_choice, tiny_model, tiny_tokenizer, train_cfg
 
-from nbhelpers import checkpoint, loop
+from nbhelpers import checkpoint, loop, optim
 from nbhelpers.batches import ArrayBlocks, PackedBatches
 from nbhelpers.checkpoint import CheckpointMismatch
 from nbhelpers.model import ModelError
@@ -103,32 +103,32 @@ def test_lr_plan_matches_transformers_cosine_with_min_lr():
     hf = get_cosine_with_min_lr_schedule_with_warmup(opt, num_warmup_steps=10, num_training_steps=100,
                                                      min_lr_rate=0.1)
     plan = {"peak": 3e-4, "warmup": 10, "total": 100, "min_ratio": 0.1}
-    ours = loop.make_scheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), plan)
+    ours = optim.make_scheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), plan)
     for step in range(100):
         assert ours.get_last_lr()[0] == pytest.approx(hf.get_last_lr()[0], rel=1e-12, abs=1e-15), step
-        assert ours.get_last_lr()[0] == pytest.approx(loop.lr_at(plan, step), rel=1e-12, abs=1e-15)
+        assert ours.get_last_lr()[0] == pytest.approx(optim.lr_at(plan, step), rel=1e-12, abs=1e-15)
         hf.step()
         ours.step()
     # positioned directly at a step, as on resume
-    jumped = loop.make_scheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), plan, 37)
-    assert jumped.get_last_lr()[0] == loop.lr_at(plan, 37)
+    jumped = optim.make_scheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), plan, 37)
+    assert jumped.get_last_lr()[0] == optim.lr_at(plan, 37)
 
 
 def test_replan_rules():
     old = {"peak": 1e-3, "warmup": 10, "total": 100, "min_ratio": 0.1}
-    assert loop.replan(old, dict(old), 50) == (old, None)
+    assert optim.replan(old, dict(old), 50) == (old, None)
     longer = dict(old, total=200)
-    inside, note = loop.replan(old, longer, 5)  # still warming up: the new plan as is, same LR so far
+    inside, note = optim.replan(old, longer, 5)  # still warming up: the new plan as is, same LR so far
     assert inside == longer and "warmup" in note
-    assert loop.lr_at(inside, 5) == loop.lr_at(old, 5)
-    plan, note = loop.replan(old, longer, 60)
-    assert loop.lr_at(plan, 60) == pytest.approx(loop.lr_at(old, 60))  # no jump
-    assert loop.lr_at(plan, 200) == pytest.approx(1e-4)  # reaches the minimum at the new horizon
-    lrs = [loop.lr_at(plan, s) for s in range(60, 201)]
+    assert optim.lr_at(inside, 5) == optim.lr_at(old, 5)
+    plan, note = optim.replan(old, longer, 60)
+    assert optim.lr_at(plan, 60) == pytest.approx(optim.lr_at(old, 60))  # no jump
+    assert optim.lr_at(plan, 200) == pytest.approx(1e-4)  # reaches the minimum at the new horizon
+    lrs = [optim.lr_at(plan, s) for s in range(60, 201)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
-    assert all(loop.lr_at(plan, s) > loop.lr_at(old, s) for s in range(61, 100))  # not the old decay
-    flat, note = loop.replan(old, longer, 100)
-    assert "fully decayed" in note and loop.lr_at(flat, 150) == pytest.approx(1e-4)
+    assert all(optim.lr_at(plan, s) > optim.lr_at(old, s) for s in range(61, 100))  # not the old decay
+    flat, note = optim.replan(old, longer, 100)
+    assert "fully decayed" in note and optim.lr_at(flat, 150) == pytest.approx(1e-4)
 
 
 class _StopAfter(loop.Hooks):
@@ -151,9 +151,9 @@ def test_longer_horizon_on_resume_continues_lr_and_decays_to_new_end(tmp_path):
     events = [r for r in _records(tmp_path, "event") if r["event"] == "lr_replan"]
     assert len(events) == 1 and events[0]["step"] == 12
     lr = {r["step"]: r["lr"] for r in _records(tmp_path, "train")}  # record of step s: the lr of step index s-1
-    assert lr[13] == pytest.approx(loop.lr_at(old_plan, 12), rel=1e-9)  # continues where it was
+    assert lr[13] == pytest.approx(optim.lr_at(old_plan, 12), rel=1e-9)  # continues where it was
     assert lr[32] == pytest.approx(1e-4 + (lr[13] - 1e-4) * 0.5 * (1 + math.cos(math.pi * 19 / 20)), rel=1e-9)
-    assert all(lr[s] > loop.lr_at(old_plan, s - 1) for s in range(14, 17))  # not the old, nearly decayed curve
+    assert all(lr[s] > optim.lr_at(old_plan, s - 1) for s in range(14, 17))  # not the old, nearly decayed curve
     assert all(lr[s] >= lr[s + 1] for s in range(13, 32))
 
 
@@ -249,18 +249,35 @@ def test_finished_run_resumes_to_nothing_and_keeps_last_k(tmp_path):
     assert first.checkpoint == again.checkpoint
 
 
-def test_interrupted_run_resumes_exactly_with_dropout_and_measured_peak(tmp_path):
-    """In-process version of the kill test; the CPU peak measurement must not disturb the generators."""
+def test_interrupted_run_resumes_exactly_with_dropout(tmp_path):
+    """In-process version of the kill test, with dropout drawing from the restored generators."""
     def run(out, hooks=None):
         src = PackedBatches(ArrayBlocks(blocks()), 4, seed=3)
         return loop.train(tiny_model(), src, train_cfg(max_steps=12, save_every=4), out, device_choice=cpu_choice(),
-                          hooks=hooks, progress=False)  # dropout 0.1; peak_flops measured
+                          hooks=hooks, peak_flops=1e10, progress=False)  # dropout 0.1
 
     run(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", _StopAfter(6))
     assert run(tmp_path / "b").resumed_from == 4
     assert [r["loss"] for r in _records(tmp_path / "a", "train")] == [r["loss"] for r in _records(tmp_path / "b", "train")]
+
+
+def test_the_loop_measures_no_peak_mfu_needs_the_callers(tmp_path, monkeypatch):
+    """MFU divides by the peak the caller passes (the planner's); the loop never benchmarks the CPU itself."""
+    from nbhelpers import planner
+
+    def no_benchmark(*args, **kwargs):
+        raise AssertionError("the loop ran the CPU matmul benchmark")
+
+    monkeypatch.setattr(planner, "measure_cpu_peak_flops", no_benchmark)
+    src = PackedBatches(ArrayBlocks(blocks()), 4, seed=3)
+    result = loop.train(tiny_model(), src, train_cfg(max_steps=2), tmp_path, device_choice=cpu_choice(),
+                        progress=False)
+    assert result.mfu is None and all(r["mfu"] is None for r in _records(tmp_path, "train"))
+    given = loop.train(tiny_model(), src, train_cfg(max_steps=2), tmp_path / "b", device_choice=cpu_choice(),
+                       peak_flops=1e10, progress=False)
+    assert given.mfu == pytest.approx(given.tokens_per_s * loop.flops_per_token(tiny_model(), 16) / 1e10)
 
 
 def test_gradient_accumulation_equals_one_big_micro_batch(tmp_path):
