@@ -81,14 +81,6 @@ else:
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
 @pytest.mark.parametrize("started_from", ["main", "thread"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -96,7 +88,8 @@ def test_corpus_processes_end_when_their_parent_is_killed(tmp_path, sig, started
     import json
     import subprocess
     import sys
-    import time
+
+    from proc_state import survivors
 
     text = tmp_path / "prose.txt.gz"  # gzipped: read by a feeder process (plain text is read by the workers)
     text.write_bytes(gzip.compress("\n\n".join(f"{i}番目の文書です。春の朝、駅前の桜が咲き始めました。" * 3
@@ -109,10 +102,7 @@ def test_corpus_processes_end_when_their_parent_is_killed(tmp_path, sig, started
         assert len(children) == 3  # two workers and the gzipped file's feeder
         os.kill(proc.pid, sig)  # the kernel dies: no cleanup runs in it
         proc.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        while any(_alive(p) for p in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = [p for p in children if _alive(p)]
+        left = survivors(children)
         assert not left, f"{len(left)} of {len(children)} corpus processes outlived their parent"
     finally:
         proc.kill()
