@@ -472,6 +472,19 @@ def _legacy_message(path: Path) -> str:
             "tensors, plain values and numpy arrays only); or move it away to start this stage afresh")
 
 
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a safetensors file without reading its data (missing, cut short), or None."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        span = _header_span(path)
+    except FileNotFoundError:
+        return f"{path} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{path} has a broken safetensors header ({err})"
+    return None if span == size else f"{path} is {size:,} bytes but its header describes {span:,} (cut short?)"
+
+
 def _header_span(path: Path) -> int:
     """The size a safetensors file must have according to its own header (8 + header + data)."""
     with open(path, "rb") as fh:

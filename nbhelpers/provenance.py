@@ -78,6 +78,13 @@ def check_model(run: RunDir, stage: str) -> None:
     final = getattr(run, stage) / "final"
     notebook = MODEL_NOTEBOOK[stage]
     saved = read_json(final / "config.json")
+    from .checkpoint import safetensors_problem  # torch and safetensors: only for a stage that reads a model
+
+    for weights in sorted(final.glob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem:
+            raise StageMismatch(f"{problem}: the model of notebooks/{notebook} is damaged (an interrupted copy or "
+                                f"sync?). Rerun notebooks/{notebook}; its newest checkpoint lets it finish quickly.")
     _, tok_vocab = _tokenizer(run)
     if tok_vocab is not None and saved.get("vocab_size") != tok_vocab:
         raise StageMismatch(

@@ -91,3 +91,12 @@ def test_a_model_of_another_architecture_names_03(made, tmp_path):
     run = _copy(made, tmp_path, overrides=["model.hidden_size=64"])
     with pytest.raises(StageMismatch, match=r"hidden_size=32 in the model, model.hidden_size=64 in the configuration"):
         run.require("pretrain")
+
+
+def test_a_model_cut_short_names_03(made, tmp_path):
+    run = _copy(made, tmp_path)
+    weights = run.pretrain / "final" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(StageMismatch, match=r"model.safetensors is [\d,]+ bytes but its header describes .*damaged.*"
+                                            r"Rerun notebooks/03_pretrain"):
+        run.require("pretrain")
