@@ -100,3 +100,13 @@ def test_a_model_cut_short_names_03(made, tmp_path):
     with pytest.raises(StageMismatch, match=r"model.safetensors is [\d,]+ bytes but its header describes .*damaged.*"
                                             r"Rerun notebooks/03_pretrain"):
         run.require("pretrain")
+
+
+def test_a_stage_run_out_of_order_names_the_notebook_to_run_first(tmp_path):
+    from nbhelpers.rundir import StageMissing
+
+    run = RunDir.open(tmp_path / "fresh", config.load("smoke"))
+    for stage, notebook in (("tokenizer", "01_tokenizer"), ("corpus", "02_corpus"), ("pretrain", "03_pretrain"),
+                            ("sft", "04_instruction_tuning")):
+        with pytest.raises(StageMissing, match=rf"not found; run notebooks/{notebook} first"):
+            run.require(stage)
