@@ -45,6 +45,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import quota
+from .files import atomic_write_text
 
 PREFIX = "step_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
@@ -728,10 +729,7 @@ def migrate(path: str | os.PathLike) -> list[Path]:
                 old.with_suffix(".safetensors").unlink(missing_ok=True)
             raise
         state.update(format=FORMAT, files=files)
-        tmp = ckpt / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
-        _fsync(tmp)
-        os.replace(tmp, ckpt / STATE_FILE)
+        atomic_write_text(ckpt / STATE_FILE, json.dumps(state, indent=2, ensure_ascii=False))
         for old in olds:
             old.unlink()
         done.append(ckpt)
