@@ -10,16 +10,23 @@ and the notebook to run again.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .files import read_json
+from .files import atomic_write_text, read_json
 
 if TYPE_CHECKING:
     from .rundir import RunDir
 
 MODEL_NOTEBOOK = {"pretrain": "03_pretrain", "sft": "04_instruction_tuning"}
+INPUTS_FILE = "inputs.json"  # in pretrain/ and sft/: what the checkpoints there were trained from
+# sft settings that change which rows are trained (the schedule's may change between sessions: it is re-planned)
+SFT_DATA_FIELDS = ("data", "template", "response_marker", "prompt_prefix", "max_length", "overflow", "on_invalid",
+                   "max_examples", "arithmetic_pairs", "replay_ratio", "replay_len", "heldout_fraction", "micro_batch",
+                   "fixed_length", "seed")
 _ARCH = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")
 
 
@@ -121,3 +128,52 @@ def check(run: RunDir, stage: str) -> None:
         check_model(run, "sft")
     if stage in ("corpus", "pretrain", "sft") and (run.corpus / "manifest.json").exists():
         check_corpus(run)  # 03 trains on it; 04 replays it; 06 scores its held-out blocks
+
+
+def stage_inputs(run: RunDir, stage: str) -> dict[str, Any]:
+    """What a training stage trains from: resuming its checkpoints is right only when this is unchanged."""
+    cfg = run.config
+    tok_hash, tok_vocab = _tokenizer(run)
+    out: dict[str, Any] = {"tokenizer": tok_hash or tok_vocab, "model": dataclasses.asdict(cfg.model)}
+    if stage == "pretrain":
+        manifest = read_json(run.corpus / "manifest.json")
+        # the stream's identity, not its length: a corpus grown by a later part continues the same stream
+        out.update(corpus=manifest.get("fingerprint") or manifest.get("config"), data_seed=cfg.train.seed)
+    else:
+        result = json.dumps(run.metrics().get("pretrain"), sort_keys=True, default=str)
+        out.update(pretrained=hashlib.sha256(result.encode()).hexdigest(),  # 03's recorded result: a rerun changes it
+                   sft={k: getattr(cfg.sft, k) for k in SFT_DATA_FIELDS})
+    return _plain(out)
+
+
+def check_resume(run: RunDir, stage: str, write: bool = True) -> None:
+    """Before training `stage`: checkpoints already there were trained from the same inputs, or StageMismatch.
+
+    The inputs are recorded in `<stage>/inputs.json` (by `write`, the main rank); checkpoints without that
+    file (older runs) are taken as they are.
+    """
+    folder = getattr(run, stage)
+    path = folder / INPUTS_FILE
+    now = stage_inputs(run, stage)
+    has_checkpoints = any((folder / "checkpoints").glob("step_*"))
+    if has_checkpoints and path.is_file():
+        before = read_json(path)
+        differ = _differences(before, now)
+        if differ:
+            raise StageMismatch(
+                f"{folder / 'checkpoints'} holds a training run made from other inputs than now: {'; '.join(differ)}. "
+                f"Resuming it would continue that run, not this one. Set them back to resume it, or move {folder} "
+                f"away to train afresh (nothing is deleted for you).")
+    if write:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(now, indent=2, ensure_ascii=False))
+
+
+def _differences(before: Any, now: Any, where: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(before) | set(now))
+                for d in _differences(before.get(k), now.get(k), f"{where}.{k}" if where else k)]
+    if before == now:
+        return []
+    show = (lambda v: (str(v)[:12] + "…") if isinstance(v, str) and len(v) > 16 else repr(v))  # noqa: E731
+    return [f"{where} {show(before)} then, {show(now)} now"]

@@ -110,3 +110,22 @@ def test_a_stage_run_out_of_order_names_the_notebook_to_run_first(tmp_path):
                             ("sft", "04_instruction_tuning")):
         with pytest.raises(StageMissing, match=rf"not found; run notebooks/{notebook} first"):
             run.require(stage)
+
+
+def test_checkpoints_trained_from_other_inputs_are_not_resumed_silently(made, tmp_path):
+    from nbhelpers import provenance
+
+    run = _copy(made, tmp_path)
+    provenance.check_resume(run, "sft")  # the first session records what it trains from
+    (run.sft / "checkpoints" / "step_00000135").mkdir(parents=True)
+    provenance.check_resume(run, "sft")  # the same inputs: resume
+    other = RunDir(run.root, config.apply_overrides(run.config, ["sft.max_examples=1"]))
+    with pytest.raises(StageMismatch, match=r"sft/checkpoints holds a training run made from other inputs than now: "
+                                            r"sft.max_examples 0 then, 1 now.*move .*sft away to train afresh"):
+        provenance.check_resume(other, "sft")
+    provenance.check_resume(RunDir(run.root, config.apply_overrides(run.config, ["sft.lr=1e-4", "sft.epochs=5"])),
+                            "sft")  # a new schedule continues the same run
+    provenance.check_resume(run, "pretrain")
+    (run.pretrain / "checkpoints" / "step_00000004").mkdir(parents=True)
+    with pytest.raises(StageMismatch, match=r"data_seed 1234 then, 5 now"):
+        provenance.check_resume(RunDir(run.root, config.apply_overrides(run.config, ["train.seed=5"])), "pretrain")
