@@ -1,8 +1,8 @@
 """Stage inputs: what a stage reads must have been made from what the run holds now.
 
 Each artifact records what it was made from: the corpus manifest holds the tokenizer's sha256, its
-vocabulary size and the corpus settings; a model's `final/` folder holds its config (architecture and
-vocabulary size) and the tokenizer it was trained with. `check(run, stage)` compares them with the run's
+vocabulary size and the corpus settings; a model's `final/` folder holds its config (vocabulary size)
+and the tokenizer it was trained with. `check(run, stage)` compares them with the run's
 tokenizer and configuration before a later stage reads `stage`'s output; `RunDir.require` calls it, so every
 notebook and every training worker checks at the same boundary. An error names the artifact, what differs
 and the notebook to run again.
@@ -27,7 +27,6 @@ INPUTS_FILE = "inputs.json"  # in pretrain/ and sft/: what the checkpoints there
 SFT_DATA_FIELDS = ("data", "template", "response_marker", "prompt_prefix", "max_length", "overflow", "on_invalid",
                    "max_examples", "arithmetic_pairs", "replay_ratio", "replay_len", "heldout_fraction", "micro_batch",
                    "fixed_length", "seed")
-_ARCH = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")
 
 
 class StageMismatch(RuntimeError):
@@ -79,9 +78,10 @@ def _plain(value: Any) -> Any:
 
 
 def check_model(run: RunDir, stage: str) -> None:
-    """`stage`/final was trained with the run's tokenizer and has the configuration's architecture."""
-    from . import model as model_mod
+    """`stage`/final is whole and was trained with the run's tokenizer (its vocabulary size and pieces).
 
+    Its architecture may differ from `model.*`: 04, 05 and 06 use the model as trained.
+    """
     final = getattr(run, stage) / "final"
     notebook = MODEL_NOTEBOOK[stage]
     saved = read_json(final / "config.json")
@@ -104,12 +104,6 @@ def check_model(run: RunDir, stage: str) -> None:
             f"{final}: the model was trained with another tokenizer than {run.tokenizer} holds now (same size, "
             f"but piece {first} is {theirs[first]!r} there and {ours[first]!r} here). Rerun notebooks/{notebook}, "
             "or restore that tokenizer.")
-    want = model_mod.resolve(run.config.model)
-    differ = [f"{k}={saved.get(k)} in the model, model.{k}={getattr(want, k)} in the configuration" for k in _ARCH
-              if saved.get(k) != getattr(want, k)]
-    if differ:
-        raise StageMismatch(f"{final}: the model is not the configuration's ({'; '.join(differ)}). Rerun "
-                            f"notebooks/{MODEL_NOTEBOOK['pretrain']} (and 04), or set model.* back.")
 
 
 def _pieces(path: Path) -> list[str] | None:
@@ -134,11 +128,12 @@ def stage_inputs(run: RunDir, stage: str) -> dict[str, Any]:
     """What a training stage trains from: resuming its checkpoints is right only when this is unchanged."""
     cfg = run.config
     tok_hash, tok_vocab = _tokenizer(run)
-    out: dict[str, Any] = {"tokenizer": tok_hash or tok_vocab, "model": dataclasses.asdict(cfg.model)}
+    out: dict[str, Any] = {"tokenizer": tok_hash or tok_vocab}
     if stage == "pretrain":
         manifest = read_json(run.corpus / "manifest.json")
         # the stream's identity, not its length: a corpus grown by a later part continues the same stream
-        out.update(corpus=manifest.get("fingerprint") or manifest.get("config"), data_seed=cfg.train.seed)
+        out.update(model=dataclasses.asdict(cfg.model), corpus=manifest.get("fingerprint") or manifest.get("config"),
+                   data_seed=cfg.train.seed)
     else:
         result = json.dumps(run.metrics().get("pretrain"), sort_keys=True, default=str)
         out.update(pretrained=hashlib.sha256(result.encode()).hexdigest(),  # 03's recorded result: a rerun changes it
