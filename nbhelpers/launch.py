@@ -68,10 +68,11 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) 
     from transformers import AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, model, planner, platform
+    from . import device, model, planner, platform, provenance
     from .batches import PackedBatches, dist_rank_world
 
     run.require("corpus")
+    provenance.check_resume(run, "pretrain", write=dist_rank_world()[0] == 0)  # its checkpoints: the same inputs
     choice = choice or device.select(cfg.train)
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
     corpus = corpus_mod.load_corpus(run.corpus)
@@ -96,9 +97,11 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, planner, platform, sft
+    from . import device, planner, platform, provenance, sft
+    from .batches import dist_rank_world
 
     run.require("pretrain")
+    provenance.check_resume(run, "sft", write=dist_rank_world()[0] == 0)  # its checkpoints: the same inputs
     choice = choice or device.select(cfg.train)
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
     data = sft.load_instructions(cfg.sft)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,42 @@ def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch):
                                                                 job.train_cfg.max_steps)
     assert result.final_dir == run.sft / "final" and (run.sft / "final" / "model.safetensors").exists()
     assert set(result.eval) == {"instructions", "corpus"} and np.isfinite(result.eval["instructions"]["loss"])
+
+
+@pytest.mark.slow
+def test_sigkill_during_instruction_tuning_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """04 killed (kill -9) mid-training: the next run resumes its newest checkpoint and gives the same losses."""
+    import shutil
+    import signal
+    import time
+
+    sft = ["sft.max_length=48", "sft.micro_batch=2", "sft.epochs=2", "sft.eval_every=0", "sft.save_every=4",
+           "sft.max_examples=40", "sft.arithmetic_pairs=40", "sft.warmup_steps=2", "sft.eval_batches=1"]
+    run = prepared_run(tmp_path / "run", ["train.micro_batch=4", "train.max_steps=2", "train.eval_every=0", *sft])
+    launch.train_stage(run, "pretrain", progress=False)
+    run.record("pretrain", {"steps": 2})
+    shutil.copytree(run.root, tmp_path / "ref")
+    cmd = [sys.executable, "-m", "nbhelpers", "train", "--stage", "sft", "--no-progress", "--run-dir"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def losses(root):
+        return {r["step"]: r["loss"] for r in loop.read_metrics(root / "sft" / loop.METRICS_FILE) if r["kind"] == "train"}
+
+    assert subprocess.run([*cmd, str(tmp_path / "ref")], env=env, capture_output=True, timeout=600).returncode == 0
+    reference = losses(tmp_path / "ref")
+    assert len(reference) > 12
+    proc = subprocess.Popen([*cmd, str(run.root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run.sft / loop.METRICS_FILE).exists() or max(losses(run.root), default=0) < 6:
+        assert proc.poll() is None and time.monotonic() < deadline, "finished or stuck before step 6"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run.sft / "checkpoints" / "step_00000004").is_dir() and not (run.sft / "final").exists()
+    again = subprocess.run([*cmd, str(run.root)], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = [r["step"] for r in loop.read_metrics(run.sft / loop.METRICS_FILE) if r.get("event") == "resume"]
+    assert resumed and resumed[0] >= 4
+    got = losses(run.root)
+    assert sorted(got) == sorted(reference)
+    assert all(got[s] == pytest.approx(v, abs=1e-6, rel=0) for s, v in reference.items())

@@ -42,7 +42,7 @@ import numpy as np
 from .. import sources as sources_mod
 from ..config import CorpusConfig, check_section, check_value
 from .clean import CleanedBatch, CleanStats, clean_batch, init_worker, warm
-from .workers import WorkerPool
+from .workers import WorkerPool, start_child
 
 BATCH_CHARS = 64_000  # raw characters per worker task: amortises IPC; less work lost in flight when a build ends
 BATCH_DOCS = 2048
@@ -292,11 +292,8 @@ class _Feed:
         self._stop_feeder()
         self._skip_now = Counter()
         queue = self.mixer.queues[self.index]
-        self.feeder = self.mixer.ctx.Process(
-            target=_feeder, args=(queue, self.epoch, self.prefetch + 1, self.source, seed, rng_seed,
-                                  cfg.shuffle_buffer, cfg.on_bad_utf8, skip),
-            daemon=True)
-        self.feeder.start()
+        self.feeder = start_child(self.mixer.ctx, _feeder, (queue, self.epoch, self.prefetch + 1, self.source, seed,
+                                                            rng_seed, cfg.shuffle_buffer, cfg.on_bad_utf8, skip))
         self.next_seq = 0
         self.ready: dict[int, Any] = {}
 
@@ -368,8 +365,9 @@ class _Feed:
     def _check_kept(self) -> None:
         """At the end of an epoch: a source that kept no document is an error, not an endless loop."""
         if self.kept_ever == 0:
+            empty = " (its files hold no documents: blank lines only, or no text values)" * (not self.stats.documents_in)
             raise sources_mod.SourceError(
-                f"source {self.name!r} has no documents left after cleaning: {self.stats.documents_in} read, "
+                f"source {self.name!r} has no documents left after cleaning: {self.stats.documents_in} read{empty}, "
                 f"{self.stats.short_documents} shorter than min_chars={self.mixer.cfg.min_chars}, "
                 f"{self.stats.duplicate_documents} duplicates")
 
