@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# CI, second environment: exactly torch 2.9.0 + torch_xla 2.9.0 with the project's requirements, then the
-# xla-marked tests on the CPU PJRT device. Usage: bash .ci/xla.sh [VENV_DIR]   (default .venv-ci-xla)
+# CI, second environment: exactly the torch + torch_xla pair Kaggle's TPU v5e-8 image ships, on the Python it
+# ships, with the project's requirements; then the xla-marked tests on the CPU PJRT device.
+# Usage: bash .ci/xla.sh [VENV_DIR]   (default .venv-ci-xla)
+#
+# The pins are Kaggle's: github.com/Kaggle/docker-python, tpu/config.txt at commit 78aaa43f8cc8e6b01bbaa5a56c39b4a2f61a8277
+# (2026-08-12): BASE_IMAGE=python:3.12, TORCH_VERSION=2.8.0; tpu/requirements.in installs
+# torch_xla-${TORCH_VERSION} (and torch ${TORCH_VERSION}+cpu). nbhelpers.xla.KAGGLE_TPU_PAIR holds the same pair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-.venv-ci-xla}"
-TORCH=2.9.0
-TORCH_XLA=2.9.0
+TORCH=2.8.0
+TORCH_XLA=2.8.0
+PYTHON_VERSION=3.12
 
-export PIP_NO_CACHE_DIR=1   # torch 2.9.0's CUDA wheels would add 3.5 GB of cache to the 8 GB venv
+export PIP_NO_CACHE_DIR=1   # PyPI's torch 2.8.0 is the CUDA build: its wheels would add 3.5 GB of cache to the 8 GB venv
 rm -rf "$venv"
 echo "disk free before the XLA venv: $(df -h . | awk 'NR==2 {print $4}')"
-python3 -m venv "$venv"
+if ! python="$(bash .ci/python.sh "$PYTHON_VERSION")"; then
+  python=python3
+  echo "Kaggle's TPU image runs Python $PYTHON_VERSION; none here, so the XLA venv uses $(python3 --version)"
+fi
+"$python" -m venv "$venv"
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip

@@ -194,6 +194,8 @@ def t4_fit(args: argparse.Namespace) -> dict[str, float]:
     seq = run.corpus.block_len
     cfg = dataclasses.replace(run.train, backend="cpu" if args.dry_run else "cuda",
                               precision="fp32" if args.dry_run else "fp16", max_steps=args.fit_steps + 1,
+                              # 8-bit AdamW (the profile's) needs bitsandbytes on CUDA: the CPU dry run uses AdamW
+                              optimizer="adamw" if args.dry_run else run.train.optimizer,
                               eval_every=0, save_every=0, log_every=1, sample_prompts=())
     cap = args.fit_cap_gib * GiB
     if torch.cuda.is_available():

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .collator import DEFAULT_TEMPLATE, encode_prompt, special_id
+from .fixed_shapes import Sampling, decode
 
 
 @dataclass(frozen=True)
@@ -49,28 +50,42 @@ def generate_batch(
     repetition_penalty: float = 1.0,
     seed: int | None = None,
     batch_size: int = 16,
-    pad_to_multiple_of: int | None = None,
+    pad_to_multiple_of: int = 1,
+    fixed_shapes: bool | None = None,
 ) -> list[Response]:
-    """Answers to `prompts` (greedy unless do_sample) as Response objects, in order."""
+    """Answers to `prompts` (greedy unless do_sample) as Response objects, in order.
+
+    fixed_shapes (default: on for XLA) decodes with `fixed_shapes.decode`: a few prompt-width buckets and a fixed
+    batch, one compiled program per bucket and a host check every 16 tokens, instead of `model.generate` (a new
+    shape and a host read per token). Its sampling draws from the same distribution with another random stream.
+    """
     eos, pad = special_id(tokenizer, "eos"), special_id(tokenizer, "pad")
     device = _device_of(model)
-    if pad_to_multiple_of is None:  # XLA compiles one graph per shape: few distinct prompt widths
-        pad_to_multiple_of = 64 if device.type == "xla" else 1
+    fixed = device.type == "xla" if fixed_shapes is None else fixed_shapes
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     max_prompt = limit - max_new_tokens if limit else None
     if max_prompt is not None and max_prompt < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in a {limit}-token context")
+    if fixed and repetition_penalty != 1.0:
+        raise ValueError("repetition_penalty is not available with fixed shapes (the XLA default): pass "
+                         "fixed_shapes=False to use transformers' generate, which compiles a program per token there")
     if seed is not None:
         torch.manual_seed(seed)
+        if device.type == "xla":  # the XLA device draws from its own generator
+            from . import xla
+
+            xla.set_seed(seed)
     sampling: dict[str, Any] = {"do_sample": do_sample}
-    if device.type == "xla":  # a preallocated KV cache keeps every decoding step the same shape: one compilation
-        sampling["cache_implementation"] = "static"
     if do_sample:
         sampling.update(temperature=temperature, top_p=top_p, top_k=top_k)
     was_training = model.training
     model.eval()
     out: list[Response] = []
     try:
+        if fixed:
+            rows = _decode_fixed(model, tokenizer, prompts, template, prefix, max_prompt, max_new_tokens, batch_size,
+                                 eos, pad, Sampling(temperature, top_k, top_p) if do_sample else None)
+            return [_response(tokenizer, row, eos) for row in rows]
         for start in range(0, len(prompts), batch_size):
             chunk = [prompt_tokens(tokenizer, p, template, prefix, max_prompt) for p in prompts[start:start + batch_size]]
             width = -(-max(len(c) for c in chunk) // pad_to_multiple_of) * pad_to_multiple_of
@@ -85,14 +100,36 @@ def generate_batch(
                     eos_token_id=eos, pad_token_id=pad, repetition_penalty=repetition_penalty, **sampling,
                 )
             new = gen[:, width:].cpu()  # (B, <= max_new_tokens): the prompt's tokens cut off
-            for row in new.tolist():
-                end = row.index(eos) if eos in row else None  # after EOS, generate pads (pad may equal EOS)
-                body = row[:end] if end is not None else row
-                text = tokenizer.decode(body, skip_special_tokens=True).strip()
-                out.append(Response(text, end is not None, (end + 1) if end is not None else len(row)))
+            out += [_response(tokenizer, row, eos) for row in new.tolist()]
     finally:
         model.train(was_training)
     return out
+
+
+def _response(tokenizer: Any, row: list[int], eos: int) -> Response:
+    """The text up to the first EOS (after EOS, generate pads; pad may equal EOS)."""
+    end = row.index(eos) if eos in row else None
+    body = row[:end] if end is not None else row
+    text = tokenizer.decode(body, skip_special_tokens=True).strip()
+    return Response(text, end is not None, (end + 1) if end is not None else len(row))
+
+
+def _decode_fixed(model: Any, tokenizer: Any, prompts: Sequence[str], template: str, prefix: str,
+                  max_prompt: int | None, max_new_tokens: int, batch_size: int, eos: int, pad: int,
+                  sampling: Sampling | None) -> list[list[int]]:
+    """New ids per prompt from `fixed_shapes.decode`, `batch_size` rows at a time (one program per width bucket)."""
+    after_step = None
+    if _device_of(model).type == "xla":
+        from . import xla
+
+        xla.use_xla_attention(model)
+        after_step = xla.sync
+    rows: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = [prompt_tokens(tokenizer, p, template, prefix, max_prompt) for p in prompts[start:start + batch_size]]
+        rows += decode(model, chunk, max_new_tokens, pad_id=pad, rows=batch_size, eos_id=eos, sampling=sampling,
+                       after_step=after_step)
+    return rows
 
 
 def generate(model: Any, tokenizer: Any, prompt: str | Sequence[str], **kwargs: Any) -> str | list[str]:

@@ -116,12 +116,13 @@ class Hooks:
         return out
 
 
-def default_hooks(choice: Any) -> Hooks:
-    """Plain hooks for CPU and CUDA; the XLA adapter's for XLA (the only place torch_xla is imported)."""
+def default_hooks(choice: Any, run_root: str | os.PathLike | None = None) -> Hooks:
+    """Plain hooks for CPU and CUDA; the XLA adapter's for XLA (the only place torch_xla is imported), which keeps
+    compiled programs in `run_root`/xla_cache when given, so the next session does not compile them again."""
     if choice.backend == "xla":
         from . import xla
 
-        return xla.loop_hooks(choice)
+        return xla.loop_hooks(choice, run_root)
     return Hooks()
 
 
@@ -279,7 +280,7 @@ class _Trainer:
 
             device_choice = select(cfg)
         self.choice = device_choice
-        self.hooks = hooks or default_hooks(device_choice)
+        self.hooks = hooks or default_hooks(device_choice, Path(out_dir).parent)  # a stage folder's parent: the run
         self.rank, self.world = _init_distributed(device_choice)
         self.main = self.rank == 0
         self.device = self.hooks.device(device_choice)

@@ -18,14 +18,21 @@ CELL_MARKER = re.compile(r"^# %%")
 # file pinning the torch (and torch_xla) already installed: pip still installs every other missing dependency
 # (--no-deps would skip them, and Kaggle / Colab lack some), but cannot choose another torch; a dependency that
 # needs one makes pip fail with a message instead of silently breaking the image's CUDA or TPU build.
+# On a CUDA machine (nvidia-smi present) the cell also installs the `gpu` extra's bitsandbytes when it is missing:
+# the T4 profiles train with its 8-bit AdamW. TPU and CPU sessions never get it (it needs CUDA).
+GPU_REQUIREMENT = "bitsandbytes>=0.43"  # pyproject.toml's `gpu` extra (a test keeps the two equal)
 SETUP_TEMPLATE = """\
-# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing, keeping the platform's
-# torch / torch_xla (pip gets a constraint pinning them), then show the platform and check the torch / torch_xla pair.
-import importlib.metadata as md, importlib.util, subprocess, sys, tempfile
-if importlib.util.find_spec("nbhelpers") is None:
+# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing (and on a CUDA GPU the
+# bitsandbytes its 8-bit AdamW needs), keeping the platform's torch / torch_xla (pip gets a constraint pinning
+# them), then show the platform and check the torch / torch_xla pair.
+import importlib.metadata as md, importlib.util, shutil, subprocess, sys, tempfile
+missing = [] if importlib.util.find_spec("nbhelpers") else ["{install}"]
+if shutil.which("nvidia-smi") and importlib.util.find_spec("bitsandbytes") is None:
+    missing.append("{gpu}")
+if missing:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
         pins.write("\\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "{install}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, *missing], check=True)
     importlib.invalidate_caches()
 import nbhelpers
 nbhelpers.platform.setup()
@@ -75,7 +82,7 @@ def badge_lines(stem: str, url: str | None = None, ref: str | None = None) -> li
 
 def setup_cell(url: str | None = None, ref: str | None = None) -> str:
     """The setup cell's code."""
-    return SETUP_TEMPLATE.replace("{install}", install_spec(url, ref))
+    return SETUP_TEMPLATE.replace("{install}", install_spec(url, ref)).replace("{gpu}", GPU_REQUIREMENT)
 
 
 def _split_cells(text: str) -> tuple[str, list[list[str]]]:

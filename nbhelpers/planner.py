@@ -46,9 +46,32 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 }
 _TPU_V5E_NAMES = ("v5e", "v5 lite", "v5lite", "v5litepod")
 
-# Memory this project can count on per device (bytes): the T4 leaves about 15 GiB to PyTorch after the
-# CUDA context; a v5e chip has 16 GB of HBM.
-USABLE_MEMORY = {"T4": 15 * GiB, "v5e": 16 * 10**9}
+# FLOP/s a device holds under sustained matrix-multiply load, where that is well below the datasheet peak. A T4
+# is capped at 70 W: a loop of 4096^2 fp16 cuBLAS GEMMs settles at about 24 TFLOP/s, "due to power capping"
+# (NVIDIA's developer forum, "About GPU peak performance", forums.developer.nvidia.com/t/264462), and free Colab
+# T4s are reported at about 20 TFLOP/s (clocks held low). Projections use these, never the 65 TFLOP/s peak.
+SUSTAINED_FLOPS: dict[str, dict[str, float]] = {"T4": {"fp16": 20e12}}
+
+# Memory of one device as torch reports it (total_memory), when the device does not say: a T4's 16 GB less ECC.
+DEVICE_MEMORY = {"T4": 15_828_320_256, "v5e": 16 * 10**9}
+
+# What a CUDA process holds outside the tensors the plan counts (bytes), per GPU:
+# - the CUDA context with the kernels loaded lazily: about 400 MB with CUDA >= 11.7's lazy module loading
+#   (pytorch/pytorch issue 109888; PR 86509 measured 287 MB after a first tensor, 667 MB without lazy loading);
+#   training loads more kernels (cuBLAS, cuDNN, attention) as it goes: 0.5 GiB;
+# - cuBLAS workspaces: PyTorch's default CUBLAS_WORKSPACE_CONFIG below Hopper, ":4096:2:16:8", is 8.125 MiB per
+#   handle and stream, plus 1 MiB of cuBLASLt workspace on small GPUs (PyTorch PR 120925); the forward and the
+#   autograd thread use one each: 32 MiB;
+# - with more than one training process, NCCL's buffers (NCCL_BUFFSIZE, 4 MiB by default, per channel, peer and
+#   protocol, sent and received) and its kernels: 0.25 GiB.
+CUDA_RESERVE = {"cuda_context": 0.5 * GiB, "cublas_workspace": 32 * 2**20}
+NCCL_RESERVE = 0.25 * GiB
+# The caching allocator rounds and splits blocks: a share of the planned tensors is held but not usable
+# (torch.cuda.memory_reserved() above memory_allocated()). An assumption of this planner, to be checked on a GPU.
+FRAGMENTATION = 0.05
+# The profiles plan at most this share of the usable memory: the estimate's own error, and a margin for peaks
+# the plan does not model.
+PLAN_HEADROOM = 0.9
 
 
 # ---------------------------------------------------------------- FLOPs
@@ -92,6 +115,16 @@ def measure_cpu_peak_flops(precision: str = "fp32", sizes: tuple[int, ...] = (10
 def cpu_peak_flops(precision: str = "fp32") -> float:
     """`measure_cpu_peak_flops` once per process: the plan and the training job share the figure."""
     return measure_cpu_peak_flops(precision)
+
+
+def sustained_flops(choice: DeviceChoice) -> float | None:
+    """FLOP/s ONE device of `choice` holds under sustained load (SUSTAINED_FLOPS), or None where not known."""
+    if choice.backend != "cuda":
+        return None
+    for key, table in SUSTAINED_FLOPS.items():
+        if key in choice.name:
+            return table.get(choice.precision)
+    return None
 
 
 def peak_flops(choice: DeviceChoice, cpu_peak: float | None = None) -> float | None:
@@ -161,8 +194,9 @@ def memory_plan(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_le
                 shards: int = 1, accelerator: bool = True) -> MemoryPlan:
     """Memory of one device: fp32 master weights, fp32 gradients, optimizer state, autocast copies, activations.
 
-    `shards` > 1 divides weights, gradients and optimizer state (FSDP); `accelerator` adds 5% for the
-    allocator's fragmentation and kernel workspaces (not on a CPU).
+    `shards` > 1 divides weights, gradients and optimizer state (FSDP); `accelerator` adds FRAGMENTATION (5%) for
+    the caching allocator's rounding and split blocks (not on a CPU). What the device holds outside these tensors
+    (CUDA context, cuBLAS workspaces, NCCL buffers) is `reserve()`, taken off the usable memory instead.
     """
     if precision not in PRECISION_BYTES:
         raise ValueError(f"precision: expected one of {', '.join(PRECISION_BYTES)}, got {precision!r}")
@@ -184,13 +218,14 @@ def memory_plan(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_le
         "logits_transient": tokens * vocab_size * (PRECISION_BYTES[precision] + 4),
     }
     if accelerator:
-        out["workspace"] = 0.05 * sum(out.values())
+        out["fragmentation"] = FRAGMENTATION * sum(out.values())
     return MemoryPlan(precision, optimizer, gradient_checkpointing, out)
 
 
 def memory_grid(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_len: int, attention: str = "sdpa",
                 shards: int = 1, accelerator: bool = True, usable_bytes: float | None = None) -> pd.DataFrame:
-    """GiB by part for fp32 / fp16 / bf16 x AdamW / 8-bit AdamW x with / without gradient checkpointing."""
+    """GiB by part for fp32 / fp16 / bf16 x AdamW / 8-bit AdamW x with / without gradient checkpointing; `fits`
+    when within PLAN_HEADROOM of `usable_bytes`."""
     import pandas as pd
 
     rows = []
@@ -203,21 +238,34 @@ def memory_grid(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_le
                 row.update({k: round(v / GiB, 2) for k, v in m.parts.items()})
                 row["total_GiB"] = round(m.total / GiB, 2)
                 if usable_bytes:
-                    row["fits"] = m.total <= usable_bytes
+                    row["fits"] = m.total <= PLAN_HEADROOM * usable_bytes
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
-def usable_memory(choice: DeviceChoice) -> float:
-    """Bytes one device can give to training: T4 15 GiB, v5e 16 GB per chip, 95% of other GPUs, host RAM."""
-    if choice.backend == "cuda":
-        for key, value in USABLE_MEMORY.items():
-            if key in choice.name:
-                return float(min(value, choice.memory_bytes) if choice.memory_bytes else value)
-        return 0.95 * choice.memory_bytes
+def reserve(choice: DeviceChoice, processes: int = 1) -> dict[str, float]:
+    """Bytes a device holds outside the planned tensors: the CUDA context and cuBLAS workspaces on a GPU, plus NCCL's
+    buffers when several processes train together. Empty elsewhere (a TPU's runtime reserve is not stated here)."""
+    if choice.backend != "cuda":
+        return {}
+    out = dict(CUDA_RESERVE)
+    if processes > 1:
+        out["nccl_buffers"] = NCCL_RESERVE
+    return out
+
+
+def device_memory(choice: DeviceChoice) -> float:
+    """Memory of one device: what torch reports, else DEVICE_MEMORY by name (a v5e chip: 16 GB), host RAM on a CPU."""
     if choice.backend == "xla" and any(k in choice.name.lower() for k in _TPU_V5E_NAMES):
-        return float(USABLE_MEMORY["v5e"])
-    return float(choice.memory_bytes)
+        return float(DEVICE_MEMORY["v5e"])
+    if choice.memory_bytes:
+        return float(choice.memory_bytes)
+    return float(next((v for k, v in DEVICE_MEMORY.items() if k in choice.name), 0))
+
+
+def usable_memory(choice: DeviceChoice, processes: int = 1) -> float:
+    """Bytes one device can give to the planned tensors: its memory less `reserve()`."""
+    return device_memory(choice) - sum(reserve(choice, processes).values())
 
 
 # ---------------------------------------------------------------- the plan
@@ -239,8 +287,8 @@ class Plan:
     gradient_checkpointing: bool
     batch_per_device: int
     memory: MemoryPlan
-    usable_bytes: float
-    fits: bool
+    usable_bytes: float  # the device's memory less `reserve`
+    fits: bool  # within PLAN_HEADROOM of the usable memory
     verdict: str
     budget_tokens: int
     tokens_per_s: float | None
@@ -255,6 +303,7 @@ class Plan:
     shards: int  # devices the weights and optimizer state are split over (FSDP), else 1
     accelerator: bool  # False on a CPU
     notes: tuple[str, ...] = field(default=())
+    reserve: dict[str, float] = field(default_factory=dict)  # bytes held outside the planned tensors
 
     def grid(self) -> pd.DataFrame:
         """This plan's model and batch under every precision, optimizer and checkpointing choice (GiB)."""
@@ -273,6 +322,7 @@ class Plan:
         rows += [(f"memory: {k}", gib(v)) for k, v in self.memory.parts.items()]
         rows += [
             ("memory: total per device", gib(self.memory.total)),
+            *((f"reserved: {k}", gib(v)) for k, v in self.reserve.items()),
             ("memory: usable per device", gib(self.usable_bytes)),
             ("verdict", self.verdict),
             ("token budget", f"{self.budget_tokens:,} tokens"),
@@ -331,12 +381,19 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
     attention = mc.attn_implementation if mc.attn_implementation != "auto" else choice.attn_implementation
     mem = memory_plan(mc, vocab_size, bpd, seq_len, choice.precision, cfg.train.optimizer,
                       cfg.train.gradient_checkpointing, attention, shards, accelerator=choice.backend != "cpu")
-    usable = usable_memory(choice)
-    fits = mem.total <= usable
-    ratio = mem.total / usable if usable else math.inf
-    verdict = (f"fits: {mem.total / GiB:.1f} of {usable / GiB:.1f} GiB ({ratio:.0%})" if fits else
-               f"does NOT fit: {mem.total / GiB:.1f} GiB needed, {usable / GiB:.1f} GiB usable; "
-               + _advice(cfg, choice))
+    held = reserve(choice, devices if choice.backend == "cuda" else 1)
+    usable = device_memory(choice) - sum(held.values())
+    ratio = mem.total / usable if usable > 0 else math.inf
+    fits = ratio <= PLAN_HEADROOM
+    share = f"{mem.total / GiB:.1f} of {usable / GiB:.1f} GiB usable ({ratio:.0%})"
+    if fits:
+        verdict = f"fits: {share}"
+    elif ratio <= 1:
+        verdict = (f"tight: {share}, above the {PLAN_HEADROOM:.0%} this planner allows for its own error; "
+                   + _advice(cfg, choice))
+    else:
+        verdict = (f"does NOT fit: {mem.total / GiB:.1f} GiB needed, {usable / GiB:.1f} GiB usable; "
+                   + _advice(cfg, choice))
     budget = cfg.corpus.token_budget or int(cfg.corpus.tokens_per_param * n)
     peak_one = peak_flops(choice, cpu_peak) if (tokens_per_s or assumed_mfu) else None
     peak_total = peak_one * devices if peak_one else None
@@ -344,9 +401,15 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
     if tokens_per_s:
         source = "measured in this run"
     elif assumed_mfu and peak_total:
-        tokens_per_s = assumed_mfu * peak_total / fpt
-        peak_text = f"{peak_total / 1e12:,.0f} TFLOP/s" if peak_total >= 1e12 else f"{peak_total / 1e9:,.0f} GFLOP/s"
-        source = f"projected at {assumed_mfu:.0%} MFU of {peak_text} peak"
+        # the rate the device holds under load where known (a T4's power cap), else its datasheet peak
+        held_rate = sustained_flops(choice)
+        rate_total = held_rate * devices if held_rate else peak_total
+        tokens_per_s = assumed_mfu * rate_total / fpt
+        if held_rate:
+            source = (f"projected at {assumed_mfu:.0%} of {_flops_text(rate_total)} sustained "
+                      f"({_flops_text(peak_total)} datasheet peak: {assumed_mfu * rate_total / peak_total:.0%} MFU)")
+        else:
+            source = f"projected at {assumed_mfu:.0%} MFU of {_flops_text(peak_total)} peak"
     minutes = session_minutes or cfg.train.max_minutes or 12 * 60.0
     per_session = sessions = hours = None
     if tokens_per_s:
@@ -363,8 +426,12 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
         usable_bytes=usable, fits=fits, verdict=verdict, budget_tokens=budget, tokens_per_s=tokens_per_s,
         throughput_source=source, session_minutes=minutes, tokens_per_session=per_session, sessions=sessions,
         hours=hours, peak_flops_total=peak_total, model_config=mc, attention=attention, shards=shards,
-        accelerator=choice.backend != "cpu", notes=tuple(notes),
+        accelerator=choice.backend != "cpu", notes=tuple(notes), reserve=held,
     )
+
+
+def _flops_text(flops: float) -> str:
+    return f"{flops / 1e12:,.0f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:,.0f} GFLOP/s"
 
 
 def _advice(cfg: RunConfig, choice: DeviceChoice) -> str:

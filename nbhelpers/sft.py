@@ -478,11 +478,12 @@ def replay_share(batches: SFTBatches, n: int = 200) -> dict[str, float]:
     return {"replay_rows": rows[1] / sum(rows), "replay_tokens": tokens[1] / max(1, sum(tokens))}
 
 
-def inference_device(choice: Any) -> torch.device:
-    """Where to generate: the training device (through the loop's hooks, so torch_xla stays in its adapter)."""
+def inference_device(choice: Any, run_root: Any = None) -> torch.device:
+    """Where to generate: the training device (through the loop's hooks, so torch_xla stays in its adapter); on XLA
+    with `run_root`, compiled programs persist in the run's xla_cache/."""
     from .loop import default_hooks
 
-    return default_hooks(choice).device(choice)
+    return default_hooks(choice, run_root).device(choice)
 
 
 def record_figures(data: InstructionData, overflow: dict[str, OverflowStats], batches: SFTBatches, result: Any,

@@ -1,9 +1,10 @@
 """The torch_xla adapter: SPMD mesh over every chip, sharded batches, FSDPv2, one graph per optimizer step.
 
 This is the only module that imports torch_xla. It uses APIs present in both torch_xla 2.8 (Kaggle's TPU
-image) and 2.9: `torch_xla.device`, `torch_xla.sync`, `torch_xla.runtime.use_spmd`,
-`torch_xla.distributed.spmd` (Mesh, ShardingSpec, mark_sharding, XLAShardedTensor), the parallel loader
-(`ParallelLoader`, what `MpDeviceLoader` wraps) and `debug.metrics`.
+image, `KAGGLE_TPU_PAIR`; CI runs the xla tests with it) and 2.9: `torch_xla.device`, `torch_xla.sync`,
+`torch_xla.runtime.use_spmd` / `initialize_cache`, `torch_xla.distributed.spmd` (Mesh, ShardingSpec,
+mark_sharding, XLAShardedTensor, apply_backward_optimization_barrier), the parallel loader (`ParallelLoader`,
+what `MpDeviceLoader` wraps), `utils.checkpoint` and `debug.metrics`.
 
 How the loop uses it (`loop_hooks(choice)` -> `XlaHooks`, the backend seams of `loop.Hooks`):
 
@@ -24,6 +25,9 @@ How the loop uses it (`loop_hooks(choice)` -> `XlaHooks`, the backend seams of `
   device-independent and saving adds no graph.
 - `generate`: greedy samples with one fixed-shape graph for every position (not `model.generate`, which
   compiles a graph per length and syncs per token).
+- Persistent compilation cache (`enable_persistent_cache`, `CACHE_DIR` under the run directory): compiled
+  programs are written to disk, so a resumed session (the next Kaggle version) loads them instead of compiling
+  again. It must be switched on before the first graph compiles, so the backend does it first of all.
 
 Measured here (CPU PJRT device, transformers 5.x GPT-NeoX): SDPA attention given an `attention_mask` reads the
 mask on the host every forward (transformers checks `mask.all()` to decide whether it may use `is_causal`): one
@@ -36,8 +40,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,10 +54,16 @@ ATTN_IMPLEMENTATION = "eager"
 # Name of the mesh axis the batch (and, with FSDP, every weight) is split along.
 DATA_AXIS = "data"
 
+# The torch + torch_xla pair of Kaggle's TPU v5e-8 image (Kaggle/docker-python tpu/config.txt, TORCH_VERSION,
+# at commit 78aaa43f8cc8e6b01bbaa5a56c39b4a2f61a8277): what users get, and what .ci/xla.sh tests.
+KAGGLE_TPU_PAIR = ("2.8.0", "2.8.0")
+SUPPORTED_RELEASES = ("2.8", "2.9")  # torch_xla major.minor releases whose APIs this module uses
+
 MISSING_MESSAGE = (
     "torch_xla is not installed, so the XLA (TPU) backend is unavailable. On Kaggle choose the "
     "'TPU VM v5e-8' accelerator (its image ships torch_xla); elsewhere install a matching pair, e.g. "
-    "`pip install torch==2.9.0 torch_xla==2.9.0`, or use train.backend=cpu / cuda."
+    f"`pip install torch=={KAGGLE_TPU_PAIR[0]} torch_xla=={KAGGLE_TPU_PAIR[1]}` (Kaggle's), or use "
+    "train.backend=cpu / cuda."
 )
 
 
@@ -80,6 +92,68 @@ def _xla():
 def sync() -> None:
     """Cut the lazy graph here and run it (no SPMD switch: safe once tensors live on the device)."""
     _xla().sync()
+
+
+# ---------------------------------------------------------------- persistent compilation cache
+
+CACHE_DIR = "xla_cache"  # under the run directory: compiled programs, reused by the next session
+
+
+def cache_dir(run_root: str | os.PathLike) -> Path:
+    """Where a run keeps torch_xla's persistent compilation cache: RUN_DIR/xla_cache."""
+    return Path(run_root) / CACHE_DIR
+
+
+def enable_persistent_cache(path: str | os.PathLike) -> Path | None:
+    """Write compiled programs to `path` and load them from there instead of compiling again; None if too late.
+
+    torch_xla reads the setting when it creates its computation cache, at the process's first compilation: after
+    that it cannot change, and this warns and returns None (the next process picks it up). Entries are keyed by
+    a hash of the traced graph (HLO, shapes, dtypes, sharding and devices), so a changed model, batch, precision
+    or mesh only adds new entries; entries a newer torch_xla / libtpu cannot read are compiled again (torch_xla
+    counts `PersistentCacheDeserializeFailure`). Deleting the folder is always safe.
+    """
+    torch_xla = _xla()
+    import torch_xla.runtime as xr
+
+    path = Path(path).expanduser().resolve()
+    current = os.environ.get("XLA_PERSISTENT_CACHE_PATH")
+    if torch_xla._XLAC._xla_computation_cache_is_initialized():
+        if current and Path(current).resolve() == path:
+            return path
+        warnings.warn(f"torch_xla compiled graphs before the persistent cache was set up: {path} is used from the "
+                      "next session on (enable it before any XLA computation)", RuntimeWarning, stacklevel=2)
+        return None
+    path.mkdir(parents=True, exist_ok=True)
+    xr.initialize_cache(str(path), readonly=False)
+    return path
+
+
+def persistent_cache_counts() -> dict[str, int]:
+    """torch_xla's persistent-cache counters in this process: misses (compiled, then written), hits (loaded from
+    disk) and deserialize failures (found on disk but unreadable here, compiled again)."""
+    return {"misses": _counter("PersistentCacheMiss"), "hits": _counter("PersistentCacheHit"),
+            "deserialize_failures": _counter("PersistentCacheDeserializeFailure")}
+
+
+def use_xla_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch a loaded model to the attention XLA runs without host reads (`ATTN_IMPLEMENTATION`); weights unchanged.
+
+    `from_pretrained` picks SDPA, which reads the mask on the host every forward on XLA (see the module docstring).
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", ATTN_IMPLEMENTATION) != ATTN_IMPLEMENTATION:
+        model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    return model
+
+
+def set_seed(seed: int) -> None:
+    """Seed the XLA device's random generator (sampling on the device draws from it, not from torch's CPU one)."""
+    _xla()
+    import torch_xla
+    import torch_xla.core.xla_model as xm
+
+    xm.set_rng_state(int(seed), torch_xla.device())
 
 
 def versions() -> dict[str, Any]:
@@ -173,10 +247,12 @@ class XlaBackend:
 
     name = "xla"
 
-    def __init__(self, *, fsdp: bool = False, precision: str = "bf16") -> None:
+    def __init__(self, *, fsdp: bool = False, precision: str = "bf16", cache: str | os.PathLike | None = None) -> None:
         if precision not in ("bf16", "fp32"):
             raise ValueError(f"train.precision: the XLA backend runs bf16 or fp32, got {precision!r}")
         torch_xla = _xla()
+        if cache is not None:  # before anything compiles (see enable_persistent_cache)
+            enable_persistent_cache(cache)
         import numpy as np
         import torch_xla.distributed.spmd as xs
         import torch_xla.runtime as xr
@@ -334,59 +410,36 @@ class XlaBackend:
 
     def set_rng_state(self, seed: int) -> None:
         """Restore the XLA RNG seed saved by `rng_state()`."""
-        import torch_xla.core.xla_model as xm
-
-        xm.set_rng_state(int(seed), self.device)
+        set_seed(seed)
 
     # -- generation with one graph
 
     def greedy_generate(self, model: torch.nn.Module, prompt_ids: list[list[int]], max_new_tokens: int,
                         pad_id: int) -> list[list[int]]:
-        """Greedy continuations (new ids only) with one fixed-shape graph for every position.
+        """Greedy continuations (new ids only) with one fixed-shape program for every position.
 
-        `model.generate` grows the sequence by one token per call, so XLA would compile a graph per length
-        and read a stop flag on the host per token. Here each prompt sits right-padded in a (rows, width)
-        buffer; a causal model's logits at position t ignore everything after t, so each step runs the
-        whole buffer, takes the logits at each row's last position and writes the next token there, with
-        positions held on the device: the same graph every step, compiled once.
+        `model.generate` grows the sequence by one token per call, so XLA would compile a graph per length and
+        read a stop flag on the host per token; `fixed_shapes.decode` runs the same (rows, width) program every
+        step (rows padded to split over the chips) and reads the buffer once at the end.
         """
-        if not prompt_ids:
-            return []
-        limit = int(getattr(model.config, "max_position_embeddings", 2048))
-        max_new_tokens = max(0, min(max_new_tokens, limit - 1))
-        width = min(limit, _round_up(max(len(p) for p in prompt_ids) + max_new_tokens, 64))
-        keep = max(1, width - max_new_tokens)
-        prompts = [list(p[-keep:]) or [pad_id] for p in prompt_ids]
-        rows = _round_up(len(prompts), self.num_devices)  # pad the rows so they split over the chips
-        prompts += [prompts[-1]] * (rows - len(prompts))
-        buf = torch.full((rows, width), pad_id, dtype=torch.long)  # (R, W)
-        for r, p in enumerate(prompts):
-            buf[r, : len(p)] = torch.tensor(p, dtype=torch.long)
-        lengths = [len(p) for p in prompts]
-        buf = buf.to(self.device)
-        pos = torch.tensor(lengths, dtype=torch.long).to(self.device)  # (R,) next position to write
-        for _ in range(max_new_tokens):
-            logits = model(input_ids=buf, use_cache=False).logits  # (R, W, V)
-            index = (pos - 1).view(rows, 1, 1).expand(rows, 1, logits.shape[-1])
-            nxt = logits.gather(1, index).squeeze(1).argmax(-1)  # (R,)
-            buf = buf.scatter(1, pos.view(rows, 1), nxt.view(rows, 1))
-            pos = pos + 1
-            self.step_end()
-        out = buf.cpu()  # the one transfer of the whole generation
-        return [out[r, lengths[r]: lengths[r] + max_new_tokens].tolist() for r in range(len(prompt_ids))]
+        from .fixed_shapes import decode
+
+        rows = _round_up(max(1, len(prompt_ids)), self.num_devices)
+        return decode(model, prompt_ids, max_new_tokens, pad_id=pad_id, rows=rows, after_step=self.step_end)
 
 
 class XlaHooks:
     """The loop's backend seams (the methods of `loop.Hooks`) for torch_xla; see the module docstring."""
 
-    def __init__(self, choice: Any = None) -> None:
+    def __init__(self, choice: Any = None, run_root: str | os.PathLike | None = None) -> None:
         self.choice = choice
         self.precision = getattr(choice, "precision", "bf16")
+        self.cache = cache_dir(run_root) if run_root is not None else None
         self.backend: XlaBackend | None = None
 
     def _backend(self) -> XlaBackend:
         if self.backend is None:
-            self.backend = XlaBackend(precision=self.precision)
+            self.backend = XlaBackend(precision=self.precision, cache=self.cache)
         return self.backend
 
     def device(self, choice: Any) -> torch.device:
@@ -433,10 +486,10 @@ class XlaHooks:
         return out
 
 
-def loop_hooks(choice: Any = None) -> XlaHooks:
-    """The hooks `loop.train` uses on the XLA backend."""
+def loop_hooks(choice: Any = None, run_root: str | os.PathLike | None = None) -> XlaHooks:
+    """The hooks `loop.train` uses on the XLA backend; with `run_root`, compiled programs persist in its xla_cache/."""
     _xla()
-    return XlaHooks(choice)
+    return XlaHooks(choice, run_root)
 
 
 # HBM per chip by TPU generation (TPU_ACCELERATOR_TYPE on TPU VMs, e.g. "v5litepod-8"); v5e is the target.

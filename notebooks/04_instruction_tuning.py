@@ -23,13 +23,17 @@
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/04_instruction_tuning.ipynb)
 
 # %%
-# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing, keeping the platform's
-# torch / torch_xla (pip gets a constraint pinning them), then show the platform and check the torch / torch_xla pair.
-import importlib.metadata as md, importlib.util, subprocess, sys, tempfile
-if importlib.util.find_spec("nbhelpers") is None:
+# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing (and on a CUDA GPU the
+# bitsandbytes its 8-bit AdamW needs), keeping the platform's torch / torch_xla (pip gets a constraint pinning
+# them), then show the platform and check the torch / torch_xla pair.
+import importlib.metadata as md, importlib.util, shutil, subprocess, sys, tempfile
+missing = [] if importlib.util.find_spec("nbhelpers") else ["nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"]
+if shutil.which("nvidia-smi") and importlib.util.find_spec("bitsandbytes") is None:
+    missing.append("bitsandbytes>=0.43")
+if missing:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
         pins.write("\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, *missing], check=True)
     importlib.invalidate_caches()
 import nbhelpers
 nbhelpers.platform.setup()
@@ -100,7 +104,7 @@ display(pd.DataFrame([{"device": choice.name, "processes": nproc, "micro-batches
 # does it get the arithmetic right?
 
 # %%
-device = nbhelpers.sft.inference_device(choice)
+device = nbhelpers.sft.inference_device(choice, run.root)
 model = AutoModelForCausalLM.from_pretrained(run.pretrain / "final").to(device)
 before = nbhelpers.sft.response_figures(model, tokenizer, data.heldout, cfg.sft)
 display(before["figures"])

@@ -23,13 +23,17 @@
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/06_eval.ipynb)
 
 # %%
-# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing, keeping the platform's
-# torch / torch_xla (pip gets a constraint pinning them), then show the platform and check the torch / torch_xla pair.
-import importlib.metadata as md, importlib.util, subprocess, sys, tempfile
-if importlib.util.find_spec("nbhelpers") is None:
+# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing (and on a CUDA GPU the
+# bitsandbytes its 8-bit AdamW needs), keeping the platform's torch / torch_xla (pip gets a constraint pinning
+# them), then show the platform and check the torch / torch_xla pair.
+import importlib.metadata as md, importlib.util, shutil, subprocess, sys, tempfile
+missing = [] if importlib.util.find_spec("nbhelpers") else ["nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"]
+if shutil.which("nvidia-smi") and importlib.util.find_spec("bitsandbytes") is None:
+    missing.append("bitsandbytes>=0.43")
+if missing:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
         pins.write("\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, "nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, *missing], check=True)
     importlib.invalidate_caches()
 import nbhelpers
 nbhelpers.platform.setup()
@@ -58,7 +62,7 @@ from IPython.display import Markdown, display
 from transformers import AutoTokenizer
 
 models = nbhelpers.evaluation.available_models(run)
-device, after_batch = nbhelpers.evaluation.eval_device(cfg)
+device, after_batch = nbhelpers.evaluation.eval_device(cfg, run.root)
 display(pd.DataFrame([{"model": name, "directory": str(path)} for name, path in models.items()]))
 print("device:", device)
 

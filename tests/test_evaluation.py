@@ -536,6 +536,80 @@ def test_perplexity_on_xla_matches_cpu_with_one_program(model, tokenizer):
     assert xla.compile_count() == compiled  # new texts, same shapes: nothing compiled again
 
 
+def _lms(model, tokenizer, batch_size=3):
+    """lm-eval's HFLM and FixedShapeLM (XLA's) over the same model object."""
+    from lm_eval.models.huggingface import HFLM
+
+    from nbhelpers.evaluation.fixed_lm import FixedShapeLM
+
+    return (HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size),
+            FixedShapeLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size))
+
+
+def test_fixed_shape_lm_scores_as_lm_eval_does(model, tokenizer):
+    """Log-likelihoods and greedy flags of (context, continuation) pairs: lm-eval's HFLM against fixed shapes."""
+    from lm_eval.api.instance import Instance
+
+    texts = ev.heldout_prose(4)
+    pairs = [(t[:40], t[40:48]) for t in texts] + [("", texts[0][:30]), (texts[1][:200], "。")]
+    reqs = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    ref, fixed = _lms(model, tokenizer)
+    want, got = ref.loglikelihood(reqs, disable_tqdm=True), fixed.loglikelihood(reqs, disable_tqdm=True)
+    assert [g for _, g in got] == [g for _, g in want]
+    assert [v for v, _ in got] == pytest.approx([v for v, _ in want], rel=1e-5)
+    rolling = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)]
+    assert fixed.loglikelihood_rolling(rolling, disable_tqdm=True) == \
+        pytest.approx(ref.loglikelihood_rolling(rolling, disable_tqdm=True), rel=1e-5)
+
+
+def test_fixed_shape_lm_generates_as_lm_eval_does(model, tokenizer):
+    from lm_eval.api.instance import Instance
+
+    texts = ev.heldout_prose(5)
+    until = {"until": ["。", "\n\n"], "max_gen_toks": 24, "do_sample": False}
+    reqs = [Instance("generate_until", {}, (t[: 20 + 15 * i], until), i) for i, t in enumerate(texts)]
+    ref, fixed = _lms(model, tokenizer, batch_size=2)
+    assert fixed.generate_until(reqs, disable_tqdm=True) == ref.generate_until(reqs, disable_tqdm=True)
+
+
+def test_run_lm_eval_with_fixed_shapes_gives_the_same_table(model_dir):
+    shots = {"ja_leaderboard_jcommonsenseqa": 3, "ja_leaderboard_jsquad": 2}
+    kw = {"tasks": list(shots), "num_fewshot": shots, "local": True, "batch_size": 4, "max_gen_toks": 8,
+          "device": "cpu"}
+    assert ev.results_table(ev.run_lm_eval(str(model_dir), fixed_shapes=True, **kw)).equals(
+        ev.results_table(ev.run_lm_eval(str(model_dir), **kw)))
+
+
+@pytest.mark.xla
+def test_eval_on_xla_compiles_a_bounded_number_of_programs(tokenizer, tmp_path):
+    """06's scoring on the CPU PJRT device: perplexity, log-likelihood (JCommonsenseQA) and generation (JSQuAD)
+    compile their programs on the first examples; more examples compile nothing new."""
+    pytest.importorskip("torch_xla")
+    from nbhelpers import config, xla
+
+    device, after_batch = ev.eval_device(config.load("smoke", ["train.backend=xla"]), tmp_path)
+    xmodel = _model(tokenizer, context=64)  # one width bucket: the count cannot depend on which examples run
+    xmodel.config._attn_implementation = "eager"  # what the XLA backend builds (no host read for the mask)
+    xmodel = xmodel.to(device)
+    texts = ev.heldout_prose(6)
+    tasks = {"tasks": ["ja_leaderboard_jcommonsenseqa", "ja_leaderboard_jsquad"], "local": True, "batch_size": 4,
+             "max_gen_toks": 20}
+
+    def score(n_texts, limit):
+        ev.perplexity(xmodel, tokenizer, texts[:n_texts], stride=32, batch_size=4, after_batch=after_batch,
+                      progress=False)
+        ev.run_lm_eval(xmodel, tokenizer, limit=limit, **tasks)
+
+    start = xla.counters()
+    score(2, 1)
+    first = xla.counters() - start
+    score(6, 5)  # three times the texts, five times the examples
+    more = xla.counters() - start - first
+    assert 0 < first.compiles <= 6  # perplexity, log-likelihood, decoding (and their inputs' small programs)
+    assert more.compiles == 0
+    assert more.scalar_reads == 0  # nothing read from the device per request or per token
+
+
 @pytest.mark.gpu
 def test_perplexity_on_cuda_matches_cpu(model, tokenizer):
     import copy

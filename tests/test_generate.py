@@ -127,6 +127,75 @@ def test_model_is_left_in_its_mode():
     assert model.training
 
 
+def _random_model(tok, context: int = 64, seed: int = 0) -> GPTNeoXForCausalLM:
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(vocab_size=len(tok.get_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=context)
+    return GPTNeoXForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("pad_is_eos", [False, True])
+def test_fixed_shapes_give_generates_answers(pad_is_eos):
+    """The fixed-buffer decoder (XLA's default) answers as transformers' generate does, on the CPU."""
+    tok = char_tokenizer(pad_is_eos)
+    prompts = ["a", "ab12xyzab", "xy", "b"]
+    for model in (_random_model(tok), bigram_model(tok, {"A": "1", "1": "2", "2": "x", "x": "</s>"})):
+        kw = {"template": T, "max_new_tokens": 20, "batch_size": 3}
+        assert gen.generate_batch(model, tok, prompts, fixed_shapes=True, **kw) == \
+            gen.generate_batch(model, tok, prompts, fixed_shapes=False, **kw)
+
+
+def test_fixed_shapes_stop_early_once_every_row_has_ended():
+    from nbhelpers import fixed_shapes
+
+    tok = char_tokenizer()
+    model = bigram_model(tok, CHAIN)
+    calls = []
+    prompts = [tok(T.format(prompt=p), add_special_tokens=False)["input_ids"] for p in ("ab", "a")]
+    new = fixed_shapes.decode(model, prompts, 40, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, check_every=4,
+                              after_step=lambda: calls.append(1))
+    assert len(calls) == 4  # EOS after 3 tokens: seen at the first check, not 40 steps
+    assert [row[:3] for row in new] == [tok.convert_tokens_to_ids(["1", "2", "</s>"])] * 2
+    with pytest.raises(ValueError, match="repetition_penalty is not available with fixed shapes"):
+        gen.generate_batch(model, tok, ["a"], template=T, max_new_tokens=8, repetition_penalty=1.2, fixed_shapes=True)
+
+
+def test_fixed_shape_sampling_is_seeded_and_follows_strong_logits():
+    tok = char_tokenizer()
+    kw = {"template": T, "max_new_tokens": 6, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "seed": 3,
+          "fixed_shapes": True}
+    assert gen.generate(bigram_model(tok, CHAIN), tok, ["ab", "a"], **kw) == ["12", "12"]
+    weak = _random_model(tok)
+    hot = {**kw, "temperature": 5.0, "top_p": 1.0}
+    first = gen.generate(weak, tok, ["ab"] * 4, **hot)
+    assert gen.generate(weak, tok, ["ab"] * 4, **hot) == first  # same seed, same text
+    assert len(set(gen.generate(weak, tok, ["ab"] * 8, **{**hot, "seed": 11}))) > 1  # sampling does vary
+    assert len(set(gen.generate(weak, tok, ["ab"] * 8, **{**hot, "seed": 11, "top_k": 1}))) == 1  # top-1 is greedy
+
+
+@pytest.mark.xla
+def test_chat_generation_on_xla_compiles_once_per_width_bucket():
+    """05's calls on the CPU PJRT device: after the first batch, more prompts compile nothing new, and the host
+    reads the buffer once per 16 tokens, not once per token."""
+    pytest.importorskip("torch_xla")
+    from nbhelpers import config, sft, xla
+    from nbhelpers import device as devices
+
+    tok = char_tokenizer()
+    device = sft.inference_device(devices.select(config.load("smoke", ["train.backend=xla"]).train))
+    model = _random_model(tok).to(device)  # a 64-token context: every prompt falls in the one 64-wide bucket
+    kw = {"template": T, "max_new_tokens": 32, "batch_size": 4}
+    gen.generate_batch(model, tok, ["a", "ab"], **kw)  # compiles the decoding step once
+    before = xla.counters()
+    prompts = ["a", "ab12xyzab", "xy", "b", "12", "yz", "aa", "x1", "b2"]  # 3 batches
+    answers = gen.generate_batch(model, tok, prompts, **kw)
+    used = xla.counters() - before
+    assert used.compiles == 0
+    assert used.transfers_from_device <= 3 * (32 // 16 + 1)  # per batch: a check per 16 steps and the result
+    assert used.scalar_reads == 0
+    assert answers == gen.generate_batch(model.cpu(), tok, prompts, fixed_shapes=False, **kw)
+
+
 @pytest.mark.xla
 def test_xla_device_gives_the_cpu_answers():
     """On torch_xla's CPU PJRT device (the TPU code path): same greedy answers as on the CPU."""

@@ -73,3 +73,48 @@ def test_extras_are_spelled_as_their_distribution_declares_them():
             assert extra == canonicalize_name(extra), f"{req}: write the extra as {canonicalize_name(extra)!r}"
             checked += 1
     assert checked, "no requirement with extras was checked: lm-eval should be installed"
+
+
+def test_the_setup_cells_gpu_requirement_is_the_gpu_extra():
+    from nbhelpers import notebooks
+
+    assert PROJECT["optional-dependencies"]["gpu"] == [notebooks.GPU_REQUIREMENT]
+
+
+@pytest.mark.slow
+def test_setup_cell_installs_bitsandbytes_on_a_cuda_machine_only(tmp_path):
+    """The T4 profiles' 8-bit AdamW: the setup cell adds bitsandbytes where nvidia-smi exists, nowhere else."""
+    import os
+    import subprocess
+    import sys
+
+    from test_platform import _wheel
+
+    from nbhelpers import notebooks
+
+    venv, wheels, gpu_bin = tmp_path / "venv", tmp_path / "wheels", tmp_path / "gpu-bin"
+    wheels.mkdir()
+    gpu_bin.mkdir()
+    (gpu_bin / "nvidia-smi").write_text("#!/bin/sh\necho 'Tesla T4'\n")
+    (gpu_bin / "nvidia-smi").chmod(0o755)
+    _wheel(wheels, "bitsandbytes", "0.43.0", {"bitsandbytes/__init__.py": ""})
+    _wheel(wheels, "nbhelpers", "0.1", {"nbhelpers/__init__.py": "from . import platform\n",
+                                        "nbhelpers/platform.py": "def setup():\n    print('setup ran')\n"})
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels), PIP_DISABLE_PIP_VERSION_CHECK="1",
+               PATH=f"{venv / 'bin'}:/usr/bin:/bin")
+    cell = notebooks.setup_cell().replace(notebooks.install_spec(), "nbhelpers")
+
+    def has_bitsandbytes() -> bool:
+        probe = "import importlib.util; print(importlib.util.find_spec('bitsandbytes') is not None)"
+        return subprocess.run([py, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+    cpu = subprocess.run([py, "-c", cell], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert cpu.returncode == 0 and "setup ran" in cpu.stdout, cpu.stderr[-2000:]
+    assert not has_bitsandbytes()  # no GPU: nbhelpers alone
+    gpu = subprocess.run([py, "-c", cell], env={**env, "PATH": f"{gpu_bin}:{env['PATH']}"}, capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert gpu.returncode == 0 and "setup ran" in gpu.stdout, gpu.stderr[-2000:]
+    assert has_bitsandbytes()  # nbhelpers was there already: only bitsandbytes came in

@@ -312,10 +312,13 @@ def run_lm_eval(
     max_gen_toks: int | None = None,
     device: Any = None,
     extra_task_dirs: Sequence[str | Path] = (),
+    fixed_shapes: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model (object or save_pretrained directory) on lm-eval tasks through HFLM.
 
     `num_fewshot` maps task names (online or local) to shots; tasks not in it keep their YAML's value.
+    fixed_shapes (default: on for a model on XLA) scores and generates through `FixedShapeLM`: a few compiled
+    programs for the whole evaluation instead of one per batch width and per generated token.
     Returns lm-eval's result dict (results, versions, n-shot, higher_is_better, ...).
     """
     import lm_eval
@@ -350,8 +353,19 @@ def run_lm_eval(
     for name, task in loaded.items():
         if shots.get(name) is not None:
             task.set_config(key="num_fewshot", value=int(shots[name]))
+    on_xla = next(model.parameters()).device.type == "xla"
     with _quiet("lm_eval"):  # HFLM warns that a model object ignores model_args: there are none
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        if on_xla if fixed_shapes is None else fixed_shapes:
+            from .. import xla
+            from .fixed_lm import FixedShapeLM
+            from .perplexity import _xla_sync
+
+            if on_xla:
+                xla.use_xla_attention(model)
+            lm = FixedShapeLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                              after_batch=_xla_sync if on_xla else None)
+        else:
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     # lm-eval generates up to 256 tokens and keeps context + generation within the model's window:
     # a short-context model (the smoke one has 256) gets a quarter of its window instead.
     gen_toks = int(max_gen_toks or min(256, lm.max_length // 4))

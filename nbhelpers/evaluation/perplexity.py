@@ -193,8 +193,12 @@ def perplexity(
 
     device = next(model.parameters()).device
     fixed = (device.type == "xla") if fixed_shapes is None else fixed_shapes
-    if after_batch is None and device.type == "xla":
-        after_batch = _xla_sync
+    if device.type == "xla":
+        from .. import xla
+
+        xla.use_xla_attention(model)  # SDPA would read the mask on the host every batch
+        if after_batch is None:
+            after_batch = _xla_sync
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (prefix_id or 0)
     order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))  # similar lengths share a batch
     was_training = model.training

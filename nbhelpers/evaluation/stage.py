@@ -31,13 +31,14 @@ def _tokenizer_path(model_dir: Path, run: Any) -> Path | None:
     return None if has_own else Path(run.tokenizer)
 
 
-def eval_device(cfg: RunConfig) -> tuple[Any, Any]:
-    """(torch device, after-batch hook) for evaluation: the training backend, through the loop's hooks."""
+def eval_device(cfg: RunConfig, run_root: Any = None) -> tuple[Any, Any]:
+    """(torch device, after-batch hook) for evaluation: the training backend, through the loop's hooks (on XLA with
+    `run_root`, compiled programs persist in the run's xla_cache/)."""
     from ..device import select
     from ..loop import default_hooks
 
     choice = select(cfg.train)
-    hooks = default_hooks(choice)
+    hooks = default_hooks(choice, run_root)
     after = hooks.after_eval_batch if choice.backend == "xla" else None
     return hooks.device(choice), after
 

@@ -171,3 +171,32 @@ def test_loader_moves_batches_in_order_and_surfaces_data_errors():
             assert b["input_ids"].device.type == "xla" and tuple(b["input_ids"].shape) == (8, 4)
             got.append(int(b["input_ids"][0, 0].cpu()))
     assert got == [0, 1, 2]
+
+
+def _cache_run(run_dir: Path, stage: str) -> dict:
+    proc = tiny.subprocess_run(run_dir, "--cache-suite", stage)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_resumed_session_finds_every_compiled_program_in_the_run_dir(tmp_path):
+    """The loop keeps torch_xla's persistent compilation cache in RUN_DIR/xla_cache: a second process (the next
+    session) looks up every program the first one compiled and compiles nothing new. A TPU loads them (hits, no
+    compile); the CPU PJRT client cannot deserialize executables (UNIMPLEMENTED in torch_xla 2.8), so here the
+    lookups count as deserialize failures and compile again: the keys still match, which is what this checks."""
+    first = _cache_run(tmp_path, "pretrain")
+    second = _cache_run(tmp_path, "pretrain_again")
+    assert first["compiles"] == first["misses"] > 0 and first["hits"] == first["deserialize_failures"] == 0
+    assert len(first["entries"]) == first["misses"]  # one file per compiled program, under the run directory
+    assert second["misses"] == 0 and second["entries"] == first["entries"]  # nothing new to write
+    assert second["hits"] + second["deserialize_failures"] == first["misses"]  # every program found on disk
+    assert second["compiles"] == second["deserialize_failures"]  # a loaded program is not compiled again
+
+
+def test_the_cache_cannot_be_switched_on_after_a_compilation(tmp_path):
+    import torch
+
+    x = torch.ones(3, device=xla.XlaBackend(precision="fp32").device)
+    (x * 2).cpu()  # compiles: the computation cache now exists without a persistent path
+    with pytest.warns(RuntimeWarning, match="used from the next session"):
+        assert xla.enable_persistent_cache(tmp_path / "xla_cache") is None

@@ -198,6 +198,22 @@ def counters_suite(out: Path) -> dict[str, Any]:
             "weight_sharding": torch_xla._XLAC._get_xla_sharding_spec(weight)}
 
 
+def cache_suite(run_dir: Path, stage: str) -> dict[str, Any]:
+    """4 steps with evaluation through the loop's own hooks: its persistent compilation cache is RUN_DIR/xla_cache."""
+    import time
+
+    from nbhelpers import xla
+
+    start = time.perf_counter()
+    train, evals = sources()
+    cfg = train_cfg("xla", max_steps=4, eval_every=2)
+    loop.train(tiny_model(), train, cfg, run_dir / stage, eval_batches=evals, device_choice=choice("xla"),
+               peak_flops=1e12, progress=False)
+    cache = xla.cache_dir(run_dir)
+    return {"compiles": xla.compile_count(), **xla.persistent_cache_counts(), "seconds": time.perf_counter() - start,
+            "entries": sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -209,7 +225,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stop-after", type=int, default=0, help="raise after this many steps of this process")
     ap.add_argument("--spmd-suite", action="store_true", help="the 4-device data-parallel and FSDP runs")
     ap.add_argument("--counters-suite", action="store_true", help="compile / transfer counters per step")
+    ap.add_argument("--cache-suite", metavar="STAGE", help="train in OUT/STAGE; compile and persistent-cache counts")
     args = ap.parse_args(argv)
+    if args.cache_suite:
+        print(json.dumps(cache_suite(Path(args.out), args.cache_suite)))
+        return
     if args.counters_suite:
         print(json.dumps(counters_suite(Path(args.out))))
         return
