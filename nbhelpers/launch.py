@@ -203,7 +203,8 @@ def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None
     out.mkdir(parents=True, exist_ok=True)
     for name in (RESULT_FILE, ERROR_FILE):  # a previous session's files must not answer for this one
         (out / name).unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the workers end when this process (the notebook's kernel) does, even killed (see worker_main)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NBHELPERS_KERNEL_PID=str(os.getpid()))
     package_root = str(Path(__file__).resolve().parents[1])  # the workers import this very nbhelpers
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each rank its share of the cores
@@ -304,7 +305,10 @@ def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, ove
     import torch
 
     from .batches import dist_rank_world
+    from .corpus.workers import exit_when_gone
 
+    if os.environ.get("NBHELPERS_KERNEL_PID"):  # torchrun runs in its own session: a killed kernel would not stop it
+        exit_when_gone(int(os.environ["NBHELPERS_KERNEL_PID"]))
     root = Path(run_dir).resolve()
     if profile:
         cfg = config_mod.load(profile, overrides)

@@ -108,18 +108,13 @@ def test_sigkill_while_saving_keeps_and_resumes_the_previous_checkpoint(referenc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncated model", "broken state.json", "missing optimizer"])
-def test_a_damaged_newest_checkpoint_resumes_from_the_one_before_with_a_warning(reference, tmp_path, damage):
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before_with_a_warning(reference, tmp_path):
+    """Through the loop, for one damage (test_checkpoint covers each kind: cut short, broken state.json, missing part)."""
     out = tmp_path / "damaged"
     _kill_at(_launch(out, "--step-sleep", "0.04"), out, 13)  # checkpoints of steps 8 and 12 exist
     newest = ckpt.latest(out / "checkpoints")
     assert newest.name == "step_00000012"
-    if damage == "truncated model":  # a sync or copy cut short
-        (newest / "model.safetensors").write_bytes((newest / "model.safetensors").read_bytes()[:-1000])
-    elif damage == "broken state.json":
-        (newest / "state.json").write_text((newest / "state.json").read_text()[:50])
-    else:
-        (newest / "optimizer.safetensors").unlink()
+    (newest / "model.safetensors").write_bytes((newest / "model.safetensors").read_bytes()[:-1000])  # a cut-short copy
     _finish(_launch(out), out)
     log = (out.parent / f"{out.name}.log").read_text()
     assert f"checkpoint {newest}" in log and "Resuming from the earlier complete checkpoint" in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -244,3 +245,47 @@ def test_sigkill_during_instruction_tuning_then_resume_matches_an_uninterrupted_
     got = losses(run.root)
     assert sorted(got) == sorted(reference)
     assert all(got[s] == pytest.approx(v, abs=1e-6, rel=0) for s, v in reference.items())
+
+
+KERNEL = """
+import json, sys
+from pathlib import Path
+from nbhelpers import config, launch
+from nbhelpers.rundir import RunDir
+root = Path(sys.argv[1])
+launch.train_stage(RunDir(root, config.from_dict(json.loads((root / "config.json").read_text()))), "pretrain",
+                   progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_training_workers_end_when_the_kernel_is_killed(tmp_path):
+    """torchrun runs in its own session (an interrupted cell stops its group); a killed kernel must stop it too."""
+    import signal
+    import time
+
+    from proc_state import descendants, survivors
+
+    run = prepared_run(tmp_path / "run", ["train.micro_batch=2", "train.nproc=2", "train.max_steps=100000",
+                                          "train.save_every=0", "train.eval_every=0"])
+    log = open(tmp_path / "kernel.log", "wb")  # noqa: SIM115 - the kernel's output, for a failure message
+    kernel = subprocess.Popen([sys.executable, "-c", KERNEL, str(run.root)], stdout=log, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+    below: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not any(r["kind"] == "train" for r in loop.read_metrics(run.pretrain / loop.METRICS_FILE)) \
+                if (run.pretrain / loop.METRICS_FILE).exists() else True:
+            assert kernel.poll() is None and time.monotonic() < deadline, (tmp_path / "kernel.log").read_text()[-3000:]
+            time.sleep(0.1)
+        below = descendants(kernel.pid)
+        assert len(below) >= 3  # torchrun and its two ranks
+        kernel.send_signal(signal.SIGKILL)
+        kernel.wait()
+        left = survivors(below, within=20)
+        assert not left, f"{len(left)} of {len(below)} training processes outlived the killed kernel"
+    finally:
+        kernel.kill()
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -51,6 +51,22 @@ def bind_to_parent(parent: int, from_main_thread: bool) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def exit_when_gone(pid: int, poll_s: float = PARENT_POLL_S) -> None:
+    """End this process soon after process `pid` (not necessarily its parent, e.g. the notebook kernel) has ended."""
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # it exists, owned by someone else
+                pass
+            time.sleep(poll_s)
+
+    threading.Thread(target=watch, name="kernel-watch", daemon=True).start()
+
+
 def start_child(ctx: Any, target: Callable[..., None], args: tuple = ()) -> Any:
     """Start `target(*args)` in a daemon process of `ctx` that ends when this process ends (see bind_to_parent)."""
     proc = ctx.Process(target=_bound, args=(os.getpid(), threading.current_thread() is threading.main_thread(),
