@@ -8,9 +8,11 @@ import warnings
 
 __version__ = "0.1.0"
 
-# The one place a fork changes: notebook badges and setup cells are built from it.
+# The one place a fork changes: notebook badges and setup cells are built from it (`python -m nbhelpers notebooks`).
 REPO_URL = "https://github.com/nbhelpers/nbhelpers"
-REPO_REF = "main"
+# A release tag, not a branch: a badge opens the notebooks of this release and their setup cell installs the
+# package of the same release, so a session started next month runs what this month's did (a branch moves).
+REPO_REF = f"v{__version__}"
 
 # Without ipywidgets (papermill's kernels, a bare Jupyter), tqdm.auto draws text bars, which read well in
 # saved notebooks too; its advice to install ipywidgets would sit in every notebook's first output.

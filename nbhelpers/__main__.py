@@ -20,6 +20,16 @@ EPILOG = """examples:
 Overrides are section.field=value; the value is read as JSON when it parses, as a string otherwise
 (train.lr=3e-4, corpus.mixture='{"bundled_prose": 1}', train.backend=cpu).
 A second run skips stages whose artifacts are complete for the same configuration; --force reruns them.
+
+--run-dir "" (the default) is the platform's: /kaggle/working/runs/PROFILE on Kaggle, Google Drive on
+Colab, runs/PROFILE here. NBHELPERS_PLATFORM_ROOT=DIR with a platform's own variables rehearses it here:
+  NBHELPERS_PLATFORM_ROOT=/tmp/kg KAGGLE_KERNEL_RUN_TYPE=Batch python -m nbhelpers run --profile smoke
+
+exit status:
+  0   every notebook asked for finished
+  1   a notebook failed, or the configuration or run directory is wrong (the message says which)
+  75  a training notebook (03, 04) stopped by its time budget, its checkpoint saved: the later notebooks
+      did not run; run the same command again (a new session, or a new Kaggle version) to continue
 """
 
 
@@ -31,6 +41,11 @@ Each folder holds kernel-metadata.json and the notebook with PROFILE set; push t
 `kaggle kernels push -p FOLDER`, each after the previous one finished: a notebook reads the earlier
 notebooks' outputs (kernel_sources), so they must exist first. kaggle-metadata.json at the top of the
 repository gives the defaults (privacy, dataset_sources) and is itself the 03_pretrain kernel's metadata.
+
+03 and 04 also read their own previous version's output: when the session's time budget stops one,
+push the same folder again (a new version) and it resumes from the checkpoint; repeat until its last
+cell says it is done. The first push reports the kernel's own output as not a valid kernel source
+(there is none yet); later pushes find it. The kernels need Internet (a phone-verified account).
 """
 
 
@@ -60,7 +75,9 @@ def _kaggle(args: argparse.Namespace) -> int:
         meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
         shape = meta["machine_shape"] or "no accelerator"
         print(f"kaggle kernels push -p {folder}   # {meta['id']} on {shape}; then wait for "
-              f"`kaggle kernels status {meta['id']}` to say complete")
+              f"`kaggle kernels status {meta['id']}` to say complete"
+              + ("; push it again (a new version) to continue after a time-budget stop"
+                 if meta["id"] in meta["kernel_sources"] else ""))
     return 0
 
 
@@ -76,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="execute the numbered notebooks in order with papermill",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p_run.add_argument("--profile", required=True, choices=sorted(PROFILES), help="configuration profile")
-    p_run.add_argument("--run-dir", required=True, type=Path, help="run directory (created if missing)")
+    p_run.add_argument("--run-dir", default="", help="run directory (created if missing); default: the "
+                       "platform's (runs/PROFILE locally)")
     p_run.add_argument("--only", default="", help="comma-separated notebook numbers or names, e.g. 01,02")
     p_run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. train.lr=3e-4 (repeatable)")
@@ -128,16 +146,21 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
 
-    from .runner import NotebookFailed, run
+    from .platform import PlatformError
+    from .rundir import RunDirError
+    from .runner import EXIT_STOPPED, NotebookFailed, run
 
     only = [o for o in args.only.split(",") if o.strip()]
     try:
-        run(args.profile, args.run_dir, only=only, overrides=args.overrides, force=args.force,
-            notebooks_dir=args.notebooks, log_output=args.verbose)
-    except (ConfigError, NotebookFailed, ValueError, FileNotFoundError) as err:
+        results = run(args.profile, args.run_dir, only=only, overrides=args.overrides, force=args.force,
+                      notebooks_dir=args.notebooks, log_output=args.verbose)
+    except (ConfigError, NotebookFailed, RunDirError, PlatformError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"all done: results in {args.run_dir}")
+    if results and results[-1].status == "stopped":
+        print(f"stopped, not failed: {results[-1].message}", file=sys.stderr)
+        return EXIT_STOPPED
+    print(f"all done: results in {args.run_dir or 'the platform default run directory'}")
     return 0
 
 

@@ -2,6 +2,13 @@
 folder per notebook (metadata + the notebook with PROFILE injected), chained by kernel_sources so each
 notebook reads the earlier notebooks' outputs.
 
+The training notebooks (03, 04) also name themselves in kernel_sources: each saved version then reads the
+previous version's output under /kaggle/input and resumes from its newest checkpoint (`rundir`), so the
+user only saves a new version. The CLI sends kernel_sources as the kernel's `kernel_data_sources`
+(kaggle_api_extended.kernels_push) and reports sources the server refuses as "not valid kernel sources"
+without failing the push: on the very first push the kernel does not exist yet, so its own output joins
+from the second push on, when there is an output to read.
+
 `kaggle kernels push -p FOLDER` reads kernel-metadata.json (Kaggle CLI docs/kernels_metadata.md): id
 ('owner/slug', the slug derived from the title), title, code_file, language, kernel_type, is_private,
 enable_gpu, enable_tpu, enable_internet, machine_shape, dataset_sources, kernel_sources, ... Since
@@ -18,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .rundir import STAGES, TRAINING_STAGES
+
 # The fields `kaggle kernels push` reads from kernel-metadata.json (Kaggle CLI docs/kernels_metadata.md).
 KERNEL_FIELDS = (
     "id", "id_no", "title", "code_file", "language", "kernel_type", "is_private", "enable_gpu", "enable_tpu",
@@ -33,6 +42,7 @@ RETIRED_SHAPES = ("NvidiaTeslaP100", "TpuV38", "Tpu1VmV38", "TpuV232", "TpuV2256
 # Profile -> (machine_shape, accelerator) of the notebooks that train; "" = no accelerator.
 KAGGLE_PROFILES = {"kaggle_tpu_v5e8": ("TpuV5E8", "tpu"), "kaggle_t4x2": ("NvidiaTeslaT4", "gpu"), "smoke": ("", "cpu")}
 CPU_STAGES = ("01", "02")  # tokenizer and corpus need no accelerator: running them on CPU saves the weekly quota
+RESUMING = tuple(STAGES[s][0][:2] for s in TRAINING_STAGES)  # 03, 04: read their own previous version's output
 PLACEHOLDER_USER = "YOUR_KAGGLE_USERNAME"
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -125,7 +135,10 @@ def kernel_slug(stem: str, prefix: str = "nbhelpers") -> tuple[str, str]:
 def kernel_metadata(stem: str, owner: str, profile: str, earlier: Iterable[str] = (), code_file: str | None = None,
                     base: Mapping[str, Any] | None = None, cpu_stages: Iterable[str] = CPU_STAGES,
                     prefix: str = "nbhelpers") -> dict[str, Any]:
-    """kernel-metadata.json of notebook `stem`, reading the outputs of the `earlier` notebooks (kernel_sources)."""
+    """kernel-metadata.json of notebook `stem`, reading the outputs of the `earlier` notebooks (kernel_sources).
+
+    A training notebook (03, 04) also reads its own previous version's output, to resume from it.
+    """
     if profile not in KAGGLE_PROFILES:
         raise ValueError(f"profile {profile!r} does not run on Kaggle; use one of {', '.join(KAGGLE_PROFILES)}")
     if not _OWNER.match(owner):
@@ -148,7 +161,8 @@ def kernel_metadata(stem: str, owner: str, profile: str, earlier: Iterable[str] 
         "machine_shape": shape,
         "dataset_sources": list(base.get("dataset_sources", [])),
         "competition_sources": list(base.get("competition_sources", [])),
-        "kernel_sources": [f"{owner}/{kernel_slug(e, prefix)[1]}" for e in earlier],
+        "kernel_sources": [f"{owner}/{kernel_slug(e, prefix)[1]}" for e in earlier]
+                          + ([f"{owner}/{slug}"] if stem[:2] in RESUMING else []),
         "model_sources": list(base.get("model_sources", [])),
     }
     validate_kernel_metadata(meta, where=f"{stem} kernel-metadata.json")

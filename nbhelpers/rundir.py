@@ -1,20 +1,41 @@
 """The run directory: where each stage reads the previous stage's artifacts and writes its own.
 
-Also where a run directory is when RUN_DIR is empty (the platform's default) and, on Kaggle, how the
-earlier notebooks' outputs (attached as inputs, read-only) join this version's run directory.
+Also where a run directory is when RUN_DIR is empty (the platform's default), and how, on Kaggle, the
+outputs of earlier notebooks and of earlier versions of this one (attached as inputs, read-only under
+/kaggle/input) join this version's run directory in /kaggle/working:
+
+- a stage another notebook finished (its files and metrics.json entry) is linked as a whole folder;
+- a training stage (03, 04) that an earlier version of its notebook stopped by the time budget is
+  resumed: the input's complete checkpoints are linked one by one into this run's `checkpoints/`
+  (read in place, never copied: a `seed_1b` checkpoint is 9.3 GB of the 20 GB output) and its
+  `metrics.jsonl` is copied (small), so the loop finds the newest checkpoint where it always looks and
+  carries the metrics history on. New checkpoints are written here; the links are removed once a newer
+  checkpoint of this version exists, so the version's output holds only its own.
+
+How a version's output becomes the next version's input (Kaggle's docs: notebook outputs can be added
+as a notebook's data sources; the Kaggle CLI's `kernels push` sends `kernel_sources` as the kernel's
+`kernel_data_sources`): the generated kernel metadata of 03 and 04 names the kernel itself among its
+`kernel_sources`, so each saved version reads the previous version's output. Outputs are found at any
+depth up to INPUT_DEPTH under /kaggle/input, which covers the layout of 2025 onwards
+(/kaggle/input/notebooks/OWNER/SLUG/..., /kaggle/input/datasets/OWNER/SLUG/...) and the older
+/kaggle/input/SLUG/...: a Kaggle dataset made from an output works the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import config as config_mod
 from . import platform
 from .config import RunConfig
-from .files import atomic_write_text, read_json
+from .files import atomic_write_text, read_json, write_text_if_changed
 
 # Stage name -> (notebook, config sections its output depends on, files that must exist when done).
 STAGES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
@@ -25,77 +46,190 @@ STAGES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "chat": ("05_chat", ("tokenizer", "corpus", "model", "train", "sft"), ()),
     "eval": ("06_eval", ("tokenizer", "corpus", "model", "train", "sft", "eval"), ("eval/results.json",)),
 }
+TRAINING_STAGES = ("pretrain", "sft")  # the stages that checkpoint and resume (03, 04)
+IDENTITY = ("tokenizer", "corpus", "model")  # sections that make an input's checkpoints this run's
+CONFIG_FILE = "config.json"
+STOP_FILE = "stopped.json"  # in a stage folder: the stage stopped by its time budget, to be continued
+STAGE_METRICS = "metrics.jsonl"  # the loop's metrics history in a stage folder (loop.METRICS_FILE)
+INPUT_DEPTH = 6  # /kaggle/input/notebooks/OWNER/SLUG/runs/NAME is 5 levels down; a dataset may add one
 
 
 class StageMissing(RuntimeError):
     """A stage's input is absent: the message names the notebook to run first."""
 
 
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked: one line saying what is wrong and what to do."""
+
+
 # ---------------------------------------------------------------- where the run directory is
 
 
+_drive_asked = False  # Colab asks for Drive once per process: the setup cell, or the first RunDir.open
+
+
 def default_run_dir(profile: str, plat: platform.Platform | None = None) -> Path:
-    """The run directory for RUN_DIR = "": Kaggle's working dir, Drive (when mounted) or /content on Colab, runs/ locally."""
-    plat = plat or platform.detect()
-    if plat.name == "colab" and not platform.drive_mounted(plat):
-        return plat.path(platform.COLAB_CONTENT) / "runs" / profile
-    return plat.runs_root / profile
+    """The run directory for RUN_DIR = "": Kaggle's working dir, Google Drive on Colab, runs/ locally."""
+    return (plat or platform.detect()).runs_root / profile
+
+
+def _on_drive(path: Path, plat: platform.Platform) -> bool:
+    drives = {platform.COLAB_DRIVE, plat.path(platform.COLAB_DRIVE)}
+    return path.is_absolute() and any(d in (path, *path.parents) for d in drives)
 
 
 def resolve_run_dir(run_dir: str | os.PathLike, profile: str, plat: platform.Platform | None = None) -> Path:
-    """RUN_DIR as given, or the platform default for ""; on Colab a path on Drive mounts Drive first."""
+    """RUN_DIR as given, or the platform default for ""; on Colab a run dir on Drive needs Drive mounted.
+
+    Colab's default is on Drive because each notebook opened from its badge gets a runtime of its own
+    and only Drive is shared between them: without Drive the error says what to do instead.
+    """
+    global _drive_asked
     plat = plat or platform.detect()
-    if not str(run_dir):
-        return default_run_dir(profile, plat)
-    path = Path(run_dir).expanduser()
-    drive = platform.COLAB_DRIVE
-    on_drive = plat.name == "colab" and path.is_absolute() and drive in (path, *path.parents)
-    if on_drive and not platform.drive_mounted(plat):
-        platform.mount_drive(plat)  # asks for permission once per runtime
+    path = default_run_dir(profile, plat) if not str(run_dir) else Path(run_dir).expanduser()
+    if plat.name == "colab" and _on_drive(path, plat) and not platform.drive_mounted(plat):
+        if not _drive_asked:
+            _drive_asked = True
+            platform.mount_drive(plat)
+        if not platform.drive_mounted(plat):
+            raise RunDirError(f"RUN_DIR {path} is on Google Drive, which is not mounted. {platform.DRIVE_WHY} "
+                              + platform.drive_help(profile))
     return path
 
 
-# ---------------------------------------------------------------- chaining Kaggle notebooks
+def _prepare(root: Path) -> bool:
+    """Create `root` when missing; True when it is writable. One clear RunDirError for what cannot work."""
+    if root.exists() and not root.is_dir():
+        raise RunDirError(f"RUN_DIR {root} is a file, not a folder: choose another RUN_DIR or move the file away")
+    blocker = next((p for p in root.parents if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise RunDirError(f"RUN_DIR {root} lies under {blocker}, which is a file: no folder can be made there; "
+                          "choose another RUN_DIR")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = "read-only file system" if err.errno == errno.EROFS else (err.strerror or str(err))
+        raise RunDirError(f"RUN_DIR {root} cannot be created ({why} at {err.filename or blocker}): choose a "
+                          "writable RUN_DIR") from None
+    return os.access(root, os.W_OK)  # False on a read-only mount, also for root
 
 
-def kaggle_input_runs(profile: str, plat: platform.Platform | None = None) -> list[Path]:
-    """Run directories of `profile` that earlier notebooks left in their outputs (/kaggle/input/**/runs/PROFILE)."""
+# ---------------------------------------------------------------- Kaggle's inputs
+
+
+def _walk_dirs(top: Path, depth: int) -> Iterator[Path]:
+    """Folders under `top`, at most `depth` levels down, without following symlinks or entering hidden ones."""
+    level = [top]
+    for _ in range(depth):
+        nxt = []
+        for folder in level:
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(folder):
+                    if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                        nxt.append(Path(entry.path))
+        yield from sorted(nxt)
+        level = [p for p in nxt if not _is_run(p)]  # a run's own folders hold no other run
+
+
+def _is_run(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() or (path / "metrics.json").is_file()
+
+
+def input_runs(name: str, plat: platform.Platform | None = None) -> list[Path]:
+    """Run directories called `name` (config.json or metrics.json inside) among Kaggle's inputs, in path order."""
     plat = plat or platform.detect()
     inputs = plat.inputs
     if inputs is None or not inputs.is_dir():
         return []
-    found = set()
-    for depth in ("*", "*/*", "*/*/*", "*/*/*/*"):  # kernel outputs are mounted a few levels down
-        found.update(p.parent for p in inputs.glob(f"{depth}/runs/{profile}/metrics.json"))
-    return sorted(found)
+    return [p for p in _walk_dirs(inputs, INPUT_DEPTH) if p.name == name and _is_run(p)]
 
 
-def link_inputs(run_root: Path, profile: str, plat: platform.Platform | None = None) -> list[str]:
-    """Link the stage folders of earlier notebooks' outputs into `run_root` and merge their metrics entries.
+def _same_run(source: Path, config: RunConfig) -> bool:
+    """True when the run in `source` was made with this run's tokenizer, corpus and model configuration."""
+    try:
+        theirs = config_mod.from_dict(read_json(source / CONFIG_FILE))
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    return theirs.fingerprint(*IDENTITY) == config.fingerprint(*IDENTITY)
+
+
+def link_inputs(run: RunDir, plat: platform.Platform | None = None) -> list[str]:
+    """Link the stage folders that earlier notebooks finished in their outputs into `run`, and merge their metrics entries.
 
     Symlinks, not copies: a 776M model's checkpoints would otherwise count twice against the 20 GB
     output limit. Returns the stage names it linked. Stages already present are left alone.
     """
     linked: list[str] = []
-    metrics_path = run_root / "metrics.json"
-    metrics = read_json(metrics_path) if metrics_path.exists() else {}
-    for source in kaggle_input_runs(profile, plat):
-        theirs = read_json(source / "metrics.json")
+    metrics = run.metrics()
+    for source in input_runs(run.root.name, plat):
+        theirs = read_json(source / "metrics.json") if (source / "metrics.json").is_file() else {}
         for stage, (_, _, files) in STAGES.items():
             if stage in metrics or stage not in theirs:
                 continue
             folders = {Path(f).parts[0] for f in files}
             if not folders or not all((source / f).exists() for f in files):
                 continue
+            if any((run.root / f).exists() and not (run.root / f).is_symlink() for f in folders):
+                continue  # this run has its own (partial) folder: never mix the two
             for folder in folders:
-                target = run_root / folder
+                target = run.root / folder
                 if not target.exists() and not target.is_symlink():
                     target.symlink_to(source / folder, target_is_directory=True)
             metrics[stage] = theirs[stage]
             linked.append(stage)
     if linked:
-        atomic_write_text(metrics_path, json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
+        atomic_write_text(run.metrics_path, json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
     return linked
+
+
+def _last_step(metrics_file: Path) -> int:
+    """The highest step a metrics.jsonl records, -1 when there is none."""
+    last = -1
+    with contextlib.suppress(OSError):
+        for line in metrics_file.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                last = max(last, int(json.loads(line).get("step", -1)))
+    return last
+
+
+def link_checkpoints(run: RunDir, plat: platform.Platform | None = None) -> dict[str, Path]:
+    """Resume training stages from checkpoints this run left in Kaggle's inputs; {stage: newest linked checkpoint}.
+
+    Each complete checkpoint of an input that holds this run (same name, same tokenizer, corpus and model
+    configuration) is linked into `STAGE/checkpoints/` unless one of that step is already there; when
+    the newest checkpoint is now an input's, its metrics.jsonl replaces a shorter local history.
+    """
+    plat = plat or platform.detect()
+    sources = [s for s in input_runs(run.root.name, plat) if _same_run(s, run.config)]
+    resumed: dict[str, Path] = {}
+    for stage in TRAINING_STAGES:
+        folder = run.root / stage
+        if folder.is_symlink() or stage in run.metrics():
+            continue  # finished: linked whole, or done here
+        roots = [s / stage / "checkpoints" for s in sources if (s / stage / "checkpoints").is_dir()]
+        if not roots:
+            continue
+        from . import checkpoint  # imports torch: only when an input holds checkpoints
+
+        own = folder / "checkpoints"
+        for root in roots:
+            for ckpt in checkpoint.list_checkpoints(root):
+                target = own / ckpt.name
+                if not target.exists() and not target.is_symlink():
+                    own.mkdir(parents=True, exist_ok=True)
+                    target.symlink_to(ckpt, target_is_directory=True)
+        newest = checkpoint.latest(own)
+        if newest is None or not newest.is_symlink():
+            continue
+        source_stage = Path(os.readlink(newest)).parent.parent
+        step = int(checkpoint.read_state(newest)["step"])
+        local = folder / STAGE_METRICS
+        if (source_stage / STAGE_METRICS).is_file() and _last_step(local) < step:
+            atomic_write_text(local, (source_stage / STAGE_METRICS).read_text(encoding="utf-8"))
+        resumed[stage] = newest
+        print(f"{stage}: resuming from step {step} of {source_stage.parent} (an input, read in place; new "
+              f"checkpoints go to {own})")
+    return resumed
 
 
 # ---------------------------------------------------------------- the run directory
@@ -107,18 +241,32 @@ class RunDir:
 
     root: Path
     config: RunConfig
+    read_only: bool = False  # opened to read a finished run where nothing can be written (05 works there)
 
     @classmethod
     def open(cls, root: str | os.PathLike, config: RunConfig) -> RunDir:
-        """Create the directory if needed and record the resolved configuration."""
+        """Create the directory if needed; on Kaggle join the inputs; record the configuration of a new run.
+
+        config.json is written when the run has none; afterwards a stage that completes records the
+        configuration it was made with (`record`). So a failed invocation never changes it, a file that is
+        already right is never rewritten, and a read-only finished run opens for reading.
+        """
         plat = platform.detect()
-        root = resolve_run_dir(root, config.profile, plat)  # "": Kaggle working dir, Drive, /content, runs/
-        run = cls(root.resolve(), config)
-        run.root.mkdir(parents=True, exist_ok=True)
+        path = resolve_run_dir(root, config.profile, plat)  # "": Kaggle working dir, Drive, runs/
+        writable = _prepare(path)
+        run = cls(path.resolve(), config, read_only=not writable)
+        if run.read_only:
+            print(f"{run.root} is read-only: its artifacts are read, nothing is written there")
+            return run
         if plat.name == "kaggle":
-            link_inputs(run.root, config.profile, plat)  # earlier notebooks' outputs (kernel_sources)
-        atomic_write_text(run.root / "config.json", json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
+            link_inputs(run, plat)  # earlier notebooks' outputs (kernel_sources)
+            link_checkpoints(run, plat)  # earlier versions of a training notebook stopped by the time budget
+        if not (run.root / CONFIG_FILE).exists():
+            run._write_config()
         return run
+
+    def _write_config(self) -> None:
+        write_text_if_changed(self.root / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2, ensure_ascii=False))
 
     @property
     def tokenizer(self) -> Path:
@@ -152,15 +300,79 @@ class RunDir:
         """All stages' headline figures so far."""
         return read_json(self.metrics_path) if self.metrics_path.exists() else {}
 
+    def require_writable(self, stage: str) -> None:
+        """Fail before any work when `stage` would have to write into a read-only run directory."""
+        if self.read_only:
+            notebook = STAGES[stage][0]
+            raise RunDirError(f"{notebook} writes {self.root / stage} and metrics.json, but {self.root} is "
+                              f"read-only: copy the run to a writable folder (cp -r {self.root} NEW) and set "
+                              "RUN_DIR to it (on Kaggle, RUN_DIR = \"\" links a finished run from the inputs into "
+                              "/kaggle/working)")
+
     def record(self, stage: str, figures: dict[str, Any]) -> dict[str, Any]:
-        """Store a stage's headline figures in metrics.json and mark the stage complete."""
+        """Store a stage's headline figures in metrics.json, mark the stage complete, record its configuration."""
         if stage not in STAGES:
             raise KeyError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
-        data = self.metrics()
         sections = STAGES[stage][1]
-        data[stage] = {**figures, "config_fingerprint": self.config.fingerprint(*sections)}
+        entry = {**figures, "config_fingerprint": self.config.fingerprint(*sections)}
+        if self.read_only:
+            if STAGES[stage][2]:  # a stage with artifacts cannot have made them here
+                self.require_writable(stage)
+            print(f"{stage}: figures shown, not recorded ({self.root} is read-only)")
+            return entry
+        data = self.metrics()
+        data[stage] = entry
         atomic_write_text(self.metrics_path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        self._write_config()  # the configuration the run's newest finished stage was made with
+        if stage in TRAINING_STAGES:
+            (self.root / stage / STOP_FILE).unlink(missing_ok=True)
+            self.unlink_inputs(stage)
         return data[stage]
+
+    # ------------------------------------------------------------ a stage stopped by its time budget
+
+    def stop(self, stage: str, step: int, total_steps: int, reason: str = "time budget") -> str:
+        """Record that `stage` stopped at `step` of `total_steps` (its checkpoint saved); return what to do next.
+
+        The notebook's cells succeed (papermill exits 0); `python -m nbhelpers run` reads this record and
+        exits with EXIT_STOPPED instead of running the later notebooks.
+        """
+        plat = platform.detect()
+        notebook = STAGES[stage][0]
+        message = (f"{notebook}: stopped at step {step} of {total_steps} ({reason}; checkpoint saved): "
+                   f"{continue_hint(plat)}")
+        if not self.read_only:
+            self.unlink_inputs(stage)
+            atomic_write_text(self.root / stage / STOP_FILE, json.dumps(
+                {"stage": stage, "step": step, "total_steps": total_steps, "reason": reason, "message": message},
+                indent=1, ensure_ascii=False))
+        return message
+
+    def stopped(self, stage: str) -> dict[str, Any] | None:
+        """The stop record of `stage` (see `stop`), or None when it did not stop early."""
+        path = self.root / stage / STOP_FILE
+        return read_json(path) if path.is_file() else None
+
+    def unlink_inputs(self, stage: str) -> list[str]:
+        """Remove links to an input's checkpoints once this run has a newer checkpoint of its own.
+
+        The version's output then holds only what it wrote (whatever Kaggle does with symlinks when it
+        saves an output), and the next version links this version's checkpoints instead.
+        """
+        own = self.root / stage / "checkpoints"
+        if not own.is_dir() or (self.root / stage).is_symlink():
+            return []
+        from . import checkpoint
+
+        mine = [p for p in checkpoint.list_checkpoints(own) if not p.is_symlink()]
+        if not mine:
+            return []
+        removed = []
+        for link in sorted(own.iterdir()):
+            if link.is_symlink() and (not link.name.startswith(checkpoint.PREFIX) or link.name < mine[-1].name):
+                link.unlink()  # the link only: the input itself is read-only and never touched
+                removed.append(link.name)
+        return removed
 
     def is_complete(self, stage: str) -> bool:
         """True when the stage recorded its figures for this configuration and its files exist."""
@@ -181,3 +393,15 @@ class RunDir:
         from . import provenance  # here: it reads tokenizers, which the runner process never needs
 
         provenance.check(self, stage)
+
+
+def continue_hint(plat: platform.Platform | None = None) -> str:
+    """How the user continues a stage stopped by the session's time budget, on this platform."""
+    plat = plat or platform.detect()
+    if plat.name == "kaggle":
+        return ("run the notebook again / save a new version to continue (Save Version, or `kaggle kernels push`: "
+                "the new version reads this version's output and resumes from its checkpoint)")
+    if plat.name == "colab":
+        return ("run the notebook again / save a new version to continue (in a new runtime: the checkpoint is on "
+                "Drive and the notebook resumes from it)")
+    return "run the notebook again / save a new version to continue (it resumes from the checkpoint)"

@@ -13,9 +13,13 @@ import nbformat
 
 from . import config as config_mod
 from .notebooks import discover, to_notebook
-from .rundir import STAGES, RunDir
+from .rundir import STAGES, STOP_FILE, RunDir
 
 NOTEBOOK_STAGE = {nb: stage for stage, (nb, _, _) in STAGES.items()}
+# The exit status of `python -m nbhelpers run` when a training notebook stopped by its time budget: not a
+# failure, the run continues when it is started again. 75 is EX_TEMPFAIL of BSD's sysexits.h ("temporary
+# failure, the user is invited to retry"); 1 stays a failure and 0 means every notebook finished.
+EXIT_STOPPED = 75
 
 
 class NotebookFailed(RuntimeError):
@@ -27,9 +31,10 @@ class StepResult:
     """What happened to one notebook."""
 
     name: str
-    status: str  # ran | skipped
+    status: str  # ran | skipped | stopped (by the time budget: run again to continue)
     seconds: float
     output: Path | None
+    message: str = ""
 
 
 def _select(sources: list[Path], only: Sequence[str] | None) -> list[Path]:
@@ -67,13 +72,21 @@ def run(
     log_output: bool = False,
     timeout: int | None = None,
 ) -> list[StepResult]:
-    """Execute the numbered notebooks in order; stop at the first failure with a clear message."""
+    """Execute the numbered notebooks in order; stop at the first failure with a clear message.
+
+    A training notebook stopped by its time budget ends cleanly (its checkpoint saved): the run stops
+    there, since the later notebooks need its result, and the last StepResult says "stopped".
+    """
     import papermill
 
     cfg = config_mod.load(profile, overrides)  # a bad profile or override fails before anything runs
-    run = RunDir.open(run_dir, cfg)
-    run.notebooks.mkdir(parents=True, exist_ok=True)
     sources = _select(discover(notebooks_dir), only)
+    run = RunDir.open(run_dir, cfg)
+    executed_dir = run.notebooks
+    if run.read_only:  # a finished run on a read-only disk can still be read (05): notebooks go elsewhere
+        executed_dir = Path(tempfile.mkdtemp(prefix="nbhelpers-notebooks-"))
+        log(f"{run.root} is read-only: executed notebooks go to {executed_dir}")
+    executed_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for i, source in enumerate(sources, 1):
         name = source.stem
@@ -85,7 +98,9 @@ def run(
             continue
         log(f"{prefix}: running ...")
         start = time.perf_counter()
-        executed = run.notebooks / f"{name}.ipynb"
+        executed = executed_dir / f"{name}.ipynb"
+        if stage and not run.read_only:
+            (run.root / stage / STOP_FILE).unlink(missing_ok=True)  # a stop of an earlier session is not this one's
         with tempfile.TemporaryDirectory() as tmp:
             src_nb = Path(tmp) / f"{name}.ipynb"
             nbformat.write(to_notebook(source), src_nb)
@@ -107,6 +122,11 @@ def run(
             except Exception as err:  # papermill wraps the notebook's exception
                 raise NotebookFailed(_describe_failure(name, err, executed)) from None
         seconds = time.perf_counter() - start
+        stop = run.stopped(stage) if stage else None
+        if stop:
+            log(f"{prefix}: {stop['message'].removeprefix(name + ': ')} -> {executed}")
+            results.append(StepResult(name, "stopped", seconds, executed, stop["message"]))
+            break  # the later notebooks need this stage's result
         log(f"{prefix}: done in {seconds:.0f}s -> {executed}")
         results.append(StepResult(name, "ran", seconds, executed))
     return results

@@ -18,15 +18,15 @@
 # fixed-length uint16 blocks: a validation shard and session-sized train parts. Reads: the sources,
 # `tokenizer/`. Writes: `corpus/` (shards and `manifest.json`).
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/main/notebooks/02_corpus.ipynb)
-# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/02_corpus.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/02_corpus.ipynb)
+# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/02_corpus.ipynb)
 
 # %%
 # Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing (and on a CUDA GPU the
 # bitsandbytes its 8-bit AdamW needs), keeping the platform's torch / torch_xla (pip gets a constraint pinning
 # them), then show the platform and check the torch / torch_xla pair.
 import importlib.metadata as md, importlib.util, shutil, subprocess, sys, tempfile
-missing = [] if importlib.util.find_spec("nbhelpers") else ["nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"]
+missing = [] if importlib.util.find_spec("nbhelpers") else ["nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@v0.1.0"]
 if shutil.which("nvidia-smi") and importlib.util.find_spec("bitsandbytes") is None:
     missing.append("bitsandbytes>=0.43")
 if missing:

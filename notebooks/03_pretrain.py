@@ -16,18 +16,19 @@
 # Builds the GPT-NeoX model of the profile (the seed's 776M `seed_1b`, or a smaller preset), plans its memory
 # and the sessions its token budget needs, and trains it on the packed corpus with one loop for CPU, GPU and
 # TPU. The loop checkpoints as it goes and stops before the session's time runs out; run the notebook again and
-# it resumes where it stopped. Reads: `tokenizer/`, `corpus/`. Writes: `pretrain/` (checkpoints, `metrics.jsonl`,
-# plots, `final/` loadable with `AutoModelForCausalLM`).
+# it resumes where it stopped (on Kaggle: save a new version; it reads this version's output). A stop by the time
+# budget is a clean end, not an error: the last cell says where it stopped. Reads: `tokenizer/`, `corpus/`.
+# Writes: `pretrain/` (checkpoints, `metrics.jsonl`, plots, `final/` loadable with `AutoModelForCausalLM`).
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/main/notebooks/03_pretrain.ipynb)
-# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/03_pretrain.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/03_pretrain.ipynb)
+# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/03_pretrain.ipynb)
 
 # %%
 # Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing (and on a CUDA GPU the
 # bitsandbytes its 8-bit AdamW needs), keeping the platform's torch / torch_xla (pip gets a constraint pinning
 # them), then show the platform and check the torch / torch_xla pair.
 import importlib.metadata as md, importlib.util, shutil, subprocess, sys, tempfile
-missing = [] if importlib.util.find_spec("nbhelpers") else ["nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"]
+missing = [] if importlib.util.find_spec("nbhelpers") else ["nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@v0.1.0"]
 if shutil.which("nvidia-smi") and importlib.util.find_spec("bitsandbytes") is None:
     missing.append("bitsandbytes>=0.43")
 if missing:
@@ -155,21 +156,23 @@ display(after.to_frame().loc[["throughput", "per session", "sessions for the bud
         if measured_tps else "no throughput measured")
 
 # %%
-if result.status == "data_end":
+if result.status == "time_budget":  # the session's time is up and the checkpoint saved: a clean end, not an error
+    print(run.stop("pretrain", result.step, result.total_steps))
+elif result.status == "data_end":
     raise RuntimeError(f"trained on all the corpus built so far (step {result.step}); run 02_corpus to build the "
                        "next part, then this notebook again: it continues on the same schedule")
-if result.status != "done":
-    raise RuntimeError(f"training stopped at step {result.step} of {result.total_steps} ({result.status}); "
-                       "run this notebook again (a new session) to continue from the checkpoint")
-evals = [r for r in records if r.get("kind") == "eval" and r.get("split") == "val"]
-mfus = [r["mfu"] for r in records if r.get("kind") == "train" and r.get("mfu")]
-figures = {
-    "preset": cfg.model.preset, "parameters": plan.parameters, "steps": result.step,
-    "tokens_seen": max(r["tokens"] for r in records if r.get("kind") == "train"),
-    "final_train_loss": result.train_loss, "first_eval_loss": evals[0]["loss"], "final_eval_loss": evals[-1]["loss"],
-    "eval_ppl": evals[-1]["ppl"], "tokens_per_s": measured_tps,
-    "mfu": statistics.median(mfus[1:] or mfus) if mfus else None,
-    "device": choice.name, "precision": choice.precision, "sessions_for_budget": after.sessions,
-}
-run.record("pretrain", figures)
-display(pd.Series(figures).to_frame("pretrain"))
+elif result.status != "done":
+    raise RuntimeError(f"training stopped at step {result.step} of {result.total_steps} ({result.status})")
+else:
+    evals = [r for r in records if r.get("kind") == "eval" and r.get("split") == "val"]
+    mfus = [r["mfu"] for r in records if r.get("kind") == "train" and r.get("mfu")]
+    figures = {
+        "preset": cfg.model.preset, "parameters": plan.parameters, "steps": result.step,
+        "tokens_seen": max(r["tokens"] for r in records if r.get("kind") == "train"),
+        "final_train_loss": result.train_loss, "first_eval_loss": evals[0]["loss"],
+        "final_eval_loss": evals[-1]["loss"], "eval_ppl": evals[-1]["ppl"], "tokens_per_s": measured_tps,
+        "mfu": statistics.median(mfus[1:] or mfus) if mfus else None,
+        "device": choice.name, "precision": choice.precision, "sessions_for_budget": after.sessions,
+    }
+    run.record("pretrain", figures)
+    display(pd.Series(figures).to_frame("pretrain"))

@@ -19,15 +19,15 @@
 # plotted together. Reads: `tokenizer/`, `corpus/`, `pretrain/final/`. Writes: `sft/` (checkpoints, metrics,
 # `final/` loadable with `AutoModelForCausalLM`).
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/main/notebooks/04_instruction_tuning.ipynb)
-# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/main/notebooks/04_instruction_tuning.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/04_instruction_tuning.ipynb)
+# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/04_instruction_tuning.ipynb)
 
 # %%
 # Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing (and on a CUDA GPU the
 # bitsandbytes its 8-bit AdamW needs), keeping the platform's torch / torch_xla (pip gets a constraint pinning
 # them), then show the platform and check the torch / torch_xla pair.
 import importlib.metadata as md, importlib.util, shutil, subprocess, sys, tempfile
-missing = [] if importlib.util.find_spec("nbhelpers") else ["nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@main"]
+missing = [] if importlib.util.find_spec("nbhelpers") else ["nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@v0.1.0"]
 if shutil.which("nvidia-smi") and importlib.util.find_spec("bitsandbytes") is None:
     missing.append("bitsandbytes>=0.43")
 if missing:
@@ -118,9 +118,8 @@ display(before["figures"])
 # %%
 model = None  # its memory goes to the training (here, or the GPU processes)
 result = nbhelpers.launch.train_stage(run, "sft")
-if result.status != "done":
-    raise RuntimeError(f"tuning stopped at step {result.step} of {result.total_steps} ({result.status}); "
-                       "run this notebook again to continue from the checkpoint")
+if result.status not in ("done", "time_budget"):  # a stop by the time budget ends this notebook cleanly (last cell)
+    raise RuntimeError(f"tuning stopped at step {result.step} of {result.total_steps} ({result.status})")
 display(result.eval)
 
 # %%
@@ -129,26 +128,35 @@ nbhelpers.plots.plot_sft_eval(result.metrics_path, path=run.sft / "eval_loss.png
 # %% [markdown]
 # ## After tuning
 #
-# The tuned model is loaded back from `sft/final/` the way any user would load it.
+# The tuned model is loaded back from `sft/final/` the way any user would load it. After a stop by the time
+# budget there is no `sft/final/` yet: these cells wait for the session that finishes.
 
 # %%
-tuned = AutoModelForCausalLM.from_pretrained(run.sft / "final").to(device)
-after = nbhelpers.sft.response_figures(tuned, tokenizer, data.heldout, cfg.sft)
-display(pd.DataFrame({"pre-trained": before["figures"], "tuned": after["figures"]}))
+finished = result.status == "done"
+if finished:
+    tuned = AutoModelForCausalLM.from_pretrained(run.sft / "final").to(device)
+    after = nbhelpers.sft.response_figures(tuned, tokenizer, data.heldout, cfg.sft)
+    display(pd.DataFrame({"pre-trained": before["figures"], "tuned": after["figures"]}))
 
 # %%
-display(pd.DataFrame([{"prompt": b["prompt"][:60], "pre-trained": b["response"][:80], "tuned": a["response"][:80],
-               "tuned ended with EOS": a["ended_with_eos"]} for b, a in zip(before["samples"], after["samples"])][:8]))
+if finished:
+    display(pd.DataFrame([{"prompt": b["prompt"][:60], "pre-trained": b["response"][:80],
+                           "tuned": a["response"][:80], "tuned ended with EOS": a["ended_with_eos"]}
+                          for b, a in zip(before["samples"], after["samples"])][:8]))
 
 # %%
-figures = nbhelpers.sft.record_figures(data, overflow, train_batches, result, before["figures"], after["figures"])
-run.record("sft", figures)
-display(figures)
+if finished:
+    figures = nbhelpers.sft.record_figures(data, overflow, train_batches, result, before["figures"], after["figures"])
+    run.record("sft", figures)
+    display(figures)
 
 # %% [markdown]
 # Optional: upload the tuned model and its tokenizer to the Hugging Face hub. The token comes from Kaggle's
-# secrets, Colab's userdata or `HF_TOKEN`, and is never printed.
+# secrets, Colab's userdata or `HF_TOKEN`, and is never printed. After a stop by the time budget this cell says
+# where tuning stopped and how to continue.
 
 # %%
-if HUB_REPO:
+if not finished:  # the session's time is up and the checkpoint saved: a clean end, not an error
+    print(run.stop("sft", result.step, result.total_steps))
+elif HUB_REPO:
     print(nbhelpers.hub.push_to_hub(run.sft / "final", HUB_REPO))

@@ -42,7 +42,9 @@ def test_top_level_file_is_what_the_generator_writes_for_03():
     earlier = [STAGES[s][0] for s in ("tokenizer", "corpus")]
     assert meta == kk.kernel_metadata("03_pretrain", owner, "kaggle_tpu_v5e8", earlier,
                                             code_file="notebooks/03_pretrain.ipynb", base=meta)
-    assert meta["kernel_sources"] == [f"{owner}/nbhelpers-01-tokenizer", f"{owner}/nbhelpers-02-corpus"]
+    # 03 reads 01's and 02's outputs, and its own previous version's (to resume from its checkpoint)
+    assert meta["kernel_sources"] == [f"{owner}/nbhelpers-01-tokenizer", f"{owner}/nbhelpers-02-corpus",
+                                      f"{owner}/nbhelpers-03-pretrain"]
 
 
 def test_machine_shapes_per_profile():
@@ -130,7 +132,8 @@ def test_generator_writes_chained_kernel_folders(fake_notebooks, tmp_path):
     assert [f.name for f in folders] == ["01_tokenizer", "02_corpus", "03_pretrain"]
     metas = [json.loads((f / "kernel-metadata.json").read_text()) for f in folders]
     assert [m["kernel_sources"] for m in metas] == [
-        [], ["alice/nbhelpers-01-tokenizer"], ["alice/nbhelpers-01-tokenizer", "alice/nbhelpers-02-corpus"]]
+        [], ["alice/nbhelpers-01-tokenizer"],
+        ["alice/nbhelpers-01-tokenizer", "alice/nbhelpers-02-corpus", "alice/nbhelpers-03-pretrain"]]
     assert [m["machine_shape"] for m in metas] == ["", "", "NvidiaTeslaT4"]
     assert all(m["is_private"] is False and m["dataset_sources"] == ["alice/extra-text"] for m in metas)
     for folder, meta in zip(folders, metas):
@@ -148,7 +151,8 @@ def test_generator_only_and_errors(fake_notebooks, tmp_path):
     folders = kk.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_tpu_v5e8", fake_notebooks, only=["03"])
     assert [f.name for f in folders] == ["03_pretrain"]
     meta = json.loads((folders[0] / "kernel-metadata.json").read_text())
-    assert meta["kernel_sources"] == ["alice/nbhelpers-01-tokenizer", "alice/nbhelpers-02-corpus"]
+    assert meta["kernel_sources"] == ["alice/nbhelpers-01-tokenizer", "alice/nbhelpers-02-corpus",
+                                      "alice/nbhelpers-03-pretrain"]
     with pytest.raises(ValueError, match="no such notebook"):
         kk.write_kaggle_kernels(tmp_path / "out", "alice", "kaggle_tpu_v5e8", fake_notebooks, only=["09"])
 
@@ -191,5 +195,6 @@ def test_kernel_folders_pass_the_kaggle_cli_checks(fake_notebooks, tmp_path):
                                                                                    (3, "pretrain"))]
     assert [(r.enable_gpu, r.enable_tpu, r.machine_shape or "") for r in sent] == [
         (False, False, ""), (False, False, ""), (False, True, "TpuV5E8")]
-    assert list(sent[2].kernel_data_sources) == ["alice/nbhelpers-01-tokenizer", "alice/nbhelpers-02-corpus"]
+    assert list(sent[2].kernel_data_sources) == ["alice/nbhelpers-01-tokenizer", "alice/nbhelpers-02-corpus",
+                                                 "alice/nbhelpers-03-pretrain"]
     assert all(r.enable_internet and r.is_private and r.kernel_type == "notebook" for r in sent)

@@ -82,3 +82,50 @@ def test_second_run_skips_complete_stages(smoke_run):
     proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir),
                            "--only", "01"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "skipped" in proc.stdout
+
+
+@pytest.fixture
+def finished_copy(smoke_run, tmp_path):
+    """A copy of the finished smoke run: the tests below change it, the other tests share the original."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run_dir, symlinks=True)
+    return run_dir
+
+
+def test_a_read_only_finished_run_chats_and_06_names_where_it_would_write(finished_copy, read_only):
+    """A finished run on a read-only disk: 05 runs (figures shown, not recorded); 06 stops before scoring."""
+    import hashlib
+
+    def tree():
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(finished_copy.rglob("*"))
+                if p.is_file()}
+
+    before = tree()
+    chat = subprocess.run([*read_only([finished_copy]), sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke",
+                           "--run-dir", str(finished_copy), "--only", "05", "--force"],
+                          capture_output=True, text=True, timeout=900)
+    assert chat.returncode == 0, chat.stdout + chat.stderr
+    assert "is read-only: executed notebooks go to" in chat.stdout
+    evaluation = subprocess.run([*read_only([finished_copy]), sys.executable, "-m", "nbhelpers", "run", "--profile",
+                                 "smoke", "--run-dir", str(finished_copy), "--only", "06", "--force"],
+                                capture_output=True, text=True, timeout=900)
+    assert evaluation.returncode == 1
+    assert f"06_eval writes {finished_copy / 'eval'}" in evaluation.stderr and "read-only" in evaluation.stderr
+    assert tree() == before
+
+
+def test_04_stopped_by_the_time_budget_ends_cleanly(finished_copy):
+    import shutil
+
+    shutil.rmtree(finished_copy / "sft")  # tuning from its start: the finished run's checkpoints would resume at the end
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir",
+                           str(finished_copy), "--only", "04,05", "--force", "--set", "train.max_minutes=0.001"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 75, proc.stdout + proc.stderr
+    assert "04_instruction_tuning: stopped at step 1 of" in proc.stdout and "05_chat" not in proc.stdout
+    executed = json.loads((finished_copy / "notebooks/04_instruction_tuning.ipynb").read_text())
+    assert not [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert "stopped at step 1 of" in json.dumps(executed["cells"][-1]["outputs"])
+    assert json.loads((finished_copy / "sft/stopped.json").read_text())["step"] == 1

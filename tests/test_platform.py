@@ -294,3 +294,11 @@ def test_scratch_dir_is_local_and_never_kept(tmp_path):
     assert scratch == tmp_path / "content/nbhelpers-scratch/corpus"
     assert tmp_path / "content/drive" not in scratch.parents  # never on Drive
     assert platform.scratch_dir("corpus", Platform("local", "cpu", "test", tmp_path)) is None
+
+
+def test_badges_and_setup_cells_pin_this_release():
+    """REPO_REF is the release tag of this version: a notebook and the package its setup cell installs match."""
+    assert f"v{nbhelpers.__version__}" == nbhelpers.REPO_REF
+    assert f"@v{nbhelpers.__version__}\"" in notebooks.setup_cell()
+    for source in notebooks.discover():
+        assert f"/blob/v{nbhelpers.__version__}/notebooks/{source.stem}.ipynb" in source.read_text(encoding="utf-8")

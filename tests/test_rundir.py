@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,24 +25,66 @@ def kaggle_here(tmp_path, accelerator="cpu") -> Platform:
 
 def test_default_run_dir_per_platform(tmp_path):
     assert rundir.default_run_dir("p", kaggle_here(tmp_path)) == tmp_path / "kaggle/working/runs/p"
-    colab = Platform("colab", "gpu", "test", tmp_path)
-    assert rundir.default_run_dir("p", colab) == tmp_path / "content/runs/p"
-    (tmp_path / "content/drive/MyDrive").mkdir(parents=True)
+    colab = Platform("colab", "gpu", "test", tmp_path)  # on Drive, mounted or not: only Drive is shared
     assert rundir.default_run_dir("p", colab) == tmp_path / "content/drive/MyDrive/nbhelpers/runs/p"
     assert rundir.default_run_dir("p", Platform("local", "cpu", "test")) == Path("runs/p")
 
 
-def test_run_dir_on_drive_mounts_drive_on_colab(tmp_path, monkeypatch):
-    mounted = []
-    monkeypatch.setattr(platform, "mount_drive", lambda *a: mounted.append(True))
-    colab = Platform("colab", "gpu", "test", tmp_path)
-    assert rundir.resolve_run_dir("/content/drive/MyDrive/runs/x", "x", colab) == Path(
-        "/content/drive/MyDrive/runs/x")
-    assert mounted == [True]
-    rundir.resolve_run_dir("/content/runs/x", "x", colab)
-    rundir.resolve_run_dir("/content/drive/MyDrive/runs/x", "x", Platform("local", "cpu", "test", tmp_path))
-    assert mounted == [True]  # only Drive paths, only on Colab
-    assert rundir.resolve_run_dir("", "x", colab) == tmp_path / "content/runs/x"
+def fake_drive(monkeypatch, shared, answer: list[str]):
+    """google.colab.drive with only mount() faked: 'allow' links the shared Drive at the mount point, 'deny' refuses."""
+    import sys
+    import types
+
+    calls = []
+
+    class MessageError(RuntimeError):  # what google.colab._message raises when the user does not allow access
+        pass
+
+    def mount(mountpoint, force_remount=False):
+        calls.append(mountpoint)
+        if answer.pop(0) != "allow":
+            raise MessageError("Error: credential propagation was unsuccessful")
+        Path(mountpoint).parent.mkdir(parents=True, exist_ok=True)
+        Path(mountpoint).symlink_to(shared, target_is_directory=True)
+
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mount)
+    monkeypatch.setitem(sys.modules, "google", sys.modules.get("google") or types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.drive", colab.drive)
+    monkeypatch.setattr(rundir, "_drive_asked", False)
+    (shared / "MyDrive").mkdir(parents=True, exist_ok=True)
+    return calls
+
+
+def test_colab_run_dir_is_on_drive_and_a_refusal_says_what_to_do(tmp_path, monkeypatch):
+    colab = Platform("colab", "gpu", "test", tmp_path / "runtime")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: colab)
+    calls = fake_drive(monkeypatch, tmp_path / "drive", ["deny", "allow"])
+    with pytest.raises(rundir.RunDirError) as err:
+        RunDir.open("", config.load("smoke"))
+    message = str(err.value)
+    assert "not mounted" in message and "only Google Drive is shared" in message
+    assert "allow access to Google Drive" in message and 'RUN_DIR = "/content/runs/smoke"' in message
+    assert calls == [str(tmp_path / "runtime/content/drive")]
+    with pytest.raises(rundir.RunDirError):  # asked once per process: no second dialog from a later cell
+        RunDir.open("", config.load("smoke"))
+    assert len(calls) == 1
+    local = RunDir.open(tmp_path / "runtime/content/runs/smoke", config.load("smoke"))  # what the error offers
+    assert local.root == (tmp_path / "runtime/content/runs/smoke").resolve()
+    assert platform.mount_drive(colab) is True  # the setup cell, run again and allowed
+    run = RunDir.open("", config.load("smoke"))
+    assert run.root == (tmp_path / "drive/MyDrive/nbhelpers/runs/smoke").resolve()
+
+
+def test_setup_cell_mounts_drive_on_colab_saying_why(tmp_path, monkeypatch, capsys):
+    colab = Platform("colab", "gpu", "test", tmp_path / "runtime")
+    fake_drive(monkeypatch, tmp_path / "drive", ["allow"])
+    platform.setup(colab)
+    out = capsys.readouterr().out
+    assert "Mounting Google Drive" in out and "runtime of its own" in out
+    assert platform.drive_mounted(colab)
+    assert "nbhelpers/runs/PROFILE" in out
 
 
 def test_mount_drive_off_colab_says_so(capsys, monkeypatch):
@@ -60,22 +106,26 @@ def test_rundir_empty_locally_is_runs_profile(tmp_path, monkeypatch):
     assert RunDir.open("", config.load("smoke")).root == (tmp_path / "runs/smoke").resolve()
 
 
-def _earlier_output(tmp_path, kernel: str, stage_files: dict[str, list[str]], metrics: dict) -> None:
-    run = tmp_path / "kaggle/input" / kernel / "runs/smoke"
+def _earlier_output(tmp_path, kernel: str, stage_files: dict[str, list[str]], metrics: dict,
+                   mount: str = "notebooks/alice") -> Path:
+    """An earlier notebook's output as Kaggle mounts it: /kaggle/input/notebooks/OWNER/SLUG/ (2025 on) or /kaggle/input/SLUG/."""
+    run = tmp_path / "kaggle/input" / mount / kernel / "runs/smoke"
     for files in stage_files.values():
         for f in files:
             (run / f).parent.mkdir(parents=True, exist_ok=True)
             (run / f).write_text("x")
     (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
 
 
-def test_kaggle_chaining_links_earlier_outputs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mount", ["notebooks/alice", "", "datasets/alice"])
+def test_kaggle_chaining_links_earlier_outputs(tmp_path, monkeypatch, mount):
     (tmp_path / "kaggle/working").mkdir(parents=True)
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
     _earlier_output(tmp_path, "nbhelpers-01-tokenizer", {"tokenizer": ["tokenizer/tokenizer.json", "tokenizer/spm.model"]},
-                    {"tokenizer": {"vocab": 2000, "config_fingerprint": "abc"}})
+                    {"tokenizer": {"vocab": 2000, "config_fingerprint": "abc"}}, mount)
     _earlier_output(tmp_path, "nbhelpers-02-corpus", {"corpus": ["corpus/manifest.json"]},
-                    {"corpus": {"tokens": 5}, "tokenizer": {"vocab": 2000}})
+                    {"corpus": {"tokens": 5}, "tokenizer": {"vocab": 2000}}, mount)
     run = RunDir.open("", config.load("smoke"))
     assert (run.tokenizer).is_symlink() and (run.corpus).is_symlink()
     assert (run.tokenizer / "spm.model").read_text() == "x"
@@ -91,7 +141,174 @@ def test_kaggle_chaining_links_earlier_outputs(tmp_path, monkeypatch):
 
 def test_kaggle_chaining_skips_incomplete_outputs(tmp_path):
     _earlier_output(tmp_path, "k", {"tokenizer": ["tokenizer/tokenizer.json"]}, {"tokenizer": {}})  # spm.model absent
-    run_root = tmp_path / "kaggle/working/runs/smoke"
-    run_root.mkdir(parents=True)
-    assert rundir.link_inputs(run_root, "smoke", kaggle_here(tmp_path)) == []
-    assert not (run_root / "tokenizer").exists()
+    run = RunDir(tmp_path / "kaggle/working/runs/smoke", config.load("smoke"))
+    run.root.mkdir(parents=True)
+    assert rundir.link_inputs(run, kaggle_here(tmp_path)) == []
+    assert not (run.root / "tokenizer").exists()
+
+
+# ---------------------------------------------------------------- Kaggle: resuming from an earlier version's output
+
+
+def _tree(path: Path) -> dict[str, str]:
+    """Every file and link under `path` with its content hash (links: their target), to prove nothing changed."""
+    out = {}
+    for p in sorted(path.rglob("*")):
+        key = str(p.relative_to(path))
+        if p.is_symlink():
+            out[key] = "-> " + os.readlink(p)
+        elif p.is_file():
+            out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[key] = "dir"
+    return out
+
+
+def _stopped_version(tmp_path, cfg, steps=(1, 2), mount="notebooks/alice/nbhelpers-03-pretrain") -> Path:
+    """An earlier version's output of 03: config.json, checkpoints of `steps`, a torn one, metrics.jsonl."""
+    torch = pytest.importorskip("torch")
+    from nbhelpers import checkpoint
+
+    run = tmp_path / "kaggle/input" / mount / "runs/smoke"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (run / "metrics.json").write_text(json.dumps({"tokenizer": {}, "corpus": {}}))
+    model = torch.nn.Linear(4, 4)
+    for step in steps:
+        checkpoint.save(run / "pretrain/checkpoints", step, model=model, optimizer=None, state={"micro_index": step},
+                        keep_last=0)
+    (run / f"pretrain/checkpoints/.tmp-step_{steps[-1] + 1:08d}").mkdir()  # a save the session's end cut short
+    records = [{"kind": "train", "step": s, "loss": 9.0 - s} for s in range(1, steps[-1] + 1)]
+    (run / "pretrain/metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def test_kaggle_resume_links_checkpoints_in_place_and_carries_the_metrics(tmp_path, monkeypatch):
+    from nbhelpers import checkpoint
+
+    torch = pytest.importorskip("torch")
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    source = _stopped_version(tmp_path, cfg)
+    before = _tree(tmp_path / "kaggle/input")
+    run = RunDir.open("", cfg)  # version 2: an empty working dir
+    own = run.pretrain / "checkpoints"
+    assert sorted(p.name for p in own.iterdir()) == ["step_00000001", "step_00000002"]
+    assert all(p.is_symlink() for p in own.iterdir())  # read in place: nothing copied into the output
+    assert checkpoint.latest(own).resolve() == (source / "pretrain/checkpoints/step_00000002").resolve()
+    assert (run.pretrain / "metrics.jsonl").read_text() == (source / "pretrain/metrics.jsonl").read_text()
+    assert not (run.pretrain / "metrics.jsonl").is_symlink()  # the loop rewrites it: a copy of our own
+
+    # the loop saves here; pruning a link removes the link, never the input's checkpoint
+    model = torch.nn.Linear(4, 4)
+    checkpoint.save(own, 3, model=model, optimizer=None, state={}, keep_last=2)
+    checkpoint.save(own, 4, model=model, optimizer=None, state={}, keep_last=2)
+    checkpoint.clean_incomplete(own)
+    assert _tree(tmp_path / "kaggle/input") == before
+    run.stop("pretrain", 4, 10)  # the session's end: links to the input go, the output holds our own only
+    assert sorted(p.name for p in own.iterdir()) == ["step_00000003", "step_00000004"]
+    assert not any(p.is_symlink() for p in own.iterdir())
+    assert run.stopped("pretrain")["step"] == 4
+    assert _tree(tmp_path / "kaggle/input") == before
+
+
+def test_kaggle_resume_prefers_the_newest_checkpoint_wherever_it_is(tmp_path, monkeypatch):
+    from nbhelpers import checkpoint
+
+    torch = pytest.importorskip("torch")
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    _stopped_version(tmp_path, cfg, steps=(1, 2))
+    # an interactive session's own newer checkpoint (and its longer history) wins over the input's
+    own = tmp_path / "kaggle/working/runs/smoke/pretrain"
+    checkpoint.save(own / "checkpoints", 5, model=torch.nn.Linear(4, 4), optimizer=None, state={})
+    (own / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 5, "loss": 1.0}) + "\n")
+    run = RunDir.open("", cfg)
+    assert checkpoint.latest(run.pretrain / "checkpoints").name == "step_00000005"
+    assert json.loads((run.pretrain / "metrics.jsonl").read_text())["step"] == 5
+
+
+def test_kaggle_resume_ignores_inputs_of_another_run(tmp_path, monkeypatch):
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    _stopped_version(tmp_path, config.load("smoke", ["model.preset=tiny"]))  # another model: not this run's
+    run = RunDir.open("", cfg)
+    assert not (run.pretrain / "checkpoints").exists() and not (run.pretrain / "metrics.jsonl").exists()
+
+
+def test_kaggle_resume_from_a_dataset_made_from_the_output(tmp_path, monkeypatch):
+    from nbhelpers import checkpoint
+
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    _stopped_version(tmp_path, cfg, steps=(3,), mount="datasets/alice/my-pretrain-output")
+    run = RunDir.open("", cfg)
+    assert checkpoint.latest(run.pretrain / "checkpoints").name == "step_00000003"
+
+
+# ---------------------------------------------------------------- run directories that cannot work, config.json
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def _one_clear_line(proc, *words):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: RUN_DIR"), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_run_dir_that_is_a_file_or_under_one_gets_one_clear_line(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(rundir.RunDirError, match="is a file, not a folder"):
+        RunDir.open(tmp_path / "f", config.load("smoke"))
+    with pytest.raises(rundir.RunDirError, match=r"lies under .*/f, which is a file"):
+        RunDir.open(tmp_path / "f/run", config.load("smoke"))
+    _one_clear_line(_cli("--run-dir", tmp_path / "f", "--only", "01"), "is a file")
+    _one_clear_line(_cli("--run-dir", tmp_path / "f/a/b", "--only", "01"), "lies under", str(tmp_path / "f"))
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_run_dir_on_a_read_only_file_system_gets_one_clear_line(tmp_path, read_only):
+    (tmp_path / "disk").mkdir()
+    proc = subprocess.run([*read_only([tmp_path / "disk"]), sys.executable, "-m", "nbhelpers", "run", "--profile",
+                           "smoke", "--run-dir", str(tmp_path / "disk/run"), "--only", "01"],
+                          capture_output=True, text=True, timeout=300)
+    _one_clear_line(proc, "cannot be created", "read-only file system")
+    assert list((tmp_path / "disk").iterdir()) == []
+
+
+def test_config_json_is_written_for_a_new_run_and_by_finished_stages_only(tmp_path):
+    first = RunDir.open(tmp_path / "run", config.load("smoke"))
+    path = first.root / "config.json"
+    written = path.read_bytes()
+    stamp = os.stat(path).st_mtime_ns
+    other = config.load("smoke", ["train.lr=0.5"])
+    again = RunDir.open(tmp_path / "run", other)  # e.g. a notebook that will fail: config.json stays as it was
+    assert path.read_bytes() == written and os.stat(path).st_mtime_ns == stamp
+    assert json.loads(written)["train"]["lr"] == config.load("smoke").train.lr
+    again.record("tokenizer", {"vocab": 3000})  # a stage finished with this configuration: now it is the run's
+    assert json.loads(path.read_text())["train"]["lr"] == 0.5
+    assert not [p.name for p in first.root.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_a_read_only_run_opens_for_reading_and_refuses_writing_stages(tmp_path, read_only):
+    run = RunDir.open(tmp_path / "run", config.load("smoke"))
+    run.record("tokenizer", {"vocab": 3000})
+    before = _tree(run.root)
+    code = ("import nbhelpers as n\n"
+            "run = n.rundir.RunDir.open(%r, n.config.load('smoke'))\n"
+            "assert run.read_only and run.metrics()['tokenizer']['vocab'] == 3000\n"
+            "print(run.record('chat', {'answers': 3}))\n"
+            "try:\n    run.require_writable('eval')\nexcept n.rundir.RunDirError as e:\n    print('refused:', e)\n")
+    proc = subprocess.run([*read_only([run.root]), sys.executable, "-c", code % str(run.root)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "is read-only: its artifacts are read" in proc.stdout and "not recorded" in proc.stdout
+    assert f"refused: 06_eval writes {run.root / 'eval'}" in proc.stdout and "cp -r" in proc.stdout
+    assert _tree(run.root) == before

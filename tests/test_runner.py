@@ -45,6 +45,24 @@ FAILING_NB = HEAD + textwrap.dedent('''\
 ''')
 
 
+# 03 as its training cell ends when the time budget runs out: the checkpoint saved, the last cell reports it
+STOPPED_NB = HEAD + textwrap.dedent('''\
+
+    # %%
+    status, step, total = "time_budget", 3, 8
+
+    # %%
+    if status == "time_budget":
+        print(run.stop("pretrain", step, total))
+''')
+
+LATER_NB = HEAD + textwrap.dedent('''\
+
+    # %%
+    (run.root / "04_ran").write_text("yes")
+''')
+
+
 @pytest.fixture
 def nb_dir(tmp_path):
     d = tmp_path / "notebooks"
@@ -109,8 +127,56 @@ def test_cli_exit_code_and_message(nb_dir, tmp_path):
 def test_cli_help_documents_run():
     proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for word in ("--profile", "--run-dir", "--only", "--set", "--force", "key=value"):
+    for word in ("--profile", "--run-dir", "--only", "--set", "--force", "key=value", "exit status", "75",
+                 "NBHELPERS_PLATFORM_ROOT"):
         assert word in proc.stdout.lower() or word in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_budget_stop_ends_the_run_with_its_own_exit_status(tmp_path):
+    """03 stopped by the time budget: papermill exits 0 (cells succeed), the runner stops there and exits 75."""
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    (d / "01_tokenizer.py").write_text(TOKENIZER_NB, encoding="utf-8")
+    (d / "03_pretrain.py").write_text(STOPPED_NB, encoding="utf-8")
+    (d / "04_instruction_tuning.py").write_text(LATER_NB, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    notebooks.sync(d)
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(d / "03_pretrain.ipynb"), str(tmp_path / "o.ipynb"),
+                           "-p", "RUN_DIR", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # papermill: a budget stop is no failure
+    assert "stopped at step 3 of 8" in (tmp_path / "o.ipynb").read_text()
+
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir),
+                           "--notebooks", str(d)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == runner.EXIT_STOPPED == 75, proc.stdout + proc.stderr
+    assert "[2/3] 03_pretrain: stopped at step 3 of 8 (time budget; checkpoint saved): run the " \
+           "notebook again / save a new version to continue" in proc.stdout
+    assert "stopped, not failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (run_dir / "04_ran").exists()  # the later notebooks need 03's result: not run
+    # a failure still fails, with 1
+    (d / "03_pretrain.py").write_text(FAILING_NB, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir", str(run_dir),
+                           "--notebooks", str(d), "--only", "03"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "03_pretrain failed in cell" in proc.stderr
+    assert not (run_dir / "pretrain/stopped.json").exists()  # the earlier session's stop is not this one's
+
+
+@pytest.mark.slow
+def test_a_failed_invocation_leaves_config_json_as_it_was(nb_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    runner.run("smoke", run_dir, only=["01"], notebooks_dir=nb_dir, log=lambda _: None)
+    before = (run_dir / "config.json").read_bytes()
+    stamp = (run_dir / "config.json").stat().st_mtime_ns
+    from nbhelpers.config import ConfigError
+
+    with pytest.raises(ConfigError):  # a bad override
+        runner.run("smoke", run_dir, overrides=["train.lrr=1"], notebooks_dir=nb_dir, log=lambda _: None)
+    with pytest.raises(runner.NotebookFailed):  # a notebook that raises, with another configuration
+        runner.run("smoke", run_dir, only=["02"], overrides=["corpus.block_len=64"], notebooks_dir=nb_dir,
+                   log=lambda _: None)
+    assert (run_dir / "config.json").read_bytes() == before
+    assert (run_dir / "config.json").stat().st_mtime_ns == stamp
 
 
 def test_notebook_twins_sync(nb_dir):

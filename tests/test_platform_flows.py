@@ -1,0 +1,171 @@
+"""The platforms' flows rehearsed end to end: NBHELPERS_PLATFORM_ROOT plus each platform's own variables.
+
+Kaggle: a saved version starts with an empty /kaggle/working; earlier outputs (other notebooks', and this
+notebook's previous version's) arrive read-only under /kaggle/input/notebooks/OWNER/SLUG/. Colab: each
+notebook opened from its badge gets a runtime of its own (its own /content); only Google Drive is shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nbhelpers import notebooks, runner
+
+pytestmark = [pytest.mark.slow, pytest.mark.notebooks]
+
+# smoke scale, shortened: 30 steps, every step logged, checkpoints every 10
+SHORT = ["--set", "train.max_steps=30", "--set", "train.log_every=1", "--set", "train.eval_every=10",
+         "--set", "train.save_every=10"]
+TIMING = ("tokens_per_s", "mfu", "elapsed_s")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "COLAB_", "NBHELPERS_"))}
+    return {**env, **extra}
+
+
+def _run(args, env, wrap=(), timeout=900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", *map(str, args)]
+    return subprocess.run([*wrap, *cmd], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _files(path: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(path.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(path))] = "-> " + os.readlink(p)
+        elif p.is_file():
+            out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _curve(metrics: Path) -> list[dict]:
+    """The train and eval records of a metrics.jsonl without their timings."""
+    records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records if r.get("kind") in ("train", "eval")]
+
+
+def _save_version(root: Path, slug: str) -> Path:
+    """Kaggle keeps /kaggle/working as the version's output; the next session mounts it read-only as an input."""
+    out = root / "kaggle/input/notebooks/alice" / slug
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(root / "kaggle/working", out)
+    (root / "kaggle/working").mkdir()
+    return out
+
+
+def test_kaggle_saved_versions_resume_bit_exact_from_read_only_inputs(tmp_path, read_only):
+    root = tmp_path / "kg"
+    (root / "kaggle/working").mkdir(parents=True)
+    (root / "kaggle/input").mkdir()
+    env = _env(NBHELPERS_PLATFORM_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch",
+               KAGGLE_URL_BASE="https://www.kaggle.com")
+    inputs = root / "kaggle/input"
+
+    # the CPU kernels 01 and 02 (one session here), saved: their output is an input from now on
+    proc = _run(["--only", "01,02"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _save_version(root, "nbhelpers-02-corpus")
+
+    # 03, version 1: the time budget ends it after its first step; the cells succeed, the runner says 75
+    proc = _run(["--only", "01,02,03", *SHORT, "--set", "train.max_minutes=0.001"], env, read_only([inputs]))
+    assert proc.returncode == runner.EXIT_STOPPED, proc.stdout + proc.stderr
+    assert "stopped at step 1 of 30" in proc.stdout and "save a new version to continue" in proc.stdout
+    v1 = _save_version(root, "nbhelpers-03-pretrain") / "runs/smoke"
+    assert [p.name for p in (v1 / "pretrain/checkpoints").iterdir()] == ["step_00000001"]
+    executed = (v1 / "notebooks/03_pretrain.ipynb").read_text(encoding="utf-8")
+    assert '"ename"' not in executed and "stopped at step 1 of 30" in executed
+
+    # 03, version 2: an empty working dir, version 1's output read-only under /kaggle/input
+    before = _files(inputs)
+    proc = _run(["--only", "01,02,03", *SHORT], env, read_only([inputs]))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pretrain: resuming from step 1" in proc.stdout
+    assert _files(inputs) == before  # the input was read in place, never written
+    v2 = root / "kaggle/working/runs/smoke"
+    assert not any(p.is_symlink() for p in (v2 / "pretrain/checkpoints").iterdir())  # only its own checkpoints
+    assert (v2 / "pretrain/final/model.safetensors").is_file()
+
+    # the same 30 steps uninterrupted, from the same tokenizer and corpus, on a plain local run
+    base = tmp_path / "base"
+    shutil.copytree(inputs / "notebooks/alice/nbhelpers-02-corpus/runs/smoke", base)
+    proc = _run(["--run-dir", base, "--only", "03", *SHORT], _env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    resumed, straight = _curve(v2 / "pretrain/metrics.jsonl"), _curve(base / "pretrain/metrics.jsonl")
+    assert [r["step"] for r in resumed if r["kind"] == "train"] == list(range(1, 31))  # step 1 is version 1's
+    assert resumed == straight  # losses, learning rates, gradient norms, eval losses: bit for bit
+    from safetensors.torch import load_file
+
+    a, b = load_file(v2 / "pretrain/final/model.safetensors"), load_file(base / "pretrain/final/model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+FAKE_DRIVE = '''\
+"""Stands in for google.colab.drive: mount() makes the shared Drive folder appear at the mount point."""
+import os
+
+
+class MessageError(RuntimeError):
+    """What google.colab raises when the user does not allow access."""
+
+
+def mount(mountpoint, force_remount=False, timeout_ms=120000, readonly=False):
+    if os.environ.get("FAKE_DRIVE_ANSWER", "allow") != "allow":
+        raise MessageError("Error: credential propagation was unsuccessful")
+    os.makedirs(os.path.dirname(mountpoint), exist_ok=True)
+    os.symlink(os.environ["FAKE_DRIVE"], mountpoint)
+    print("Mounted at " + mountpoint)
+'''
+
+
+def test_colab_notebooks_in_separate_runtimes_share_only_drive(tmp_path):
+    fake = tmp_path / "fake"
+    (fake / "google/colab").mkdir(parents=True)
+    (fake / "google/colab/__init__.py").write_text("")
+    (fake / "google/colab/drive.py").write_text(textwrap.dedent(FAKE_DRIVE))
+    drive = tmp_path / "drive"
+    (drive / "MyDrive").mkdir(parents=True)
+    pythonpath = os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])
+    sources = {s.stem[:2]: s for s in notebooks.discover()}
+
+    def runtime(name: str, notebook: str, answer: str = "allow") -> subprocess.CompletedProcess:
+        """One Colab runtime: its own /content under tmp/NAME, the same Drive; the notebook as a badge opens it."""
+        root = tmp_path / name
+        (root / "content").mkdir(parents=True, exist_ok=True)
+        env = _env(NBHELPERS_PLATFORM_ROOT=str(root), COLAB_RELEASE_TAG="release-colab-external_20261120",
+                   FAKE_DRIVE=str(drive), FAKE_DRIVE_ANSWER=answer, PYTHONPATH=pythonpath)
+        source = sources[notebook]
+        return subprocess.run([sys.executable, "-m", "papermill", str(source.with_suffix(".ipynb")),
+                               str(root / f"{source.stem}.out.ipynb"), "-p", "PROFILE", "smoke", "--cwd",
+                               str(source.parent), "--no-progress-bar"],
+                              env=env, capture_output=True, text=True, timeout=900)
+
+    first = runtime("runtime-a", "01")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = drive / "MyDrive/nbhelpers/runs/smoke"
+    assert (run / "tokenizer/tokenizer.json").is_file()  # on Drive, not in runtime A's /content
+    out_a = (tmp_path / "runtime-a/01_tokenizer.out.ipynb").read_text(encoding="utf-8")
+    assert "Mounting Google Drive" in out_a and "runtime of its own" in out_a
+
+    second = runtime("runtime-b", "02")  # another runtime: sees 01's tokenizer through Drive only
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (run / "corpus/manifest.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "runtime-b/content").iterdir()) == ["drive"]
+
+    refused = runtime("runtime-c", "02", answer="deny")
+    assert refused.returncode != 0
+    out_c = (tmp_path / "runtime-c/02_corpus.out.ipynb").read_text(encoding="utf-8")
+    assert "RunDirError" in out_c and "is on Google Drive, which is not mounted" in out_c
+    assert "allow access to Google Drive" in out_c and "RUN_DIR" in out_c
