@@ -268,7 +268,7 @@ def _blocks_fit_the_model(cfg: Any) -> str | None:
 
 BACKENDS = ("auto", "cpu", "cuda", "xla")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-OPTIMIZERS = ("adamw", "adamw8bit")
+OPTIMIZERS = ("adamw", "adamw8bit", "muon")
 
 
 def precision_problem(backend: str, precision: str) -> str | None:
@@ -303,7 +303,10 @@ class TrainConfig:
     log_every: int = setting(10, ge=1)
     max_minutes: float = setting(0.0, ge=0)  # 0 = no time budget; the platform default is applied by the notebook
     gradient_checkpointing: bool = False
+    # adamw | adamw8bit | muon (torch.optim.Muon on the hidden matrices, AdamW on the rest; torch >= 2.9, not on XLA)
     optimizer: str = setting("adamw", choices=OPTIMIZERS)
+    muon_lr: float = setting(0.0, ge=0)  # Muon's peak LR (AdamW-matched update scale); 0 = train.lr
+    muon_momentum: float = setting(0.95, ge=0, lt=1)
     compile: bool = False
     # training processes (torchrun ranks): 0 = one per visible CUDA GPU, else 1; 2+ on a CPU uses gloo
     nproc: int = setting(0, ge=0)
@@ -317,6 +320,14 @@ class TrainConfig:
 @cross_rule("train.backend", "train.precision")
 def _precision_runs_on_backend(cfg: Any) -> str | None:
     return precision_problem(cfg.train.backend, cfg.train.precision)
+
+
+@cross_rule("train.optimizer", "train.backend")
+def _muon_is_not_for_xla(cfg: Any) -> str | None:
+    if cfg.train.optimizer == "muon" and cfg.train.backend == "xla":
+        return ("train.optimizer=muon does not run on XLA (torch 2.8 has no torch.optim.Muon; torch_xla 2.9 runs "
+                "its Newton-Schulz step on the CPU); use train.optimizer=adamw with train.backend=xla")
+    return None
 
 
 @cross_rule("train.fsdp", "train.backend")

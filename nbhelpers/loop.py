@@ -1,7 +1,8 @@
 """The one training loop for CPU, CUDA (DDP under torchrun) and XLA: exact resume, time budget, NaN guard.
 
 `train(model, batches, cfg.train, out_dir, ...)` writes `out_dir/checkpoints/step_*/`,
-`out_dir/metrics.jsonl` (one JSON object per line, `kind` = train | eval | samples | event) and, when
+`out_dir/metrics.jsonl` (one JSON object per line, `kind` = train | eval | samples | event; an eval record
+holds loss, ppl and, with a tokenizer, bpb: bits per UTF-8 byte of the scored text, see token_bytes.py) and, when
 the planned steps are done, `out_dir/final/` (save_pretrained + tokenizer). A call returns with status
 `done`, `time_budget` (checkpointed before `max_minutes` ran out) or `data_end` (the data given ran
 out before `lr_horizon`); calling it again with the same out_dir resumes the newest complete
@@ -51,6 +52,7 @@ from . import checkpoint as ckpt
 from . import optim
 from .batches import BatchSource
 from .config import TrainConfig
+from .token_bytes import TokenBytes, bits_per_byte
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -150,12 +152,18 @@ def _n_targets(mb: dict[str, torch.Tensor]) -> int:
 
 
 def _cpu_groups(source: BatchSource, start: int, group: int, counts: dict[int, int], first_key: int,
-                limit: int | None = None) -> Iterator[list[dict[str, torch.Tensor]]]:
-    """Micro-batches `start, start+1, ...` of `source` in groups of `group`; target counts go to `counts[key]`."""
+                limit: int | None = None, token_bytes: TokenBytes | None = None,
+                byte_counts: dict[int, int] | None = None) -> Iterator[list[dict[str, torch.Tensor]]]:
+    """Micro-batches `start, start+1, ...` of `source` in groups of `group`; target counts go to `counts[key]`.
+
+    With `token_bytes`, the UTF-8 bytes of the targets go to `byte_counts[key]` (for bits per byte).
+    """
     key, index = first_key, start
     while limit is None or key - first_key < limit:
         mbs = [source.batch(index + k) for k in range(group)]
         counts[key] = sum(_n_targets(mb) for mb in mbs)  # counted on the CPU, before the device sees the batch
+        if token_bytes is not None and byte_counts is not None:
+            byte_counts[key] = sum(token_bytes.scored_bytes(mb["input_ids"], mb["labels"]) for mb in mbs)
         yield mbs
         key, index = key + 1, index + group
 
@@ -209,7 +217,7 @@ class TrainResult:
     final_dir: Path | None = None
     resumed_from: int | None = None
     train_loss: float | None = None
-    eval: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> {"loss", "ppl"} at the last eval
+    eval: dict[str, dict[str, float | None]] = field(default_factory=dict)  # split -> {"loss", "ppl", "bpb"}, last eval
     tokens_per_s: float | None = None
     mfu: float | None = None
     device: dict[str, Any] = field(default_factory=dict)
@@ -332,6 +340,9 @@ class _Trainer:
             fwd = self.ddp = DistributedDataParallel(fwd, device_ids=ids, gradient_as_bucket_view=True)
         self.fwd = torch.compile(fwd) if cfg.compile else fwd
 
+        # bits per byte of the evaluations: the UTF-8 bytes each token id stands for (needs the tokenizer)
+        self.token_bytes = TokenBytes.from_tokenizer(tokenizer) if (tokenizer is not None and eval_batches) else None
+
         # MFU: FLOPs per token over the peak of every device this run uses
         self.fpt = flops_per_token(self.raw, self.micro_shape[1])
         devices = self.world * (device_choice.num_devices if device_choice.backend == "xla" else 1)
@@ -349,7 +360,7 @@ class _Trainer:
         self.last_loss: float | None = None
         self.last_tps: float | None = None
         self.last_mfu: float | None = None
-        self.last_eval: dict[str, dict[str, float]] = {}
+        self.last_eval: dict[str, dict[str, float | None]] = {}
         self.step_s: float | None = None  # seconds per step, measured per logging window
         self.eval_s = 0.0
         param_bytes = sum(p.numel() * 4 for p in self.params)
@@ -358,8 +369,9 @@ class _Trainer:
 
         # outputs (closed at the end of run)
         self.metrics = _Metrics(out_dir / METRICS_FILE, self.main, keep_until=self.start if self.resumed else -1)
-        self.bar = (tqdm(total=self.total, initial=self.start, desc="train", dynamic_ncols=True, disable=not progress)
-                    if self.main else None)
+        # progress=False: no bar and no lines under it (tqdm.write would print even for a disabled bar)
+        self.bar = (tqdm(total=self.total, initial=self.start, desc="train", dynamic_ncols=True)
+                    if self.main and progress else None)
 
     # ------------------------------------------------------------ setup
 
@@ -395,7 +407,7 @@ class _Trainer:
         if self.main:
             ckpt.clean_incomplete(self.ckpt_root)
         self._barrier()
-        kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in self.optimizer.param_groups]
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         # the newest checkpoint that loads whole; newer ones with a missing or damaged part are named and set aside
         found = ckpt.load_latest(self.ckpt_root, model=self.raw, optimizer=self.optimizer, scaler=self.scaler,
                                  rank=self.rank, restore_rng_state=False, set_aside=self.main)
@@ -518,34 +530,39 @@ class _Trainer:
         self._check_bad(step, longest)
 
     def _evaluate(self, step: int) -> None:
-        """Eval loss and perplexity on each eval source; greedy samples on rank 0 when a tokenizer is given."""
+        """Eval loss, perplexity and bits per byte on each eval source; greedy samples on rank 0 with a tokenizer."""
         started = time.perf_counter()
         self.raw.eval()
         with torch.no_grad():
             for name, source in self.eval_batches.items():
                 n = len(source) if self.cfg.eval_batches <= 0 else min(len(source), self.cfg.eval_batches)
                 counts: dict[int, int] = {}
+                byte_counts: dict[int, int] = {}
                 loss_sum = torch.zeros((), device=self.device)
-                targets = 0
-                groups = self.hooks.device_batches(_cpu_groups(source, 0, 1, counts, 0, limit=n), self.device)
-                for i, group in enumerate(groups):
+                targets = nbytes = 0
+                cpu = _cpu_groups(source, 0, 1, counts, 0, limit=n, token_bytes=self.token_bytes, byte_counts=byte_counts)
+                for i, group in enumerate(self.hooks.device_batches(cpu, self.device)):
                     with self._autocast():
                         out = self.raw(**group[0], num_items_in_batch=1)  # summed over targets
                     loss_sum = loss_sum + out.loss.float()
                     targets += counts.pop(i)
+                    nbytes += byte_counts.pop(i, 0)
                     self.hooks.after_eval_batch()
-                if self.world > 1:  # ranks may hold different eval shares: sum losses and targets over ranks
-                    stats = torch.stack([loss_sum, torch.tensor(float(targets), device=self.device)])
+                if self.world > 1:  # ranks may hold different eval shares: sum losses, targets and bytes over ranks
+                    stats = torch.stack([loss_sum, torch.tensor(float(targets), device=self.device),
+                                         torch.tensor(float(nbytes), device=self.device)])
                     torch.distributed.all_reduce(stats)
-                    total, count = stats.tolist()
+                    total, count, nbytes = stats.tolist()
                 else:
                     total, count = loss_sum.item(), float(targets)
                 loss = total / max(count, 1.0)
                 ppl = math.exp(loss) if loss < 700 else float("inf")
-                self.last_eval[name] = {"loss": loss, "ppl": ppl}
-                self.metrics.write(kind="eval", step=step, split=name, loss=loss, ppl=ppl)
+                bpb = bits_per_byte(total, nbytes) if self.token_bytes is not None else None
+                self.last_eval[name] = {"loss": loss, "ppl": ppl, "bpb": bpb}
+                self.metrics.write(kind="eval", step=step, split=name, loss=loss, ppl=ppl, bpb=bpb)
                 if self.bar is not None:
-                    self.bar.write(f"step {step}: {name} loss {loss:.4f} ppl {ppl:,.2f}")
+                    self.bar.write(f"step {step}: {name} loss {loss:.4f} ppl {ppl:,.2f}"
+                                   + (f" bpb {bpb:.4f}" if bpb is not None else ""))
             if self.main and self.tokenizer is not None and self.cfg.sample_prompts:
                 samples = self.hooks.generate(self.raw, self.tokenizer, self.cfg.sample_prompts, self.cfg.sample_tokens,
                                               self.device, self._autocast)

@@ -1,8 +1,20 @@
 """The training loop's optimizer and learning-rate schedule: which update for which parameters, and the LR of each step.
 
-`build_optimizer(model, cfg, backend)` gives AdamW (fused where the backend has it; no weight decay on
-biases and norms) or bitsandbytes' 8-bit AdamW. The schedule is `make_scheduler(optimizer, plan, step)`:
-a `LambdaLR` over `lr_factor`, positioned after `step` completed optimizer steps.
+`build_optimizer(model, cfg, backend)` gives, by `train.optimizer`:
+
+- `adamw`: torch's AdamW (fused on CPU and CUDA); weight decay on matrices, none on biases and norms.
+- `adamw8bit`: bitsandbytes' 8-bit AdamW (CUDA), the same groups.
+- `muon` (CPU and CUDA; not on XLA, see `_muon`): `torch.optim.Muon` (torch >= 2.9) on the hidden 2-D matrices (attention's fused QKV and output
+  projections, the MLP's two) with the AdamW-matched update scale (`adjust_lr_fn="match_rms_adamw"`: each
+  update is scaled by 0.2 * sqrt(max(rows, cols)), so its RMS is an AdamW update's and AdamW's lr and weight
+  decay carry over), at `train.muon_lr` (0: `train.lr`) with `train.muon_momentum`; AdamW as above on the
+  input embedding, the output head, norms and biases. GPT-NeoX's fused QKV weight (3H, H) is orthogonalised
+  whole, as the library does for any matrix (see docs/BENCHMARKS.md for the per-block comparison). Both run as
+  one optimizer (`MuonAdamW`): one set of param groups, one state, one schedule, one checkpoint file.
+
+The schedule is `make_scheduler(optimizer, plan, step, peaks)`: a `LambdaLR` over `lr_factor`, positioned
+after `step` completed optimizer steps; every param group follows the plan's factor times its own peak
+(Muon's groups `muon_lr`, AdamW's `lr`).
 
 Learning rate: linear warmup from 0 to `lr`, then cosine to `lr * min_lr_ratio` at the planned horizon
 (the same numbers as transformers' `get_cosine_with_min_lr_schedule_with_warmup`). On resume with a
@@ -25,9 +37,9 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
+from .config import OPTIMIZERS, TrainConfig
 
-OPTIMIZERS = ("adamw", "adamw8bit")
+MUON_TORCH = "2.9"  # the first torch with torch.optim.Muon
 
 
 class OptimizerError(RuntimeError):
@@ -39,25 +51,100 @@ class OptimizerError(RuntimeError):
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, backend: str) -> torch.optim.Optimizer:
     """`cfg.optimizer` over the model's trainable parameters; each param group's `lr` is its peak LR."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise OptimizerError(f"train.optimizer: expected {' | '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # biases and norms: no decay
-    kwargs = {"lr": cfg.lr, "betas": tuple(cfg.betas)}
+    if cfg.optimizer == "muon":
+        return _muon(model, params, cfg, backend)
     if cfg.optimizer == "adamw8bit":
         try:
             import bitsandbytes as bnb
         except ImportError as err:
             raise OptimizerError("train.optimizer=adamw8bit needs bitsandbytes and a CUDA GPU "
                                  "(pip install bitsandbytes), or use train.optimizer=adamw") from err
-        return bnb.optim.AdamW8bit(groups, **kwargs)
-    if cfg.optimizer != "adamw":
-        raise OptimizerError(f"train.optimizer: expected {' | '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+        return bnb.optim.AdamW8bit(_decay_groups(params, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+    return _adamw(_decay_groups(params, cfg.weight_decay), cfg, backend)
+
+
+def _decay_groups(params: list[torch.Tensor], weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices, none on biases and norms."""
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def _adamw(groups: list[dict[str, Any]], cfg: TrainConfig, backend: str) -> torch.optim.AdamW:
+    """torch's AdamW: fused on CPU and CUDA where it can be, else foreach (plain loops on XLA)."""
+    kwargs = {"lr": cfg.lr, "betas": tuple(cfg.betas)}
     if backend in ("cpu", "cuda"):
         try:  # one kernel for all parameters, and it can skip a bad step on the device
             return torch.optim.AdamW(groups, fused=True, **kwargs)
         except (RuntimeError, TypeError):
             pass
     return torch.optim.AdamW(groups, foreach=backend != "xla" or None, **kwargs)
+
+
+def hidden_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The trainable 2-D weights other than the input embedding and the output head: what Muon updates."""
+    skip = {id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+    return [p for p in model.parameters() if p.requires_grad and p.dim() == 2 and id(p) not in skip]
+
+
+def _muon(model: torch.nn.Module, params: list[torch.Tensor], cfg: TrainConfig, backend: str) -> MuonAdamW:
+    """Muon on `hidden_matrices(model)`, AdamW on the rest of `params`."""
+    if backend == "xla":
+        raise OptimizerError(
+            "train.optimizer=muon is not available on XLA: Kaggle's TPU image has torch 2.8, which has no "
+            "torch.optim.Muon, and on torch 2.9 its Newton-Schulz step calls addmm with alpha and beta, which "
+            "torch_xla runs on the CPU (a host round trip for every matrix and iteration of every step); use "
+            "train.optimizer=adamw on a TPU")
+    if not hasattr(torch.optim, "Muon"):
+        raise OptimizerError(f"train.optimizer=muon needs torch >= {MUON_TORCH} (torch.optim.Muon); this is torch "
+                             f"{torch.__version__.split('+')[0]}: upgrade torch or use train.optimizer=adamw")
+    matrices = hidden_matrices(model)
+    chosen = {id(p) for p in matrices}
+    muon = torch.optim.Muon(matrices, lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
+                            momentum=cfg.muon_momentum, adjust_lr_fn="match_rms_adamw")
+    adamw = _adamw(_decay_groups([p for p in params if id(p) not in chosen], cfg.weight_decay), cfg, backend)
+    return MuonAdamW(muon, adamw)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """`torch.optim.Muon` on the hidden matrices and `torch.optim.AdamW` on the rest, stepped as one optimizer.
+
+    One object, so the loop, the LR schedule, the GradScaler, checkpoints and the XLA sharding see one set of
+    param groups and one state (a flag `muon` in each group says whose it is); the two library optimizers
+    share those group dicts and that state and do the updates.
+    """
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
+        self._muon, self._adamw = muon, adamw
+        for part, flag in ((muon, True), (adamw, False)):
+            for group in part.param_groups:
+                group["muon"] = flag
+        super().__init__(muon.param_groups + adamw.param_groups, defaults={})
+        self._share()
+
+    def _share(self) -> None:
+        """Point both parts at this optimizer's group dicts and state (again after load_state_dict replaced them)."""
+        self._muon.param_groups = [g for g in self.param_groups if g["muon"]]
+        self._adamw.param_groups = [g for g in self.param_groups if not g["muon"]]
+        self._muon.state = self._adamw.state = self.state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Optimizer.load_state_dict, then share the new groups and state with both parts."""
+        super().load_state_dict(state_dict)
+        self._share()
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One Muon step on the matrices and one AdamW step on the rest."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._muon.step()
+        self._adamw.step()
+        return loss
 
 
 # ---------------------------------------------------------------- learning-rate plan

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 GiB = 2**30
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}  # bytes of one activation element
-OPTIMIZER_BYTES = {"adamw": 8.0, "adamw8bit": 2.0}  # optimizer state per parameter: fp32 m and v, or 8-bit m and v
+# optimizer state per parameter: fp32 m and v, 8-bit m and v; Muon keeps one fp32 momentum per hidden-matrix
+# entry (`hidden_matrix_parameters`) and AdamW's 8 bytes for the rest (`optimizer_state_bytes`)
+OPTIMIZER_BYTES = {"adamw": 8.0, "adamw8bit": 2.0, "muon": 4.0}
 
 # Dense peak FLOP/s of one device by (name fragment, precision); the datasheet figures without sparsity.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
@@ -175,6 +177,22 @@ def activation_bytes_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int, 
     return sum(activation_parts(cfg, vocab_size, seq_len, precision, gradient_checkpointing, attention).values())
 
 
+def hidden_matrix_parameters(cfg: ModelConfig) -> int:
+    """Entries of the hidden 2-D weights (fused QKV, attention output, the MLP's two): what Muon updates."""
+    c = resolve(cfg)
+    h, inter = c.hidden_size, c.intermediate_size
+    return c.num_hidden_layers * (3 * h * h + h * h + 2 * h * inter)
+
+
+def optimizer_state_bytes(cfg: ModelConfig, vocab_size: int, optimizer: str) -> float:
+    """Bytes of optimizer state for the whole model (Muon: a momentum on the hidden matrices, AdamW's on the rest)."""
+    n = parameter_breakdown(cfg, vocab_size)["total"]
+    if optimizer == "muon":
+        matrices = hidden_matrix_parameters(cfg)
+        return OPTIMIZER_BYTES["muon"] * matrices + OPTIMIZER_BYTES["adamw"] * (n - matrices)
+    return OPTIMIZER_BYTES[optimizer] * n
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """Bytes per device by part for one training configuration."""
@@ -210,7 +228,7 @@ def memory_plan(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_le
     out = {
         "weights": 4.0 * n / shards,  # fp32 master weights; autocast computes in 16 bits from them
         "gradients": 4.0 * n / shards,
-        "optimizer_state": OPTIMIZER_BYTES[optimizer] * n / shards,
+        "optimizer_state": optimizer_state_bytes(cfg, vocab_size, optimizer) / shards,
         # autocast's 16-bit copies of the matmul weights live from forward until backward has used them
         "autocast_copies": 2.0 * (n - parts["embed_in"]) / shards if mixed else 0.0,
         "activations": act * tokens,
@@ -224,7 +242,7 @@ def memory_plan(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_le
 
 def memory_grid(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_len: int, attention: str = "sdpa",
                 shards: int = 1, accelerator: bool = True, usable_bytes: float | None = None) -> pd.DataFrame:
-    """GiB by part for fp32 / fp16 / bf16 x AdamW / 8-bit AdamW x with / without gradient checkpointing; `fits`
+    """GiB by part for fp32 / fp16 / bf16 x AdamW / 8-bit AdamW / Muon x with / without gradient checkpointing; `fits`
     when within PLAN_HEADROOM of `usable_bytes`."""
     import pandas as pd
 

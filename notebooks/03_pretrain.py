@@ -118,7 +118,8 @@ display(pd.Series(nbhelpers.model.describe(cfg.model, vocab_size)).to_frame(cfg.
 # %% [markdown]
 # ## Training
 #
-# Progress shows loss, tokens/s and MFU; every `train.eval_every` steps the validation loss and greedy samples
+# Progress shows loss, tokens/s and MFU; every `train.eval_every` steps the validation loss, its bits per byte
+# (nats over the UTF-8 bytes of the scored text, in bits: comparable across tokenizers) and greedy samples
 # for fixed prompts are logged. The cosine schedule spans the whole token budget, also when the corpus is built
 # one session part at a time. With several GPUs the workers' (rank 0's) progress shows here. A rerun resumes
 # from the newest complete checkpoint in `pretrain/checkpoints/`, with one process or several.
@@ -170,7 +171,8 @@ else:
         "preset": cfg.model.preset, "parameters": plan.parameters, "steps": result.step,
         "tokens_seen": max(r["tokens"] for r in records if r.get("kind") == "train"),
         "final_train_loss": result.train_loss, "first_eval_loss": evals[0]["loss"],
-        "final_eval_loss": evals[-1]["loss"], "eval_ppl": evals[-1]["ppl"], "tokens_per_s": measured_tps,
+        "final_eval_loss": evals[-1]["loss"], "eval_ppl": evals[-1]["ppl"], "eval_bpb": evals[-1].get("bpb"),
+        "tokens_per_s": measured_tps,
         "mfu": statistics.median(mfus[1:] or mfus) if mfus else None,
         "device": choice.name, "precision": choice.precision, "sessions_for_budget": after.sessions,
     }

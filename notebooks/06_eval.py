@@ -84,12 +84,14 @@ display(pd.DataFrame([{"set": name, "text": i, "chars": len(t), "start": t[:50]}
 #
 # Texts longer than the model's context are scored with a sliding window (`eval.ppl_stride`): each window scores
 # only its new tokens, so every token sees at least context - stride tokens before it. `mean_ppl` averages the
-# texts' perplexities; `token_ppl` weighs every token the same.
+# texts' perplexities; `token_ppl` weighs every token the same. `bpb` (bits per byte: the summed loss in bits over
+# the texts' UTF-8 bytes) does not depend on the tokenizer, so it compares with models that use another one
+# (nanochat-japanese reports 0.80).
 
 # %%
 ppl = nbhelpers.evaluation.score_perplexity(run, models, texts, cfg.eval, device=device, after_batch=after_batch)
 ppl_table = nbhelpers.evaluation.perplexity_table(ppl)
-display(ppl_table.round(2))
+display(ppl_table.round({"mean_ppl": 2, "token_ppl": 2, "bpb": 4}))
 
 # %%
 nbhelpers.plots.plot_perplexity(ppl_table, path=run.eval / "perplexity.png")

@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--lr-horizon", type=int, default=0)
+    ap.add_argument("--optimizer", default="adamw")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # the same kernels in every process: losses compare bitwise
     out = Path(args.out)
@@ -130,9 +131,11 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint.before_commit = stall
     source = RecordingBatches(PackedBatches(ArrayBlocks(blocks()), args.micro_batch, seed=3))
     cfg = train_cfg(micro_batch=args.micro_batch, grad_accum=args.grad_accum, max_steps=args.steps,
-                    save_every=args.save_every, eval_every=args.eval_every)
+                    save_every=args.save_every, eval_every=args.eval_every, optimizer=args.optimizer)
     evals = {"val": PackedBatches(ArrayBlocks(blocks(16, seed=5)), args.micro_batch, shuffle=False)} if args.eval_every else {}
-    result = loop.train(tiny_model(dropout=args.dropout), source, cfg, out, eval_batches=evals, device_choice=cpu_choice(),
+    tokenizer = tiny_tokenizer() if evals else None  # evaluations report bits per byte too
+    result = loop.train(tiny_model(dropout=args.dropout), source, cfg, out, eval_batches=evals, tokenizer=tokenizer,
+                        device_choice=cpu_choice(),
                         hooks=SleepHooks(args.step_sleep), peak_flops=1e10, progress=False,
                         lr_horizon=args.lr_horizon or None)
     rank = int(os.environ.get("RANK", 0))

@@ -89,7 +89,7 @@ def test_configs_are_frozen():
         ("train.precision=fp8", ["train.precision: expected auto | fp32 | fp16 | bf16, got 'fp8'", "did you mean"]),
         ("train.lr=-1", ["train.lr: expected > 0, got -1.0"]),
         ("train.lr=NaN", ["train.lr: expected a finite number, got nan"]),
-        ("train.optimizer=adam", ["train.optimizer: expected adamw | adamw8bit, got 'adam'", "did you mean adamw"]),
+        ("train.optimizer=adam", ["train.optimizer: expected adamw | adamw8bit | muon, got 'adam'", "did you mean adamw"]),
         ("train.betas=[0.9, 1.5]", ["train.betas[1]: expected in [0, 1), got 1.5"]),
         ("train.min_lr_ratio=2", ["train.min_lr_ratio: expected in [0, 1], got 2.0"]),
         ("model.preset=seed_1bb", ["model.preset: expected seed_1b | neox_1b", "'seed_1bb'", "did you mean seed_1b"]),

@@ -10,8 +10,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import torch
 
 from nbhelpers import loop
+
+needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 
 SCRIPT = Path(__file__).with_name("loop_tiny.py")
 ARGS = ["--steps", "14", "--save-every", "4", "--dropout", "0", "--eval-every", "7"]  # no dropout: ranks draw other masks than one process
@@ -25,11 +28,13 @@ def _run(cmd: list[str], log: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_equal_one_process_with_the_doubled_batch(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", pytest.param("muon", marks=needs_muon)])
+def test_two_gloo_ranks_equal_one_process_with_the_doubled_batch(tmp_path, optimizer):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    _run([sys.executable, str(SCRIPT), str(single), "--micro-batch", "4", *ARGS], tmp_path / "single.log")
+    args = [*ARGS, "--optimizer", optimizer]
+    _run([sys.executable, str(SCRIPT), str(single), "--micro-batch", "4", *args], tmp_path / "single.log")
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          str(SCRIPT), str(ddp), "--micro-batch", "2", *ARGS], tmp_path / "ddp.log")
+          str(SCRIPT), str(ddp), "--micro-batch", "2", *args], tmp_path / "ddp.log")
 
     # the ranks' blocks: disjoint within each micro-batch and each pass, together those of the single process
     # (batch(0) is read twice: once to check shapes and vocabulary before training)
@@ -50,10 +55,12 @@ def test_two_gloo_ranks_equal_one_process_with_the_doubled_batch(tmp_path):
     assert losses == pytest.approx(expected, rel=1e-5)
     assert losses[14] < losses[1]
     # eval: each rank reads its share of the validation blocks; the loss is summed over ranks
-    evals = [(r["step"], r["loss"]) for r in loop.read_metrics(ddp / loop.METRICS_FILE) if r["kind"] == "eval"]
-    want = [(r["step"], r["loss"]) for r in loop.read_metrics(single / loop.METRICS_FILE) if r["kind"] == "eval"]
-    assert [s for s, _ in evals] == [s for s, _ in want] == [0, 7, 14]
-    assert [v for _, v in evals] == pytest.approx([v for _, v in want], rel=1e-5)
+    evals = [(r["step"], r["loss"], r["bpb"]) for r in loop.read_metrics(ddp / loop.METRICS_FILE) if r["kind"] == "eval"]
+    want = [(r["step"], r["loss"], r["bpb"]) for r in loop.read_metrics(single / loop.METRICS_FILE)
+            if r["kind"] == "eval"]
+    assert [e[0] for e in evals] == [w[0] for w in want] == [0, 7, 14]
+    assert [e[1] for e in evals] == pytest.approx([w[1] for w in want], rel=1e-5)
+    assert [e[2] for e in evals] == pytest.approx([w[2] for w in want], rel=1e-5)  # bytes summed over ranks too
     # one set of checkpoints (rank 0 writes them) holding both ranks' RNG states, and the final model
     last = ddp / "checkpoints" / "step_00000014"
     assert (last / "rng_rank0.safetensors").exists() and (last / "rng_rank1.safetensors").exists()

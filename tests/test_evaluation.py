@@ -84,6 +84,10 @@ def test_perplexity_matches_the_models_own_loss(model, tokenizer):
     assert res.tokens == (ids.shape[1] - 1,)
     assert res.per_text[0] == pytest.approx(math.exp(loss), rel=1e-5)
     assert res.mean_ppl == pytest.approx(res.token_ppl, rel=1e-9)  # one text: the two agree
+    # bits per byte by hand: the model's mean loss (nats per token) over the text's UTF-8 bytes
+    nbytes = len(text.encode("utf-8"))
+    assert res.bytes == (nbytes,)
+    assert res.bpb == pytest.approx(loss * (ids.shape[1] - 1) / math.log(2) / nbytes, rel=1e-5)
 
 
 def test_prefix_none_leaves_the_first_token_unscored(model, tokenizer):
@@ -96,6 +100,9 @@ def test_prefix_none_leaves_the_first_token_unscored(model, tokenizer):
     res = ev.perplexity(model, tokenizer, [short], prefix="none", progress=False)
     assert res.tokens == (59,)
     assert res.per_text[0] == pytest.approx(math.exp(loss), rel=1e-5)
+    first = tokenizer.decode(ids[0, :1])  # the unscored first token's text leaves the byte count
+    assert res.bytes == (len(short.encode("utf-8")) - len(first.encode("utf-8")),)
+    assert res.bpb == pytest.approx(sum(res.nll) / math.log(2) / res.bytes[0])
 
 
 def test_sliding_window_equals_full_context_when_the_text_fits(model, tokenizer):
@@ -410,6 +417,11 @@ def test_results_table_shape_and_files(tmp_path, model, tokenizer):
     assert figures["lm_eval"]["pretrain"] == {"ja_local_jsquad/exact_match": 0.25, "ja_local_jcommonsenseqa/acc": 0.4}
     table = ev.perplexity_table(ppl)
     assert table.iloc[0]["tokens"] == sum(ppl["pretrain"]["prose"].tokens)
+    prose = ppl["pretrain"]["prose"]
+    assert table.iloc[0]["bytes"] == sum(len(t.encode("utf-8")) for t in ev.heldout_prose(2)) == sum(prose.bytes)
+    assert table.iloc[0]["bpb"] == prose.bpb == pytest.approx(sum(prose.nll) / math.log(2) / sum(prose.bytes))
+    assert figures["bpb"] == {"pretrain": {"prose": round(prose.bpb, 4)}}
+    assert back["perplexity"]["pretrain"]["prose"]["bpb"] == prose.bpb
 
 
 def test_plots(tmp_path):
@@ -440,6 +452,8 @@ def test_run_summary_is_tolerant_of_missing_stages(tmp_path):
     assert "02 corpus: not run yet" in text and "04 instruction tuning: not run yet" in text
     assert "config_fingerprint" not in text and "05 chat: odd value" in text
     assert "  lm_eval/pretrain/ja_local_jsquad/exact_match: 0.25" in text
+    pretrained = ev.run_summary({"pretrain": {"tokens_per_s": 900.0, "eval_bpb": 1.2345, "preset": "tiny"}})
+    assert pretrained.index("eval_bpb: 1.234") < pretrained.index("tokens_per_s")  # a headline, in its place
     assert "[1, 2, 3, 4, ...] (6)" in text and "x" * 57 + "..." in text
     (tmp_path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     assert ev.run_summary(tmp_path) == text
@@ -481,7 +495,10 @@ def test_stage_steps_score_every_model(tmp_path, tokenizer):
     ev.save_results(run.eval / "results.json", ppl)
     run.record("eval", ev.eval_figures(ppl))
     assert run.is_complete("eval")
-    assert "06 evaluation:\n  perplexity/pretrain/heldout_prose:" in ev.run_summary(run)
+    summary = ev.run_summary(run)
+    assert "06 evaluation:\n  perplexity/pretrain/heldout_prose:" in summary
+    bpb = ppl["pretrain"]["heldout_prose"].bpb
+    assert f"  bpb/pretrain/heldout_prose: {round(bpb, 4):.4g}" in summary  # next to perplexity, before lm-eval
 
 
 def test_available_models_needs_pretrain(tmp_path, tokenizer):

@@ -202,6 +202,13 @@ def test_train_learns_logs_evaluates_and_writes_a_loadable_final(tmp_path):
     assert [r["step"] for r in evals] == [0, 20, 40]
     assert evals[-1]["loss"] < evals[0]["loss"] - 1.0  # the sequences are learnable
     assert evals[-1]["ppl"] == pytest.approx(math.exp(evals[-1]["loss"]))
+    # bits per byte by hand: the char tokenizer's ids stand for one character each (kana and kanji 3 bytes in
+    # UTF-8, ASCII 1, specials 0); every token after a block's first is scored
+    char_bytes = [0 if i in tok.all_special_ids else len(tok.convert_ids_to_tokens(i).encode()) for i in range(VOCAB)]
+    scored = [int(t) for i in range(cfg.eval_batches) for t in val.batch(i)["labels"][:, 1:].flatten()]
+    nll = evals[-1]["loss"] * len(scored)
+    assert evals[-1]["bpb"] == pytest.approx(nll / math.log(2) / sum(char_bytes[t] for t in scored), rel=1e-6)
+    assert result.eval["val"]["bpb"] == evals[-1]["bpb"]
     train = _records(tmp_path, "train")
     assert [r["step"] for r in train] == [5, 10, 15, 20, 25, 30, 35, 40]
     assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 and r["bad_steps"] == 0 for r in train)
@@ -237,6 +244,18 @@ def test_plot_training_draws_train_and_eval_curves(tmp_path):
     assert labels == ["train", "eval: val"]
     assert len(loss_ax.get_lines()[0].get_xdata()) == 6 and list(loss_ax.get_lines()[1].get_xdata()) == [0, 3, 6]
     assert ppl_ax.get_yscale() == "log"
+
+
+def test_progress_false_prints_nothing_and_true_shows_evals_with_bpb(tmp_path, capsys):
+    val = {"val": PackedBatches(ArrayBlocks(blocks(16, seed=4)), 4, shuffle=False)}
+    _train(tiny_model(), tmp_path / "quiet", train_cfg(max_steps=2, eval_every=1), eval_batches=val,
+           tokenizer=tiny_tokenizer())
+    assert capsys.readouterr().out == ""
+    loop.train(tiny_model(), PackedBatches(ArrayBlocks(blocks()), 4, seed=3), train_cfg(max_steps=2, eval_every=1),
+               tmp_path / "shown", eval_batches=val, tokenizer=tiny_tokenizer(), device_choice=cpu_choice(),
+               peak_flops=1e10, progress=True)
+    shown = capsys.readouterr()
+    assert "step 2: val loss " in shown.out and " bpb " in shown.out
 
 
 def test_finished_run_resumes_to_nothing_and_keeps_last_k(tmp_path):

@@ -73,6 +73,9 @@ def test_memory_optimizer_and_precision_variants():
     a = memory_plan(SEED, 32000, precision="fp32", optimizer="adamw", accelerator=False, **base)
     b = memory_plan(SEED, 32000, precision="fp32", optimizer="adamw8bit", accelerator=False, **base)
     assert a.parts["optimizer_state"] - b.parts["optimizer_state"] == 6 * N_SEED
+    # Muon: one fp32 momentum instead of AdamW's two moments on the hidden matrices, 24 x (4 H^2 + 2 H I) entries
+    m = memory_plan(SEED, 32000, precision="fp32", optimizer="muon", accelerator=False, **base)
+    assert a.parts["optimizer_state"] - m.parts["optimizer_state"] == 4 * 24 * (4 * 1536**2 + 2 * 1536 * 6114)
     assert a.parts["autocast_copies"] == 0 and "fragmentation" not in a.parts
     c = memory_plan(SEED, 32000, precision="bf16", optimizer="adamw", **base)
     assert c.parts["activations"] < a.parts["activations"]
@@ -82,7 +85,7 @@ def test_memory_optimizer_and_precision_variants():
     assert sharded.parts["optimizer_state"] == pytest.approx(c.parts["optimizer_state"] / 8)
     with pytest.raises(ValueError, match="precision: expected one of fp32, fp16, bf16, got 'int8'"):
         memory_plan(SEED, 32000, precision="int8", **base)
-    with pytest.raises(ValueError, match="optimizer: expected one of adamw, adamw8bit"):
+    with pytest.raises(ValueError, match="optimizer: expected one of adamw, adamw8bit, muon"):
         memory_plan(SEED, 32000, optimizer="sgd", **base)
 
 
@@ -132,8 +135,8 @@ def test_activation_estimate_matches_autograd(precision, attn, ckpt):
 
 def test_memory_grid_covers_every_combination():
     grid = memory_grid(SEED, 32000, 4, 512, usable_bytes=usable_memory(choice()))
-    assert len(grid) == 12
-    assert set(grid["precision"]) == {"fp32", "fp16", "bf16"} and set(grid["optimizer"]) == {"adamw", "adamw8bit"}
+    assert len(grid) == 18
+    assert set(grid["precision"]) == {"fp32", "fp16", "bf16"} and set(grid["optimizer"]) == {"adamw", "adamw8bit", "muon"}
     row = grid[(grid.precision == "fp16") & (grid.optimizer == "adamw") & grid.grad_ckpt].iloc[0]
     assert row["total_GiB"] == pytest.approx(14_959_838_560 * 1.05 / GiB, abs=0.01) and not bool(row["fits"])
     assert bool(grid[(grid.precision == "fp16") & (grid.optimizer == "adamw8bit") & grid.grad_ckpt].iloc[0]["fits"])
@@ -171,7 +174,7 @@ def test_plan_colab_t4_sessions_at_a_measured_throughput():
     text = plan.to_markdown()
     assert "sessions for the budget | 36" in text and "measured in this run" in text
     assert plan.to_frame().loc["verdict", "value"] == plan.verdict
-    assert len(plan.grid()) == 12 and plan.grid()["fits"].any()
+    assert len(plan.grid()) == 18 and plan.grid()["fits"].any()
 
 
 def test_plan_that_does_not_fit_gives_advice():

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..token_bytes import TokenBytes, bits_per_byte
+
 if TYPE_CHECKING:  # torch and transformers load only when a model is scored
     import torch
 
@@ -22,7 +24,7 @@ class ModelMismatch(ValueError):
 
 @dataclass(frozen=True)
 class PerplexityResult:
-    """Perplexities of a set of texts: the mean of per-text values and the token-weighted value."""
+    """Perplexities of a set of texts (the mean of per-text values and the token-weighted value) and bits per byte."""
 
     mean_ppl: float  # mean over texts of exp(text nll / text tokens)
     token_ppl: float  # exp(total nll / total tokens): every scored token weighs the same
@@ -31,6 +33,8 @@ class PerplexityResult:
     nll: tuple[float, ...]  # summed negative log-likelihood per text, in nats
     max_length: int
     stride: int
+    bytes: tuple[int, ...] = ()  # UTF-8 bytes of each text's scored part
+    bpb: float | None = None  # total nll / ln 2 / total bytes: comparable across tokenizers
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -153,6 +157,8 @@ def perplexity(
     Windows of all texts are batched (right-padded, masked); sums stay on the device until the end.
     fixed_shapes pads every batch to (batch_size, max_length), the default on XLA so one program compiles;
     after_batch runs after each batch (on XLA, default: torch_xla.sync, one graph per batch).
+    Bits per byte divide the summed NLL (in bits) by the UTF-8 bytes of the texts as given (with prefix="none"
+    less the unscored first token's), so a model with another tokenizer is scored on the same bytes.
     """
     import torch
     import torch.nn.functional as F
@@ -180,10 +186,13 @@ def perplexity(
 
     # Windows of every text: (text index, input ids, number of scored tokens at the window's end).
     items: list[tuple[int, list[int], int]] = []
+    text_bytes: list[int] = []
+    token_bytes = TokenBytes.from_tokenizer(tokenizer) if prefix_id is None else None
     for t, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{t}]: expected a string, got {type(text).__name__}")
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        text_bytes.append(len(text.encode("utf-8")) - (token_bytes.text_bytes(ids[:1]) if token_bytes else 0))
         if prefix_id is not None:
             ids = [prefix_id, *ids]
         if len(ids) < 2:
@@ -257,4 +266,6 @@ def perplexity(
         nll=tuple(nll_text),
         max_length=max_length,
         stride=stride,
+        bytes=tuple(text_bytes),
+        bpb=bits_per_byte(sum(nll_text), sum(text_bytes)),
     )

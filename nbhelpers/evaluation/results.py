@@ -11,7 +11,7 @@ from typing import Any
 from .perplexity import PerplexityResult
 
 TABLE_COLUMNS = ["Tasks", "Version", "Filter", "n-shot", "Metric", "Value", "Stderr"]
-PPL_COLUMNS = ["model", "texts", "n_texts", "tokens", "mean_ppl", "token_ppl"]
+PPL_COLUMNS = ["model", "texts", "n_texts", "tokens", "bytes", "mean_ppl", "token_ppl", "bpb"]
 
 
 def results_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -62,7 +62,7 @@ def headline_scores(results: Mapping[str, Any]) -> dict[str, float]:
 
 
 def perplexity_table(results: Mapping[str, Mapping[str, PerplexityResult | Mapping[str, Any]]]) -> Any:
-    """pandas DataFrame with one row per (model, text set): texts, scored tokens, mean and token-weighted PPL."""
+    """pandas DataFrame with one row per (model, text set): texts, scored tokens and bytes, PPL and bits per byte."""
     import pandas as pd
 
     rows = []
@@ -70,15 +70,18 @@ def perplexity_table(results: Mapping[str, Mapping[str, PerplexityResult | Mappi
         for name, res in sets.items():
             r = res.to_dict() if isinstance(res, PerplexityResult) else dict(res)
             rows.append({"model": model, "texts": name, "n_texts": len(r["per_text"]), "tokens": sum(r["tokens"]),
-                         "mean_ppl": r["mean_ppl"], "token_ppl": r["token_ppl"]})
+                         "bytes": sum(r.get("bytes") or ()) or None, "mean_ppl": r["mean_ppl"],
+                         "token_ppl": r["token_ppl"], "bpb": r.get("bpb")})
     return pd.DataFrame(rows, columns=PPL_COLUMNS)
 
 
 def eval_figures(ppl: Mapping[str, Mapping[str, PerplexityResult]],
                  lm_eval: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Headline figures for metrics.json: token-weighted PPL per model and text set, one score per task."""
+    """Headline figures for metrics.json: token-weighted PPL and bits per byte per model and text set, task scores."""
     figures: dict[str, Any] = {
         "perplexity": {m: {name: round(r.token_ppl, 4) for name, r in sets.items()} for m, sets in ppl.items()},
+        "bpb": {m: {name: None if r.bpb is None else round(r.bpb, 4) for name, r in sets.items()}
+                for m, sets in ppl.items()},
     }
     if lm_eval:
         figures["lm_eval"] = {m: headline_scores(res) for m, res in lm_eval.items() if res}

@@ -21,11 +21,11 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "tokenizer": ("vocab_size", "chars_per_token", "unk_rate", "byte_fallback_rate"),
     "corpus": ("train_tokens", "train_blocks", "val_blocks", "block_len", "parts_built", "budget_tokens"),
     "pretrain": ("preset", "parameters", "steps", "tokens_seen", "final_train_loss", "final_eval_loss", "eval_ppl",
-                 "tokens_per_s", "device"),
+                 "eval_bpb", "tokens_per_s", "device"),
     "sft": ("steps", "train_examples", "instruction_loss_before", "instruction_loss_after", "corpus_loss_before",
             "corpus_loss_after"),
     "chat": ("prompts", "ended_with_eos", "mean_new_tokens"),
-    "eval": ("perplexity", "lm_eval"),
+    "eval": ("perplexity", "bpb", "lm_eval"),
 }
 SKIP = {"config_fingerprint"}
 

@@ -93,6 +93,28 @@ def test_graphs_stay_compiled_and_steps_never_read_the_device(tmp_path):
     assert all(x == x for x in losses) and losses[-1] < losses[0]  # finite, and it learns in bf16
 
 
+def test_muon_on_xla_is_refused_because_its_newton_schulz_falls_back_to_the_cpu():
+    """torch.optim.Muon's Newton-Schulz step uses addmm with alpha and beta, which torch_xla runs on the CPU (a host
+    round trip per matrix and iteration: the first step of the tiny model took minutes, 160 transfers). The loop
+    refuses Muon on XLA; this test fails once torch_xla lowers that addmm, and then the refusal should go."""
+    import torch
+    import torch_xla
+    import torch_xla.debug.metrics as met
+
+    from nbhelpers import optim
+
+    with pytest.raises(optim.OptimizerError, match="not available on XLA.*use train.optimizer=adamw"):
+        optim.build_optimizer(tiny.tiny_model(), tiny.train_cfg("xla", optimizer="muon"), "xla")
+    if not hasattr(torch.optim, "Muon"):
+        return  # torch 2.8 (Kaggle's TPU image): no torch.optim.Muon at all
+    x = torch.ones(4, 8, device=torch_xla.device(), dtype=torch.bfloat16)
+    gram = x @ x.T
+    met.clear_all()
+    torch.addmm(gram, gram, gram, beta=-4.775, alpha=2.0315)  # the call of torch.optim.Muon's iteration
+    torch_xla.sync()
+    assert "aten::addmm" in met.executed_fallback_ops()
+
+
 def test_gradient_checkpointing_on_xla_gives_the_same_losses(tmp_path, reference):
     """train.gradient_checkpointing on XLA recomputes through torch_xla's checkpoint: same numbers."""
     import torch_xla.utils.checkpoint as xcp

@@ -1,0 +1,189 @@
+"""optim.py: which parameters each optimizer updates, Muon + AdamW as one optimizer, its state and schedule."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+from loop_tiny import blocks, cpu_choice, tiny_model, train_cfg
+
+from nbhelpers import checkpoint, loop, optim
+from nbhelpers.batches import ArrayBlocks, PackedBatches
+
+needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _grads(model: torch.nn.Module, seed: int) -> None:
+    """A backward pass on a fixed batch, so every parameter has a gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, model.config.vocab_size, (2, 16), generator=gen)
+    model.zero_grad(set_to_none=True)
+    model(input_ids=ids, labels=ids).loss.backward()
+
+
+def _names(model: torch.nn.Module, params) -> set[str]:
+    ids = {id(p) for p in params}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+@needs_muon
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    model = tiny_model(dropout=0.0)
+    opt = optim.build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3, muon_lr=4e-3, weight_decay=0.1), "cpu")
+    muon = [g for g in opt.param_groups if g["muon"]]
+    adamw = [g for g in opt.param_groups if not g["muon"]]
+    per_layer = {"attention.query_key_value.weight", "attention.dense.weight", "mlp.dense_h_to_4h.weight",
+                 "mlp.dense_4h_to_h.weight"}
+    want = {f"gpt_neox.layers.{i}.{n}" for i in range(2) for n in per_layer}
+    assert _names(model, [p for g in muon for p in g["params"]]) == want
+    rest = _names(model, [p for g in adamw for p in g["params"]])
+    embeddings = _names(model, [model.get_input_embeddings().weight, model.get_output_embeddings().weight])
+    assert embeddings and embeddings <= rest  # the embedding and the head (tied here): AdamW
+    assert rest | want == {n for n, _ in model.named_parameters()} and not rest & want
+    assert [(g["lr"], g["weight_decay"], g["adjust_lr_fn"], g["momentum"]) for g in muon] == [
+        (4e-3, 0.1, "match_rms_adamw", 0.95)]
+    decay = {g["weight_decay"]: _names(model, g["params"]) for g in adamw}
+    assert decay[0.1] == embeddings  # norms and biases are not decayed
+    assert all(g["lr"] == 1e-3 and g.get("fused") for g in adamw)
+    from nbhelpers import planner
+    from nbhelpers.config import ModelConfig
+    from nbhelpers.model import build_model
+
+    tiny = build_model(ModelConfig(preset="tiny"), 300)  # the planner counts what Muon gets on a real preset
+    assert sum(p.numel() for p in optim.hidden_matrices(tiny)) == planner.hidden_matrix_parameters(ModelConfig("tiny"))
+    default = optim.build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3), "cpu")  # muon_lr 0: train.lr
+    assert [g["lr"] for g in default.param_groups if g["muon"]] == [1e-3]
+
+
+@needs_muon
+def test_one_step_is_the_two_library_optimizers_step():
+    model = tiny_model(dropout=0.0)
+    twin = copy.deepcopy(model)
+    cfg = train_cfg(optimizer="muon", lr=2e-3, muon_lr=5e-3, weight_decay=0.1)
+    ours = optim.build_optimizer(model, cfg, "cpu")
+    matrices = optim.hidden_matrices(twin)
+    ids = {id(p) for p in matrices}
+    rest = [p for p in twin.parameters() if id(p) not in ids]
+    muon = torch.optim.Muon(matrices, lr=5e-3, weight_decay=0.1, momentum=0.95, adjust_lr_fn="match_rms_adamw")
+    adamw = torch.optim.AdamW([{"params": [p for p in rest if p.dim() >= 2], "weight_decay": 0.1},
+                               {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
+                              lr=2e-3, betas=cfg.betas, fused=True)
+    for seed in range(3):
+        _grads(model, seed)
+        _grads(twin, seed)
+        ours.step()
+        muon.step()
+        adamw.step()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(a, b), name
+
+
+@needs_muon
+def test_state_is_plain_tensors_and_numbers_and_reloads_exactly():
+    """The checkpoint loads with weights_only=True (nothing unpickled) and the next steps match bit for bit."""
+    cfg = train_cfg(optimizer="muon", lr=1e-3, muon_lr=3e-3)
+    model = tiny_model(dropout=0.0)
+    opt = optim.build_optimizer(model, cfg, "cpu")
+    for seed in range(2):
+        _grads(model, seed)
+        opt.step()
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    kinds = {k for per in saved["state"].values() for k in per}
+    assert kinds == {"momentum_buffer", "step", "exp_avg", "exp_avg_sq"}
+    resumed_model = copy.deepcopy(model)
+    resumed = optim.build_optimizer(resumed_model, cfg, "cpu")
+    resumed.load_state_dict(saved)
+    assert resumed._muon.state is resumed.state and resumed._adamw.param_groups[0] is resumed.param_groups[1]
+    for seed in (5, 6):
+        for m, o in ((model, opt), (resumed_model, resumed)):
+            _grads(m, seed)
+            o.step()
+    for (name, a), b in zip(model.named_parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b), name
+
+
+@needs_muon
+def test_the_schedule_scales_each_groups_own_peak():
+    model = tiny_model(dropout=0.0)
+    opt = optim.build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3, muon_lr=8e-3), "cpu")
+    plan = {"peak": 1e-3, "warmup": 4, "total": 20, "min_ratio": 0.1}
+    peaks = [g["lr"] for g in opt.param_groups]
+    sched = optim.make_scheduler(opt, plan, 10, peaks)
+    factor = optim.lr_factor(10, plan)
+    assert [g["lr"] for g in opt.param_groups] == [p * factor for p in peaks]
+    assert sched.get_last_lr() == [8e-3 * factor, 1e-3 * factor, 1e-3 * factor]
+
+
+def test_muon_on_an_older_torch_names_the_version_it_needs(monkeypatch, tmp_path):
+    monkeypatch.delattr(torch.optim, "Muon", raising=False)
+    monkeypatch.setattr(torch, "__version__", "2.8.0+cpu")
+    with pytest.raises(optim.OptimizerError, match=r"needs torch >= 2.9 .*this is torch 2.8.0.*train.optimizer=adamw"):
+        optim.build_optimizer(tiny_model(), train_cfg(optimizer="muon"), "cuda")
+    with pytest.raises(optim.OptimizerError, match=r"not available on XLA: .* torch 2.8, which has no torch.optim.Muon"):
+        optim.build_optimizer(tiny_model(), train_cfg(optimizer="muon"), "xla")
+    src = PackedBatches(ArrayBlocks(blocks()), 4, seed=3)
+    with pytest.raises(loop.TrainingError, match="needs torch >= 2.9"):  # the loop's own error type
+        loop.train(tiny_model(), src, train_cfg(optimizer="muon"), tmp_path, device_choice=cpu_choice(),
+                   progress=False)
+
+
+def test_an_unknown_optimizer_lists_the_known_ones():
+    with pytest.raises(optim.OptimizerError, match="expected adamw | adamw8bit | muon, got 'sgd'"):
+        optim.build_optimizer(tiny_model(), train_cfg(optimizer="sgd"), "cpu")
+
+
+class _StopAfter(loop.Hooks):
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    def after_optimizer_step(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+
+
+@needs_muon
+def test_an_interrupted_muon_run_resumes_exactly(tmp_path):
+    def run(out, hooks=None):
+        src = PackedBatches(ArrayBlocks(blocks()), 4, seed=3)
+        cfg = train_cfg(optimizer="muon", max_steps=12, save_every=4, muon_lr=6e-3)
+        return loop.train(tiny_model(), src, cfg, out, device_choice=cpu_choice(), hooks=hooks, peak_flops=1e10,
+                          progress=False)  # dropout 0.1: the generators are restored too
+
+    full = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", _StopAfter(6))
+    assert run(tmp_path / "b").resumed_from == 4
+
+    def losses(out):
+        return [r["loss"] for r in loop.read_metrics(out / loop.METRICS_FILE) if r["kind"] == "train"]
+
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert losses(tmp_path / "a")[-1] < losses(tmp_path / "a")[0]
+    saved = checkpoint.read_part(full.checkpoint, "optimizer")
+    assert sum("momentum_buffer" in s for s in saved["state"].values()) == 8  # 4 matrices x 2 layers
+
+
+def test_config_checks_muons_fields_and_refuses_it_on_xla():
+    from nbhelpers import config
+
+    assert config.load("smoke", ["train.optimizer=muon", "train.muon_lr=0.01"]).train.muon_lr == 0.01
+    with pytest.raises(config.ConfigError, match=r"train.muon_lr: expected >= 0, got -0.1"):
+        config.load("smoke", ["train.muon_lr=-0.1"])
+    with pytest.raises(config.ConfigError, match=r"train.muon_momentum: expected in \[0, 1\), got 1.5"):
+        config.load("smoke", ["train.muon_momentum=1.5"])
+    with pytest.raises(config.ConfigError, match=r"train.optimizer=muon does not run on XLA"):
+        config.load("kaggle_tpu_v5e8", ["train.optimizer=muon"])
