@@ -73,11 +73,12 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) 
     from transformers import AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, model, planner, platform
+    from . import device, model, planner, platform, provenance
     from .batches import PackedBatches, dist_rank_world
     from .corpus.stream import StreamBatches
 
     run.require("corpus")
+    provenance.check_resume(run, "pretrain", write=dist_rank_world()[0] == 0)  # its checkpoints: the same inputs
     choice = choice or device.select(cfg.train)
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
     corpus = corpus_mod.load_corpus(run.corpus)
@@ -99,9 +100,11 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, planner, platform, sft
+    from . import device, planner, platform, provenance, sft
+    from .batches import dist_rank_world
 
     run.require("pretrain")
+    provenance.check_resume(run, "sft", write=dist_rank_world()[0] == 0)  # its checkpoints: the same inputs
     choice = choice or device.select(cfg.train)
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
     data = sft.load_instructions(cfg.sft)
@@ -218,7 +221,8 @@ def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None
     out.mkdir(parents=True, exist_ok=True)
     for name in (RESULT_FILE, ERROR_FILE):  # a previous session's files must not answer for this one
         (out / name).unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the workers end when this process (the notebook's kernel) does, even killed (see worker_main)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NBHELPERS_KERNEL_PID=str(os.getpid()))
     package_root = str(Path(__file__).resolve().parents[1])  # the workers import this very nbhelpers
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each rank its share of the cores
@@ -319,7 +323,10 @@ def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, ove
     import torch
 
     from .batches import dist_rank_world
+    from .corpus.workers import exit_when_gone
 
+    if os.environ.get("NBHELPERS_KERNEL_PID"):  # torchrun runs in its own session: a killed kernel would not stop it
+        exit_when_gone(int(os.environ["NBHELPERS_KERNEL_PID"]))
     root = Path(run_dir).resolve()
     if profile:
         cfg = config_mod.load(profile, overrides)

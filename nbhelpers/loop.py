@@ -407,12 +407,13 @@ class _Trainer:
         if self.main:
             ckpt.clean_incomplete(self.ckpt_root)
         self._barrier()
-        path = ckpt.latest(self.ckpt_root)
-        if path is None:
-            return 0, 0, None, None
         kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
-        state = ckpt.load(path, model=self.raw, optimizer=self.optimizer, scaler=self.scaler, rank=self.rank,
-                          restore_rng_state=False)
+        # the newest checkpoint that loads whole; newer ones with a missing or damaged part are named and set aside
+        found = ckpt.load_latest(self.ckpt_root, model=self.raw, optimizer=self.optimizer, scaler=self.scaler,
+                                 rank=self.rank, restore_rng_state=False, set_aside=self.main)
+        if found is None:
+            return 0, 0, None, None
+        path, state = found
         for group, kept in zip(self.optimizer.param_groups, kernels):  # this device's kernels, not the saver's
             group.update(kept)
         micro = int(state["micro_index"])

@@ -384,11 +384,17 @@ def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Itera
 
 def parquet_file(path: Path | str, field: str) -> Any:
     """A pyarrow ParquetFile that has the text column, or a SourceError listing the columns it has."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pq.ParquetFile(path)
     if field not in table.schema_arrow.names:
         raise SourceError(f"{path}: no column {field!r}; columns: {table.schema_arrow.names}")
+    kind = table.schema_arrow.field(field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+            or pa.types.is_null(kind)):  # null: a column with no values at all, which gives no documents
+        raise SourceError(f"{path}: column {field!r} holds {kind}, not text (string); name the text column with "
+                          "files:GLOB#COLUMN")
     return table
 
 

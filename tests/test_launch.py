@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +191,86 @@ def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch, pr
                                                                 job.train_cfg.max_steps)
     assert result.final_dir == run.sft / "final" and (run.sft / "final" / "model.safetensors").exists()
     assert set(result.eval) == {"instructions", "corpus"} and np.isfinite(result.eval["instructions"]["loss"])
+
+
+@pytest.mark.slow
+def test_sigkill_during_instruction_tuning_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """04 killed (kill -9) mid-training: the next run resumes its newest checkpoint and gives the same losses."""
+    import shutil
+    import signal
+    import time
+
+    sft = ["sft.max_length=48", "sft.micro_batch=2", "sft.epochs=2", "sft.eval_every=0", "sft.save_every=4",
+           "sft.max_examples=40", "sft.arithmetic_pairs=40", "sft.warmup_steps=2", "sft.eval_batches=1"]
+    run = prepared_run(tmp_path / "run", ["train.micro_batch=4", "train.max_steps=2", "train.eval_every=0", *sft])
+    launch.train_stage(run, "pretrain", progress=False)
+    run.record("pretrain", {"steps": 2})
+    shutil.copytree(run.root, tmp_path / "ref")
+    cmd = [sys.executable, "-m", "nbhelpers", "train", "--stage", "sft", "--no-progress", "--run-dir"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def losses(root):
+        return {r["step"]: r["loss"] for r in loop.read_metrics(root / "sft" / loop.METRICS_FILE) if r["kind"] == "train"}
+
+    assert subprocess.run([*cmd, str(tmp_path / "ref")], env=env, capture_output=True, timeout=600).returncode == 0
+    reference = losses(tmp_path / "ref")
+    assert len(reference) > 12
+    proc = subprocess.Popen([*cmd, str(run.root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run.sft / loop.METRICS_FILE).exists() or max(losses(run.root), default=0) < 6:
+        assert proc.poll() is None and time.monotonic() < deadline, "finished or stuck before step 6"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run.sft / "checkpoints" / "step_00000004").is_dir() and not (run.sft / "final").exists()
+    again = subprocess.run([*cmd, str(run.root)], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = [r["step"] for r in loop.read_metrics(run.sft / loop.METRICS_FILE) if r.get("event") == "resume"]
+    assert resumed and resumed[0] >= 4
+    got = losses(run.root)
+    assert sorted(got) == sorted(reference)
+    assert all(got[s] == pytest.approx(v, abs=1e-6, rel=0) for s, v in reference.items())
+
+
+KERNEL = """
+import json, sys
+from pathlib import Path
+from nbhelpers import config, launch
+from nbhelpers.rundir import RunDir
+root = Path(sys.argv[1])
+launch.train_stage(RunDir(root, config.from_dict(json.loads((root / "config.json").read_text()))), "pretrain",
+                   progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_training_workers_end_when_the_kernel_is_killed(tmp_path):
+    """torchrun runs in its own session (an interrupted cell stops its group); a killed kernel must stop it too."""
+    import signal
+    import time
+
+    from proc_state import descendants, survivors
+
+    run = prepared_run(tmp_path / "run", ["train.micro_batch=2", "train.nproc=2", "train.max_steps=100000",
+                                          "train.save_every=0", "train.eval_every=0"])
+    log = open(tmp_path / "kernel.log", "wb")  # noqa: SIM115 - the kernel's output, for a failure message
+    kernel = subprocess.Popen([sys.executable, "-c", KERNEL, str(run.root)], stdout=log, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+    below: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not any(r["kind"] == "train" for r in loop.read_metrics(run.pretrain / loop.METRICS_FILE)) \
+                if (run.pretrain / loop.METRICS_FILE).exists() else True:
+            assert kernel.poll() is None and time.monotonic() < deadline, (tmp_path / "kernel.log").read_text()[-3000:]
+            time.sleep(0.1)
+        below = descendants(kernel.pid)
+        assert len(below) >= 3  # torchrun and its two ranks
+        kernel.send_signal(signal.SIGKILL)
+        kernel.wait()
+        left = survivors(below, within=20)
+        assert not left, f"{len(left)} of {len(below)} training processes outlived the killed kernel"
+    finally:
+        kernel.kill()
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

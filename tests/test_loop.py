@@ -10,7 +10,7 @@ import pytest
 import torch
 from loop_tiny import VOCAB, blocks, cpu_choice, tiny_model, tiny_tokenizer, train_cfg
 
-from nbhelpers import loop, optim
+from nbhelpers import checkpoint, loop, optim
 from nbhelpers.batches import ArrayBlocks, PackedBatches
 from nbhelpers.checkpoint import CheckpointMismatch
 from nbhelpers.model import ModelError
@@ -205,7 +205,6 @@ def test_train_learns_logs_evaluates_and_writes_a_loadable_final(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(final)
     ids = torch.tensor(blocks(2, seed=9).astype(np.int64))
     model = tiny_model()
-    from nbhelpers import checkpoint
 
     checkpoint.load_weights(result.checkpoint, model)  # the final weights are the last checkpoint's
     model.eval()
@@ -374,6 +373,6 @@ def test_cuda_trains_saves_cpu_tensors_and_resumes(tmp_path, precision):
     b = {r["step"]: r["loss"] for r in _records(resumed.out_dir, "train")}
     assert a[16] < a[1]
     assert [b[s] for s in range(9, 17)] == pytest.approx([a[s] for s in range(9, 17)], rel=1e-3)
-    opt = torch.load(full.checkpoint / "optimizer.pt", weights_only=False)  # no map_location: devices as saved
+    opt = checkpoint.read_part(full.checkpoint, "optimizer")
     assert all(t.device.type == "cpu" for st in opt["state"].values() for t in st.values() if torch.is_tensor(t))
-    assert (full.checkpoint / "scaler.pt").exists() == choice.use_grad_scaler
+    assert (full.checkpoint / "scaler.safetensors").exists() == choice.use_grad_scaler

@@ -329,3 +329,56 @@ def test_runs_taken_by_the_packer_are_the_iterated_stream(tmp_path, tokenizer_di
         by_source[name] = by_source.get(name, 0) + len(t)
     assert by_source == {name: sum(len(d) for n, d in stream if n == name) for name in by_source}
     assert state_take == state_iter  # resume positions, statistics and duplicate counts agree
+
+
+KILLED_BUILD = """
+import itertools, json, multiprocessing, sys, time
+from pathlib import Path
+from nbhelpers import config
+from nbhelpers.corpus.packing import BlockWriter
+from nbhelpers.corpus.producer import corpus_stream, make_parts
+cfg = config.CorpusConfig(**json.loads(sys.argv[1]))
+calls, real_add = itertools.count(), BlockWriter.add
+def slow_add(self, doc, source="", docs=1):
+    if next(calls) == 50:  # inside the second part's shard: say where, with the children, then wait to be killed
+        print(json.dumps([p.pid for p in multiprocessing.active_children()]), flush=True)
+        time.sleep(600)
+    return real_add(self, doc, source, docs)
+BlockWriter.add = slow_add
+out = Path(sys.argv[3])
+stream, start, hashes = corpus_stream(cfg, sys.argv[2], out / "c", out / "parts", workers=cfg.workers)
+make_parts(stream, start, hashes, 2)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_build_then_rerun_gives_the_uninterrupted_corpus(tmp_path, prose_source, tokenizer_dir):
+    """Parts built ahead (02's PARTS) killed with kill -9 mid-part: the parts written stay, no process outlives it,
+    and a rerun completes the very stream an uninterrupted build makes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from proc_state import survivors
+
+    src, _ = prose_source
+    cfg = _cfg({src: 0.6, "arithmetic": 0.4}, workers=2)
+    _, reference = _build(cfg, tokenizer_dir, tmp_path / "ref", parts=2)
+    out = tmp_path / "run"
+    _, parts = _build(cfg, tokenizer_dir, out, parts=1)
+    before = _tokens(out, parts)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, json.dumps(dataclasses.asdict(cfg)),
+                             str(tokenizer_dir), str(out)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    children = json.loads(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert survivors(children) == [], "corpus processes outlived the killed build"
+    after = _tokens(out, parts)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])  # part 0 and val intact
+    assert not (out / "parts" / "part-00001.json").exists()
+    _, again = _build(cfg, tokenizer_dir, out, parts=2)
+    ref, got = _tokens(tmp_path / "ref", reference), _tokens(out, again)
+    assert np.array_equal(ref[0], got[0]) and np.array_equal(ref[1], got[1])
+    assert not list((out / "parts").glob("*.tmp"))

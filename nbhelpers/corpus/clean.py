@@ -168,7 +168,7 @@ def clean_many(raw: list[str], symbol_level: float = 0.5, math: bool = False) ->
     """Clean a batch of documents; returns the texts and (n, 4) lengths: raw, after NFKC, thinning, whitespace."""
     n = len(raw)
     lens = np.zeros((n, 4), dtype=np.int64)
-    if not n:  # a piece without documents (an empty file, a man page with no paragraph)
+    if n == 0:  # a part of an empty file (blank lines only, an all-null column): nothing to clean
         return [], lens
     lens[:, 0] = [len(t) for t in raw]
     # NFKC per document: most documents pass its quick check untouched, a joined string would not

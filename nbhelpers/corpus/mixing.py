@@ -168,8 +168,9 @@ class _Feed:
     def _check_kept(self) -> None:
         """At the end of an epoch: a source that kept no document is an error, not an endless loop."""
         if self.kept_ever == 0:
+            empty = " (its files hold no documents: blank lines only, or no text values)" * (not self.stats.documents_in)
             raise sources_mod.SourceError(
-                f"source {self.name!r} has no documents left after cleaning: {self.stats.documents_in} read, "
+                f"source {self.name!r} has no documents left after cleaning: {self.stats.documents_in} read{empty}, "
                 f"{self.stats.short_documents} shorter than min_chars={self.mixer.cfg.min_chars}, "
                 f"{self.stats.duplicate_documents} duplicates")
 

@@ -34,6 +34,7 @@ from ..config import CorpusConfig, RunConfig
 from ..files import atomic_write_text, read_json
 from .mixing import Mixer, cpu_count
 from .parts import PartStore, same_state
+from .workers import bind_to_parent
 
 MAX_WORKERS = 8  # the producer's processes while training, when corpus.workers = 0 (see `training_workers`)
 ENTRY = "import sys; from nbhelpers.corpus.producer import main; sys.exit(main(sys.argv[1:]))"  # the process's code
@@ -158,6 +159,9 @@ def produce(spec: dict[str, Any], consumed: _Consumed | None = None, bar: Any = 
 def main(argv: list[str] | None = None) -> int:
     """The producer process's body: `main([SPEC.json])` (`Producer` starts it, see ENTRY)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's; it closes the pipe, which stops this
+    # the pipe's end stops this process; a copy of its write end in another child of the trainer (a later fork)
+    # would keep it open, so the trainer's death is also watched directly
+    bind_to_parent(os.getppid(), from_main_thread=False)
     spec_path = Path((argv if argv is not None else sys.argv[1:])[0])
     spec = read_json(spec_path)
     stream = Stream(**spec["stream"])
