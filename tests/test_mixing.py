@@ -422,3 +422,24 @@ def test_a_piece_without_documents_is_passed_over(tmp_path, workers):
     _jsonl(tmp_path / "c.jsonl", _prose(30, "別"))
     with Mixer(_cfg({f"files:{tmp_path}/*.jsonl": 1.0}, on_exhausted="stop", workers=workers)) as mixer:
         assert len([d for _, d, _ in mixer]) == 60
+
+
+def test_a_streamed_source_in_big_pieces_goes_through_the_pool(tmp_path):
+    """A gzipped file's pieces (up to 1M characters each) are sent to the workers with the documents in them: a task
+    bigger than a pipe's buffer while a worker is sending its answer must not block both sides."""
+    import gzip
+    import threading
+
+    rng = np.random.default_rng(1)
+    docs = [f"{i}番目の文書。" + "".join(rng.choice(list("あいうえおかきくけこさしすせそ"), 300)) for i in range(4000)]
+    path = tmp_path / "big.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs).encode()))
+    mixer = Mixer(_cfg({f"files:{path}": 0.9, "arithmetic": 0.1}, workers=2, on_exhausted="stop", shuffle_buffer=2000))
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(str(d) for _, d, _ in mixer), daemon=True)
+    reader.start()
+    reader.join(timeout=120)
+    done = not reader.is_alive()
+    mixer.close()  # a blocked reader ends here with the pool
+    assert done, f"the mixer stalled after {len(got)} documents"
+    assert sum(1 for d in got if "番目の文書。" in d) == 4000

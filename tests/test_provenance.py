@@ -16,7 +16,7 @@ from nbhelpers.rundir import RunDir
 
 OVERRIDES = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=4",
              "model.intermediate_size=64", "corpus.block_len=64", "corpus.token_budget=6400",
-             "corpus.session_tokens=6400", "corpus.val_blocks=4", "corpus.workers=1", "corpus.min_chars=10"]
+             "corpus.part_tokens=6400", "corpus.val_blocks=4", "corpus.workers=1", "corpus.min_chars=10"]
 TEXTS = list(sources.iter_texts("bundled_prose")) + list(itertools.islice(sources.iter_texts("arithmetic"), 200))
 
 

@@ -62,7 +62,7 @@ def test_a_killed_worker_is_an_error_not_a_hang():
 
 # ---------------------------------------------------------------- a dying parent takes its children along
 
-# A corpus build as 01 and 02 run it (a feeder process reading a gzipped file, two workers cleaning), started
+# A corpus build as 01 and 02 run it (a thread reading a gzipped file in pieces, two workers cleaning), started
 # from the main thread or from another thread; it prints its children's pids, then waits to be killed.
 BUILD = """
 import json, multiprocessing, sys, threading, time
@@ -91,7 +91,7 @@ def test_corpus_processes_end_when_their_parent_is_killed(tmp_path, sig, started
 
     from proc_state import survivors
 
-    text = tmp_path / "prose.txt.gz"  # gzipped: read by a feeder process (plain text is read by the workers)
+    text = tmp_path / "prose.txt.gz"  # gzipped: read front to back by a thread, its pieces sent to the workers
     text.write_bytes(gzip.compress("\n\n".join(f"{i}番目の文書です。春の朝、駅前の桜が咲き始めました。" * 3
                                                 for i in range(3000)).encode("utf-8")))
     proc = subprocess.Popen([sys.executable, "-c", BUILD % text, started_from], stdout=subprocess.PIPE, text=True,
@@ -99,7 +99,7 @@ def test_corpus_processes_end_when_their_parent_is_killed(tmp_path, sig, started
     children = []
     try:
         children = json.loads(proc.stdout.readline())
-        assert len(children) == 3  # two workers and the gzipped file's feeder
+        assert len(children) == 2  # the two workers
         os.kill(proc.pid, sig)  # the kernel dies: no cleanup runs in it
         proc.wait(timeout=30)
         left = survivors(children)

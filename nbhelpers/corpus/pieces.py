@@ -41,6 +41,7 @@ from ..sources import Source, SourceError
 PIECE_PROBLEMS = 512  # generated problems per piece (about 60,000 characters)
 FIRST_PIECE_PROBLEMS = 64
 STREAM_CHARS = 1_000_000  # characters in a piece of a streamed source (at most `shuffle_buffer` documents)
+PIECE_DOCS = 4096  # documents in a piece of a streamed source read without a shuffle
 FIRST_STREAM_CHARS = 8_000  # the first pieces of a stream are smaller (sizes double up to STREAM_CHARS)
 WINDOW = 32  # slices of a sliceable source shuffled together (about 6 MB of text), besides each slice's documents
 SMALL = 3  # the first slices of a file are small (24, 48, 96 KB) and are not moved by the shuffle
@@ -367,7 +368,7 @@ class StreamedPieces:
                 limit = min(FIRST_STREAM_CHARS << min(seq, 20), STREAM_CHARS)  # piece `seq` has the same size always
                 docs: list[str] = []
                 chars = 0
-                while chars < limit and len(docs) < max(shuffle_docs, 1):
+                while chars < limit and len(docs) < (shuffle_docs if shuffle_docs > 1 else PIECE_DOCS):
                     doc = reader.next()
                     if doc is None:
                         break

@@ -18,9 +18,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PIPE_SAFE_BYTES = 16_384  # a task this small always fits a pipe's buffer (64 KiB on Linux, less elsewhere)
 PARENT_POLL_S = 1.0  # how often a child checks that its parent is still there
 
 
@@ -145,11 +147,19 @@ class WorkerPool:
             self.outstanding.append(deque())
 
     def apply_async(self, fn: Callable[..., Any], args: tuple = ()) -> Ticket:
-        """Send `fn(*args)` to the least busy worker (ties: the first); `fn` must be importable by name."""
+        """Send `fn(*args)` to the least busy worker (ties: the first); `fn` must be importable by name.
+
+        A small task (a file range) fits the pipe's buffer even while the worker is sending an answer. A large one
+        (the documents a stream's reader read) would block there while the worker blocks sending its answer, which
+        nobody reads yet: the worker's answers are read first, so that it is reading its pipe again.
+        """
         w = min(range(len(self.conns)), key=lambda i: len(self.outstanding[i]))
+        data = bytes(ForkingPickler.dumps((fn, args)))
+        if len(data) > PIPE_SAFE_BYTES and self.outstanding[w]:
+            self._collect(self.outstanding[w][-1], None)
         ticket = Ticket(self, w)
         try:
-            self.conns[w].send((fn, args))  # a task is small: the pipe's buffer takes it even while the worker sends
+            self.conns[w].send_bytes(data)
         except OSError:  # the worker is gone (its end of the pipe is closed)
             raise self._gone(w) from None
         self.outstanding[w].append(ticket)
