@@ -148,8 +148,8 @@ def test_two_launched_gloo_ranks_equal_the_kernel_run_with_the_doubled_batch(tmp
 def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeypatch, prepared_run):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = prepared_run(tmp_path / "bad", ["train.micro_batch=2", "train.nproc=2"])
-    shard = run.corpus / "train_000.bin"
-    shard.write_bytes(shard.read_bytes()[:-3])  # a shard cut short: the workers fail reading it
+    shard = next(run.corpus.glob("val-*.bin"))
+    shard.write_bytes(shard.read_bytes()[:-3])  # the validation shard cut short: the workers fail reading it
     with pytest.raises(launch.LaunchError) as info:
         launch.train_stage(run, "pretrain", progress=False)
     msg = str(info.value)
