@@ -194,7 +194,7 @@ def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch, pr
 
 
 @pytest.mark.slow
-def test_sigkill_during_instruction_tuning_then_resume_matches_an_uninterrupted_run(tmp_path):
+def test_sigkill_during_instruction_tuning_then_resume_matches_an_uninterrupted_run(tmp_path, prepared_run):
     """04 killed (kill -9) mid-training: the next run resumes its newest checkpoint and gives the same losses."""
     import shutil
     import signal
@@ -244,7 +244,7 @@ launch.train_stage(RunDir(root, config.from_dict(json.loads((root / "config.json
 
 
 @pytest.mark.slow
-def test_training_workers_end_when_the_kernel_is_killed(tmp_path):
+def test_training_workers_end_when_the_kernel_is_killed(tmp_path, prepared_run):
     """torchrun runs in its own session (an interrupted cell stops its group); a killed kernel must stop it too."""
     import signal
     import time
