@@ -3,12 +3,19 @@
 A batch source is any object with `__len__()` (micro-batches in one pass) and `batch(i)` returning
 `{"input_ids", "labels"}` int64 tensors of shape (B, T); `batch(i)` is a pure function of `i`, and
 past `len` it continues into the next pass, so a resumed run reads exactly what it would have read.
+
+A source whose data position must travel with the checkpoint (the corpus producer's stream, whose parts
+are not kept) also has `state_dict(index) -> dict`, the position from which micro-batch `index` on can be
+made again, and `load_state_dict(state)`; the loop saves the one and calls the other on resume. Values of
+the dict that are numpy arrays are bulky state (`split_state` / `join_state` move them in and out of the
+checkpoint's array file). `batch(i)` may raise `DataSourceError` (the data cannot be had: the loop saves a
+checkpoint and stops, naming the cause) or `DataExhausted` (the stream has ended: training is done).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,6 +37,41 @@ class BatchSource(Protocol):
     def batch(self, index: int) -> dict[str, torch.Tensor]: ...
 
 
+class DataSourceError(RuntimeError):
+    """The data for a batch cannot be had (a source failed after its retries): the message names the source."""
+
+
+class DataExhausted(RuntimeError):
+    """The stream ended before this batch (a source ran out with `corpus.on_exhausted="stop"`)."""
+
+
+ARRAY_PREFIX = "data."
+
+
+def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A source's `state_dict` as (JSON-able part, {name: array}) for a checkpoint's state and array files."""
+    plain = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    arrays = {ARRAY_PREFIX + k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    return plain, arrays
+
+
+def join_state(plain: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The inverse of `split_state`: the dict `load_state_dict` takes."""
+    return {**plain, **{k[len(ARRAY_PREFIX):]: v for k, v in arrays.items() if k.startswith(ARRAY_PREFIX)}}
+
+
+def rank_world(micro_batch: int, rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """This source's (rank, world size): given, or this process's; checked with the micro-batch size."""
+    env_rank, env_world = dist_rank_world()
+    rank = env_rank if rank is None else int(rank)
+    world = env_world if world_size is None else int(world_size)
+    if int(micro_batch) < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside world size {world}")
+    return rank, world
+
+
 def dist_rank_world() -> tuple[int, int]:
     """(rank, world size) of this process: torch.distributed when initialised, else torchrun's env vars."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -44,11 +86,8 @@ class PackedBatches:
     global micro-batch `g` takes ordered blocks `g*B .. g*B+B-1`, and rank `r` of `w` reads global
     micro-batches `j*w + r`, so ranks read disjoint blocks and together read what one process with
     micro-batch `w*B` would. Blocks that do not fill a last global micro-batch are left out of that
-    pass (a different set each pass). A reader made of parts (`reader.readers`, as a corpus built
-    one session part at a time) is shuffled part by part, parts in order: adding a part leaves the
-    order of the blocks before it unchanged, so a run resumed on a grown corpus continues exactly
-    where it was and reaches the new blocks after the old ones. `shuffle=False` keeps the reader's
-    order (for evaluation), and `limit` caps the micro-batches per pass.
+    pass (a different set each pass). `shuffle=False` keeps the reader's order (for evaluation), and
+    `limit` caps the micro-batches per pass. (03's training stream is `corpus.stream.StreamBatches`.)
     """
 
     def __init__(
@@ -62,17 +101,11 @@ class PackedBatches:
         world_size: int | None = None,
         limit: int = 0,
     ) -> None:
-        env_rank, env_world = dist_rank_world()
         self.reader = reader
         self.micro_batch = int(micro_batch)
         self.seed = int(seed)
         self.shuffle = shuffle
-        self.rank = env_rank if rank is None else int(rank)
-        self.world_size = env_world if world_size is None else int(world_size)
-        if self.micro_batch < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        self.rank, self.world_size = rank_world(micro_batch, rank, world_size)
         per_pass = len(reader) // (self.micro_batch * self.world_size)
         if per_pass == 0:
             raise ValueError(
@@ -90,10 +123,7 @@ class PackedBatches:
         if not self.shuffle:
             return self._perm
         if epoch != self._perm_epoch:  # one order per pass, cached: batch(i) stays pure
-            parts = [len(r) for r in getattr(self.reader, "readers", None) or [self.reader]]
-            starts = np.cumsum([0, *parts])
-            self._perm = np.concatenate([start + np.random.default_rng([self.seed, epoch, k]).permutation(n)
-                                         for k, (start, n) in enumerate(zip(starts, parts))])
+            self._perm = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.reader))
             self._perm_epoch = epoch
         return self._perm
 

@@ -183,14 +183,18 @@ class CorpusConfig:
     block_len: int = setting(512, ge=2)  # tokens per packed block (the training context)
     token_budget: int = setting(0, ge=0)  # 0 = Chinchilla: 20 tokens per model parameter
     tokens_per_param: float = setting(20.0, gt=0)
-    session_tokens: int = setting(100_000_000, ge=1)  # one part of the corpus, sized for one notebook session
-    build_tokens: int = setting(0, ge=0)  # tokens to build now; 0 = one session part
+    # 03 produces the training stream while it trains, in parts of part_tokens (whole blocks): at most
+    # parts_ahead parts ready ahead of the one being read, one behind, on local scratch disk
+    part_tokens: int = setting(8_000_000, ge=2)
+    parts_ahead: int = setting(2, ge=1)
     val_blocks: int = setting(256, ge=1)
     seed: int = setting(1234, ge=0)
-    workers: int = setting(0, ge=0)  # 0 = all cores
+    # processes that clean and tokenize: 0 = all cores (02), and while training the spare ones, at most 8
+    workers: int = setting(0, ge=0)
     on_bad_utf8: str = setting("error", choices=ON_BAD_UTF8)
-    # documents per source held for a seeded shuffle; 0 = source order. Plain-text, JSONL and parquet files (and
-    # the bundled prose) are read in parts: > 1 shuffles each part's documents and the parts in windows of 32
+    # 0 = source order; > 1 shuffles: files (and the bundled prose, Debian's texts) are read in slices of about 64,000
+    # characters, each slice's documents shuffled and the slices in windows of 32; streamed sources (the hub,
+    # gzipped files) are read in pieces of up to this many documents (and 1M characters), each piece shuffled
     shuffle_buffer: int = setting(2000, ge=0)
     # repeat (a finite source starts a new epoch) | stop (the stream ends)
     on_exhausted: str = setting("repeat", choices=ON_EXHAUSTED)
@@ -264,6 +268,14 @@ def _blocks_fit_the_model(cfg: Any) -> str | None:
     return None
 
 
+@cross_rule("corpus.part_tokens", "corpus.block_len")
+def _parts_hold_a_block(cfg: Any) -> str | None:
+    if cfg.corpus.part_tokens < cfg.corpus.block_len:
+        return (f"corpus.part_tokens={cfg.corpus.part_tokens} is smaller than one block (corpus.block_len="
+                f"{cfg.corpus.block_len}); a part of the training stream holds whole blocks")
+    return None
+
+
 # ---------------------------------------------------------------- training
 
 BACKENDS = ("auto", "cpu", "cuda", "xla")
@@ -295,7 +307,7 @@ class TrainConfig:
     weight_decay: float = setting(0.1, ge=0)
     betas: tuple[float, float] = setting((0.9, 0.95), ge=0, lt=1)
     grad_clip: float = setting(1.0, ge=0)  # 0 = no clipping
-    max_steps: int = setting(0, ge=0)  # 0 = as many as the built corpus part gives for one epoch
+    max_steps: int = setting(0, ge=0)  # 0 = as many as the token budget gives
     eval_every: int = setting(500, ge=0)  # 0 = only at the end
     eval_batches: int = setting(16, ge=0)  # 0 = the whole held-out set
     save_every: int = setting(1000, ge=0)  # 0 = only at the end
@@ -535,7 +547,7 @@ def smoke() -> RunConfig:
             mixture=dict(SMOKE_MIXTURE),
             block_len=128,
             token_budget=400_000,
-            session_tokens=200_000,
+            part_tokens=32_768,  # 256 blocks: 150 steps of 8 blocks read about five parts
             val_blocks=32,
             min_chars=20,
         ),

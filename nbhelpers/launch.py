@@ -36,6 +36,7 @@ from .rundir import RunDir
 STAGES = ("pretrain", "sft")  # the stages whose training runs here (03 and 04)
 RESULT_FILE = "launch_result.json"  # rank 0's TrainResult, read back by the notebook
 ERROR_FILE = "launch_error.json"  # the first failing rank's exception, re-raised in the notebook
+DATA_FILE = "data_stats.json"  # rank 0's reading figures: waits for the producer, parts read, disk
 TAIL_LINES = 30
 FLUSH_S = 1.0  # the workers' output reaches the notebook in pieces at most this often (one output message each)
 PROGRESS_S = "10"  # rank 0's bar redraws at most every 10 s (TQDM_MININTERVAL): a saved notebook stays small
@@ -64,14 +65,20 @@ class Job:
 
 
 def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Job:
-    """03's training set-up for this process: model, this rank's batches, the budget's lr horizon, the time budget."""
+    """03's training set-up for this process: model, this rank's share of the stream, the time budget.
+
+    The training blocks come from the corpus producer while the device trains (`corpus.stream`): the token
+    budget gives the steps (and the cosine's horizon), and the loop keeps the data position in its checkpoints.
+    """
     from transformers import AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, model, planner, platform
+    from . import device, model, planner, platform, provenance
     from .batches import PackedBatches, dist_rank_world
+    from .corpus.stream import StreamBatches
 
     run.require("corpus")
+    provenance.check_resume(run, "pretrain", write=dist_rank_world()[0] == 0)  # its checkpoints: the same inputs
     choice = choice or device.select(cfg.train)
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
     corpus = corpus_mod.load_corpus(run.corpus)
@@ -79,16 +86,13 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) 
     net = model.build_model(cfg.model, vocab_size, tokenizer=tokenizer, device_choice=choice, seed=cfg.train.seed)
     model.check_compatible(net.config, seq_len=corpus.block_len, tokenizer_vocab=vocab_size)
     t = cfg.train
-    train_batches = PackedBatches(corpus.train, t.micro_batch, seed=t.seed)  # this rank's share (RANK, WORLD_SIZE)
+    world = dist_rank_world()[1]  # the ranks on this host share its producer and its cores
+    stream, start, hashes, budget = corpus_mod.open_stream(cfg, run.root, trainers=world)
+    train_batches = StreamBatches(stream, start, hashes, t.micro_batch, budget.blocks, seed=t.seed)  # this rank's share
     eval_batches = {"val": PackedBatches(corpus.val, t.micro_batch, shuffle=False)}
-    # the cosine spans the whole token budget (also when the corpus is built one session part at a time);
-    # a step takes micro_batch x grad_accum blocks on every rank
-    world = dist_rank_world()[1]
-    budget = corpus_mod.token_budget(cfg, vocab_size)
-    horizon = t.max_steps or -(-budget.total // (t.micro_batch * max(1, t.grad_accum) * world * corpus.block_len))
     peak = planner.peak_flops(choice)
     train_cfg = platform.apply_session_limit(t)  # last: what is left of the session once the model is built
-    return Job(net, train_batches, eval_batches, tokenizer, train_cfg, choice, run.pretrain, horizon, peak)
+    return Job(net, train_batches, eval_batches, tokenizer, train_cfg, choice, run.pretrain, peak_flops=peak)
 
 
 def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Job:
@@ -96,16 +100,24 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import corpus as corpus_mod
-    from . import device, planner, platform, sft
+    from . import device, planner, platform, provenance, sft
+    from .batches import dist_rank_world
 
     run.require("pretrain")
+    provenance.check_resume(run, "sft", write=dist_rank_world()[0] == 0)  # its checkpoints: the same inputs
     choice = choice or device.select(cfg.train)
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
     data = sft.load_instructions(cfg.sft)
     train_rows, _ = sft.encode(tokenizer, data.train, cfg.sft)
     heldout_rows, _ = sft.encode(tokenizer, data.heldout, cfg.sft)
     corpus = corpus_mod.load_corpus(run.corpus)
-    train_batches, eval_batches = sft.make_batches(cfg.sft, tokenizer, train_rows, heldout_rows, corpus,
+    replay = None
+    if cfg.sft.replay_ratio > 0:  # the stream's first part, made by the producer as in 03
+        from .batches import dist_rank_world
+        from .corpus.stream import replay_blocks
+
+        replay = replay_blocks(cfg, run.root, trainers=dist_rank_world()[1])
+    train_batches, eval_batches = sft.make_batches(cfg.sft, tokenizer, train_rows, heldout_rows, corpus.val, replay,
                                                    sft.use_fixed_length(cfg, choice.backend))
     model = AutoModelForCausalLM.from_pretrained(run.pretrain / "final")
     # steps from this rank's share of an epoch; the time budget is what is left of the session now
@@ -118,12 +130,21 @@ JOBS = {"pretrain": pretrain_job, "sft": sft_job}
 
 
 def run_job(job: Job, progress: bool = True) -> TrainResult:
-    """`loop.train` on a job."""
+    """`loop.train` on a job; the batch source is closed after it (the producer stops) and its reading figures kept."""
     from . import loop
 
-    return loop.train(job.model, job.train_batches, job.train_cfg, job.out_dir, eval_batches=job.eval_batches,
-                      tokenizer=job.tokenizer, device_choice=job.choice, lr_horizon=job.lr_horizon,
-                      peak_flops=job.peak_flops, progress=progress)
+    try:
+        return loop.train(job.model, job.train_batches, job.train_cfg, job.out_dir, eval_batches=job.eval_batches,
+                          tokenizer=job.tokenizer, device_choice=job.choice, lr_horizon=job.lr_horizon,
+                          peak_flops=job.peak_flops, progress=progress)
+    finally:
+        close = getattr(job.train_batches, "close", None)
+        if close is not None:
+            close()
+        stats = getattr(job.train_batches, "stats", None)
+        if stats is not None and getattr(job.train_batches, "rank", 0) == 0:
+            with contextlib.suppress(OSError):
+                atomic_write_text(job.out_dir / DATA_FILE, json.dumps(stats(), indent=1))
 
 
 def stage_dir(run: RunDir, stage: str) -> Path:
@@ -227,7 +248,8 @@ def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None
     out.mkdir(parents=True, exist_ok=True)
     for name in (RESULT_FILE, ERROR_FILE):  # a previous session's files must not answer for this one
         (out / name).unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the workers end when this process (the notebook's kernel) does, even killed (see worker_main)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NBHELPERS_KERNEL_PID=str(os.getpid()))
     package_root = str(Path(__file__).resolve().parents[1])  # the workers import this very nbhelpers
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each rank its share of the cores
@@ -328,7 +350,10 @@ def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, ove
     import torch
 
     from .batches import dist_rank_world
+    from .corpus.workers import exit_when_gone
 
+    if os.environ.get("NBHELPERS_KERNEL_PID"):  # torchrun runs in its own session: a killed kernel would not stop it
+        exit_when_gone(int(os.environ["NBHELPERS_KERNEL_PID"]))
     root = Path(run_dir).resolve()
     if profile:
         cfg = config_mod.load(profile, overrides)

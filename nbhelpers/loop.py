@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import optim
-from .batches import BatchSource
+from .batches import BatchSource, DataExhausted, DataSourceError, join_state, split_state
 from .config import TrainConfig
 from .token_bytes import TokenBytes, bits_per_byte
 
@@ -407,15 +407,18 @@ class _Trainer:
         if self.main:
             ckpt.clean_incomplete(self.ckpt_root)
         self._barrier()
-        path = ckpt.latest(self.ckpt_root)
-        if path is None:
-            return 0, 0, None, None
         kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
-        state = ckpt.load(path, model=self.raw, optimizer=self.optimizer, scaler=self.scaler, rank=self.rank,
-                          restore_rng_state=False)
+        # the newest checkpoint that loads whole; newer ones with a missing or damaged part are named and set aside
+        found = ckpt.load_latest(self.ckpt_root, model=self.raw, optimizer=self.optimizer, scaler=self.scaler,
+                                 rank=self.rank, restore_rng_state=False, set_aside=self.main)
+        if found is None:
+            return 0, 0, None, None
+        path, state = found
         for group, kept in zip(self.optimizer.param_groups, kernels):  # this device's kernels, not the saver's
             group.update(kept)
         micro = int(state["micro_index"])
+        if "data" in state and hasattr(self.train_batches, "load_state_dict"):  # the stream's position (batches.py)
+            self.train_batches.load_state_dict(join_state(state["data"], ckpt.read_arrays(path)))
         old_layout = (state.get("micro_batch"), state.get("world_size"))
         if old_layout != (self.micro_shape[0], self.world):
             # same samples consumed, counted in the new micro-batch size (exact for PackedBatches)
@@ -580,9 +583,12 @@ class _Trainer:
             "train_config": dataclasses.asdict(self.cfg), "model_config": ckpt.model_config_dict(self.raw),
             "device": self.choice.backend, "precision": self.choice.precision,
         }
+        arrays = None
+        if hasattr(self.train_batches, "state_dict"):  # where the stream stands: micro-batch `micro` on (batches.py)
+            state["data"], arrays = split_state(self.train_batches.state_dict(micro))
         path = ckpt.save(self.ckpt_root, step, model=self.raw, optimizer=self.optimizer, scheduler=self.scheduler,
                          scaler=self.scaler, state=state, keep_last=self.cfg.keep_last, rank=self.rank,
-                         world_size=self.world, barrier=self._barrier)
+                         world_size=self.world, barrier=self._barrier, arrays=arrays)
         self.save_s = time.perf_counter() - started
         self.saved_step = step
         return path
@@ -662,7 +668,17 @@ class _Trainer:
             self.win_steps, self.win_t0 = 0, time.perf_counter()
             self.loop_t0 = self.win_t0
             while step < self.total:
-                group = next(stream)
+                try:
+                    group = next(stream)
+                except DataExhausted as end:  # the stream ended (corpus.on_exhausted="stop"): training is done
+                    self._event(step, "data_exhausted", f"{end}; training ends at step {step}")
+                    break
+                except DataSourceError as err:  # the producer gave up: keep what was trained, name the cause
+                    if self.saved_step != step:
+                        self._save(step, micro)
+                    msg = f"{err}\ncheckpoint saved at step {step}; run again to resume when the source is back"
+                    self._event(step, "data_error", msg)
+                    raise DataSourceError(msg) from err
                 self._step(group, counts.pop(step))
                 self.hooks.after_optimizer_step()
                 step, micro = step + 1, micro + self.accum

@@ -412,12 +412,16 @@ class RunDir:
         return all((self.root / f).exists() for f in files)
 
     def require(self, stage: str) -> None:
-        """Fail with the notebook to run first when `stage` has not produced its artifacts."""
+        """Fail with the notebook to run first when `stage` has not produced its artifacts, or made them from
+        other inputs than the run holds now (provenance.check: tokenizer, corpus settings, model)."""
         notebook, _, files = STAGES[stage]
         missing = [f for f in files if not (self.root / f).exists()]
         if missing or stage not in self.metrics():
             what = ", ".join(missing) if missing else f"the {stage} entry of metrics.json"
             raise StageMissing(f"{self.root}: {what} not found; run notebooks/{notebook} first")
+        from . import provenance  # here: it reads tokenizers, which the runner process never needs
+
+        provenance.check(self, stage)
 
 
 def continue_hint(plat: platform.Platform | None = None) -> str:

@@ -452,13 +452,17 @@ def explain_row(tokenizer: Any, row: dict[str, Sequence[int]]) -> dict[str, Any]
 
 
 def make_batches(cfg: SFTConfig, tokenizer: Any, train_rows: Sequence[dict[str, Sequence[int]]],
-                 heldout_rows: Sequence[dict[str, Sequence[int]]], corpus: Any, fixed_length: bool,
+                 heldout_rows: Sequence[dict[str, Sequence[int]]], val: Any, replay: Any, fixed_length: bool,
                  ) -> tuple[SFTBatches, dict[str, SFTBatches]]:
-    """Training batches (instructions + replay of corpus.train) and eval batches: held-out instructions and corpus."""
+    """Training batches (instructions + replay of pre-training blocks) and eval batches: held-out instructions and corpus.
+
+    `val` is the corpus's validation blocks; `replay` the pre-training blocks to replay (the stream's first part,
+    `corpus.stream.replay_blocks`), or None when `sft.replay_ratio` is 0.
+    """
     collate = Collator(pad_id=pad_id(tokenizer), max_length=cfg.max_length, fixed_length=fixed_length)
-    train = SFTBatches(train_rows, cfg.micro_batch, collate, replay=corpus.train if cfg.replay_ratio > 0 else None,
+    train = SFTBatches(train_rows, cfg.micro_batch, collate, replay=replay if cfg.replay_ratio > 0 else None,
                        replay_ratio=cfg.replay_ratio, replay_len=cfg.replay_len, seed=cfg.seed)
-    evals = {"corpus": corpus_eval_batches(corpus.val, cfg.micro_batch, collate, cfg.eval_batches)}
+    evals = {"corpus": corpus_eval_batches(val, cfg.micro_batch, collate, cfg.eval_batches)}
     if heldout_rows:  # none when every source is a single example (sft.heldout_fraction cannot split one)
         evals = {"instructions": SFTBatches(heldout_rows, cfg.micro_batch, collate, shuffle=False,
                                             limit=cfg.eval_batches), **evals}

@@ -9,7 +9,6 @@ import importlib.resources
 import itertools
 import json
 import os
-import random
 import re
 import urllib.parse
 from collections import Counter
@@ -130,7 +129,7 @@ def iter_texts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
     if src.kind == "arithmetic":
         return (p.text() for p in arithmetic.problems(seed))
     if src.kind == "bundled":
-        return _read_jsonl(_paths(src)[0], src.text_field)
+        return _read_jsonl(paths(src)[0], src.text_field)
     if src.kind == "files":
         return _iter_files(src, on_bad_utf8, skipped)
     if src.kind == "debian":
@@ -238,6 +237,17 @@ def hub_texts(src: Source, row: dict[str, Any]) -> list[str]:
     return ["\n".join(combo) for combo in itertools.product(*parts)]
 
 
+def check_first_row(src: Source, first: dict[str, Any] | None) -> None:
+    """A SourceError when a hub dataset's first row is missing or lacks the fields of text_field."""
+    if first is None:  # datasets<5 streams nothing where a pattern matches no file
+        raise SourceError(f"source {src.name!r} ({src.location}): no rows in split {src.split!r}. "
+                          + (_no_files(src) if src.files else "The repository has no data files for it."))
+    missing = [f for f in src.text_field.split("+") if f not in first]
+    if missing:
+        raise SourceError(f"source {src.name!r} ({src.location}): rows have no field(s) {missing}; fields: "
+                          f"{sorted(first)}")
+
+
 def _iter_hub(src: Source) -> Iterator[str]:
     """Stream a hub dataset's documents; an unreachable hub, a missing config or a script names the source."""
     try:
@@ -247,13 +257,7 @@ def _iter_hub(src: Source) -> Iterator[str]:
         raise
     except Exception as err:  # connection errors, missing configs, loading scripts: all name the source
         raise hub_error(src, err) from err
-    if first is None:  # datasets<5 streams nothing where a pattern matches no file
-        raise SourceError(f"source {src.name!r} ({src.location}): no rows in split {src.split!r}. "
-                          + (_no_files(src) if src.files else "The repository has no data files for it."))
-    missing = [f for f in src.text_field.split("+") if f not in first]
-    if missing:
-        raise SourceError(f"source {src.name!r} ({src.location}): rows have no field(s) {missing}; fields: "
-                          f"{sorted(first)}")
+    check_first_row(src, first)
     yield from hub_texts(src, first)
     for row in rows:
         yield from hub_texts(src, row)
@@ -344,7 +348,7 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
                 yield _parse_json_line(line, path, lineno, field)
 
 
-def _paths(src: Source) -> list[Path]:
+def paths(src: Source) -> list[Path]:
     """The files of a `files:` or bundled source, sorted; none matching is an error naming the pattern."""
     if src.kind == "bundled":
         return [Path(str(importlib.resources.files("nbhelpers") / "data" / src.location))]
@@ -362,7 +366,7 @@ def _part_kind(path: Path) -> str | None:
 
 
 def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Iterator[str]:
-    for path in _paths(src):
+    for path in paths(src):
         # skip: a file is checked whole before any of it is used, so it gives all its documents or none
         if on_bad_utf8 == "skip" and path.suffix != ".parquet" and not utf8_valid(path):
             if skipped is not None:
@@ -371,20 +375,26 @@ def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Itera
         if path.name.endswith((".jsonl", ".jsonl.gz")):
             yield from _read_jsonl(path, src.text_field)
         elif path.suffix == ".parquet":  # Arrow strings are UTF-8 already
-            table = _parquet(path, src.text_field)
+            table = parquet_file(path, src.text_field)
             for batch in table.iter_batches(columns=[src.text_field], batch_size=1024):
                 yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
         else:
             yield from _stream_paragraphs(path)
 
 
-def _parquet(path: Path | str, field: str) -> Any:
+def parquet_file(path: Path | str, field: str) -> Any:
     """A pyarrow ParquetFile that has the text column, or a SourceError listing the columns it has."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pq.ParquetFile(path)
     if field not in table.schema_arrow.names:
         raise SourceError(f"{path}: no column {field!r}; columns: {table.schema_arrow.names}")
+    kind = table.schema_arrow.field(field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+            or pa.types.is_null(kind)):  # null: a column with no values at all, which gives no documents
+        raise SourceError(f"{path}: column {field!r} holds {kind}, not text (string); name the text column with "
+                          "files:GLOB#COLUMN")
     return table
 
 
@@ -406,39 +416,22 @@ def _parse_json_line(line: str, path: Path, lineno: int, field: str) -> str:
         raise SourceError(f"{path} line {lineno}: {err}") from None
 
 
-# ---------------------------------------------------------------- parts: slices a worker reads by itself
+# ---------------------------------------------------------------- slices of a file (what corpus/pieces.py plans)
 
-PART_BYTES = 192_000  # a plain-text part: about 64,000 Japanese characters (3 bytes each in UTF-8)
-FIRST_PART_BYTES = 24_000  # the first parts are smaller (sizes double): the first tokens come out at once
-PART_PROBLEMS = 512  # generated problems per part (about 60,000 characters)
-FIRST_PART_PROBLEMS = 64
-
-
-@dataclass(frozen=True)
-class Part:
-    """A slice of a source that a worker process reads by itself, so no document crosses a process boundary."""
-
-    kind: str  # "text" | "jsonl": bytes [start, end) of a file; "parquet": row groups [start, end);
-    # "arithmetic": problems [start, end) of a generator
-    path: str
-    start: int
-    end: int
-    seed: int  # files: shuffle the part's documents with this seed (0 = file order); arithmetic: generator seed
-    field: str = "text"  # jsonl: the field holding the text
+RANGE_BYTES = 192_000  # a slice of a plain-text or JSONL file: about 64,000 Japanese characters (3 bytes each)
+FIRST_RANGE_BYTES = 24_000  # the first slices of a file are smaller (sizes double): the first tokens come out at once
+PARAGRAPH_ENDS = (b"\n\n", b"\n\r\n")  # blank lines a plain-text file is cut at (a document never spans one)
+LINE_ENDS = (b"\n",)  # a JSONL file is cut at line ends
 
 
-def splittable(src: Source) -> bool:
-    """Whether workers can read the source in parts: generated problems, or plain-text, JSONL and parquet files."""
-    if src.kind == "arithmetic":
-        return True
-    return src.kind in ("files", "bundled") and all(_part_kind(p) for p in _paths(src))
+def file_kind(path: Path) -> str | None:
+    """How a file can be read in slices: "jsonl" / "text" (byte ranges), "parquet" (row groups); None for gzip."""
+    if path.name.endswith(".gz"):
+        return None
+    return {".jsonl": "jsonl", ".parquet": "parquet"}.get(path.suffix, "text")
 
 
-_PARAGRAPH_ENDS = (b"\n\n", b"\n\r\n")  # blank lines a plain-text file is cut at (a document never spans one)
-_LINE_ENDS = (b"\n",)  # a JSONL file is cut at line ends
-
-
-def _next_break(fh: Any, pos: int, size: int, ends: tuple[bytes, ...] = _PARAGRAPH_ENDS) -> int:
+def _next_break(fh: Any, pos: int, size: int, ends: tuple[bytes, ...] = PARAGRAPH_ENDS) -> int:
     """Offset just after the first of `ends` at or after `pos`, or `size` when there is none.
 
     Cutting a plain-text file there gives the same documents as splitting the whole text: the left side ends
@@ -461,9 +454,9 @@ def _next_break(fh: Any, pos: int, size: int, ends: tuple[bytes, ...] = _PARAGRA
 
 
 def text_ranges(path: Path, first: int | None = None, size: int | None = None,
-                ends: tuple[bytes, ...] = _PARAGRAPH_ENDS) -> Iterator[tuple[int, int]]:
+                ends: tuple[bytes, ...] = PARAGRAPH_ENDS) -> Iterator[tuple[int, int]]:
     """Byte ranges of a file, each ending just after one of `ends`; sizes double from `first` to `size`."""
-    first, size = first or FIRST_PART_BYTES, size or PART_BYTES
+    first, size = first or FIRST_RANGE_BYTES, size or RANGE_BYTES
     total = path.stat().st_size
     start, step = 0, first
     with open(path, "rb") as fh:
@@ -492,8 +485,8 @@ def _line_at(path: str, offset: int) -> tuple[int, int]:
 def row_group_ranges(path: Path, field: str, first: int | None = None,
                      size: int | None = None) -> Iterator[tuple[int, int]]:
     """Runs of a parquet file's row groups holding about `size` bytes of the text column (`first` for the first)."""
-    first, size = first or FIRST_PART_BYTES, size or PART_BYTES
-    meta = _parquet(path, field).metadata
+    first, size = first or FIRST_RANGE_BYTES, size or RANGE_BYTES
+    meta = parquet_file(path, field).metadata
     column = [meta.schema.column(i).path for i in range(meta.num_columns)].index(field)
     start, got, want = 0, 0, first
     for i in range(meta.num_row_groups):
@@ -515,78 +508,36 @@ def utf8_valid(path: Path) -> bool:
     return True
 
 
-def iter_parts(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
-               skipped: Counter | None = None, checked: dict[str, bool] | None = None) -> Iterator[Part]:
-    """One pass over a splittable source as parts, in order (generated sources are endless).
-
-    With on_bad_utf8="skip" each file is decoded once before its parts are planned; `checked` remembers the
-    verdicts across passes (epochs), so a file is read and counted in `skipped` once.
-    """
-    src = resolve(source) if isinstance(source, str) else source
-    if src.kind == "arithmetic":
-        start, n = 0, FIRST_PART_PROBLEMS
-        while True:
-            # each part has its own generator seed, so that any worker can make part k without parts 0..k-1
-            yield Part("arithmetic", "", start, start + n, (seed * 1_000_003 + start) & 0x7FFFFFFFFFFFFFFF)
-            start, n = start + n, min(2 * n, PART_PROBLEMS)
-    for path in _paths(src):
-        kind = _part_kind(path)
-        if kind == "parquet":  # Arrow strings are UTF-8 already
-            for start, end in row_group_ranges(path, src.text_field):
-                yield Part("parquet", str(path), start, end, 0, src.text_field)
-            continue
-        if on_bad_utf8 == "skip":  # a file is skipped whole, before any of it is used
-            ok = checked.get(str(path)) if checked is not None else None
-            if ok is None:
-                ok = utf8_valid(path)
-                if checked is not None:
-                    checked[str(path)] = ok
-                if not ok and skipped is not None:
-                    skipped[str(path)] += 1
-            if not ok:
-                continue
-        for start, end in text_ranges(path, ends=_LINE_ENDS if kind == "jsonl" else _PARAGRAPH_ENDS):
-            yield Part(kind or "text", str(path), start, end, 0, src.text_field)
+def row_group_docs(path: str, field: str, start: int, end: int) -> list[str]:
+    """The texts of row groups [start, end) of a parquet file (nulls skipped, as the streaming reader does)."""
+    column = parquet_file(path, field).read_row_groups(range(start, end), columns=[field])
+    return [t for t in column.column(0).to_pylist() if isinstance(t, str)]
 
 
-def read_part(part: Part) -> list[str]:
-    """The documents of one part, read in a worker process (what a part holds: `Part.kind`)."""
-    if part.kind == "arithmetic":
-        return [p.text() for p in arithmetic.problems(part.seed, n=part.end - part.start)]
-    if part.kind == "parquet":
-        column = _parquet(part.path, part.field).read_row_groups(range(part.start, part.end), columns=[part.field])
-        docs = [t for t in column.column(0).to_pylist() if isinstance(t, str)]  # as the streaming reader: no nulls
-    else:
-        docs = _range_docs(part)
-    if part.seed:
-        random.Random(part.seed).shuffle(docs)
-    return docs
-
-
-def _range_docs(part: Part) -> list[str]:
-    """The paragraphs (text) or JSON lines' texts (jsonl) of a byte range, errors named as the streaming reader does."""
-    with open(part.path, "rb") as fh:
-        fh.seek(part.start)
-        data = fh.read(part.end - part.start)
+def range_docs(kind: str, path: str, start: int, end: int, field: str = "text") -> list[str]:
+    """The paragraphs ("text") or JSON lines' texts ("jsonl") of bytes [start, end), errors named as when streaming."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        at = part.start + err.start
-        if part.kind == "jsonl":  # the line, and the offset in it
-            lineno, line_start = _line_at(part.path, at)
-            raise BadUTF8(f"{part.path} line {lineno} (file offset {line_start}): not UTF-8 at byte offset "
+        at = start + err.start
+        if kind == "jsonl":  # the line, and the offset in it
+            lineno, line_start = _line_at(path, at)
+            raise BadUTF8(f"{path} line {lineno} (file offset {line_start}): not UTF-8 at byte offset "
                           f"{at - line_start} ({err.reason})") from None
-        raise BadUTF8(f"{part.path}: not UTF-8 at byte offset {at} ({err.reason})") from None
-    if part.kind != "jsonl":
+        raise BadUTF8(f"{path}: not UTF-8 at byte offset {at} ({err.reason})") from None
+    if kind != "jsonl":
         return list(_split_paragraphs(text))
     docs = []
     for i, line in enumerate(text.split("\n")):
         line = line.strip()
         if line:
             try:
-                docs.append(_json_text(line, part.field))
+                docs.append(_json_text(line, field))
             except ValueError as err:  # the line number is counted only now, on the error's way out
-                raise SourceError(f"{part.path} line {_line_at(part.path, part.start)[0] + i}: {err}") from None
+                raise SourceError(f"{path} line {_line_at(path, start)[0] + i}: {err}") from None
     return docs
 
 

@@ -33,6 +33,7 @@ import random
 import re
 import string
 import tempfile
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ SCORE_STEP = 1 / 32  # piece scores are rounded to this so both libraries sum pa
 UNMATCHABLE_SCORE = -1e6  # HF-side score of control and byte pieces: never chosen for text
 REQUIRED_CHARS = "".join(c for c in string.printable if c.isprintable() and c != " ")  # ASCII 0x21-0x7E
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # SentencePiece piece types
-_TOO_HIGH = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
+VOCAB_TOO_HIGH = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 
 
@@ -101,11 +102,33 @@ def _file_lines(path: Path) -> Iterator[str]:
             offset += len(raw)
 
 
-def _input_texts(inputs: Any) -> Iterator[str]:
-    """A path (str or PathLike) is one file; in an iterable, PathLike items are files and str items are texts."""
+_FILE_SUFFIXES = (".txt", ".text", ".md", ".jsonl", ".json", ".csv", ".tsv", ".gz", ".xml", ".html")
+
+
+def _looks_like_a_file(item: str) -> bool:
+    """One word naming an existing file, or ending like a text file's name."""
+    if len(item) > 4096 or any(c.isspace() for c in item):
+        return False
+    if item.lower().endswith(_FILE_SUFFIXES):
+        return True
+    try:
+        return Path(item).expanduser().is_file()
+    except (OSError, ValueError, RuntimeError):  # too long for the filesystem, a NUL, "~nobody": text
+        return False
+
+
+def _input_texts(inputs: Any, misses: list[str] | None = None) -> Iterator[str]:
+    """A path (str or PathLike) is one file; in an iterable, Path items are files and str items texts, except in a
+    list or tuple whose every item is a str that looks like a file name: those are files. Other str items that
+    look like file names are added to `misses` (the caller warns)."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [Path(inputs)]
+    elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(i, str) and _looks_like_a_file(i)
+                                                              for i in inputs):
+        inputs = [Path(i).expanduser() for i in inputs]  # ["data/train.txt"]: the caller means files
     for item in inputs:
+        if isinstance(item, str) and misses is not None and _looks_like_a_file(item):
+            misses.append(item)
         if isinstance(item, os.PathLike):
             yield from _file_lines(Path(item))
         elif isinstance(item, str):
@@ -123,6 +146,7 @@ class TextSample:
     chars: int = 0
     documents: int = 0
     heldout: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what differs from what was asked (also warned)
 
     @property
     def heldout_chars(self) -> int:
@@ -131,11 +155,16 @@ class TextSample:
 
 def sample_text(documents: Iterable[str], path: str | os.PathLike, sample_chars: int, heldout_chars: int = 0,
                 seed: int = 0, max_sentence_length: int = 16384, buffer_lines: int = 100_000,
-                heldout_every: int = 20, progress: bool = True) -> TextSample:
+                heldout_every: int = 20, progress: bool = True, stall_docs: int = 1000) -> TextSample:
     """Write up to `sample_chars` characters of lines from `documents`, shuffled in a bounded buffer, to `path`.
 
     About one document in `heldout_every` goes, whole, to the held-out list (until `heldout_chars`) and
     none of its text is trained on. Memory stays bounded by `buffer_lines` lines plus the held-out text.
+
+    A repeating source with little text could bring back only held-out documents, forever: after a run of
+    `stall_docs` (or four times the held-out count) such documents, half the held-out documents (at least one)
+    go back to training and nothing more is held out. That, and a stream that ends before `sample_chars`, is
+    said in `notes` and warned.
     """
     from tqdm.auto import tqdm
 
@@ -153,14 +182,22 @@ def sample_text(documents: Iterable[str], path: str | os.PathLike, sample_chars:
             out.write(line + "\n")
             sample.lines += 1
 
-        held_keys: set[bytes] = set()  # a repeating source (a new epoch) must not bring held-out text back
+        held_keys: list[bytes] = []  # a repeating source (a new epoch) must not bring held-out text back
+        held_set: set[bytes] = set()
+        streak = 0  # documents in a row that were already held out
         for doc in documents:
             key = hashlib.blake2b(doc.encode("utf-8"), digest_size=16).digest() if heldout_chars else b""
-            if key in held_keys:
+            if key in held_set:
+                streak += 1
+                if streak > max(stall_docs, 4 * len(held_keys)):  # every distinct document is held out
+                    heldout_chars = held = _give_back(sample, held_keys, held_set)
+                    streak = 0
                 continue
+            streak = 0
             if held < heldout_chars and rng.randrange(heldout_every) == 0:
                 sample.heldout.append(str(doc))
-                held_keys.add(key)
+                held_keys.append(key)
+                held_set.add(key)
                 held += len(doc)
                 continue
             sample.documents += 1
@@ -182,7 +219,31 @@ def sample_text(documents: Iterable[str], path: str | os.PathLike, sample_chars:
         for line in buffer:
             emit(line)
     bar.close()
+    if sample.chars < sample_chars:
+        _note(sample, f"the sources ran out after {sample.chars:,} characters of training text ({sample.documents:,} "
+                      f"documents; tokenizer.sample_chars asks for {sample_chars:,})")
     return sample
+
+
+def _note(sample: TextSample, text: str) -> None:
+    sample.notes.append(text)
+    warnings.warn(text, stacklevel=3)
+
+
+def _give_back(sample: TextSample, keys: list[bytes], held: set[bytes]) -> int:
+    """Move the later half of the held-out documents (at least one) back to training; return the held-out chars."""
+    n = len(sample.heldout)
+    keep = n // 2
+    back = sample.heldout[keep:]
+    for key in keys[keep:]:
+        held.discard(key)
+    del sample.heldout[keep:], keys[keep:]
+    kept = sum(len(t) for t in sample.heldout)
+    _note(sample, f"the sources hold only {n} distinct document(s) that the held-out sample had taken, and a "
+                  f"repeating source brought back nothing else: {len(back)} went back to training "
+                  f"({sum(map(len, back)):,} characters); the held-out sample is {keep} document(s), {kept:,} "
+                  "characters (tokenizer.heldout_chars asks for more). Add text to the mixture for a fuller one")
+    return kept
 
 
 # ---------------------------------------------------------------- settings
@@ -224,8 +285,9 @@ def train_tokenizer(inputs: Any, out_dir: str | os.PathLike, config: TokenizerCo
                     progress: bool = True, verbose: bool = False, **settings: Any):
     """Train a SentencePiece unigram model on `inputs` and save it with its HF twin in `out_dir`; return the HF tokenizer.
 
-    `inputs`: a file path (str or Path), or an iterable of texts (str) and file paths (Path). At most
-    `sample_chars` characters are used. Settings are TokenizerConfig fields (keywords override `config`).
+    `inputs`: a file path (str or Path); a list of file names (str items that all look like file names:
+    `["data/train.txt"]`); or an iterable of texts (str) and file paths (Path), where a str that looks like a
+    file name stays text and a warning says so. At most `sample_chars` characters are used. Settings are TokenizerConfig fields (keywords override `config`).
     """
     import sentencepiece as spm
     from tqdm.auto import tqdm
@@ -236,9 +298,10 @@ def train_tokenizer(inputs: Any, out_dir: str | os.PathLike, config: TokenizerCo
     with tempfile.TemporaryDirectory(prefix="spm_train_") as tmp:
         text_file = Path(tmp) / "train.txt"
         chars = lines = 0
+        misses: list[str] = []
         with open(text_file, "w", encoding="utf-8") as fh, \
                 tqdm(desc="reading training text", unit="char", unit_scale=True, disable=not progress) as bar:
-            for text in _input_texts(inputs):
+            for text in _input_texts(inputs, misses):
                 for line in document_lines(text, cfg.max_sentence_length):
                     line = line[: cfg.sample_chars - chars]
                     fh.write(line + "\n")
@@ -249,6 +312,10 @@ def train_tokenizer(inputs: Any, out_dir: str | os.PathLike, config: TokenizerCo
                         break
                 if chars >= cfg.sample_chars:
                     break
+        if misses:
+            names = ", ".join(repr(m) for m in misses[:3]) + (f" and {len(misses) - 3} more" if len(misses) > 3 else "")
+            warnings.warn(f"{len(misses)} training text(s) look like file names and were trained on as text: {names}; "
+                          "pass Path(name) to read a file", stacklevel=2)
         if chars == 0:
             raise TokenizerError("no training text: the inputs gave no non-empty line (check the sources, "
                                  "the mixture, or the files passed)")
@@ -265,7 +332,7 @@ def train_tokenizer(inputs: Any, out_dir: str | os.PathLike, config: TokenizerCo
 
 def _explain_training_error(err: RuntimeError, cfg: TokenizerConfig, chars: int, lines: int) -> TokenizerError:
     """Turn SentencePiece's internal errors into a message that says what to change."""
-    found = _TOO_HIGH.search(str(err))
+    found = VOCAB_TOO_HIGH.search(str(err))
     if found:
         limit = int(found.group(2))
         return TokenizerError(f"vocab_size {cfg.vocab_size} is larger than {chars:,} characters in {lines:,} lines "

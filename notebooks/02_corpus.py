@@ -15,8 +15,10 @@
 #
 # Cleans every source (NFKC, symbols thinned in prose, whitespace, short documents and exact duplicates
 # removed), mixes the sources by their share of tokens, and packs the documents, joined with EOS, into
-# fixed-length uint16 blocks: a validation shard and session-sized train parts. Reads: the sources,
-# `tokenizer/`. Writes: `corpus/` (shards and `manifest.json`).
+# fixed-length uint16 blocks. This notebook builds the validation shard (the stream's first blocks, kept with
+# the run) and records where the training stream starts; 03 produces the training blocks while it trains, so no
+# session waits for a corpus build and no disk fills up. Reads: the sources, `tokenizer/`. Writes: `corpus/`
+# (`manifest.json`, the validation shard, the duplicate memory at the stream's start).
 #
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/02_corpus.ipynb)
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/02_corpus.ipynb)
@@ -43,7 +45,9 @@ PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
 RUN_DIR = ""
 # OVERRIDES: config overrides, e.g. ["corpus.mixture={\"wikipedia_ja\": 0.6, \"arithmetic\": 0.4}", "corpus.symbol_level=0.75"]
 OVERRIDES = []
-# PARTS: train parts that should exist when this notebook ends: 0 = from corpus.build_tokens (one session part); N = build up to part N (a later session takes the next part)
+# PARTS: training parts to build ahead now: 0 = none (03 makes them while it trains); N = the first N parts, into the
+# run's parts folder (locally the run's corpus/ folder, where 03 finds them; on Kaggle and Colab local scratch, which
+# only this session sees): for offline or CPU runs
 PARTS = 0
 
 # %%
@@ -71,56 +75,66 @@ display(pd.DataFrame([{"source": name, "weight": w, "math (no thinning)": nbhelp
 # ## Token budget
 #
 # Chinchilla: 20 tokens per model parameter (the profile's model with this tokenizer's vocabulary) unless
-# `corpus.token_budget` gives a number. The corpus is written in parts of `corpus.session_tokens` so that
-# each notebook session can build and train on the next part.
+# `corpus.token_budget` gives a number. The budget's blocks give 03's steps. 03 reads the stream in parts of
+# `corpus.part_tokens`, made by a background process on the host's cores while the device trains: at most
+# `corpus.parts_ahead` parts ready ahead and one behind are on disk, on local scratch (never Kaggle's output or
+# Colab's Drive). A checkpoint holds the stream position, so the next session continues it exactly.
 
 # %%
 sp = nbhelpers.tokenizer.load_sentencepiece(run.tokenizer)
 budget = nbhelpers.corpus.token_budget(cfg, vocab_size=sp.get_piece_size())
 display(pd.Series({"rule": budget.rule, "model parameters": budget.model_params, "tokens per parameter": budget.tokens_per_param,
-                   "full budget (tokens)": budget.total, "per session (tokens)": budget.per_session,
-                   "parts in all": budget.parts, "block length": cfg.corpus.block_len}).to_frame("budget"))
+                   "full budget (tokens)": budget.total, "blocks": budget.blocks, "block length": cfg.corpus.block_len,
+                   "tokens per part": budget.part_blocks * cfg.corpus.block_len, "parts in the budget": budget.parts,
+                   "parts ahead (at most)": cfg.corpus.parts_ahead}).to_frame("budget"))
 
 # %% [markdown]
 # ## Build
 #
-# Cleaning and tokenizing run on every core. Parts already built are kept; an interrupted build leaves the
-# previous complete corpus, and running this cell again finishes the job.
+# The validation shard is the stream's first `corpus.val_blocks` blocks: cleaning and tokenizing run on every
+# core. A corpus already built with these settings is kept; an interrupted build leaves the previous complete
+# corpus, and running this cell again finishes the job. With `PARTS`, the first training parts are built now.
 
 # %%
-manifest = nbhelpers.corpus.build_corpus(cfg, run.tokenizer, run.corpus, parts=PARTS or None)
-corpus = nbhelpers.corpus.load_corpus(run.corpus)  # train = every built part, in order (what 03 reads)
+manifest = nbhelpers.corpus.build_corpus(cfg, run.tokenizer, run.corpus)
+corpus = nbhelpers.corpus.load_corpus(run.corpus)
+ahead = nbhelpers.corpus.build_parts(cfg, run.root, PARTS)
 display(pd.DataFrame([{"shard": "val", "blocks": manifest["val"]["blocks"], "tokens": manifest["val"]["tokens"],
-                       "documents": manifest["val"]["documents"]}]
+                       "documents": manifest["val"]["documents"], "where": str(run.corpus)}]
                      + [{"shard": f"train part {p['index']}", "blocks": p["blocks"], "tokens": p["tokens"],
-                         "documents": p["documents"]} for p in manifest["parts"]]))
+                         "documents": p["documents"], "where": str(nbhelpers.corpus.parts_dir(run.root, manifest["fingerprint"]))}
+                        for p in ahead]))
 
 # %% [markdown]
 # ## What cleaning removed
 #
-# Per source: documents and characters read, what each step removed, and what was kept.
+# Per source, over the stream so far (the validation shard, and the parts built ahead): documents and characters
+# read, what each step removed, and what was kept.
 
 # %%
-cleaning = pd.DataFrame({name: {k: v for k, v in s["cleaning"].items() if k != "samples"}
-                         for name, s in manifest["sources"].items()}).T
+sources_now = nbhelpers.corpus.build.source_report(ahead[-1]["end"]["sources"], manifest["mixture"]["requested"]) if ahead else manifest["sources"]
+cleaning = pd.DataFrame({name: {k: v for k, v in s["cleaning"].items() if k != "samples"} for name, s in sources_now.items()}).T
 display(cleaning)
-nbhelpers.plots.plot_cleaning(manifest["sources"], path=run.corpus / "cleaning.png")
+nbhelpers.plots.plot_cleaning(sources_now, path=run.corpus / "cleaning.png")
 
 # %%
-for name, s in manifest["sources"].items():
+for name, s in sources_now.items():
     for sample in s["cleaning"]["samples"][:1]:
         print(f"── {name} ── before:\n{sample['before'][:300]}\n── after:\n{sample['after'][:300]}\n")
 
 # %% [markdown]
 # ## Mixture: requested and realised
+#
+# On a sample of the stream: the validation shard, and the parts built ahead. Every share holds within one
+# document at every point of the stream, so a sample of a few hundred documents already shows it.
 
 # %%
-mix = manifest["mixture"]
-display(pd.DataFrame({name: {"requested": mix["requested"][name], "realised": mix["realised"][name],
+mix = nbhelpers.corpus.build.realised_shares([manifest["val"], *ahead], manifest["mixture"]["requested"])
+display(pd.DataFrame({name: {"requested": manifest["mixture"]["requested"][name], "realised": mix[name],
                              "documents": s["documents"], "characters": s["characters"], "tokens": s["tokens"],
-                             "train tokens": s["train_tokens"], "epochs": s["epochs"]}
-                      for name, s in manifest["sources"].items()}).T)
-nbhelpers.plots.plot_mixture(mix["requested"], mix["realised"], path=run.corpus / "mixture.png")
+                             "epochs": s["epochs"]}
+                      for name, s in sources_now.items()}).T)
+nbhelpers.plots.plot_mixture(manifest["mixture"]["requested"], mix, path=run.corpus / "mixture.png")
 
 # %% [markdown]
 # ## A sample block, decoded
@@ -128,18 +142,18 @@ nbhelpers.plots.plot_mixture(mix["requested"], mix["realised"], path=run.corpus 
 # Documents are joined with EOS (shown as ⏎EOS⏎); a block starts and ends wherever the stream is cut.
 
 # %%
-block = corpus.train[0]
+block = corpus.val[0]
 texts = nbhelpers.corpus.decode_block(sp, block, manifest["eos_id"])
-print(f"block 0 of {len(corpus.train)}: {len(block)} tokens, {len(texts) - 1} EOS\n")
+print(f"validation block 0 of {len(corpus.val)}: {len(block)} tokens, {len(texts) - 1} EOS\n")
 print("\n⏎EOS⏎\n".join(texts)[:1500])
 
 # %%
 figures = {
-    "train_blocks": len(corpus.train), "train_tokens": manifest["train_tokens"], "val_blocks": len(corpus.val),
-    "block_len": corpus.block_len, "parts_built": len(manifest["parts"]), "parts_total": budget.parts,
-    "budget_tokens": budget.total, "budget_rule": budget.rule,
-    "realised_shares": {k: round(v, 4) for k, v in mix["realised"].items()},
-    "documents": {k: s["documents"] for k, s in manifest["sources"].items()},
-    "tokenizer_hash": manifest["tokenizer_hash"][:16], "build_seconds": manifest.get("last_build_seconds"),
+    "val_blocks": len(corpus.val), "block_len": corpus.block_len, "budget_tokens": budget.total,
+    "budget_rule": budget.rule, "budget_blocks": budget.blocks, "part_tokens": budget.part_blocks * corpus.block_len,
+    "parts_total": budget.parts, "parts_built_ahead": len(ahead),
+    "realised_shares": {k: round(v, 4) for k, v in mix.items()},
+    "documents": {k: s["documents"] for k, s in sources_now.items()},
+    "tokenizer_hash": manifest["tokenizer_hash"][:16], "build_seconds": manifest.get("build_seconds"),
 }
 run.record("corpus", figures)

@@ -14,11 +14,13 @@
 # # 03 · Pre-training
 #
 # Builds the GPT-NeoX model of the profile (the seed's 776M `seed_1b`, or a smaller preset), plans its memory
-# and the sessions its token budget needs, and trains it on the packed corpus with one loop for CPU, GPU and
-# TPU. The loop checkpoints as it goes and stops before the session's time runs out; run the notebook again and
-# it resumes where it stopped (on Kaggle: save a new version; it reads this version's output). A stop by the time
-# budget is a clean end, not an error: the last cell says where it stopped. Reads: `tokenizer/`, `corpus/`.
-# Writes: `pretrain/` (checkpoints, `metrics.jsonl`, plots, `final/` loadable with `AutoModelForCausalLM`).
+# and the sessions its token budget needs, and trains it with one loop for CPU, GPU and TPU on the corpus stream,
+# which a background process makes on the host's cores while the device trains. The loop checkpoints as it goes
+# (the stream position included) and stops before the session's time runs out; run the notebook again and it
+# resumes exactly where it stopped (on Kaggle: save a new version; it reads this version's output), until the
+# token budget is trained. A stop by the time budget is a clean end, not an error: the last cell says where it
+# stopped. Reads: `tokenizer/`, `corpus/`. Writes: `pretrain/` (checkpoints, `metrics.jsonl`, plots, `final/`
+# loadable with `AutoModelForCausalLM`).
 #
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/03_pretrain.ipynb)
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/03_pretrain.ipynb)
@@ -66,8 +68,9 @@ from transformers import AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
 corpus = nbhelpers.corpus.load_corpus(run.corpus)
 vocab_size = len(tokenizer)
-display(pd.DataFrame([{"vocab": vocab_size, "block_len": corpus.block_len, "train blocks": len(corpus.train),
-                       "train tokens": len(corpus.train) * corpus.block_len, "val blocks": len(corpus.val)}]))
+budget = nbhelpers.corpus.token_budget(cfg, vocab_size)
+display(pd.DataFrame([{"vocab": vocab_size, "block_len": corpus.block_len, "budget tokens": budget.total,
+                       "budget blocks": budget.blocks, "val blocks": len(corpus.val)}]))
 
 # %% [markdown]
 # ## Device and precision
@@ -83,6 +86,21 @@ train_cfg = nbhelpers.platform.apply_session_limit(cfg.train)
 nproc = nbhelpers.launch.resolve_nproc(cfg.train, choice)
 display(pd.Series({**choice.summary(), "training processes": nproc,
                    "time budget (min)": train_cfg.max_minutes or "none"}).to_frame("choice"))
+
+# %% [markdown]
+# ## The corpus stream
+#
+# One producer process on this host cleans, mixes, tokenizes and packs the stream while the device trains, in
+# parts of `corpus.part_tokens`, with at most `corpus.parts_ahead` parts ready ahead and one behind on local
+# scratch disk (deleted once read). Every training process reads its share of each micro-batch from them. A
+# resumed run starts the producer at the checkpoint's stream position.
+
+# %%
+stream, _, _, _ = nbhelpers.corpus.open_stream(cfg, run.root, trainers=nproc)
+display(pd.Series({"parts folder": stream.root, "tokens per part": stream.part_blocks * stream.block_len,
+                   "parts in the budget": budget.parts, "parts ahead (at most)": stream.ahead,
+                   "producer processes": stream.workers,
+                   "parts ready now": len(nbhelpers.corpus.producer.ready_parts(cfg, run.root))}).to_frame("stream"))
 
 # %% [markdown]
 # ## The plan
@@ -120,14 +138,17 @@ display(pd.Series(nbhelpers.model.describe(cfg.model, vocab_size)).to_frame(cfg.
 #
 # Progress shows loss, tokens/s and MFU; every `train.eval_every` steps the validation loss, its bits per byte
 # (nats over the UTF-8 bytes of the scored text, in bits: comparable across tokenizers) and greedy samples
-# for fixed prompts are logged. The cosine schedule spans the whole token budget, also when the corpus is built
-# one session part at a time. With several GPUs the workers' (rank 0's) progress shows here. A rerun resumes
-# from the newest complete checkpoint in `pretrain/checkpoints/`, with one process or several.
+# for fixed prompts are logged. The steps and the cosine schedule span the whole token budget. With several GPUs
+# the workers' (rank 0's) progress shows here. A rerun resumes from the newest complete checkpoint in
+# `pretrain/checkpoints/`, with one process or several. If a hub source keeps failing (after retries with
+# backoff), the loop checkpoints and stops naming it: run again later and it resumes.
 
 # %%
 result = nbhelpers.launch.train_stage(run, "pretrain")
 print(f"{result.status}: step {result.step} of {result.total_steps}"
       + (f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""))
+data = nbhelpers.files.read_json(run.pretrain / nbhelpers.launch.DATA_FILE)
+display(pd.Series(data).to_frame("reading the stream"))  # waits: parts the loop waited for after the first
 
 # %%
 nbhelpers.plots.plot_training(result.metrics_path, path=run.pretrain / "training.png")
@@ -159,9 +180,6 @@ display(after.to_frame().loc[["throughput", "per session", "sessions for the bud
 # %%
 if result.status == "time_budget":  # the session's time is up and the checkpoint saved: a clean end, not an error
     print(run.stop("pretrain", result.step, result.total_steps))
-elif result.status == "data_end":
-    raise RuntimeError(f"trained on all the corpus built so far (step {result.step}); run 02_corpus to build the "
-                       "next part, then this notebook again: it continues on the same schedule")
 elif result.status != "done":
     raise RuntimeError(f"training stopped at step {result.step} of {result.total_steps} ({result.status})")
 else:

@@ -86,8 +86,9 @@ display(pd.DataFrame([nbhelpers.sft.explain_row(tokenizer, train_rows[0])]))
 # %%
 choice = nbhelpers.device.select(cfg.train)
 corpus = nbhelpers.corpus.load_corpus(run.corpus)
+replay = nbhelpers.corpus.stream.replay_blocks(cfg, run.root) if cfg.sft.replay_ratio > 0 else None  # the stream's first part
 train_batches, eval_batches = nbhelpers.sft.make_batches(
-    cfg.sft, tokenizer, train_rows, heldout_rows, corpus, nbhelpers.sft.use_fixed_length(cfg, choice.backend))
+    cfg.sft, tokenizer, train_rows, heldout_rows, corpus.val, replay, nbhelpers.sft.use_fixed_length(cfg, choice.backend))
 nproc = nbhelpers.launch.resolve_nproc(cfg.train, choice)  # one process per GPU; each reads 1/nproc of an epoch
 train_cfg = nbhelpers.platform.apply_session_limit(nbhelpers.sft.train_config(cfg, len(train_batches) // nproc))
 realised = nbhelpers.sft.replay_share(train_batches, n=min(200, len(train_batches)))

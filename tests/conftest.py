@@ -1,11 +1,33 @@
-"""Shared test helpers: Debian's Japanese texts (real prose no one here wrote); one torch thread for loop tests."""
+"""Shared test helpers: Debian's Japanese texts (real prose no one here wrote), a small SentencePiece model, one
+torch thread for loop tests."""
 
 from __future__ import annotations
+
+import io
+import itertools
 
 import pytest
 import torch
 
 from nbhelpers import sources
+
+EOS = 3
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """A small SentencePiece model (unk/pad/bos/eos = 0/1/2/3, byte fallback) trained on bundled text."""
+    import sentencepiece
+
+    texts = list(sources.iter_texts("bundled_prose")) + list(itertools.islice(sources.iter_texts("arithmetic"), 300))
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=1500, model_type="unigram",
+        character_coverage=0.995, byte_fallback=True, unk_id=0, pad_id=1, bos_id=2, eos_id=EOS, num_threads=1,
+        split_by_whitespace=False, max_sentence_length=20000, minloglevel=2)
+    out = tmp_path_factory.mktemp("tok")
+    (out / "spm.model").write_bytes(model.getvalue())
+    return out
 
 
 @pytest.fixture(scope="session")

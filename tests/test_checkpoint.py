@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from loop_tiny import tiny_model
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from nbhelpers import checkpoint as ckpt
 
@@ -41,7 +41,7 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path):
     assert path.name == "step_00000005" and ckpt.latest(tmp_path) == path
     with safe_open(path / "model.safetensors", "pt") as fh:
         assert set(fh.keys()) == set(model.state_dict())
-    saved_opt = torch.load(path / "optimizer.pt", weights_only=False)
+    saved_opt = ckpt.read_part(path, "optimizer")
     assert all(t.device.type == "cpu" for s in saved_opt["state"].values() for t in s.values() if torch.is_tensor(t))
 
     fresh, fresh_opt = _trained(seed=9, steps=1)
@@ -123,3 +123,237 @@ def test_tied_weights_are_stored_once_and_restored(tmp_path):
     ckpt.load(path, model=fresh, restore_rng_state=False)
     assert torch.equal(fresh.get_output_embeddings().weight, model.get_output_embeddings().weight)
     assert fresh.get_output_embeddings().weight is fresh.get_input_embeddings().weight
+
+
+# ---------------------------------------------------------------- complete or not; nothing unpickled
+
+
+def _corrupt_same_size(file):
+    data = bytearray(file.read_bytes())
+    data[-5] ^= 0xFF  # a byte of tensor data: the size and the header stay right
+    file.write_bytes(bytes(data))
+
+
+def test_state_json_is_written_last_and_lists_every_other_file(tmp_path, monkeypatch):
+    model, opt = _trained()
+    seen = {}
+
+    def look(tmp, step):  # the moment before the rename that commits the checkpoint
+        seen.update(state=json.loads((tmp / "state.json").read_text()), files={p.name for p in tmp.iterdir()})
+
+    monkeypatch.setattr(ckpt, "before_commit", look)
+    path = ckpt.save(tmp_path, 3, model=model, optimizer=opt, state={"model_config": ckpt.model_config_dict(model)},
+                     scaler=torch.amp.GradScaler("cpu"), arrays={"hashes": np.arange(5, dtype=np.uint64)})
+    listed = seen["state"]["files"]
+    assert set(listed) == seen["files"] - {"state.json"} == {
+        "model.safetensors", "optimizer.safetensors", "scaler.safetensors", "rng_rank0.safetensors",
+        "arrays.safetensors"}
+    for name, entry in listed.items():
+        assert entry["bytes"] == (path / name).stat().st_size and len(entry["crc32"]) == 8
+    assert ckpt.verify(path, full=True)["step"] == 3
+
+
+def test_nothing_is_unpickled_when_a_checkpoint_loads(tmp_path, monkeypatch):
+    import pickle
+
+    model, opt = _trained()
+    path = _save(tmp_path, 2, model, opt)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint was unpickled")
+
+    for owner, name in ((torch, "load"), (pickle, "load"), (pickle, "loads"), (pickle, "Unpickler")):
+        monkeypatch.setattr(owner, name, refuse)
+    fresh, fresh_opt = _trained(seed=3)
+    ckpt.load(path, model=fresh, optimizer=fresh_opt)
+    for a, b in zip(opt.state.values(), fresh_opt.state.values()):
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]) and torch.equal(a["step"], b["step"])
+    assert fresh_opt.param_groups[0]["betas"] == opt.param_groups[0]["betas"]
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:-100]),
+     ["model.safetensors has", "cut short"]),
+    (lambda p: (p / "state.json").write_text('{"step": 4, "fi'), ["state.json is not valid JSON"]),
+    (lambda p: (p / "optimizer.safetensors").unlink(), ["optimizer.safetensors is missing"]),
+    (lambda p: _corrupt_same_size(p / "optimizer.safetensors"), ["optimizer.safetensors is corrupt", "CRC-32"]),
+    (lambda p: (p / "rng_rank0.safetensors").write_bytes(b"\x00" * 7), ["rng_rank0.safetensors has 7 bytes"]),
+])
+def test_a_damaged_newest_checkpoint_is_named_and_the_earlier_one_resumes(tmp_path, damage, words):
+    model, opt = _trained()
+    good = _save(tmp_path, 4, model, opt)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    more, more_opt = _trained(seed=5, steps=3)
+    bad = _save(tmp_path, 8, more, more_opt)
+    damage(bad)
+    fresh, fresh_opt = _trained(seed=9, steps=1)
+    with pytest.warns(ckpt.CheckpointWarning) as caught:
+        path, state = ckpt.load_latest(tmp_path, model=fresh, optimizer=fresh_opt)
+    msg = str(caught[0].message)
+    assert path == good and state["step"] == 4
+    assert str(bad) in msg and all(w in msg for w in words), msg
+    assert f"Resuming from the earlier complete checkpoint {good}" in msg
+    assert all(torch.equal(expected[k], v) for k, v in fresh.state_dict().items())
+    # set aside, not deleted: the next save is not pruned in favour of it, and it can still be inspected
+    assert (tmp_path / "incomplete-step_00000008").is_dir() and ckpt.latest(tmp_path) == good
+
+
+def test_no_complete_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    model, opt = _trained()
+    path = _save(tmp_path, 4, model, opt)
+    (path / "optimizer.safetensors").unlink()
+    with pytest.raises(ckpt.CheckpointIncomplete, match=r"no complete checkpoint under .*optimizer.safetensors is missing"):
+        ckpt.load_latest(tmp_path, model=model, optimizer=opt)
+    assert ckpt.load_latest(tmp_path / "none", model=model) is None
+
+
+def test_a_part_the_caller_needs_but_the_checkpoint_lacks_is_named(tmp_path):
+    model, _ = _trained()
+    path = ckpt.save(tmp_path, 1, model=model, optimizer=None, state={"model_config": ckpt.model_config_dict(model)})
+    _, opt = _trained()
+    with pytest.raises(ckpt.CheckpointIncomplete, match="optimizer.safetensors is missing"):
+        ckpt.load(path, model=model, optimizer=opt)
+
+
+def test_arrays_travel_with_the_checkpoint_and_count_for_completeness(tmp_path):
+    model, opt = _trained()
+    arrays = {"dedup": np.array([1, 2**64 - 1], dtype=np.uint64), "pos": np.arange(6, dtype=np.int32).reshape(2, 3),
+              "seen": np.array([True, False]), "empty": np.zeros(0, dtype=np.float32)}
+    path = ckpt.save(tmp_path, 2, model=model, optimizer=opt, state={}, arrays=arrays)
+    back = ckpt.read_arrays(path)
+    assert set(back) == set(arrays)
+    for k, v in arrays.items():
+        assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k
+    assert ckpt.read_arrays(_save(tmp_path / "b", 1, model, opt)) == {}
+    (path / "arrays.safetensors").write_bytes((path / "arrays.safetensors").read_bytes()[:-4])
+    with pytest.raises(ckpt.CheckpointIncomplete, match="arrays.safetensors has"):
+        ckpt.verify(path)
+    with pytest.raises(TypeError, match="numpy arrays"):
+        ckpt.save(tmp_path / "c", 1, model=model, optimizer=None, state={}, arrays={"x": [1, 2]})
+
+
+# ---------------------------------------------------------------- pickled files: refused, never run
+
+
+class _Planted:
+    """Unpickling this runs a shell command (what a crafted checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _legacy(path, planted=None):
+    """Turn a checkpoint into the format of earlier versions: pickled .pt parts, state.json without a file list."""
+    state = json.loads((path / "state.json").read_text())
+    for name in state.pop("files"):
+        if name != "model.safetensors":
+            obj = ckpt._read_part(path / name, None)
+            (path / name).unlink()
+            torch.save(obj, path / name.replace(".safetensors", ".pt"))
+    for name, obj in (planted or {}).items():
+        torch.save(obj, path / name)
+    (path / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("planted_in", ["rng_rank0.pt", "optimizer.pt"])
+def test_a_planted_pickle_is_refused_and_never_runs(tmp_path, planted_in):
+    marker = tmp_path / "ran"
+    model, opt = _trained()
+    path = _save(tmp_path / "ckpt", 4, model, opt)
+    _legacy(path, {planted_in: {"python": _Planted(marker)}})
+    with pytest.raises(ckpt.LegacyCheckpoint, match=r"earlier nbhelpers .*not loaded: unpickling .*migrate"):
+        ckpt.load(path, model=model, optimizer=opt)
+    with pytest.raises(ckpt.LegacyCheckpoint):
+        ckpt.load_latest(tmp_path / "ckpt", model=model, optimizer=opt)
+    with pytest.raises(ckpt.UnsafeCheckpoint, match=rf"{planted_in} holds pickled references to posix.system"):
+        ckpt.migrate(path)
+    assert not marker.exists()
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "optimizer.pt", "rng_rank0.pt",
+                                                       "state.json"]  # the refused conversion changed nothing
+
+
+def test_a_state_json_that_lists_a_pickle_is_refused(tmp_path):
+    model, opt = _trained()
+    path = _save(tmp_path, 4, model, opt)
+    torch.save({"python": _Planted(tmp_path / "ran")}, path / "rng_rank0.pt")
+    state = json.loads((path / "state.json").read_text())
+    state["files"]["rng_rank0.pt"] = {"bytes": (path / "rng_rank0.pt").stat().st_size, "crc32": "00000000"}
+    (path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(ckpt.UnsafeCheckpoint, match="lists 'rng_rank0.pt'.*never unpickles"):
+        ckpt.load_latest(tmp_path, model=model, optimizer=opt)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_an_old_checkpoint_is_migrated_with_the_restricted_loader_and_then_resumes(tmp_path):
+    model, opt = _trained()
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    path = _save(tmp_path, 4, model, opt)
+    expected = (random.random(), np.random.rand(), torch.rand(2))
+    _legacy(path)
+    assert ckpt.migrate(tmp_path) == [path]
+    assert not list(path.glob("*.pt")) and ckpt.verify(path, full=True)["format"] == ckpt.FORMAT
+    fresh, fresh_opt = _trained(seed=7)
+    ckpt.load(path, model=fresh, optimizer=fresh_opt)
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(2), expected[2])
+    for a, b in zip(opt.state.values(), fresh_opt.state.values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"])
+    assert ckpt.migrate(tmp_path) == []  # already converted
+
+
+# ---------------------------------------------------------------- a full disk during a save
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (root and mount needed; skipped otherwise): a real ENOSPC from the kernel."""
+    import subprocess
+
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root); the injected ENOSPC test covers the same path")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def _fill_then_fail(root, monkeypatch=None):
+    """Save a tiny model, then a large one that cannot fit; the first must stay whole and loadable."""
+    model, opt = _trained()
+    good = _save(root, 1, model, opt)
+    big, big_opt = _trained(hidden=192)  # ~1.9 MB of weights and optimizer state
+    with pytest.raises(ckpt.CheckpointWriteError) as err:
+        ckpt.save(root, 2, model=big, optimizer=big_opt, state={}, keep_last=2)
+    msg = str(err.value)
+    assert "could not write checkpoint step_00000002" in msg and "No space left on device" in msg
+    assert f"{good}, is untouched" in msg and "Free space there" in msg
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000001"]  # the partial files are gone
+    fresh, fresh_opt = _trained(seed=4)
+    assert ckpt.load_latest(root, model=fresh, optimizer=fresh_opt)[0] == good
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(small_disk):
+    _fill_then_fail(small_disk)
+
+
+def test_an_injected_enospc_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    real = ckpt.save_file
+
+    def short_write(tensors, path, metadata=None):
+        if sum(t.numel() * t.element_size() for t in tensors.values()) > 500_000:
+            with open(path, "wb") as fh:
+                fh.write(b"\0" * 1000)  # what got written before the disk filled
+            # what safetensors raises on a full disk (seen on a real one: not an OSError)
+            raise SafetensorError(f"Error while serializing: I/O error: No space left on device (os error {errno.ENOSPC})")
+        return real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", short_write)
+    _fill_then_fail(tmp_path)

@@ -36,6 +36,14 @@ def test_override_does_not_change_the_profile_default():
     assert config.load("smoke").train.lr != 0.5
 
 
+def _refused(overrides, words):
+    """Loading the smoke profile with `overrides` fails with a ConfigError holding every one of `words`."""
+    with pytest.raises(config.ConfigError) as err:
+        config.load("smoke", overrides)
+    for word in words:
+        assert word in str(err.value)
+
+
 @pytest.mark.parametrize(
     "override, words",
     [
@@ -49,10 +57,7 @@ def test_override_does_not_change_the_profile_default():
     ],
 )
 def test_bad_overrides_name_the_key_the_type_and_close_matches(override, words):
-    with pytest.raises(config.ConfigError) as err:
-        config.load("smoke", [override])
-    for word in words:
-        assert word in str(err.value)
+    _refused([override], words)
 
 
 def test_unknown_profile_lists_known_ones():
@@ -111,10 +116,7 @@ def test_configs_are_frozen():
     ],
 )
 def test_every_bad_value_is_named_when_the_configuration_loads(override, words):
-    with pytest.raises(config.ConfigError) as err:
-        config.load("smoke", [override])
-    for word in words:
-        assert word in str(err.value)
+    _refused([override], words)
 
 
 @pytest.mark.parametrize(
@@ -135,10 +137,7 @@ def test_every_bad_value_is_named_when_the_configuration_loads(override, words):
     ],
 )
 def test_rules_across_fields_are_checked_when_the_configuration_loads(overrides, words):
-    with pytest.raises(config.ConfigError) as err:
-        config.load("smoke", overrides)
-    for word in words:
-        assert word in str(err.value)
+    _refused(overrides, words)
 
 
 def test_every_problem_is_listed_at_once():

@@ -63,7 +63,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_doubled_batch(tmp_path, optim
     assert [e[2] for e in evals] == pytest.approx([w[2] for w in want], rel=1e-5)  # bytes summed over ranks too
     # one set of checkpoints (rank 0 writes them) holding both ranks' RNG states, and the final model
     last = ddp / "checkpoints" / "step_00000014"
-    assert (last / "rng_rank0.pt").exists() and (last / "rng_rank1.pt").exists()
+    assert (last / "rng_rank0.safetensors").exists() and (last / "rng_rank1.safetensors").exists()
     assert json.loads((last / "state.json").read_text())["world_size"] == 2
     assert (ddp / "final" / "model.safetensors").exists()
 

@@ -107,6 +107,45 @@ def test_sigkill_while_saving_keeps_and_resumes_the_previous_checkpoint(referenc
     assert all(losses[s] == pytest.approx(v, abs=1e-6, rel=0) for s, v in reference.items())
 
 
+@pytest.mark.slow
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before_with_a_warning(reference, tmp_path):
+    """Through the loop, for one damage (test_checkpoint covers each kind: cut short, broken state.json, missing part)."""
+    out = tmp_path / "damaged"
+    _kill_at(_launch(out, "--step-sleep", "0.04"), out, 13)  # checkpoints of steps 8 and 12 exist
+    newest = ckpt.latest(out / "checkpoints")
+    assert newest.name == "step_00000012"
+    (newest / "model.safetensors").write_bytes((newest / "model.safetensors").read_bytes()[:-1000])  # a cut-short copy
+    _finish(_launch(out), out)
+    log = (out.parent / f"{out.name}.log").read_text()
+    assert f"checkpoint {newest}" in log and "Resuming from the earlier complete checkpoint" in log
+    assert _resumes(out) == [8] and (out / "checkpoints" / "incomplete-step_00000012").is_dir()
+    losses = _train_steps(out)  # steps 9-12 again, from the earlier state: the same losses as without the fault
+    assert all(losses[s] == pytest.approx(v, abs=1e-6, rel=0) for s, v in reference.items())
+
+
+def test_a_planted_pickle_in_a_checkpoint_stops_the_run_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    first = loop.train(tiny_model(), PackedBatches(ArrayBlocks(blocks()), 4, seed=3), train_cfg(max_steps=4),
+                       tmp_path / "out", device_choice=cpu_choice(), peak_flops=1e10, progress=False)
+    path = first.checkpoint
+    state = json.loads((path / "state.json").read_text())
+    for name in state.pop("files"):  # the format of earlier versions, with a crafted RNG file
+        if name != "model.safetensors":
+            (path / name).unlink()
+    (path / "state.json").write_text(json.dumps(state))
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"python": Planted()}, path / "rng_rank0.pt")
+    torch.save({"state": {}, "param_groups": []}, path / "optimizer.pt")
+    with pytest.raises(ckpt.LegacyCheckpoint, match="not loaded: unpickling a file can run any code"):
+        loop.train(tiny_model(), PackedBatches(ArrayBlocks(blocks()), 4, seed=3), train_cfg(max_steps=8),
+                   tmp_path / "out", device_choice=cpu_choice(), peak_flops=1e10, progress=False)
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------- NaN and inf
 
 
@@ -164,7 +203,7 @@ def test_isolated_bad_steps_are_skipped_and_training_goes_on(tmp_path, optimizer
     assert sums[5] != sums[4] and sums[9] != sums[8]
     records = [r for r in loop.read_metrics(result.metrics_path) if r["kind"] == "train"]
     assert records[-1]["bad_steps"] == 3
-    opt = torch.load(result.checkpoint / "optimizer.pt", weights_only=False)
+    opt = ckpt.read_part(result.checkpoint, "optimizer")
     steps = [float(s["step"]) for s in opt["state"].values() if "step" in s]  # AdamW's; Muon keeps no count
     assert steps and all(s == 9 for s in steps)  # AdamW counted only the good steps
     assert all(torch.isfinite(t).all() for t in load_file(result.checkpoint / "model.safetensors").values())
@@ -186,7 +225,7 @@ def test_fp16_scaler_skips_a_nan_step(tmp_path):
     assert result.status == "done" and sums[5] == sums[4]
     records = [r for r in loop.read_metrics(result.metrics_path) if r["kind"] == "train"]
     assert records[-1]["bad_steps"] == 1  # the poisoned step; fp16 overflow skips are the scaler's, not counted
-    assert (result.checkpoint / "scaler.pt").exists()
+    assert (result.checkpoint / "scaler.safetensors").exists()
     assert torch.isfinite(torch.tensor(records[-1]["loss"]))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +18,8 @@ from nbhelpers.device import DeviceChoice
 from nbhelpers.rundir import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loop_tiny import BLOCK, blocks, tiny_tokenizer  # noqa: E402
-
-# a tiny model on the smoke profile: fp32 on the CPU, log every step, evaluate at 0, 4 and 8
-TINY = ["model.hidden_size=32", "model.num_hidden_layers=2", "model.num_attention_heads=4",
-        "model.intermediate_size=64", "model.max_position_embeddings=64", f"corpus.block_len={BLOCK}",
-        "train.backend=cpu", "train.precision=fp32", "train.grad_accum=2", "train.max_steps=8", "train.lr=3e-3",
-        "train.warmup_steps=2", "train.eval_every=4", "train.eval_batches=2", "train.save_every=4",
-        "train.log_every=1", "train.sample_prompts=[]", "train.max_minutes=0",
-        "sft.max_length=64", "eval.ppl_stride=32"]  # what fits the 64-token context
+from stream_run import BLOCK  # noqa: E402
+from stream_run import prepared_run as _prepared  # noqa: E402
 
 
 def choice(backend: str = "cpu", devices: int = 1) -> DeviceChoice:
@@ -33,18 +28,10 @@ def choice(backend: str = "cpu", devices: int = 1) -> DeviceChoice:
                         reason="test")
 
 
-def prepared_run(root: Path, overrides: list[str]) -> RunDir:
-    """A run directory as 01 and 02 leave it: a tokenizer and a packed corpus (96 train, 16 val blocks)."""
-    run = RunDir.open(root, config.load("smoke", TINY + overrides))
-    tiny_tokenizer().save_pretrained(run.tokenizer)
-    run.corpus.mkdir(parents=True)
-    blocks().tofile(run.corpus / "train_000.bin")
-    blocks(16, seed=5).tofile(run.corpus / "val.bin")
-    manifest = {"block_len": BLOCK, "parts": [{"file": "train_000.bin", "blocks": 96}],
-                "val": {"file": "val.bin", "blocks": 16}}
-    (run.corpus / "manifest.json").write_text(json.dumps(manifest))
-    run.record("corpus", {"train_blocks": 96})
-    return run
+@pytest.fixture()
+def prepared_run(tokenizer_dir):
+    """A run directory as 01 and 02 leave it: a tokenizer and a built corpus (its stream: 96 blocks in the budget)."""
+    return lambda root, overrides: _prepared(root, overrides, tokenizer_dir)
 
 
 def curves(result: loop.TrainResult) -> tuple[dict[int, float], list[tuple[int, float]]]:
@@ -104,7 +91,7 @@ def test_a_failure_without_a_worker_message_names_the_exit_code_and_the_tail(tmp
     assert "exit code 1" in str(err) and str(err).endswith("OSError: disk full")
 
 
-def test_the_job_carries_the_planners_peak_into_the_loops_mfu(tmp_path, monkeypatch):
+def test_the_job_carries_the_planners_peak_into_the_loops_mfu(tmp_path, monkeypatch, prepared_run):
     """MFU's peak comes from the planner (measured there on a CPU, once per process), not from the loop."""
     from nbhelpers import planner
 
@@ -125,7 +112,7 @@ def test_stage_must_be_known(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_launched_gloo_ranks_equal_the_kernel_run_with_the_doubled_batch(tmp_path, monkeypatch, capsys):
+def test_two_launched_gloo_ranks_equal_the_kernel_run_with_the_doubled_batch(tmp_path, monkeypatch, capsys, prepared_run):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the workers' thread count; the kernel run below uses one too
     single = prepared_run(tmp_path / "single", ["train.micro_batch=4"])
     ddp = prepared_run(tmp_path / "ddp", ["train.micro_batch=2", "train.nproc=2"])
@@ -158,11 +145,11 @@ def test_two_launched_gloo_ranks_equal_the_kernel_run_with_the_doubled_batch(tmp
 
 
 @pytest.mark.slow
-def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeypatch):
+def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeypatch, prepared_run):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = prepared_run(tmp_path / "bad", ["train.micro_batch=2", "train.nproc=2"])
-    shard = run.corpus / "train_000.bin"
-    shard.write_bytes(shard.read_bytes()[:-3])  # a shard cut short: the workers fail reading it
+    shard = next(run.corpus.glob("val-*.bin"))
+    shard.write_bytes(shard.read_bytes()[:-3])  # the validation shard cut short: the workers fail reading it
     with pytest.raises(launch.LaunchError) as info:
         launch.train_stage(run, "pretrain", progress=False)
     msg = str(info.value)
@@ -172,7 +159,7 @@ def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_worker_cli_trains_in_one_process_from_the_recorded_config(tmp_path):
+def test_worker_cli_trains_in_one_process_from_the_recorded_config(tmp_path, prepared_run):
     """`python -m nbhelpers train` without torchrun: the worker path, one rank, config from config.json."""
     run = prepared_run(tmp_path / "cli", ["train.micro_batch=4", "train.max_steps=2", "train.eval_every=0"])
     proc = subprocess.run([sys.executable, "-m", "nbhelpers", "train", "--stage", "pretrain", "--run-dir",
@@ -185,7 +172,7 @@ def test_worker_cli_trains_in_one_process_from_the_recorded_config(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:instruction tuning gets only")  # a few steps is the point here
-def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch):
+def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch, prepared_run):
     """04's stage: the pre-trained model tuned by 2 gloo ranks, each on half of an epoch's batches."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     sft = ["sft.max_length=48", "sft.micro_batch=2", "sft.epochs=0.5", "sft.eval_batches=2", "sft.eval_every=4",
@@ -204,3 +191,86 @@ def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch):
                                                                 job.train_cfg.max_steps)
     assert result.final_dir == run.sft / "final" and (run.sft / "final" / "model.safetensors").exists()
     assert set(result.eval) == {"instructions", "corpus"} and np.isfinite(result.eval["instructions"]["loss"])
+
+
+@pytest.mark.slow
+def test_sigkill_during_instruction_tuning_then_resume_matches_an_uninterrupted_run(tmp_path, prepared_run):
+    """04 killed (kill -9) mid-training: the next run resumes its newest checkpoint and gives the same losses."""
+    import shutil
+    import signal
+    import time
+
+    sft = ["sft.max_length=48", "sft.micro_batch=2", "sft.epochs=2", "sft.eval_every=0", "sft.save_every=4",
+           "sft.max_examples=40", "sft.arithmetic_pairs=40", "sft.warmup_steps=2", "sft.eval_batches=1"]
+    run = prepared_run(tmp_path / "run", ["train.micro_batch=4", "train.max_steps=2", "train.eval_every=0", *sft])
+    launch.train_stage(run, "pretrain", progress=False)
+    run.record("pretrain", {"steps": 2})
+    shutil.copytree(run.root, tmp_path / "ref")
+    cmd = [sys.executable, "-m", "nbhelpers", "train", "--stage", "sft", "--no-progress", "--run-dir"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def losses(root):
+        return {r["step"]: r["loss"] for r in loop.read_metrics(root / "sft" / loop.METRICS_FILE) if r["kind"] == "train"}
+
+    assert subprocess.run([*cmd, str(tmp_path / "ref")], env=env, capture_output=True, timeout=600).returncode == 0
+    reference = losses(tmp_path / "ref")
+    assert len(reference) > 12
+    proc = subprocess.Popen([*cmd, str(run.root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run.sft / loop.METRICS_FILE).exists() or max(losses(run.root), default=0) < 6:
+        assert proc.poll() is None and time.monotonic() < deadline, "finished or stuck before step 6"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run.sft / "checkpoints" / "step_00000004").is_dir() and not (run.sft / "final").exists()
+    again = subprocess.run([*cmd, str(run.root)], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = [r["step"] for r in loop.read_metrics(run.sft / loop.METRICS_FILE) if r.get("event") == "resume"]
+    assert resumed and resumed[0] >= 4
+    got = losses(run.root)
+    assert sorted(got) == sorted(reference)
+    assert all(got[s] == pytest.approx(v, abs=1e-6, rel=0) for s, v in reference.items())
+
+
+KERNEL = """
+import json, sys
+from pathlib import Path
+from nbhelpers import config, launch
+from nbhelpers.rundir import RunDir
+root = Path(sys.argv[1])
+launch.train_stage(RunDir(root, config.from_dict(json.loads((root / "config.json").read_text()))), "pretrain",
+                   progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_training_workers_end_when_the_kernel_is_killed(tmp_path, prepared_run):
+    """torchrun runs in its own session (an interrupted cell stops its group); a killed kernel must stop it too."""
+    import signal
+    import time
+
+    from proc_state import descendants, survivors
+
+    run = prepared_run(tmp_path / "run", ["train.micro_batch=2", "train.nproc=2", "train.max_steps=100000",
+                                          "train.save_every=0", "train.eval_every=0"])
+    log = open(tmp_path / "kernel.log", "wb")  # noqa: SIM115 - the kernel's output, for a failure message
+    kernel = subprocess.Popen([sys.executable, "-c", KERNEL, str(run.root)], stdout=log, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+    below: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not any(r["kind"] == "train" for r in loop.read_metrics(run.pretrain / loop.METRICS_FILE)) \
+                if (run.pretrain / loop.METRICS_FILE).exists() else True:
+            assert kernel.poll() is None and time.monotonic() < deadline, (tmp_path / "kernel.log").read_text()[-3000:]
+            time.sleep(0.1)
+        below = descendants(kernel.pid)
+        assert len(below) >= 3  # torchrun and its two ranks
+        kernel.send_signal(signal.SIGKILL)
+        kernel.wait()
+        left = survivors(below, within=20)
+        assert not left, f"{len(left)} of {len(below)} training processes outlived the killed kernel"
+    finally:
+        kernel.kill()
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

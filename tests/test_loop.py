@@ -10,7 +10,7 @@ import pytest
 import torch
 from loop_tiny import VOCAB, StopAfter, blocks, cpu_choice, tiny_model, tiny_tokenizer, train_cfg
 
-from nbhelpers import loop, optim
+from nbhelpers import checkpoint, loop, optim
 from nbhelpers.batches import ArrayBlocks, PackedBatches
 from nbhelpers.checkpoint import CheckpointMismatch
 from nbhelpers.model import ModelError
@@ -64,21 +64,6 @@ def test_ranks_read_disjoint_blocks_that_make_the_doubled_batch():
     for r in ranks:  # within a pass no block is read twice
         seen = np.concatenate([r.block_indices(i) for i in range(8)])
         assert len(set(seen)) == len(seen)
-
-
-def test_a_grown_corpus_keeps_the_order_of_its_old_blocks():
-    from nbhelpers.corpus.reader import ConcatReader
-
-    data = blocks(100)
-    one = PackedBatches(ConcatReader([ArrayBlocks(data[:40])], 16), 4, seed=2, rank=0, world_size=1)
-    two = PackedBatches(ConcatReader([ArrayBlocks(data[:40]), ArrayBlocks(data[40:])], 16), 4, seed=2,
-                        rank=0, world_size=1)
-    assert len(one) == 10 and len(two) == 25
-    for i in range(10):  # the first session's pass, block for block
-        assert torch.equal(one.batch(i)["input_ids"], two.batch(i)["input_ids"])
-    later = np.concatenate([two.block_indices(i) for i in range(10, 25)])
-    assert sorted(later) == list(range(40, 100))  # then every new block once
-    assert not np.array_equal(later, np.arange(40, 100))  # shuffled
 
 
 def test_packed_batches_too_few_blocks():
@@ -143,30 +128,27 @@ def test_longer_horizon_on_resume_continues_lr_and_decays_to_new_end(tmp_path):
     assert all(lr[s] >= lr[s + 1] for s in range(13, 32))
 
 
-def test_corpus_grown_between_sessions_continues_exactly_on_one_schedule(tmp_path):
-    """Session 1 has part 1 of the corpus, session 2 parts 1 and 2: the same steps as one run on both parts."""
-    from nbhelpers.corpus.reader import ConcatReader
+def test_a_horizon_past_the_steps_ends_data_end_and_a_longer_run_continues_on_one_schedule(tmp_path):
+    """lr_horizon beyond the steps: the first run stops there without final/, the next continues the same curve."""
+    cfg = train_cfg(warmup_steps=2, save_every=4, max_steps=0)  # 8 blocks a step
 
-    data = blocks(128)
-    parts = [ArrayBlocks(data[:64]), ArrayBlocks(data[64:])]
-    cfg = train_cfg(warmup_steps=2, save_every=4, max_steps=0)  # 8 blocks a step: 8 steps per part
+    def run(out, steps):
+        return _train(tiny_model(), out, cfg, PackedBatches(ArrayBlocks(blocks(128)), 4, seed=3), total_steps=steps,
+                      lr_horizon=16)
 
-    def run(out, readers):
-        src = PackedBatches(ConcatReader(readers, 16), 4, seed=3)
-        return _train(tiny_model(), out, cfg, src, lr_horizon=16)  # the whole budget: two parts
-
-    whole = run(tmp_path / "whole", parts)
+    whole = run(tmp_path / "whole", 16)
     assert whole.status == "done" and whole.step == 16
-    first = run(tmp_path / "grown", parts[:1])
+    first = run(tmp_path / "split", 8)
     assert first.status == "data_end" and first.step == 8 and first.final_dir is None
-    assert not (tmp_path / "grown" / "final").exists()
-    second = run(tmp_path / "grown", parts)
+    assert not (tmp_path / "split" / "final").exists()
+    second = run(tmp_path / "split", 16)
     assert second.resumed_from == 8 and second.status == "done" and second.final_dir.exists()
-    assert not [r for r in _records(tmp_path / "grown", "event") if r["event"] == "lr_replan"]
-    a, b = _records(tmp_path / "whole", "train"), _records(tmp_path / "grown", "train")
+    assert not [r for r in _records(tmp_path / "split", "event") if r["event"] == "lr_replan"]
+    a, b = _records(tmp_path / "whole", "train"), _records(tmp_path / "split", "train")
     assert [(r["step"], r["loss"], r["lr"]) for r in a] == [(r["step"], r["loss"], r["lr"]) for r in b]
     with pytest.raises(loop.TrainingError, match="lr_horizon=4 is before the last step 16"):
-        _train(tiny_model(), tmp_path / "bad", cfg, PackedBatches(ConcatReader(parts, 16), 4), lr_horizon=4)
+        _train(tiny_model(), tmp_path / "bad", cfg, PackedBatches(ArrayBlocks(blocks(128)), 4), total_steps=16,
+               lr_horizon=4)
 
 
 # ---------------------------------------------------------------- training
@@ -209,7 +191,6 @@ def test_train_learns_logs_evaluates_and_writes_a_loadable_final(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(final)
     ids = torch.tensor(blocks(2, seed=9).astype(np.int64))
     model = tiny_model()
-    from nbhelpers import checkpoint
 
     checkpoint.load_weights(result.checkpoint, model)  # the final weights are the last checkpoint's
     model.eval()
@@ -378,6 +359,6 @@ def test_cuda_trains_saves_cpu_tensors_and_resumes(tmp_path, precision):
     b = {r["step"]: r["loss"] for r in _records(resumed.out_dir, "train")}
     assert a[16] < a[1]
     assert [b[s] for s in range(9, 17)] == pytest.approx([a[s] for s in range(9, 17)], rel=1e-3)
-    opt = torch.load(full.checkpoint / "optimizer.pt", weights_only=False)  # no map_location: devices as saved
+    opt = checkpoint.read_part(full.checkpoint, "optimizer")
     assert all(t.device.type == "cpu" for st in opt["state"].values() for t in st.values() if torch.is_tensor(t))
-    assert (full.checkpoint / "scaler.pt").exists() == choice.use_grad_scaler
+    assert (full.checkpoint / "scaler.safetensors").exists() == choice.use_grad_scaler

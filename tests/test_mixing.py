@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nbhelpers.config import CorpusConfig
-from nbhelpers.corpus import Document, Mixer, MixtureError, mixed_documents, validate_mixture
+from nbhelpers.corpus import Document, Mixer, MixtureError, mixed_documents, pieces, validate_mixture
 from nbhelpers.corpus.mixing import HashSet
 from nbhelpers.sources import BadUTF8, SourceError
 
@@ -193,7 +193,7 @@ def test_plain_text_files_stream_in_chunks_with_the_same_documents(tmp_path, mon
     assert skipped[str(bad)] == 1
 
 
-def test_plain_text_parts_give_the_streamed_documents_wherever_they_are_cut(tmp_path):
+def test_plain_text_pieces_give_the_streamed_documents_wherever_they_are_cut(tmp_path):
     from nbhelpers import sources
 
     rng = np.random.default_rng(0)
@@ -204,29 +204,29 @@ def test_plain_text_parts_give_the_streamed_documents_wherever_they_are_cut(tmp_
     path.write_bytes(text.encode("utf-8"))
     whole = list(sources._split_paragraphs(text))
     src = sources.resolve(f"files:{path}")
-    assert sources.splittable(src) and sources.splittable(sources.resolve("arithmetic"))
+    assert pieces.sliceable(src) and pieces.sliceable(sources.resolve("arithmetic"))
     for first, size in ((1, 1), (7, 50), (100, 1000), (1 << 20, 1 << 20)):  # cuts land anywhere, even inside a character
         ranges = list(sources.text_ranges(path, first, size))
         assert ranges[0][0] == 0 and ranges[-1][1] == len(text.encode()) and all(a < b for a, b in ranges)
         assert all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1))
-        parts = [sources.Part("text", str(path), a, b, 0) for a, b in ranges]
-        assert [d for p in parts for d in sources.read_part(p)] == whole
-    shuffled = sources.read_part(sources.Part("text", str(path), 0, len(text.encode()), 5))
+        parts = [pieces.Piece("text", str(path), a, b, 0) for a, b in ranges]
+        assert [d for p in parts for d in pieces.read_piece(p)] == whole
+    shuffled = pieces.read_piece(pieces.Piece("text", str(path), 0, len(text.encode()), 5))
     assert sorted(shuffled) == sorted(whole) and shuffled != whole
-    assert shuffled == sources.read_part(sources.Part("text", str(path), 0, len(text.encode()), 5))
+    assert shuffled == pieces.read_piece(pieces.Piece("text", str(path), 0, len(text.encode()), 5))
     # a bad byte is named by its offset in the file, not in the part
     bad = tmp_path / "b.txt"
     bad.write_bytes(("段落です。\n\n" * 20).encode("utf-8") + b"\xff\n")
     last = list(sources.text_ranges(bad, 20, 20))[-1]
     with pytest.raises(BadUTF8, match=r"b.txt: not UTF-8 at byte offset 340"):
-        sources.read_part(sources.Part("text", str(bad), *last, 0))
+        pieces.read_piece(pieces.Piece("text", str(bad), *last, 0))
     (tmp_path / "c.jsonl").write_text("{}\n")
-    assert sources.splittable(sources.resolve(f"files:{tmp_path}/*"))
+    assert pieces.sliceable(sources.resolve(f"files:{tmp_path}/*"))
     (tmp_path / "d.jsonl.gz").write_bytes(b"")
-    assert not sources.splittable(sources.resolve(f"files:{tmp_path}/*"))  # gzip is read by a feeder
+    assert not pieces.sliceable(sources.resolve(f"files:{tmp_path}/*"))  # gzip is read front to back
 
 
-def test_parquet_parts_are_runs_of_row_groups_with_the_streamed_documents(tmp_path):
+def test_parquet_pieces_are_runs_of_row_groups_with_the_streamed_documents(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -236,20 +236,20 @@ def test_parquet_parts_are_runs_of_row_groups_with_the_streamed_documents(tmp_pa
     path = tmp_path / "a.parquet"
     pq.write_table(pa.table({"id": list(range(300)), "body": texts}), path, row_group_size=16)
     src = sources.resolve(f"files:{path}#body")
-    assert sources.splittable(src)
+    assert pieces.sliceable(src)
     whole = list(sources.iter_texts(src))
     assert len(whole) == 300 - 24
     for first, size in ((1, 1), (500, 3000), (1 << 30, 1 << 30)):
         ranges = list(sources.row_group_ranges(path, "body", first, size))
         assert ranges[0][0] == 0 and ranges[-1][1] == 19 and all(a < b for a, b in ranges)
-        parts = [sources.Part("parquet", str(path), a, b, 0, "body") for a, b in ranges]
-        assert [d for p in parts for d in sources.read_part(p)] == whole
+        parts = [pieces.Piece("parquet", str(path), a, b, 0, "body") for a, b in ranges]
+        assert [d for p in parts for d in pieces.read_piece(p)] == whole
     assert len(list(sources.row_group_ranges(path, "body", 1, 1))) == 19  # every row group its own part
     with pytest.raises(SourceError, match=r"a.parquet: no column 'text'; columns: \['id', 'body'\]"):
-        list(sources.iter_parts(f"files:{path}"))
+        list(pieces.iter_slices(f"files:{path}"))
 
 
-def test_jsonl_parts_give_the_streamed_documents_and_name_bad_lines_alike(tmp_path):
+def test_jsonl_pieces_give_the_streamed_documents_and_name_bad_lines_alike(tmp_path):
     from nbhelpers import sources
 
     rows = [json.dumps({"text": f"{i}行目の文書です。" * (1 + i % 4)}, ensure_ascii=False) for i in range(200)]
@@ -257,8 +257,8 @@ def test_jsonl_parts_give_the_streamed_documents_and_name_bad_lines_alike(tmp_pa
     path.write_text("\n".join(r if i % 17 else "  " for i, r in enumerate(rows)) + "\n", encoding="utf-8")
     whole = list(sources.iter_texts(f"files:{path}"))
     for first, size in ((1, 1), (50, 300), (1 << 20, 1 << 20)):
-        parts = [sources.Part("jsonl", str(path), a, b, 0) for a, b in sources.text_ranges(path, first, size, (b"\n",))]
-        assert [d for p in parts for d in sources.read_part(p)] == whole
+        parts = [pieces.Piece("jsonl", str(path), a, b, 0) for a, b in sources.text_ranges(path, first, size, (b"\n",))]
+        assert [d for p in parts for d in pieces.read_piece(p)] == whole
     # errors name the file and the line as the streaming reader does, from whichever part holds the line
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(("\n".join(rows[:120]) + '\n{"text": 1}\n').encode() + "\n".join(rows[:5]).encode())
@@ -270,27 +270,26 @@ def test_jsonl_parts_give_the_streamed_documents_and_name_bad_lines_alike(tmp_pa
             list(sources.iter_texts(f"files:{path}"))
         with pytest.raises(SourceError) as parted:
             for a, b in sources.text_ranges(path, 100, 700, (b"\n",)):
-                sources.read_part(sources.Part("jsonl", str(path), a, b, 0))
+                pieces.read_piece(pieces.Piece("jsonl", str(path), a, b, 0))
         assert str(parted.value) == str(streamed.value)
 
 
-def test_generated_parts_are_the_same_whoever_makes_them():
-    from nbhelpers import sources
+def test_generated_pieces_are_the_same_whoever_makes_them():
 
-    parts = list(itertools.islice(sources.iter_parts("arithmetic", seed=3), 4))
+    parts = list(itertools.islice(pieces.iter_slices("arithmetic", seed=3), 4))
     assert [p.end - p.start for p in parts] == [64, 128, 256, 512] and parts[1].start == 64
-    assert sources.read_part(parts[2]) == sources.read_part(parts[2])
-    assert sources.read_part(parts[2]) != sources.read_part(parts[3])[:256]
-    other = list(itertools.islice(sources.iter_parts("arithmetic", seed=4), 1))[0]
-    assert sources.read_part(other) != sources.read_part(parts[0])
+    assert pieces.read_piece(parts[2]) == pieces.read_piece(parts[2])
+    assert pieces.read_piece(parts[2]) != pieces.read_piece(parts[3])[:256]
+    other = list(itertools.islice(pieces.iter_slices("arithmetic", seed=4), 1))[0]
+    assert pieces.read_piece(other) != pieces.read_piece(parts[0])
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_plain_text_source_resumes_inside_a_part_and_repeats_epochs(tmp_path, monkeypatch, workers):
+def test_plain_text_source_resumes_inside_a_piece_and_repeats_epochs(tmp_path, monkeypatch, workers):
     from nbhelpers import sources
 
-    monkeypatch.setattr(sources, "FIRST_PART_BYTES", 200)
-    monkeypatch.setattr(sources, "PART_BYTES", 700)
+    monkeypatch.setattr(sources, "FIRST_RANGE_BYTES", 200)
+    monkeypatch.setattr(sources, "RANGE_BYTES", 700)
     path = tmp_path / "a.txt"
     path.write_text("\n\n".join(_prose(120)), encoding="utf-8")
     cfg = _cfg({f"files:{path}": 0.6, "arithmetic": 0.4}, shuffle_buffer=64, workers=workers)
@@ -304,3 +303,143 @@ def test_plain_text_source_resumes_inside_a_part_and_repeats_epochs(tmp_path, mo
         with Mixer(cfg, state=state, dedup_hashes=seen) as mixer:
             tail = [str(d) for _, d, _ in itertools.islice(mixer, 600 - cut)]
         assert head + tail == stream, cut
+
+
+@pytest.fixture()
+def hub_source(tmp_path, monkeypatch):
+    """A registry hub entry whose loading call streams local parquet files through `datasets`, as the hub's do."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nbhelpers import sources
+
+    files = []
+    for k in range(3):
+        path = tmp_path / f"train-{k:05d}-of-00003.parquet"
+        pq.write_table(pa.table({"text": _prose(150, f"記事{k}-"), "id": list(range(150))}), path, row_group_size=20)
+        files.append(str(path))
+    monkeypatch.setitem(sources.REGISTRY, "test_hub", sources.Source("test_hub", "hub", "local/test"))
+    opened = []
+
+    def open_hub(src):
+        opened.append(src.name)
+        return datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
+
+    monkeypatch.setattr(sources, "open_hub", open_hub)
+    return "test_hub", opened
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_hub_stream_resumes_inside_a_piece_from_datasets_own_position(hub_source, monkeypatch, workers):
+    monkeypatch.setattr(pieces, "FIRST_STREAM_CHARS", 300)
+    monkeypatch.setattr(pieces, "STREAM_CHARS", 2000)
+    name, opened = hub_source
+    cfg = _cfg({name: 0.6, "arithmetic": 0.4}, shuffle_buffer=16, workers=workers)
+    with Mixer(cfg) as mixer:
+        stream = [str(d) for _, d, _ in itertools.islice(mixer, 900)]  # more than one epoch of the 450 rows
+        assert mixer.state()[name]["epoch"] >= 1 and mixer.state()[name]["position"]["hub"]["examples_iterable"]
+    for cut in (1, 55, 301, 640):
+        with Mixer(cfg) as mixer:
+            head = [str(d) for _, d, _ in itertools.islice(mixer, cut)]
+            state, seen = json.loads(json.dumps(mixer.state())), mixer.dedup.array()
+        with Mixer(cfg, state=state, dedup_hashes=seen) as mixer:
+            tail = [str(d) for _, d, _ in itertools.islice(mixer, 900 - cut)]
+        assert head + tail == stream, cut
+
+
+def test_hub_read_failures_are_retried_from_the_last_row_then_named(hub_source, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(pieces, "HUB_WAIT_S", 0.001)
+    name, opened = hub_source
+    cfg = _cfg({name: 1.0}, on_exhausted="stop")
+    want = [str(d) for _, d, _ in Mixer(cfg)]
+    real_iter = datasets.IterableDataset.__iter__
+    failures = {"left": 2, "at": 37}
+
+    def flaky_iter(self):
+        rows = real_iter(self)
+        for n in itertools.count():
+            if n == failures["at"] and failures["left"]:  # the connection drops when this reading asks for a row
+                failures["left"] -= 1
+                raise ConnectionError("Read timed out (hub)")
+            row = next(rows, None)
+            if row is None:
+                return
+            yield row
+
+    monkeypatch.setattr(datasets.IterableDataset, "__iter__", flaky_iter)
+    opened.clear()
+    assert [str(d) for _, d, _ in Mixer(cfg)] == want  # nothing lost, nothing repeated
+    assert len(opened) == 3  # opened once, then again for each retry
+    failures.update(left=10**9, at=0)  # the hub is gone: no reading gets a row
+    with pytest.raises(pieces.SourceStreamError, match=r"source 'test_hub' \(local/test\): reading the hub stream "
+                                                       r"failed 6 times in a row; last error ConnectionError: Read"):
+        list(Mixer(cfg))
+
+
+def test_a_hub_row_of_several_documents_resumes_between_them(tmp_path, monkeypatch):
+    """JaMARD-like rows (a question, a list of answers): one document per answer; a piece may end inside a row."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nbhelpers import sources
+
+    monkeypatch.setattr(pieces, "FIRST_STREAM_CHARS", 100)
+    monkeypatch.setattr(pieces, "STREAM_CHARS", 400)
+    path = tmp_path / "train.parquet"
+    questions = [f"問題{i}: りんごが{i}個あります。" for i in range(60)]
+    answers = [[f"答え{i}-{k}: 計算すると{i + k}個になります。" for k in range(1 + i % 4)] for i in range(60)]
+    pq.write_table(pa.table({"q": questions, "a": answers}), path, row_group_size=7)
+    monkeypatch.setitem(sources.REGISTRY, "test_rows", sources.Source("test_rows", "hub", "local/rows",
+                                                                       text_field="q+a", math=True))
+    monkeypatch.setattr(sources, "open_hub", lambda src: datasets.load_dataset(
+        "parquet", data_files=[str(path)], split="train", streaming=True))
+    cfg = _cfg({"test_rows": 1.0}, shuffle_buffer=0, dedup=False, on_exhausted="stop")
+    with Mixer(cfg) as mixer:
+        stream = [str(d) for _, d, _ in mixer]
+    assert len(stream) == sum(len(a) for a in answers) and stream[1].startswith("問題1: ")
+    for cut in (2, 3, 17, 80):
+        with Mixer(cfg) as mixer:
+            head = [str(d) for _, d, _ in itertools.islice(mixer, cut)]
+            state = json.loads(json.dumps(mixer.state()))
+        with Mixer(cfg, state=state) as mixer:
+            tail = [str(d) for _, d, _ in mixer]
+        assert head + tail == stream, cut
+    starts = [pos for _, _, pos, piece in pieces.piece_stream(
+        sources.resolve("test_rows"), "test_rows", seed=0, shuffle_buffer=0, on_exhausted="stop", on_bad_utf8="error")
+        if piece is not None]
+    assert any(pos["in_row"] for pos in starts)  # some pieces start between two documents of one row
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_piece_without_documents_is_passed_over(tmp_path, workers):
+    """A slice of blank lines (a JSONL file of empty lines, a man page without a paragraph) holds no document."""
+    _jsonl(tmp_path / "a.jsonl", _prose(30))
+    (tmp_path / "b.jsonl").write_text("\n\n  \n\n", encoding="utf-8")
+    _jsonl(tmp_path / "c.jsonl", _prose(30, "別"))
+    with Mixer(_cfg({f"files:{tmp_path}/*.jsonl": 1.0}, on_exhausted="stop", workers=workers)) as mixer:
+        assert len([d for _, d, _ in mixer]) == 60
+
+
+def test_a_streamed_source_in_big_pieces_goes_through_the_pool(tmp_path):
+    """A gzipped file's pieces (up to 1M characters each) are sent to the workers with the documents in them: a task
+    bigger than a pipe's buffer while a worker is sending its answer must not block both sides."""
+    import gzip
+    import threading
+
+    rng = np.random.default_rng(1)
+    docs = [f"{i}番目の文書。" + "".join(rng.choice(list("あいうえおかきくけこさしすせそ"), 300)) for i in range(4000)]
+    path = tmp_path / "big.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs).encode()))
+    mixer = Mixer(_cfg({f"files:{path}": 0.9, "arithmetic": 0.1}, workers=2, on_exhausted="stop", shuffle_buffer=2000))
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(str(d) for _, d, _ in mixer), daemon=True)
+    reader.start()
+    reader.join(timeout=120)
+    done = not reader.is_alive()
+    mixer.close()  # a blocked reader ends here with the pool
+    assert done, f"the mixer stalled after {len(got)} documents"
+    assert sum(1 for d in got if "番目の文書。" in d) == 4000

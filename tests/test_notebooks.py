@@ -84,6 +84,20 @@ def test_second_run_skips_complete_stages(smoke_run):
     assert proc.returncode == 0 and "skipped" in proc.stdout
 
 
+def test_03_trained_through_several_parts_of_the_stream_with_few_on_disk(smoke_run):
+    """One run of 03 reads every part its steps need (the producer makes them meanwhile); few stay on disk."""
+    from pathlib import Path
+
+    from nbhelpers import config
+
+    run_dir, _, _ = smoke_run
+    data = json.loads((run_dir / "pretrain" / "data_stats.json").read_text())
+    assert data["parts_read"] >= 4 and data["producer_restarts"] == 0, data
+    assert Path(data["parts_dir"]).is_relative_to(run_dir / "corpus")  # no scratch on a local machine: the run dir
+    on_disk = list(Path(data["parts_dir"]).glob("part-*.json"))
+    assert len(on_disk) <= config.load("smoke").corpus.parts_ahead + 2, on_disk
+
+
 @pytest.fixture
 def finished_copy(smoke_run, tmp_path):
     """A copy of the finished smoke run: the tests below change it, the other tests share the original."""

@@ -1,17 +1,17 @@
-"""Packing and the corpus build: full blocks, EOS joins, no token lost, determinism, parts, atomicity, bad inputs."""
+"""Packing and the corpus: full blocks, EOS joins, no token lost, determinism, parts, atomicity, bad inputs."""
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
 import hashlib
-import io
 import itertools
 import json
 
 import numpy as np
 import pytest
 import sentencepiece
+from conftest import EOS
 
 from nbhelpers import config, sources
 from nbhelpers.corpus import (
@@ -26,22 +26,7 @@ from nbhelpers.corpus import (
     token_budget,
 )
 from nbhelpers.corpus.packing import BlockWriter
-
-EOS = 3
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    """A small SentencePiece model (unk/pad/bos/eos = 0/1/2/3, byte fallback) trained on bundled text."""
-    texts = list(sources.iter_texts("bundled_prose")) + list(itertools.islice(sources.iter_texts("arithmetic"), 300))
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=1500, model_type="unigram",
-        character_coverage=0.995, byte_fallback=True, unk_id=0, pad_id=1, bos_id=2, eos_id=EOS, num_threads=1,
-        split_by_whitespace=False, max_sentence_length=20000, minloglevel=2)
-    out = tmp_path_factory.mktemp("tok")
-    (out / "spm.model").write_bytes(model.getvalue())
-    return out
+from nbhelpers.corpus.producer import corpus_stream, make_parts, produce
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +40,7 @@ def _docs(n):
 
 
 def _write_source(directory, docs, fmt):
-    """Documents as a plain-text, JSONL or parquet file (read by the workers in parts) or gzipped JSONL (a feeder)."""
+    """Documents as a plain-text, JSONL or parquet file (read by the workers in slices) or gzipped JSONL (streamed)."""
     directory.mkdir(exist_ok=True)
     path = directory / f"docs.{fmt}"
     if fmt == "txt":
@@ -79,113 +64,135 @@ def prose_source(tmp_path):
 
 @pytest.fixture(params=["jsonl", "txt", "parquet", "jsonl.gz"])
 def any_source(tmp_path, request, monkeypatch):
-    """The prose documents in each format; parts are made tiny so that a build spans many of them."""
-    monkeypatch.setattr(sources, "FIRST_PART_BYTES", 300)
-    monkeypatch.setattr(sources, "PART_BYTES", 2000)
+    """The prose documents in each format; slices and streamed pieces are tiny so that a part spans many."""
+    from nbhelpers.corpus import pieces
+
+    monkeypatch.setattr(sources, "FIRST_RANGE_BYTES", 300)
+    monkeypatch.setattr(sources, "RANGE_BYTES", 2000)
+    monkeypatch.setattr(pieces, "FIRST_STREAM_CHARS", 200)
+    monkeypatch.setattr(pieces, "STREAM_CHARS", 900)
     docs = _docs(400)
     return _write_source(tmp_path / "src", docs, request.param), docs
 
 
 def _cfg(mixture, **kw):
-    base = dict(mixture=mixture, block_len=64, token_budget=12_800, session_tokens=6_400, val_blocks=10,
+    base = dict(mixture=mixture, block_len=64, token_budget=12_800, part_tokens=6_400, val_blocks=10,
                 min_chars=10, workers=1, shuffle_buffer=0, seed=3)
     base.update(kw)
     return config.CorpusConfig(**base)
 
 
-def _all_tokens(corpus_dir):
-    c = load_corpus(corpus_dir)
-    return np.stack([c.val[i] for i in range(len(c.val))]), np.stack([c.train[i] for i in range(len(c.train))])
+def _build(cfg, tokenizer_dir, out, parts=0, workers=None):
+    """02's build (the validation shard) into out/c, then `parts` parts of the stream into out/parts."""
+    manifest = build_corpus(cfg, tokenizer_dir, out / "c", progress=False, workers=workers)
+    if not parts:
+        return manifest, []
+    stream, start, hashes = corpus_stream(cfg, tokenizer_dir, out / "c", out / "parts", workers=workers or cfg.workers)
+    return manifest, make_parts(stream, start, hashes, parts)
+
+
+def _tokens(out, parts):
+    """(validation blocks, the parts' blocks in stream order)."""
+    c = load_corpus(out / "c")
+    val = np.stack([c.val[i] for i in range(len(c.val))])
+    train = [np.fromfile(out / "parts" / p["file"], dtype=np.uint16).reshape(-1, c.block_len) for p in parts]
+    return val, np.concatenate(train) if train else np.zeros((0, c.block_len), np.uint16)
 
 
 def test_blocks_full_eos_joined_no_token_lost(tmp_path, any_source, tokenizer_dir, sp):
     src, docs = any_source
     cfg = _cfg({src: 1.0})
-    m = build_corpus(cfg, tokenizer_dir, tmp_path / "c", parts=2, progress=False)
-    val, train = _all_tokens(tmp_path / "c")
+    m, parts = _build(cfg, tokenizer_dir, tmp_path, parts=2)
+    val, train = _tokens(tmp_path, parts)
     assert val.dtype == np.uint16 and val.shape == (10, 64) and train.shape == (200, 64)
-    for p in m["parts"]:
-        assert (tmp_path / "c" / p["file"]).stat().st_size == p["blocks"] * 64 * 2  # whole blocks only
+    for p in parts:
+        assert (tmp_path / "parts" / p["file"]).stat().st_size == p["blocks"] * 64 * 2  # whole blocks only
 
     # Independent expectation: each document cleaned, encoded, followed by EOS, in file order.
     stream = [sp.encode(clean_text(d, cfg.symbol_level)) + [EOS] for d in docs]
     shards = [val.ravel(), *(train[i * 100:(i + 1) * 100].ravel() for i in range(2))]
     pos = 0  # index of the next document
-    for shard, meta in zip(shards, [m["val"], *m["parts"]]):
+    for shard, meta in zip(shards, [m["val"], *parts]):
         joined = list(itertools.chain.from_iterable(stream[pos:pos + meta["documents"]]))
         # the shard is the documents joined with EOS, cut at its last full block: nothing else is lost
         assert shard.tolist() == joined[:len(shard)]
         assert len(joined) - len(shard) == meta["tail_tokens_dropped"] < len(stream[pos + meta["documents"] - 1])
         pos += meta["documents"]
-    assert m["train_tokens"] == 200 * 64 and m["parts"][0]["tokens_by_source"] == {src: 6400}
+    assert parts[0]["tokens_by_source"] == {src: 6400} and not parts[1]["last"]
+    assert parts[0]["end"] == parts[1]["start"] and parts[0]["start"]["dedup"] == m["train_start"]["dedup"]
 
 
 def test_realised_shares_manifest_and_budget(tmp_path, prose_source, tokenizer_dir):
     src, _ = prose_source
-    cfg = _cfg({src: 0.75, "arithmetic": 0.25}, token_budget=64_000, session_tokens=32_000, block_len=128)
-    m = build_corpus(cfg, tokenizer_dir, tmp_path / "c", parts=1, progress=False)
+    cfg = _cfg({src: 0.75, "arithmetic": 0.25}, token_budget=64_000, part_tokens=32_000, block_len=128, val_blocks=250)
+    m, _ = _build(cfg, tokenizer_dir, tmp_path)
     assert m["mixture"]["requested"] == {src: 0.75, "arithmetic": 0.25}
     assert abs(m["mixture"]["realised"][src] - 0.75) < 0.01
-    assert m["budget"]["total"] == 64_000 and m["budget"]["parts"] == 2 and len(m["parts"]) == 1
+    assert m["budget"] == {"total": 64_000, "blocks": 500, "part_blocks": 250, "parts": 2, "rule": "explicit",
+                           "model_params": None, "tokens_per_param": 20.0}
     assert m["tokenizer_hash"] == hashlib.sha256((tokenizer_dir / "spm.model").read_bytes()).hexdigest()
     s = m["sources"]["arithmetic"]
-    assert s["documents"] > 0 and s["characters"] > 0 and s["tokens"] >= s["train_tokens"] > 0
+    assert s["documents"] > 0 and s["characters"] > 0 and s["tokens"] > 0
     assert s["cleaning"]["symbol_chars"] == 0  # math source: exempt from thinning
     prose = m["sources"][src]["cleaning"]
     assert prose["symbol_chars"] == prose["documents_in"] > 0  # one ★ per document thinned
-    assert m["sources"][src]["cleaning"]["samples"][0]["before"] != m["sources"][src]["cleaning"]["samples"][0]["after"]
+    assert prose["samples"][0]["before"] != prose["samples"][0]["after"]
+    hashes = np.fromfile(tmp_path / "c" / m["train_start"]["dedup_file"], dtype=np.uint64)
+    assert len(hashes) == m["train_start"]["dedup"] == sum(s["documents"] for s in m["sources"].values())
 
 
 def test_same_seed_same_corpus_other_seed_other_corpus_any_worker_count(tmp_path, any_source, tokenizer_dir):
     src, _ = any_source
     cfg = _cfg({src: 0.6, "arithmetic": 0.4}, shuffle_buffer=64)
-    build_corpus(cfg, tokenizer_dir, tmp_path / "a", parts=1, progress=False)
-    build_corpus(cfg, tokenizer_dir, tmp_path / "b", parts=1, progress=False, workers=2)
-    build_corpus(dataclasses.replace(cfg, seed=4), tokenizer_dir, tmp_path / "c", parts=1, progress=False)
-    a, b, c = (_all_tokens(tmp_path / k) for k in "abc")
+    a = _tokens(tmp_path / "a", _build(cfg, tokenizer_dir, tmp_path / "a", parts=1)[1])
+    b = _tokens(tmp_path / "b", _build(cfg, tokenizer_dir, tmp_path / "b", parts=1, workers=2)[1])
+    c = _tokens(tmp_path / "c", _build(dataclasses.replace(cfg, seed=4), tokenizer_dir, tmp_path / "c", parts=1)[1])
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.array_equal(a[1], c[1])
 
 
-def test_next_part_in_a_later_session_continues_the_same_stream(tmp_path, any_source, tokenizer_dir):
+def test_a_later_session_continues_the_stream_from_a_part_start_alone(tmp_path, any_source, tokenizer_dir):
+    """Kaggle's next saved version: no parts folder, only the part's start state and the duplicate memory."""
     src, _ = any_source
-    cfg = _cfg({src: 0.6, "arithmetic": 0.4}, shuffle_buffer=64)
-    at_once = build_corpus(cfg, tokenizer_dir, tmp_path / "once", parts=2, progress=False)
-    first = build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=1, progress=False)
-    assert len(first["parts"]) == 1 and len(load_corpus(tmp_path / "twice").train) == 100
-    again = build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=2, progress=False, workers=2)
-    assert np.array_equal(_all_tokens(tmp_path / "once")[1], _all_tokens(tmp_path / "twice")[1])
-    assert again["mixture"]["realised"] == at_once["mixture"]["realised"]
-    assert again["sources"][src]["documents"] == at_once["sources"][src]["documents"]
-    # asking for more parts than the budget has builds what the budget allows
-    assert len(build_corpus(cfg, tokenizer_dir, tmp_path / "twice", parts=9, progress=False)["parts"]) == 2
+    cfg = _cfg({src: 0.6, "arithmetic": 0.4}, shuffle_buffer=64, token_budget=64 * 400)
+    _, at_once = _build(cfg, tokenizer_dir, tmp_path / "once", parts=3)
+    _, first = _build(cfg, tokenizer_dir, tmp_path / "twice", parts=1)
+    start = first[0]["end"]  # what a checkpoint taken in part 1 holds
+    hashes = np.fromfile(tmp_path / "twice" / "parts" / "dedup.u64", dtype=np.uint64)[:start["dedup"]]
+    stream, _, _ = corpus_stream(cfg, tokenizer_dir, tmp_path / "twice" / "c", tmp_path / "later", workers=2)
+    stream.store().ensure_dedup(hashes)
+    produce({"stream": dataclasses.asdict(stream), "first": 1, "start": start, "last": 2})
+    for k in (1, 2):
+        later = stream.store().meta(k)
+        assert later == {**at_once[k], "start": later["start"]} and later["start"] == at_once[k]["start"]
+        assert (tmp_path / "later" / later["file"]).read_bytes() == (tmp_path / "once" / "parts" / later["file"]).read_bytes()
 
 
-def test_reader_parts_and_random_access(tmp_path, prose_source, tokenizer_dir):
+def test_load_corpus_and_random_access(tmp_path, prose_source, tokenizer_dir):
     src, _ = prose_source
-    build_corpus(_cfg({src: 1.0}), tokenizer_dir, tmp_path / "c", parts=2, progress=False)
-    everything, latest, first = (load_corpus(tmp_path / "c", part=p) for p in ("all", "latest", 0))
-    assert len(everything.train) == 200 and len(latest.train) == len(first.train) == 100
-    assert everything.parts == (0, 1) and latest.parts == (1,)
-    assert np.array_equal(everything.train[150], latest.train[50])
-    assert np.array_equal(everything.train[-1], latest.train[99])
-    assert everything.train[7].shape == (64,) and everything.block_len == 64
+    m, _ = _build(_cfg({src: 1.0}), tokenizer_dir, tmp_path)
+    c = load_corpus(tmp_path / "c")
+    assert len(c.val) == 10 and c.val[7].shape == (64,) and c.block_len == 64 and c.manifest == m
+    assert np.array_equal(c.val[-1], c.val[9])
     with pytest.raises(IndexError):
-        everything.train[200]
-    with pytest.raises(ValueError, match=r"part must be 'all', 'latest' or 0..1"):
-        load_corpus(tmp_path / "c", part=5)
-    with pytest.raises(CorpusMissing, match=r"run|build the corpus first \(notebooks/02_corpus\)"):
+        c.val[10]
+    with pytest.raises(CorpusMissing, match=r"build the corpus first \(notebooks/02_corpus\)"):
         load_corpus(tmp_path / "nothing")
+    old = {k: v for k, v in m.items() if k != "train_start"}
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(CorpusMissing, match=r"an earlier format .* build it again"):
+        load_corpus(tmp_path / "c")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_interrupted_build_keeps_the_previous_corpus(tmp_path, prose_source, tokenizer_dir, monkeypatch, workers):
+def test_interrupted_builds_keep_what_was_complete(tmp_path, prose_source, tokenizer_dir, monkeypatch, workers):
     src, _ = prose_source
     cfg = _cfg({src: 0.6, "arithmetic": 0.4}, workers=workers)
-    out = tmp_path / "c"
-    build_corpus(cfg, tokenizer_dir, out, parts=1, progress=False)
-    before = _all_tokens(out)
-    files_before = sorted(p.name for p in out.iterdir())
+    _, reference = _build(cfg, tokenizer_dir, tmp_path / "ref", parts=2)
+    out = tmp_path / "run"
+    _, parts = _build(cfg, tokenizer_dir, out, parts=1)
+    before = _tokens(out, parts)
+    files_before = sorted(p.name for p in (out / "c").iterdir())
 
     calls = itertools.count()
     real_add = BlockWriter.add
@@ -196,48 +203,49 @@ def test_interrupted_build_keeps_the_previous_corpus(tmp_path, prose_source, tok
         return real_add(self, doc, source, docs)
 
     monkeypatch.setattr(BlockWriter, "add", dying_add)
-    for attempt in (dataclasses.replace(cfg, seed=99), cfg):  # a rebuild with new settings, then the next part
-        calls = itertools.count()
-        with pytest.raises(KeyboardInterrupt):
-            build_corpus(attempt, tokenizer_dir, out, parts=2, progress=False)
-        after = _all_tokens(out)
-        assert np.array_equal(before[0], after[0]), attempt
-        assert np.array_equal(before[1], after[1]), attempt
-        assert load_corpus(out).manifest["parts"][0]["blocks"] == 100
-        assert not list(out.glob("*.tmp"))
+    with pytest.raises(KeyboardInterrupt):  # a rebuild with new settings
+        build_corpus(dataclasses.replace(cfg, seed=99, val_blocks=80), tokenizer_dir, out / "c", progress=False)
+    assert sorted(p.name for p in (out / "c").iterdir()) == files_before and not list(out.glob("**/*.tmp"))
+    assert np.array_equal(_tokens(out, parts)[0], before[0])
+    calls = itertools.count()
+    with pytest.raises(KeyboardInterrupt):  # the next part, cut in the middle
+        _build(cfg, tokenizer_dir, out, parts=2)
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["dedup.u64", "part-00000.bin", "part-00000.json"]
+    assert np.array_equal(_tokens(out, parts)[1], before[1])
     monkeypatch.setattr(BlockWriter, "add", real_add)
-    m = build_corpus(cfg, tokenizer_dir, out, parts=2, progress=False)  # the next run completes it
-    assert len(m["parts"]) == 2
-    assert sorted(p.name for p in out.iterdir()) != files_before
+    _, again = _build(cfg, tokenizer_dir, out, parts=2)  # the next run completes it, as an uninterrupted one
+    assert np.array_equal(_tokens(out, again)[1], _tokens(tmp_path / "ref", reference)[1])
+    assert not list((out / "parts").glob("*.tmp"))
 
 
-def test_a_worker_killed_mid_build_is_named_and_the_previous_corpus_kept(tmp_path, prose_source, tokenizer_dir,
-                                                                           monkeypatch):
+def test_a_worker_killed_mid_part_is_named_and_the_parts_before_kept(tmp_path, prose_source, tokenizer_dir,
+                                                                     monkeypatch):
     import os
     import signal
 
+    from nbhelpers.corpus import pieces
     from nbhelpers.corpus.workers import WorkerError
 
     src, _ = prose_source
     cfg = _cfg({src: 0.6, "arithmetic": 0.4}, workers=2)
-    out = tmp_path / "c"
-    build_corpus(cfg, tokenizer_dir, out, parts=1, progress=False)
-    before = _all_tokens(out)
-    real_read = sources.read_part
+    _, parts = _build(cfg, tokenizer_dir, tmp_path, parts=1)
+    before = _tokens(tmp_path, parts)
+    real_read = pieces.read_piece
 
-    def read_or_die(part):
-        if part.kind == "arithmetic":  # runs in a worker (forked after this patch)
+    def read_or_die(piece):
+        if piece.kind == "arithmetic":  # runs in a worker (forked after this patch)
             os.kill(os.getpid(), signal.SIGKILL)  # the out-of-memory killer, say
-        return real_read(part)
+        return real_read(piece)
 
-    monkeypatch.setattr(sources, "read_part", read_or_die)
+    monkeypatch.setattr(pieces, "read_piece", read_or_die)
+    from nbhelpers.corpus import mixing
+
+    monkeypatch.setattr(mixing, "read_piece", read_or_die)
     with pytest.raises(WorkerError, match=r"corpus worker process \d+ ended without answering \(exit code -9\)"):
-        build_corpus(cfg, tokenizer_dir, out, parts=2, progress=False)
-    after = _all_tokens(out)
-    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
-    assert not list(out.glob("*.tmp"))
-    monkeypatch.setattr(sources, "read_part", real_read)
-    assert len(build_corpus(cfg, tokenizer_dir, out, parts=2, progress=False)["parts"]) == 2
+        _build(cfg, tokenizer_dir, tmp_path, parts=2)
+    assert np.array_equal(_tokens(tmp_path, parts)[1], before[1]) and not (tmp_path / "parts" / "part-00001.json").exists()
+    monkeypatch.setattr(mixing, "read_piece", real_read)
+    assert len(_build(cfg, tokenizer_dir, tmp_path, parts=2)[1]) == 2
 
 
 def test_vocab_that_does_not_fit_uint16_is_refused_before_writing(tmp_path, prose_source, tokenizer_dir, monkeypatch):
@@ -256,9 +264,10 @@ def test_missing_tokenizer_and_sources_that_run_out(tmp_path, prose_source, toke
     with pytest.raises(CorpusBuildError, match=r"ran out before the validation shard was full"):
         build_corpus(_cfg({prose_source[0]: 1.0}, on_exhausted="stop", val_blocks=100_000), tokenizer_dir,
                      tmp_path / "c", progress=False)
-    m = build_corpus(_cfg({prose_source[0]: 1.0}, on_exhausted="stop", token_budget=10**7, session_tokens=10**7),
-                     tokenizer_dir, tmp_path / "d", progress=False)
-    assert m["stopped"] == prose_source[0] and 0 < m["train_blocks"] < 10**7 // 64
+    _, parts = _build(_cfg({prose_source[0]: 1.0}, on_exhausted="stop", token_budget=10**7), tokenizer_dir,
+                      tmp_path / "d", parts=50)
+    assert parts[-1]["last"] and parts[-1]["stopped"] == prose_source[0] and not any(p["last"] for p in parts[:-1])
+    assert 0 < sum(p["blocks"] for p in parts) < 50 * 100
 
 
 def test_chinchilla_budget_uses_the_profile_model():
@@ -267,26 +276,27 @@ def test_chinchilla_budget_uses_the_profile_model():
     cfg = config.load("colab_t4")
     b = token_budget(cfg, vocab_size=32000)
     assert b.rule == "chinchilla" and b.model_params == count_parameters(cfg.model, 32000)
-    assert b.total == int(20 * b.model_params) and b.per_session == 100_000_000
-    assert b.parts == -(-b.total // 100_000_000)
-    assert b.part_tokens(b.parts - 1, 512) == (b.total - (b.parts - 1) * 100_000_000) // 512 * 512
+    assert b.total == int(20 * b.model_params) and b.blocks == b.total // 512
+    assert b.part_blocks == 8_000_000 // 512 and b.parts == -(-b.blocks // b.part_blocks)
     explicit = token_budget(config.load("smoke").corpus)
-    assert explicit.rule == "explicit" and explicit.total == 400_000 and explicit.parts == 2
+    assert explicit.rule == "explicit" and explicit.total == 400_000 and explicit.part_blocks == 256
     with pytest.raises(CorpusBuildError, match="needs the model"):
         token_budget(dataclasses.replace(config.load("smoke").corpus, token_budget=0))
+    with pytest.raises(CorpusBuildError, match=r"corpus.part_tokens=100 is smaller than one block"):
+        token_budget(dataclasses.replace(config.load("smoke").corpus, part_tokens=100))
 
 
 @pytest.mark.realtext
 @pytest.mark.slow
 def test_realised_shares_on_a_million_tokens_of_debian_text(tmp_path, tokenizer_dir, debian_files):
     cfg = config.CorpusConfig(mixture={"debian_ja": 0.8, "arithmetic": 0.2}, block_len=512, token_budget=1_100_000,
-                              session_tokens=1_100_000, val_blocks=16, workers=2)
-    m = build_corpus(cfg, tokenizer_dir, tmp_path / "c", progress=False)
-    assert m["train_tokens"] >= 1_000_000
-    for name, want in m["mixture"]["requested"].items():
-        assert abs(m["mixture"]["realised"][name] - want) <= 0.02, (name, m["mixture"]["realised"])
-    c = load_corpus(tmp_path / "c")
-    assert len(c.train) == m["train_blocks"] and all(len(c.train[i]) == 512 for i in (0, len(c.train) - 1))
+                              part_tokens=1_100_000, val_blocks=16, workers=2)
+    _, parts = _build(cfg, tokenizer_dir, tmp_path, parts=1)
+    train = _tokens(tmp_path, parts)[1]
+    assert train.size >= 1_000_000 and train.shape[1] == 512
+    tokens = parts[0]["tokens_by_source"]
+    for name, want in {"debian_ja": 0.8, "arithmetic": 0.2}.items():
+        assert abs(tokens[name] / sum(tokens.values()) - want) <= 0.02, (name, tokens)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -319,3 +329,56 @@ def test_runs_taken_by_the_packer_are_the_iterated_stream(tmp_path, tokenizer_di
         by_source[name] = by_source.get(name, 0) + len(t)
     assert by_source == {name: sum(len(d) for n, d in stream if n == name) for name in by_source}
     assert state_take == state_iter  # resume positions, statistics and duplicate counts agree
+
+
+KILLED_BUILD = """
+import itertools, json, multiprocessing, sys, time
+from pathlib import Path
+from nbhelpers import config
+from nbhelpers.corpus.packing import BlockWriter
+from nbhelpers.corpus.producer import corpus_stream, make_parts
+cfg = config.CorpusConfig(**json.loads(sys.argv[1]))
+calls, real_add = itertools.count(), BlockWriter.add
+def slow_add(self, doc, source="", docs=1):
+    if next(calls) == 50:  # inside the second part's shard: say where, with the children, then wait to be killed
+        print(json.dumps([p.pid for p in multiprocessing.active_children()]), flush=True)
+        time.sleep(600)
+    return real_add(self, doc, source, docs)
+BlockWriter.add = slow_add
+out = Path(sys.argv[3])
+stream, start, hashes = corpus_stream(cfg, sys.argv[2], out / "c", out / "parts", workers=cfg.workers)
+make_parts(stream, start, hashes, 2)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_build_then_rerun_gives_the_uninterrupted_corpus(tmp_path, prose_source, tokenizer_dir):
+    """Parts built ahead (02's PARTS) killed with kill -9 mid-part: the parts written stay, no process outlives it,
+    and a rerun completes the very stream an uninterrupted build makes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from proc_state import survivors
+
+    src, _ = prose_source
+    cfg = _cfg({src: 0.6, "arithmetic": 0.4}, workers=2)
+    _, reference = _build(cfg, tokenizer_dir, tmp_path / "ref", parts=2)
+    out = tmp_path / "run"
+    _, parts = _build(cfg, tokenizer_dir, out, parts=1)
+    before = _tokens(out, parts)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, json.dumps(dataclasses.asdict(cfg)),
+                             str(tokenizer_dir), str(out)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    children = json.loads(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert survivors(children) == [], "corpus processes outlived the killed build"
+    after = _tokens(out, parts)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])  # part 0 and val intact
+    assert not (out / "parts" / "part-00001.json").exists()
+    _, again = _build(cfg, tokenizer_dir, out, parts=2)
+    ref, got = _tokens(tmp_path / "ref", reference), _tokens(out, again)
+    assert np.array_equal(ref[0], got[0]) and np.array_equal(ref[1], got[1])
+    assert not list((out / "parts").glob("*.tmp"))

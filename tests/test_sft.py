@@ -248,11 +248,13 @@ def test_make_batches_builds_training_and_both_eval_sources():
 
     corpus = SimpleNamespace(train=blocks(20, 16), val=blocks(8, 16))
     cfg = config.SFTConfig(micro_batch=4, max_length=16, replay_ratio=0.25, eval_batches=2)
-    train, evals = sft.make_batches(cfg, char_tokenizer(), rows_for(12), rows_for(5), corpus, fixed_length=True)
+    train, evals = sft.make_batches(cfg, char_tokenizer(), rows_for(12), rows_for(5), corpus.val, corpus.train,
+                                    fixed_length=True)
     assert list(evals) == ["instructions", "corpus"]
     assert train.batch(0)["input_ids"].shape == (4, 16) and len(evals["corpus"]) == 2
     assert sft.replay_share(train, n=8)["replay_rows"] == 0.25
-    _, only_corpus = sft.make_batches(cfg, char_tokenizer(), rows_for(12), [], corpus, fixed_length=False)
+    _, only_corpus = sft.make_batches(cfg, char_tokenizer(), rows_for(12), [], corpus.val, corpus.train,
+                                      fixed_length=False)
     assert list(only_corpus) == ["corpus"]
 
 

@@ -118,3 +118,46 @@ def test_gzipped_jsonl_streams_names_bad_lines_and_is_skipped_whole(tmp_path):
     skipped = Counter()
     assert list(sources.iter_texts(f"files:{path}", on_bad_utf8="skip", skipped=skipped)) == []
     assert skipped == Counter({str(path): 1})
+
+
+# ---------------------------------------------------------------- files that hold no documents
+
+
+def _empty_inputs(tmp_path):
+    """A good plain-text file, a blank-lines-only one, an empty and an all-null parquet, and a parquet of numbers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "src"
+    d.mkdir()
+    (d / "a.txt").write_text("\n\n".join(f"{i}番目の文書です。春の朝、駅前の桜が咲き始めました。" for i in range(60)),
+                             encoding="utf-8")
+    (d / "blank.txt").write_text("\n\n   \n\n", encoding="utf-8")
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), d / "empty.parquet")
+    pq.write_table(pa.table({"text": pa.array([None, None], pa.string())}), d / "nulls.parquet")
+    pq.write_table(pa.table({"text": pa.array([1, 2], pa.int64())}), d / "numbers.parquet")
+    return d
+
+
+def _take(pattern, workers, n=40):
+    from nbhelpers import config, corpus
+
+    cfg = config.load("smoke", [f'corpus.mixture={{"files:{pattern}": 1}}', f"corpus.workers={workers}"])
+    docs = corpus.mixed_documents(cfg.corpus, seed=1)
+    try:
+        return list(itertools.islice(docs, n))
+    finally:
+        docs.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_files_without_documents_are_skipped_in_a_glob_and_named_alone(tmp_path, workers):
+    d = _empty_inputs(tmp_path)
+    assert len(_take(d / "*.txt", workers)) == 40  # the blank file gives nothing; the other file everything
+    assert len(_take(d / "[ae]*.*", workers)) == 40  # and an empty parquet next to it
+    for name in ("blank.txt", "empty.parquet", "nulls.parquet"):
+        with pytest.raises(sources.SourceError, match=rf"'files:{d / name}' has no documents left .*0 read "
+                                                      r"\(its files hold no documents"):
+            _take(d / name, workers)
+    with pytest.raises(sources.SourceError, match=r"numbers.parquet: column 'text' holds int64, not text"):
+        _take(d / "numbers.parquet", workers)

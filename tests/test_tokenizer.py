@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import random
 import unicodedata
@@ -308,3 +309,64 @@ def test_config_defaults_are_the_reports():
     assert not (cfg.add_bos or cfg.add_eos)
     args = T._trainer_args(dataclasses.replace(cfg))
     assert (args["unk_id"], args["pad_id"], args["bos_id"], args["eos_id"]) == (0, 1, 2, 3)
+
+
+# ---------------------------------------------------------------- small sources, file names
+
+
+def _bounded(docs, limit=200_000):
+    """A repeating document stream that fails (instead of hanging) once `limit` documents were drawn."""
+    for i, doc in enumerate(itertools.cycle(docs)):
+        if i >= limit:
+            raise AssertionError(f"sample_text read {limit} documents of a {len(docs)}-document source: it would hang")
+        yield doc
+
+
+@pytest.mark.parametrize("distinct", [1, 3])
+def test_a_repeating_source_smaller_than_the_held_out_sample_finishes_and_says_so(tmp_path, distinct):
+    docs = [f"あいうえお かきくけこ さしすせそ {i}" * 3 for i in range(distinct)]
+    with pytest.warns(UserWarning, match="went back to training"):
+        s = T.sample_text(_bounded(docs), tmp_path / "s.txt", sample_chars=5000, heldout_chars=10**6,
+                          heldout_every=1, progress=False)
+    assert s.chars == 5000 and len(s.heldout) == distinct // 2
+    assert not set(s.heldout) & set((tmp_path / "s.txt").read_text(encoding="utf-8").split("\n"))
+    assert "held-out sample is" in s.notes[0] and f"only {distinct} distinct" in s.notes[0]
+
+
+def test_a_finite_source_smaller_than_the_sample_says_so(tmp_path):
+    with pytest.warns(UserWarning, match="ran out after 30 characters"):
+        s = T.sample_text(["あ" * 10, "い" * 20], tmp_path / "s.txt", sample_chars=1000, progress=False)
+    assert s.chars == 30 and s.notes
+
+
+def test_the_01_repro_a_tiny_file_source_finishes(tmp_path):
+    from nbhelpers import config, corpus
+
+    text = tmp_path / "s.txt"
+    text.write_text("あいうえお かきくけこ さしすせそ\n" * 20, encoding="utf-8")
+    cfg = config.load("smoke", [f'corpus.mixture={{"files:{text}": 1}}'])
+    docs = corpus.mixed_documents(cfg.corpus, seed=1)
+    try:
+        with pytest.warns(UserWarning, match="went back to training"):
+            s = T.sample_text(itertools.islice(docs, 200_000), tmp_path / "sample.txt", 20_000, 20_000,
+                              progress=False)
+    finally:
+        docs.close()
+    assert s.chars == 20_000
+
+
+def test_a_list_of_file_names_is_read_as_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.txt").write_text("\n".join(sources.iter_texts("bundled_prose")), encoding="utf-8")
+    T.train_tokenizer(["data/train.txt"], tmp_path / "a", vocab_size=2000, progress=False)
+    T.train_tokenizer([tmp_path / "data" / "train.txt"], tmp_path / "b", vocab_size=2000, progress=False)
+    assert (tmp_path / "a" / "spm.model").read_bytes() == (tmp_path / "b" / "spm.model").read_bytes()
+    with pytest.raises(T.TokenizerError, match=r"data/missing.txt: cannot read the training file"):
+        T.train_tokenizer(["data/train.txt", "data/missing.txt"], tmp_path / "c", vocab_size=2000, progress=False)
+
+
+def test_a_text_that_looks_like_a_file_name_is_trained_on_as_text_and_said(tmp_path):
+    texts = list(sources.iter_texts("bundled_prose"))
+    with pytest.warns(UserWarning, match=r"1 training text\(s\) look like file names .*'notes.txt'.*Path\(name\)"):
+        T.train_tokenizer(texts + ["notes.txt"], tmp_path, vocab_size=2000, progress=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import multiprocessing
 import os
 import signal
@@ -56,3 +58,54 @@ def test_a_killed_worker_is_an_error_not_a_hang():
         with pytest.raises(WorkerError, match=r"exit code -9"):  # sending it more work says the same
             for _ in range(100):  # the first sends may still fit in the closed pipe's buffer
                 pool.apply_async(_square, (1,))
+
+
+# ---------------------------------------------------------------- a dying parent takes its children along
+
+# A corpus build as 01 and 02 run it (a thread reading a gzipped file in pieces, two workers cleaning), started
+# from the main thread or from another thread; it prints its children's pids, then waits to be killed.
+BUILD = """
+import json, multiprocessing, sys, threading, time
+from nbhelpers import config, corpus
+cfg = config.load("smoke", ['corpus.mixture={"files:%s": 1, "arithmetic": 1}', "corpus.workers=2"])
+def build():
+    for i, _ in enumerate(corpus.mixed_documents(cfg.corpus, seed=1)):
+        if i == 200:
+            print(json.dumps([p.pid for p in multiprocessing.active_children()]), flush=True)
+            time.sleep(600)
+if sys.argv[1] == "thread":
+    threading.Thread(target=build, daemon=True).start()
+    time.sleep(600)
+else:
+    build()
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+@pytest.mark.parametrize("started_from", ["main", "thread"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_corpus_processes_end_when_their_parent_is_killed(tmp_path, sig, started_from):
+    import json
+    import subprocess
+    import sys
+
+    from proc_state import survivors
+
+    text = tmp_path / "prose.txt.gz"  # gzipped: read front to back by a thread, its pieces sent to the workers
+    text.write_bytes(gzip.compress("\n\n".join(f"{i}番目の文書です。春の朝、駅前の桜が咲き始めました。" * 3
+                                                for i in range(3000)).encode("utf-8")))
+    proc = subprocess.Popen([sys.executable, "-c", BUILD % text, started_from], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    children = []
+    try:
+        children = json.loads(proc.stdout.readline())
+        assert len(children) == 2  # the two workers
+        os.kill(proc.pid, sig)  # the kernel dies: no cleanup runs in it
+        proc.wait(timeout=30)
+        left = survivors(children)
+        assert not left, f"{len(left)} of {len(children)} corpus processes outlived their parent"
+    finally:
+        proc.kill()
+        for pid in children:  # on failure, leave nothing behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

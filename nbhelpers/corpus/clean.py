@@ -168,6 +168,8 @@ def clean_many(raw: list[str], symbol_level: float = 0.5, math: bool = False) ->
     """Clean a batch of documents; returns the texts and (n, 4) lengths: raw, after NFKC, thinning, whitespace."""
     n = len(raw)
     lens = np.zeros((n, 4), dtype=np.int64)
+    if n == 0:  # a part of an empty file (blank lines only, an all-null column): nothing to clean
+        return [], lens
     lens[:, 0] = [len(t) for t in raw]
     # NFKC per document: most documents pass its quick check untouched, a joined string would not
     a = [unicodedata.normalize("NFKC", t) for t in raw]

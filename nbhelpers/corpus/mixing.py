@@ -9,30 +9,26 @@ within one document of its weight, deterministically, whatever the number of wor
 text mixed 0.8 / 0.2 with arithmetic (bench/pack_throughput.py): interleave_datasets gives Debian 0.875 of
 the characters, quota mixing 0.800.
 
-Processes (workers > 1): a source that can be cut into parts (plain-text and JSONL files in byte ranges ending
-at a blank line or a line end, parquet files in runs of row groups, generated problems in numbered batches) is
-read by the workers themselves: the main process sends a part's description, a worker reads, cleans, hashes and
-tokenizes it, and only the result crosses a process boundary. Any other source (gzip, the hub, Debian's HTML)
-is read by its own feeder process into a bounded queue that workers take raw batches from. The main process
-only deduplicates, mixes and packs, and takes results back in stream order. With workers=1 everything runs in
-this process, with the same output.
-The packer takes the stream in runs (`Mixer.take`): the documents one source gives in a row, as one slice of
-its worker's token array, so that the main process spends about 1 us per document, not 5.
+Each source is read in pieces (`pieces.py`: slices a worker reads by itself, or documents a reader thread
+read from a stream); each piece is cleaned, hashed and tokenized in one worker task (workers > 1) or in this
+process (workers = 1), with the same output. This process only deduplicates, mixes and hands out runs of
+documents (`Mixer.take`: the documents one source gives in a row, as one slice of its piece's token array, so
+that it spends about 1 us per document, not 5), and takes the pieces back in stream order.
+
+Where the stream stands (`Mixer.state()` and the duplicate memory's hashes) is all a later session needs to
+continue it exactly: per source the epoch, the piece, the documents consumed in it, and for a streamed source
+the reader's position before that piece.
 
 When a finite source runs out, `on_exhausted` decides: "repeat" starts it again (a new epoch, like
 interleave_datasets' all_exhausted; repeats are not counted as duplicates) and "stop" ends the stream
-(like first_exhausted). The seed drives each source's shuffle buffer and the generated sources.
+(like first_exhausted). The seed drives each source's shuffle and the generated sources.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import math
 import multiprocessing
 import os
-import random
-import zlib
 from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
@@ -42,14 +38,10 @@ import numpy as np
 from .. import sources as sources_mod
 from ..config import CorpusConfig, check_section, check_value
 from .clean import CleanedBatch, CleanStats, clean_batch, init_worker, warm
+from .pieces import Piece, piece_stream, read_piece
 from .workers import WorkerPool
 
-BATCH_CHARS = 64_000  # raw characters per worker task: amortises IPC; less work lost in flight when a build ends
-BATCH_DOCS = 2048
-FIRST_BATCH_CHARS = 8_000  # the first batch of a source; sizes double up to BATCH_CHARS
 FIRST_KEEP_WINDOW = 20_000  # a source whose first this-many documents are all dropped is an error, not a hang
-PART_WINDOW = 32  # parts of a plain-text source shuffled together (about 6 MB of text), besides each part's documents
-SMALL_PARTS = 3  # the first parts of a file are small (24, 48, 96 KB) and are not moved by the shuffle
 DEDUP_BUFFER = 65536  # recent hashes kept in a Python set before merging into the sorted array
 _EPOCH_SALT = 0x9E3779B97F4A7C15  # repeated epochs must not count as duplicates of the first
 
@@ -84,115 +76,30 @@ def validate_mixture(mixture: dict[str, float]) -> dict[str, float]:
     return {name: w / total for name, w in mixture.items() if w > 0}
 
 
-def resolve_workers(workers: int) -> int:
-    """0 means every core this process may use."""
-    check_value("corpus.workers", workers, ValueError)
-    if workers:
-        return workers
+def cpu_count() -> int:
+    """The cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
         return os.cpu_count() or 1
 
 
-def _shuffled(items: Iterator[str], size: int, rng: random.Random) -> Iterator[str]:
-    """Seeded shuffle buffer: bounded memory (`size` documents), deterministic order."""
-    if size <= 1:
-        yield from items
-        return
-    buf: list[str] = []
-    for item in items:
-        if len(buf) < size:
-            buf.append(item)
-            continue
-        j = rng.randrange(size)
-        yield buf[j]
-        buf[j] = item
-    rng.shuffle(buf)
-    yield from buf
+def resolve_workers(workers: int) -> int:
+    """0 means every core this process may use."""
+    check_value("corpus.workers", workers, ValueError)
+    return workers or cpu_count()
 
 
-def _batches(docs: Iterator[str]) -> Iterator[list[str]]:
-    """Group a document stream into worker-sized batches, the first ones small.
-
-    Batch sizes double from FIRST_BATCH_CHARS to BATCH_CHARS: the first tokens reach the packer after a
-    small batch's work instead of a full one's, and all workers get work sooner (the pipeline fills fast).
-    """
-    batch: list[str] = []
-    chars = 0
-    limit = FIRST_BATCH_CHARS
-    for text in docs:
-        batch.append(text)
-        chars += len(text)
-        if chars >= limit or len(batch) >= BATCH_DOCS:
-            yield batch
-            batch, chars = [], 0
-            limit = min(2 * limit, BATCH_CHARS)
-    if batch:
-        yield batch
-
-
-def _raw_stream(source: sources_mod.Source, seed: int, rng_seed: int, shuffle_buffer: int, on_bad_utf8: str,
-                skip: int, skipped: Counter) -> Iterator[str]:
-    """One epoch of a source, shuffled by seed, with the first `skip` documents replayed and dropped."""
-    raw = sources_mod.iter_texts(source, seed=seed, on_bad_utf8=on_bad_utf8, skipped=skipped)
-    docs = _shuffled(iter(raw), shuffle_buffer, random.Random(rng_seed))
-    for _ in itertools.islice(docs, skip):
-        pass
-    return docs
-
-
-def _feeder(queue: Any, epoch: int, ends: int, source: sources_mod.Source, seed: int, rng_seed: int,
-            shuffle_buffer: int, on_bad_utf8: str, skip: int) -> None:
-    """Feeder process: read one source and put numbered raw batches on its queue (reading leaves the main process).
-
-    After the last batch it puts `ends` end markers (or the error), one for every ticket that may be waiting.
-    Items carry the epoch, so that markers left over from an earlier epoch are skipped.
-    """
-    skipped: Counter = Counter()
-    seq = 0
-    end: Any = None
-    try:
-        for batch in _batches(_raw_stream(source, seed, rng_seed, shuffle_buffer, on_bad_utf8, skip, skipped)):
-            queue.put((epoch, seq, batch, dict(skipped)))
-            seq += 1
-    except BaseException as err:  # noqa: BLE001 - handed to the main process, which raises it
-        end = err
-    for _ in range(ends):
-        queue.put((epoch, seq, end, dict(skipped)))
-
-
-_QUEUES: list[Any] = []  # worker side: the feeder queues, inherited when the pool starts
-_CLOSING: list[Any] = []  # worker side: the event set when the mixer closes (tickets still queued do no work)
-
-
-def _init_pool_worker(model_file: str | None, queues: list[Any], closing: Any, symbol_level: float | None) -> None:
-    """Worker initializer: the tokenizer, the thinning patterns, the feeder queues (passed at process start only)."""
+def _init_pool_worker(model_file: str | None, symbol_level: float | None) -> None:
+    """Worker initializer: the tokenizer and the thinning patterns (passed at process start only)."""
     init_worker(model_file, threads=1)
-    _QUEUES[:] = queues
-    _CLOSING[:] = [closing]
     if symbol_level is not None:
-        warm(symbol_level)  # spawn: built here, not on the first batch (fork: inherited, so this is a cache hit)
+        warm(symbol_level)  # spawn: built here, not on the first piece (fork: inherited, so this is a cache hit)
 
 
-def _ticket(index: int, epoch: int, *args: Any) -> tuple[int, Any, dict]:
-    """Worker task: take the next raw batch of one source from its feeder queue and clean (and tokenize) it."""
-    if _CLOSING[0].is_set():  # the mixer is closing: nobody will read this batch
-        return -1, None, {}
-    while True:
-        item_epoch, seq, payload, skipped = _QUEUES[index].get()
-        if item_epoch == epoch:  # not an end marker left over from an earlier epoch
-            break
-    if payload is None or isinstance(payload, BaseException) or _CLOSING[0].is_set():
-        return seq, payload, skipped
-    return seq, clean_batch(payload, *args), skipped
-
-
-def _part_ticket(part: sources_mod.Part, *args: Any) -> CleanedBatch | None:
-    """Worker task: read one part of a source (a file range, generated problems) and clean (and tokenize) it."""
-    if _CLOSING[0].is_set():  # the mixer is closing: nobody will read this batch
-        return None
-    return clean_batch(sources_mod.read_part(part), *args)
+def _piece_task(piece: Piece, *args: Any) -> CleanedBatch:
+    """Worker task: read one piece and clean (and tokenize) it."""
+    return clean_batch(read_piece(piece), *args)
 
 
 class _Inline:
@@ -206,159 +113,52 @@ class _Inline:
 
 
 class _Feed:
-    """One source: raw documents in, cleaned and deduplicated documents out, in a fixed order."""
+    """One source: pieces in, cleaned and deduplicated documents out, in a fixed order."""
 
     def __init__(self, mixer: Mixer, index: int, name: str, weight: float, state: dict | None) -> None:
         self.mixer, self.index, self.name, self.weight = mixer, index, name, weight
         self.source = sources_mod.resolve(name)
-        # Batches in flight: workers + 1 for the source drawn most, fewer for one drawn less (a source at a tenth
-        # of the stream needs a new batch ten times less often), 1 in this process (computed when submitted).
-        # Batches prefetched but never consumed are work lost when the build ends.
+        # Pieces in flight: workers + 1 for the source drawn most, fewer for one drawn less (a source at a tenth
+        # of the stream needs a new piece ten times less often), 1 in this process. Pieces cleaned but never
+        # consumed are work lost when the stream is closed.
         self.prefetch = mixer.feed_prefetch[index]
         state = state or {}
         self.epoch = state.get("epoch", 0)
-        self.consumed = state.get("consumed", 0)  # documents of this epoch's shuffled stream taken by the mixer
+        self.seq = state.get("piece", 0)  # the piece being consumed, in this epoch's order
+        self.position = state.get("position")  # streamed sources: where that piece starts
+        self._resume_cursor = state.get("in_piece", 0)  # its documents consumed before a resume
         self.kept_ever = state.get("kept", 0)
         self.units = state.get("units", 0)  # tokens (or characters) this source contributed
         self.stats = CleanStats.from_dict(state["stats"]) if "stats" in state else CleanStats()
         self.skipped: Counter = Counter(state.get("skipped_files", {}))
+        self._skip_now: Counter = Counter()
+        cfg = mixer.cfg
+        self.pieces = piece_stream(
+            self.source, name, seed=mixer.seed, shuffle_buffer=cfg.shuffle_buffer, on_exhausted=cfg.on_exhausted,
+            on_bad_utf8=cfg.on_bad_utf8, epoch=self.epoch, seq=self.seq, position=self.position,
+            skipped=self._skip_now, checked={path: False for path in self.skipped})  # each bad file counted once
         self.pending: deque = deque()
         self.batch: CleanedBatch | None = None
-        self.hashes: list[int] = []  # the current batch's hashes, salted by epoch
+        self.hashes: list[int] = []  # the current piece's hashes, salted by epoch
         self.known: list[bool] = []  # which of them the duplicate memory's sorted part holds
         self.known_gen = -1
         self.cursor = 0
         self.stat_from = 0
-        self.raw_done = False
         self.finished = False
-        # Parts: workers read the source's parts themselves (file ranges, generator batches), so no document is
-        # pickled between processes and one epoch follows another without draining the pipeline.
-        self.parted = sources_mod.splittable(self.source)
-        self.part_seq = state.get("part", 0)  # the part being consumed, in this epoch's order
-        self._resume_cursor = state.get("in_part", 0)  # documents of that part consumed before a resume
-        if self.parted:
-            self._skip_now = Counter()
-            self._checked = {path: False for path in self.skipped}  # UTF-8 verdicts: each file is checked once
-            self.parts = self._part_stream(self.epoch, self.part_seq)
-        else:
-            self._open(skip=self.consumed)
-
-    def _part_stream(self, epoch: int, skip: int) -> Iterator[tuple[int, int, sources_mod.Part | None]]:
-        """(epoch, seq, part) for every part, epoch after epoch; (epoch, -1, None) marks the end of an epoch.
-
-        With a shuffle, each part's documents are shuffled and the parts themselves in windows of PART_WINDOW;
-        the first `skip` parts of the first epoch are planned and passed over (resuming).
-        """
-        cfg = self.mixer.cfg
-        shuffle = cfg.shuffle_buffer > 1 and self.source.kind != "arithmetic"
-        while True:
-            seed = self.mixer.seed + 1009 * epoch
-            rng_seed = seed ^ zlib.crc32(self.name.encode())
-            parts: Iterator[sources_mod.Part] = sources_mod.iter_parts(self.source, seed, cfg.on_bad_utf8,
-                                                                       self._skip_now, self._checked)
-            if shuffle:
-                seeds = random.Random(rng_seed + 1)
-                seeded = (dataclasses.replace(p, seed=seeds.getrandbits(62) | 1) for p in parts)
-                # the first, small parts stay first (their documents are still shuffled): they are what gets the
-                # first tokens out fast; the rest are shuffled in windows
-                head = list(itertools.islice(seeded, SMALL_PARTS))
-                parts = itertools.chain(head, _shuffled(seeded, PART_WINDOW, random.Random(rng_seed)))
-            for seq, part in enumerate(parts):
-                if seq >= skip:
-                    yield epoch, seq, part
-            skip = 0
-            yield epoch, -1, None
-            if cfg.on_exhausted != "repeat":
-                return
-            epoch += 1
-
-    def _open(self, skip: int) -> None:
-        """(Re)open this epoch's raw stream and skip what earlier parts consumed (replay, no cleaning)."""
-        seed = self.mixer.seed + 1009 * self.epoch
-        rng_seed = seed ^ zlib.crc32(self.name.encode())
-        cfg = self.mixer.cfg
-        self.raw_done = False
-        if self.mixer.pool is None:
-            # a replay or a new epoch re-reads the same files: count each skipped file once (max over readings)
-            self._skip_now: Counter = Counter()
-            self.raw = _batches(_raw_stream(self.source, seed, rng_seed, cfg.shuffle_buffer, cfg.on_bad_utf8, skip,
-                                            self._skip_now))
-            return
-        for r in self.pending:  # the previous epoch's outstanding tickets end on its end markers
-            r.get()
-        self.pending.clear()
-        if getattr(self, "feeder", None) is not None:
-            self.feeder.join(timeout=30)  # it has put its end markers (the queue has room for them) and exits
-        self._stop_feeder()
-        self._skip_now = Counter()
-        queue = self.mixer.queues[self.index]
-        self.feeder = self.mixer.ctx.Process(
-            target=_feeder, args=(queue, self.epoch, self.prefetch + 1, self.source, seed, rng_seed,
-                                  cfg.shuffle_buffer, cfg.on_bad_utf8, skip),
-            daemon=True)
-        self.feeder.start()
-        self.next_seq = 0
-        self.ready: dict[int, Any] = {}
-
-    def _stop_feeder(self) -> None:
-        feeder = getattr(self, "feeder", None)
-        if feeder is not None:
-            feeder.terminate()
-            feeder.join()
-            self.feeder = None
-
-    def _submit(self) -> bool:
-        """Queue the next batch for a worker; False when the raw stream has ended."""
-        if self.raw_done:
-            return False
-        mixer = self.mixer
-        if self.parted:
-            item = next(self.parts, None)
-            if item is None:
-                self.raw_done = True
-                return False
-            epoch, seq, part = item
-            ticket: Any = None  # None: the end of an epoch
-            if part is not None and mixer.pool is None:
-                ticket = mixer.submit(sources_mod.read_part(part), self.source.math)
-            elif part is not None:
-                ticket = mixer.pool.apply_async(_part_ticket, (part, *mixer.batch_args(self.source.math)))
-            self.pending.append((epoch, seq, ticket))
-        elif mixer.pool is None:
-            docs = next(self.raw, None)
-            if docs is None:
-                self.raw_done = True
-                return False
-            self.pending.append(mixer.submit(docs, self.source.math))
-        else:
-            self.pending.append(mixer.pool.apply_async(_ticket, (self.index, self.epoch,
-                                                                 *mixer.batch_args(self.source.math))))
-        return True
 
     def _fill(self) -> None:
-        while len(self.pending) < self.prefetch and self._submit():
-            pass
-
-    def _take(self) -> CleanedBatch | None:
-        """The next cleaned batch in stream order, or None at the end of this epoch."""
-        if self.mixer.pool is None:
-            self._fill()
-            return self.pending.popleft().get() if self.pending else None
-        while self.next_seq not in self.ready:
-            self._fill()
-            seq, payload, skipped = self.pending.popleft().get()  # tickets may finish out of order: reorder by seq
-            for k, v in skipped.items():
-                self._skip_now[k] = max(self._skip_now[k], v)
-            if isinstance(payload, BaseException):
-                raise payload
-            if payload is None:
-                self.raw_done = True  # no more tickets for this epoch
-            self.ready[seq] = payload
-        item = self.ready.pop(self.next_seq)
-        if item is not None:
-            self.next_seq += 1
-        self._fill()  # keep the workers busy while this batch is consumed
-        return item
+        """Keep `prefetch` pieces in flight; a reading error waits in line until its piece is needed."""
+        while len(self.pending) < self.prefetch and not (self.pending and self.pending[-1][0] is None):
+            try:
+                item = next(self.pieces, None)
+            except Exception as err:  # noqa: BLE001 - raised in order, when the stream reaches it
+                self.pending.append((None, err, None, None))
+                return
+            if item is None:
+                return
+            epoch, seq, position, piece = item
+            ticket = None if piece is None else self.mixer.submit(piece, self.source.math)  # None: an epoch's end
+            self.pending.append((epoch, seq, position, ticket))
 
     def _flush_stats(self) -> None:
         if self.batch is not None and self.cursor > self.stat_from:
@@ -368,55 +168,37 @@ class _Feed:
     def _check_kept(self) -> None:
         """At the end of an epoch: a source that kept no document is an error, not an endless loop."""
         if self.kept_ever == 0:
+            empty = " (its files hold no documents: blank lines only, or no text values)" * (not self.stats.documents_in)
             raise sources_mod.SourceError(
-                f"source {self.name!r} has no documents left after cleaning: {self.stats.documents_in} read, "
+                f"source {self.name!r} has no documents left after cleaning: {self.stats.documents_in} read{empty}, "
                 f"{self.stats.short_documents} shorter than min_chars={self.mixer.cfg.min_chars}, "
                 f"{self.stats.duplicate_documents} duplicates")
 
-    def _next_raw(self) -> CleanedBatch | None:
-        """Feeder mode: the next batch; at the end of the raw stream, start a new epoch or finish (None)."""
-        b = self._take()
-        if b is None:
-            self._check_kept()
-            if self.mixer.cfg.on_exhausted != "repeat":
-                self.finished = True
-                return None
-            self.epoch += 1
-            self.consumed = 0
-            self._open(skip=0)
-            b = self._take()
-            if b is None:
-                self.finished = True
-        return b
-
-    def _next_part(self) -> CleanedBatch | None:
-        """Parts mode: the next part's batch, passing epoch ends (the next epoch's parts are already in flight)."""
+    def _next_batch(self) -> bool:
+        """Advance to the next cleaned piece, passing epoch ends; False when the source has finished."""
+        self._flush_stats()
         while True:
             self._fill()
             if not self.pending:
                 self.finished = True
-                return None
-            epoch, seq, ticket = self.pending.popleft()
-            self._fill()  # keep the workers busy while this batch is waited for and consumed
+                return False
+            epoch, seq, position, ticket = self.pending.popleft()
+            if epoch is None:  # reading the source failed here
+                raise seq
+            self._fill()  # keep the workers busy while this piece is waited for and consumed
             if ticket is not None:
-                self.part_seq = seq
-                return ticket.get()
+                b = ticket.get()
+                self.epoch, self.seq, self.position = epoch, seq, position
+                break
             self._check_kept()
             if self.mixer.cfg.on_exhausted != "repeat":
                 self.finished = True
-                return None
-            self.epoch, self.consumed, self.part_seq = epoch + 1, 0, 0
+                return False
+            self.epoch, self.seq, self.position = epoch + 1, 0, None
             self.batch, self._resume_cursor = None, 0
-
-    def _next_batch(self) -> bool:
-        """Advance to the next cleaned batch; False when the source has finished."""
-        self._flush_stats()
-        b = self._next_part() if self.parted else self._next_raw()
-        if b is None:
-            return False
         self.batch = b
         self.cursor = self.stat_from = 0
-        if self._resume_cursor:  # resuming inside this part: its first documents were consumed before
+        if self._resume_cursor:  # resuming inside this piece: its first documents were consumed before
             self.cursor = self.stat_from = min(self._resume_cursor, len(b.hashes))
             self._resume_cursor = 0
         salt = (self.epoch * _EPOCH_SALT) & 0xFFFFFFFFFFFFFFFF
@@ -425,7 +207,7 @@ class _Feed:
         if self.mixer.dedup is not None:
             self.known = self.mixer.dedup.known(self.hashes).tolist()  # vectorised test against the sorted part
             self.known_gen = self.mixer.dedup.generation
-        # the first 3 documents cleaning changed (each batch offers 3), whatever the batch sizes
+        # the first 3 documents cleaning changed (each piece offers 3), whatever the piece sizes
         if len(self.stats.samples) < 3:
             self.stats.samples.extend(b.samples[: 3 - len(self.stats.samples)])
         return True
@@ -441,7 +223,6 @@ class _Feed:
                     return None
                 continue  # from the new batch's cursor: a resumed part starts where it was left (maybe its end)
             self.cursor = i + 1
-            self.consumed += 1
             h = self.hashes[i]
             if not h:  # dropped as too short (stats are in b.steps)
                 if self.kept_ever == 0 and self.stats.documents_in + self.cursor >= FIRST_KEEP_WINDOW:
@@ -490,7 +271,7 @@ class _Feed:
                 b = self.batch
             hashes, offsets, chars = self.hashes, b.offsets, b.chars
             known = self.known
-            start = i = self.cursor
+            i = self.cursor
             n = len(hashes)
             units0 = units = self.units
             limit = units0 + room
@@ -525,7 +306,6 @@ class _Feed:
                 docs += 1
                 out_chars += chars[i - 1]
             self.cursor = i
-            self.consumed += i - start
             self.units = units
             self.kept_ever += docs
             st = self.stats
@@ -544,19 +324,30 @@ class _Feed:
     def state(self) -> dict:
         """Where this source stands, for resuming in a later session (stats included)."""
         self._flush_stats()
-        state = {"epoch": self.epoch, "consumed": self.consumed, "kept": self.kept_ever, "units": self.units,
-                 "stats": self.stats.to_dict(), "skipped_files": dict(self.skipped | self._skip_now)}
-        if self.parted:
-            state["part"] = self.part_seq
-            state["in_part"] = self.cursor if self.batch is not None else self._resume_cursor
-        return state
+        return {"epoch": self.epoch, "piece": self.seq,
+                "in_piece": self.cursor if self.batch is not None else self._resume_cursor,
+                "position": self.position, "kept": self.kept_ever, "units": self.units,
+                "stats": self.stats.to_dict(), "skipped_files": dict(self.skipped | self._skip_now)}
+
+    def close(self) -> None:
+        """Stop reading (a streamed source's reader thread ends); pieces in flight are dropped."""
+        self.pending.clear()
+        self.pieces.close()
 
 
 class HashSet:
-    """Exact-duplicate memory: 8 bytes per distinct document in a sorted array plus a small recent set."""
+    """Exact-duplicate memory: 8 bytes per distinct document in a sorted array, a small recent set, and the log.
+
+    The log holds every hash in the order it was added, so the memory at any earlier point of the stream is a
+    prefix of it (`count` then): a checkpoint stores that prefix, not a copy per point.
+    """
 
     def __init__(self, hashes: np.ndarray | None = None, buffer: int | None = None) -> None:
-        self.sorted = np.unique(hashes.astype(np.uint64)) if hashes is not None else np.zeros(0, np.uint64)
+        log = np.asarray(hashes if hashes is not None else np.zeros(0), dtype=np.uint64)
+        self._log = np.empty(max(1024, 2 * len(log)), np.uint64)
+        self._log[:len(log)] = log
+        self.count = len(log)
+        self.sorted = np.unique(log)
         self.recent: set[int] = set()
         self.buffer = buffer or DEDUP_BUFFER
         self.generation = 0  # bumped whenever `sorted` changes
@@ -574,6 +365,10 @@ class HashSet:
         if h in self.recent:
             return False
         self.recent.add(h)
+        if self.count == len(self._log):
+            self._log = np.concatenate([self._log, np.empty(len(self._log), np.uint64)])
+        self._log[self.count] = h
+        self.count += 1
         if len(self.recent) >= self.buffer:
             self._merge()
         return True
@@ -591,13 +386,12 @@ class HashSet:
             self.recent.clear()
             self.generation += 1
 
-    def array(self) -> np.ndarray:
-        """All hashes, sorted (for saving)."""
-        self._merge()
-        return self.sorted
+    def array(self, start: int = 0) -> np.ndarray:
+        """The hashes added from number `start` on, in the order they were added (a copy, for saving)."""
+        return self._log[start:self.count].copy()
 
     def __len__(self) -> int:
-        return len(self.sorted) + len(self.recent)
+        return self.count
 
 
 class Mixer:
@@ -618,27 +412,20 @@ class Mixer:
         self.feed_prefetch = [max(1, round(self.prefetch * w / top)) if self.workers > 1 else 1
                               for w in self.weights.values()]
         self.dedup = HashSet(dedup_hashes) if cfg.dedup else None
-        self.pool = None
-        self.queues: list[Any] = []
-        self.ctx = None
+        self.pool: WorkerPool | None = None
         if self.workers > 1:
             # fork where there is one: spawn re-imports __main__, which fails for stdin scripts and is slow;
             # the workers only run clean_batch (no threads, no locks inherited from the parent are used).
-            # Each source is read by its own feeder process into a bounded queue; workers take batches
-            # from it, so reading, cleaning and tokenizing all leave the main process, which only mixes and packs.
+            # The pool starts before any reader thread of a streamed source.
             methods = multiprocessing.get_all_start_methods()
-            self.ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            # room for the batches in flight plus every end marker, so a finished feeder never blocks
-            self.queues = [self.ctx.Queue(maxsize=2 * k + 2) for k in self.feed_prefetch]
-            self.closing = self.ctx.Event()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             thinning = cleaning and any(not sources_mod.resolve(name).math for name in self.weights)
-            if thinning and self.ctx.get_start_method() == "fork":
+            if thinning and ctx.get_start_method() == "fork":
                 warm(cfg.symbol_level)  # built once per process and inherited by every worker at fork
-            self.pool = WorkerPool(self.ctx, self.workers, initializer=_init_pool_worker,
-                                   initargs=(model_file, self.queues, self.closing,
-                                             cfg.symbol_level if thinning else None))
+            self.pool = WorkerPool(ctx, self.workers, initializer=_init_pool_worker,
+                                   initargs=(model_file, cfg.symbol_level if thinning else None))
         else:
-            init_worker(model_file)
+            init_worker(model_file, threads=1)  # one process is one core, also for SentencePiece
         state = state or {}
         try:
             self.feeds = [_Feed(self, i, name, w, state.get(name)) for i, (name, w) in enumerate(self.weights.items())]
@@ -653,9 +440,11 @@ class Mixer:
         return (self.cfg.symbol_level, math_source, self.cfg.min_chars, self.model_file is not None,
                 self.model_file is None, 3, self.cleaning, self.dedup is not None)
 
-    def submit(self, docs: list[str], math_source: bool) -> Any:
-        """Clean (and tokenize) one batch in this process (workers=1)."""
-        return _Inline(clean_batch(docs, *self.batch_args(math_source)))
+    def submit(self, piece: Piece, math_source: bool) -> Any:
+        """Read and clean (and tokenize) one piece: in a worker, or here (workers=1)."""
+        if self.pool is not None:
+            return self.pool.apply_async(_piece_task, (piece, *self.batch_args(math_source)))
+        return _Inline(_piece_task(piece, *self.batch_args(math_source)))
 
     def __iter__(self) -> Iterator[tuple[str, Any, int]]:
         """Yield (source name, tokens or Document, units) in mixed order until a source stops the stream."""
@@ -704,20 +493,18 @@ class Mixer:
         """Per-source resume state and statistics."""
         return {f.name: f.state() for f in self.feeds}
 
+    @property
+    def dedup_count(self) -> int:
+        """Hashes in the duplicate memory so far (its state is the first this-many of `dedup.array()`)."""
+        return len(self.dedup) if self.dedup is not None else 0
+
     def close(self) -> None:
-        """Stop the feeder and worker processes."""
-        feeds = getattr(self, "feeds", [])
-        if self.pool is not None:
-            self.closing.set()  # tickets not yet started return at once
-        for feed in feeds:
-            feed.pending.clear()  # work in flight is dropped: the workers stop now, not after it
-            feed._stop_feeder()
+        """Stop the worker processes and the reader threads."""
+        for feed in getattr(self, "feeds", []):
+            feed.close()
         if self.pool is not None:
             self.pool.terminate()
             self.pool = None
-        for q in self.queues:
-            q.close()
-        self.queues = []
 
     def __enter__(self) -> Mixer:
         return self

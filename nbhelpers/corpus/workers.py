@@ -9,14 +9,77 @@ asks for one of them. Tasks are small (a file range, a queue index); results are
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PIPE_SAFE_BYTES = 16_384  # a task this small always fits a pipe's buffer (64 KiB on Linux, less elsewhere)
+PARENT_POLL_S = 1.0  # how often a child checks that its parent is still there
 
 
 class WorkerError(RuntimeError):
     """A worker process that ended without answering (killed, out of memory)."""
+
+
+def bind_to_parent(parent: int, from_main_thread: bool) -> None:
+    """In a child process: end as soon as `parent` ends, however it ends (SIGKILL, the runner's SIGTERM, OOM).
+
+    A dying notebook kernel runs no cleanup, and a worker blocked on its pipe would wait forever: with fork,
+    each child also holds copies of its siblings' pipe ends, so no end-of-file ever comes. On Linux the kernel
+    sends SIGKILL at the parent's death (PR_SET_PDEATHSIG; it fires when the forking *thread* ends, so only
+    when the pool was started from the main thread); everywhere, a daemon thread checks the parent once a
+    second. The check right after catches a parent that died before either was in place.
+    """
+    if from_main_thread and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # no prctl in this libc: the thread below still works
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def exit_when_gone(pid: int, poll_s: float = PARENT_POLL_S) -> None:
+    """End this process soon after process `pid` (not necessarily its parent, e.g. the notebook kernel) has ended."""
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # it exists, owned by someone else
+                pass
+            time.sleep(poll_s)
+
+    threading.Thread(target=watch, name="kernel-watch", daemon=True).start()
+
+
+def start_child(ctx: Any, target: Callable[..., None], args: tuple = ()) -> Any:
+    """Start `target(*args)` in a daemon process of `ctx` that ends when this process ends (see bind_to_parent)."""
+    proc = ctx.Process(target=_bound, args=(os.getpid(), threading.current_thread() is threading.main_thread(),
+                                            target, args), daemon=True)
+    proc.start()
+    return proc
+
+
+def _bound(parent: int, from_main_thread: bool, target: Callable[..., None], args: tuple) -> None:
+    bind_to_parent(parent, from_main_thread)
+    target(*args)
 
 
 def _serve(conn: Any, initializer: Callable[..., None] | None, initargs: tuple) -> None:
@@ -77,19 +140,26 @@ class WorkerPool:
         self.outstanding: list[deque[Ticket]] = []
         for _ in range(processes):
             mine, theirs = ctx.Pipe(duplex=True)
-            proc = ctx.Process(target=_serve, args=(theirs, initializer, initargs), daemon=True)
-            proc.start()
+            proc = start_child(ctx, _serve, (theirs, initializer, initargs))
             theirs.close()
             self.conns.append(mine)
             self.procs.append(proc)
             self.outstanding.append(deque())
 
     def apply_async(self, fn: Callable[..., Any], args: tuple = ()) -> Ticket:
-        """Send `fn(*args)` to the least busy worker (ties: the first); `fn` must be importable by name."""
+        """Send `fn(*args)` to the least busy worker (ties: the first); `fn` must be importable by name.
+
+        A small task (a file range) fits the pipe's buffer even while the worker is sending an answer. A large one
+        (the documents a stream's reader read) would block there while the worker blocks sending its answer, which
+        nobody reads yet: the worker's answers are read first, so that it is reading its pipe again.
+        """
         w = min(range(len(self.conns)), key=lambda i: len(self.outstanding[i]))
+        data = bytes(ForkingPickler.dumps((fn, args)))
+        if len(data) > PIPE_SAFE_BYTES and self.outstanding[w]:
+            self._collect(self.outstanding[w][-1], None)
         ticket = Ticket(self, w)
         try:
-            self.conns[w].send((fn, args))  # a task is small: the pipe's buffer takes it even while the worker sends
+            self.conns[w].send_bytes(data)
         except OSError:  # the worker is gone (its end of the pipe is closed)
             raise self._gone(w) from None
         self.outstanding[w].append(ticket)
