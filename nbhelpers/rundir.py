@@ -353,8 +353,8 @@ class RunDir:
         data[stage] = entry
         atomic_write_text(self.metrics_path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
         self._write_config()  # the configuration the run's newest finished stage was made with
-        if stage in TRAINING_STAGES and not (self.root / stage).is_symlink():  # not a finished input's
-            (self.root / stage / STOP_FILE).unlink(missing_ok=True)
+        if stage in TRAINING_STAGES:
+            self.clear_stop(stage)
             self.unlink_inputs(stage)
         return data[stage]
 
@@ -376,6 +376,11 @@ class RunDir:
                 {"stage": stage, "step": step, "total_steps": total_steps, "reason": reason, "message": message},
                 indent=1, ensure_ascii=False))
         return message
+
+    def clear_stop(self, stage: str) -> None:
+        """Forget an earlier session's stop of `stage` (not in a finished stage linked read-only from an input)."""
+        if not (self.root / stage).is_symlink():
+            (self.root / stage / STOP_FILE).unlink(missing_ok=True)
 
     def stopped(self, stage: str) -> dict[str, Any] | None:
         """The stop record of `stage` (see `stop`), or None when it did not stop early."""

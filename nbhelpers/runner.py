@@ -13,7 +13,7 @@ import nbformat
 
 from . import config as config_mod
 from .notebooks import discover, to_notebook
-from .rundir import STAGES, STOP_FILE, RunDir
+from .rundir import STAGES, RunDir
 
 NOTEBOOK_STAGE = {nb: stage for stage, (nb, _, _) in STAGES.items()}
 # The exit status of `python -m nbhelpers run` when a training notebook stopped by its time budget: not a
@@ -100,7 +100,7 @@ def run(
         start = time.perf_counter()
         executed = executed_dir / f"{name}.ipynb"
         if stage and not run.read_only:
-            (run.root / stage / STOP_FILE).unlink(missing_ok=True)  # a stop of an earlier session is not this one's
+            run.clear_stop(stage)  # a stop of an earlier session is not this one's
         with tempfile.TemporaryDirectory() as tmp:
             src_nb = Path(tmp) / f"{name}.ipynb"
             nbformat.write(to_notebook(source), src_nb)
