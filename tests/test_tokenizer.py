@@ -184,16 +184,18 @@ def test_split_line_respects_bytes():
 
 def test_sample_text_shuffles_bounded_and_holds_out(tmp_path):
     docs = [f"文書{i}の一行目\n文書{i}の二行目" for i in range(400)]
-    s = T.sample_text(docs, tmp_path / "s.txt", sample_chars=10**6, heldout_chars=200, seed=3,
-                      buffer_lines=50, heldout_every=10, progress=False)
+    with pytest.warns(UserWarning, match="the sources ran out after"):  # 400 short documents, 10**6 asked for
+        s = T.sample_text(docs, tmp_path / "s.txt", sample_chars=10**6, heldout_chars=200, seed=3,
+                          buffer_lines=50, heldout_every=10, progress=False)
     lines = (tmp_path / "s.txt").read_text(encoding="utf-8").splitlines()
     held = set(s.heldout)
     assert held and s.heldout_chars >= 200 and s.documents == 400 - len(held)
     expected = [ln for d in docs if d not in held for ln in d.split("\n")]
     assert Counter(lines) == Counter(expected)  # every line once, nothing held out is trained on
     assert lines != expected  # shuffled
-    T.sample_text(docs, tmp_path / "t.txt", 10**6, 200, seed=3, buffer_lines=50, heldout_every=10,
-                  progress=False)
+    with pytest.warns(UserWarning, match="the sources ran out after"):
+        T.sample_text(docs, tmp_path / "t.txt", 10**6, 200, seed=3, buffer_lines=50, heldout_every=10,
+                      progress=False)
     assert (tmp_path / "t.txt").read_text(encoding="utf-8").splitlines() == lines  # deterministic by seed
 
 
@@ -284,6 +286,7 @@ def debian_lines() -> list[str]:
 
 @pytest.mark.realtext
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*look like file names")  # man pages quote paths; here they are text
 def test_identity_on_every_debian_line(debian_lines, tmp_path_factory):
     """Train on one line in ten, then compare ids and decoded text on every line of every file."""
     out = tmp_path_factory.mktemp("debian_tok")
