@@ -427,7 +427,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, target, base_tokens, tuned = summarize(runs, arms)
 
     print(f"\nbaseline adamw@1: final held-out loss {target:.4f} (mean of {len(seeds)} seeds) at {base_tokens:,} tokens")
-    print(f"best AdamW arm (the tuned baseline): {tuned}, final held-out loss {rows[[r['arm'] for r in rows].index(tuned)]['loss']:.4f}")
+    tuned_loss = next(r["loss"] for r in rows if r["arm"] == tuned)
+    print(f"best AdamW arm (the tuned baseline): {tuned}, final held-out loss {tuned_loss:.4f}")
     print(f"| arm | lr | muon lr | held-out loss | per seed | bpb | per seed | tokens_ratio per seed | vs {tuned} per seed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

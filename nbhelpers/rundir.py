@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import json
 import os
 import shutil
@@ -236,16 +237,22 @@ def link_checkpoints(run: RunDir, plat: platform.Platform | None = None) -> dict
 XLA_CACHE = "xla_cache"  # torch_xla's compiled programs under the run directory (nbhelpers.xla.CACHE_DIR)
 
 
+def _xla_host() -> bool:
+    """True where torch_xla is installed (Kaggle's TPU image), the only place the XLA cache is read."""
+    return importlib.util.find_spec("torch_xla") is not None
+
+
 def carry_xla_cache(run: RunDir, plat: platform.Platform | None = None) -> Path | None:
     """Copy the XLA compilation cache an earlier version of this run left in Kaggle's inputs into `run`.
 
-    A copy, not a link: torch_xla adds entries to the folder, and an input is read-only. Only when this run has
+    A copy, not a link: torch_xla adds entries to the folder, and an input is read-only. Only on a host with
+    torch_xla (a CPU or GPU kernel would only add the programs to its 20 GB of output) and only when this run has
     no cache of its own yet; the newest input's (by modification time) when several hold one. Returns the source.
     """
-    plat = plat or platform.detect()
     own = run.root / XLA_CACHE
-    if own.exists() or own.is_symlink():
+    if not _xla_host() or own.exists() or own.is_symlink():
         return None
+    plat = plat or platform.detect()
     caches = [s / XLA_CACHE for s in input_runs(run.root.name, plat)
               if _same_run(s, run.config) and (s / XLA_CACHE).is_dir()]
     if not caches:

@@ -110,8 +110,6 @@ def test_replan_rules():
     assert "fully decayed" in note and optim.lr_at(flat, 150) == pytest.approx(1e-4)
 
 
-
-
 def test_longer_horizon_on_resume_continues_lr_and_decays_to_new_end(tmp_path):
     cfg = train_cfg(warmup_steps=2, save_every=4, min_lr_ratio=0.1, lr=1e-3)
     with pytest.raises(KeyboardInterrupt):  # planned for 16 steps, the session ends after step 12's checkpoint

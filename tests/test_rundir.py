@@ -318,6 +318,7 @@ def test_kaggle_resume_copies_the_xla_cache_once(tmp_path, monkeypatch):
     """The compiled programs of an earlier version arrive as a writable copy; a run with its own cache keeps it."""
     cfg = config.load("smoke")
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    monkeypatch.setattr(rundir, "_xla_host", lambda: True)  # a TPU kernel
     source = _stopped_version(tmp_path, cfg)
     (source / "xla_cache/ab").mkdir(parents=True)
     (source / "xla_cache/ab/program").write_bytes(b"compiled")
@@ -335,7 +336,19 @@ def test_kaggle_resume_copies_the_xla_cache_once(tmp_path, monkeypatch):
 def test_kaggle_resume_leaves_another_runs_xla_cache(tmp_path, monkeypatch):
     cfg = config.load("smoke")
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    monkeypatch.setattr(rundir, "_xla_host", lambda: True)
     source = _stopped_version(tmp_path, config.load("smoke", ["model.preset=tiny"]))
+    (source / "xla_cache").mkdir()
+    run = RunDir.open("", cfg)
+    assert not (run.root / "xla_cache").exists()
+
+
+def test_a_kernel_without_torch_xla_leaves_the_xla_cache_in_the_input(tmp_path, monkeypatch):
+    """A CPU or GPU kernel (01, 02, 06 on a T4) would only add the compiled programs to its 20 GB of output."""
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    monkeypatch.setattr(rundir, "_xla_host", lambda: False)
+    source = _stopped_version(tmp_path, cfg)
     (source / "xla_cache").mkdir()
     run = RunDir.open("", cfg)
     assert not (run.root / "xla_cache").exists()
