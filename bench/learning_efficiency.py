@@ -12,17 +12,17 @@ Training documents, each followed by EOS, are packed into blocks of `--block` to
 the held-out documents likewise.
 
 Model and recipe: the `tiny` preset (hidden 256, 4 layers) initialised from the seed; the recipe of `--profile`'s
-train section (AdamW, warmup + cosine to lr * min_lr_ratio, weight decay, betas, clipping); every arm trains the
+train section (its lr, warmup + cosine to lr * min_lr_ratio, weight decay, betas, clipping); every arm trains the
 same number of tokens with the same batch, schedule length and warmup through `nbhelpers.loop.train` on the CPU.
 
 `tuned_ratio` is the same against the best AdamW arm's final loss: a fair comparison tunes both sides (Wen et
 al. 2025, arXiv 2509.02046).
 
 Arms (`--arms`, comma-separated `optimizer@multiplier`): `adamw@m` is AdamW at m x the profile's lr (`adamw@1` is
-today's recipe, the baseline); `muon@m` is `train.optimizer=muon`: torch.optim.Muon with the AdamW-matched update
-scale at m x the profile's lr on the hidden matrices, AdamW at the profile's lr on embeddings, head, norms, biases.
-`muonqkv@m` (not in the default set) is the same but orthogonalises GPT-NeoX's fused QKV weight per q / k / v
-block instead of whole (an experiment for that choice: `QkvBlockMuon` below, bench-only code).
+the source report's recipe, the baseline); `muon@m` is `train.optimizer=muon` (nbhelpers/muon.py) with the AdamW-matched
+update scale at m x the profile's lr on the hidden matrices, the fused QKV weight per q / k / v block, and AdamW at
+the profile's lr on embeddings, head, norms, biases. `muonwhole@m` (not in the default set) is the same with the
+fused QKV weight orthogonalised whole (`train.muon_qkv=whole`, which is what torch.optim.Muon does).
 Each arm runs once per seed (`--seeds`; a seed sets the initial weights and the data order).
 
 Printed per arm: held-out loss and bits per byte at the end (mean over seeds, and each seed's), and
@@ -37,7 +37,6 @@ average is printed at the start and the end: take figures under `flock /work/.be
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -113,8 +112,8 @@ def parse_arms(text: str) -> list[Arm]:
     arms = []
     for item in text.split(","):
         name, _, mult = item.strip().partition("@")
-        if name not in ("adamw", "muon", "muonqkv") or not mult:
-            raise SystemExit(f"--arms: expected adamw|muon|muonqkv@multiplier (adamw@1, muon@2), got {item!r}")
+        if name not in ("adamw", "muon", "muonwhole") or not mult:
+            raise SystemExit(f"--arms: expected adamw|muon|muonwhole@multiplier (adamw@1, muon@2), got {item!r}")
         arms.append(Arm(name, float(mult)))
     if Arm("adamw", 1.0) not in arms:
         arms.insert(0, Arm("adamw", 1.0))  # the baseline every ratio is read against
@@ -198,7 +197,7 @@ def train_config(args: argparse.Namespace, arm: Arm, seed: int, steps: int) -> c
     return dataclasses.replace(
         base, backend="cpu", precision="fp32", micro_batch=args.micro_batch, grad_accum=1,
         lr=base.lr if muon else base.lr * arm.mult, optimizer="muon" if muon else "adamw",
-        muon_lr=base.lr * arm.mult if muon else 0.0,
+        muon_lr=base.lr * arm.mult if muon else 0.0, muon_qkv="whole" if arm.optimizer == "muonwhole" else "blocks",
         max_steps=steps, eval_every=max(1, steps // args.evals), eval_batches=0, save_every=0, keep_last=1,
         log_every=max(1, steps // args.evals), max_minutes=0.0, gradient_checkpointing=False, compile=False,
         seed=seed, sample_prompts=(),
@@ -209,6 +208,8 @@ def run_key(args: argparse.Namespace, data: Data, arm: Arm, seed: int, steps: in
     """What a run's figures depend on (not the machine's load): its cache name in `--work`."""
     what = [arm.name, seed, steps, args.profile, args.preset, args.block, args.micro_batch, args.evals,
             args.heldout_blocks, data.stats, torch.__version__]
+    if arm.optimizer != "adamw":  # nbhelpers' Muon (QKV blocks by default), not the torch.optim.Muon of older runs
+        what.append(["nbhelpers.muon", train_config(args, arm, seed, steps).muon_qkv])
     return f"{arm.name}-{seed}-" + hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -233,9 +234,8 @@ def train_arm(args: argparse.Namespace, data: Data, arm: Arm, seed: int, steps: 
     train = PackedBatches(ArrayBlocks(data.train), cfg.micro_batch, seed=seed)
     held = PackedBatches(ArrayBlocks(data.heldout[: args.heldout_blocks]), cfg.micro_batch, shuffle=False)
     started = time.perf_counter()
-    with qkv_blocks(model.config.num_attention_heads) if arm.optimizer == "muonqkv" else contextlib.nullcontext():
-        result = loop.train(model, train, cfg, out, eval_batches={"heldout": held}, tokenizer=data.tokenizer,
-                            device_choice=cpu_choice(), progress=False)
+    result = loop.train(model, train, cfg, out, eval_batches={"heldout": held}, tokenizer=data.tokenizer,
+                        device_choice=cpu_choice(), progress=False)
     seconds = time.perf_counter() - started
     per_step = cfg.micro_batch * args.block
     records = loop.read_metrics(result.metrics_path)
@@ -252,57 +252,6 @@ def tokens_to_reach(curve: list[tuple[int, float, Any]], target: float) -> float
         if l1 <= target:
             return t1 if l0 <= target or l0 == l1 else t0 + (t1 - t0) * (l0 - target) / (l0 - l1)
     return None
-
-
-# ---------------------------------------------------------------- the fused-QKV experiment
-
-
-class QkvBlockMuon(torch.optim.Muon):
-    """torch.optim.Muon, except that a GPT-NeoX fused QKV weight (3H, H) is orthogonalised per q / k / v block.
-
-    GPT-NeoX orders the fused weight's rows per head as [q, k, v] (head_dim rows each): block j of head h is
-    rows (3h + j) * d ... (3h + j + 1) * d. Each (H, H) block gets its own Newton-Schulz and the AdamW-matched
-    scale of an (H, H) matrix. Other matrices: as torch.optim.Muon (the same private functions it uses).
-    """
-
-    heads = 1
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
-
-        for group in self.param_groups:
-            lr, decay, momentum = group["lr"], group["weight_decay"], group["momentum"]
-            ns = (group["ns_coefficients"], group["ns_steps"], group["eps"])
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                rows, cols = p.shape
-                if rows == 3 * cols:  # the fused QKV weight
-                    blocks = update.view(self.heads, 3, rows // (3 * self.heads), cols)  # (heads, q|k|v, d, H)
-                    done = [_zeropower_via_newtonschulz(blocks[:, j].reshape(cols, cols), *ns).view_as(blocks[:, j])
-                            for j in range(3)]
-                    update, shape = torch.stack(done, 1).reshape(rows, cols), (cols, cols)
-                else:
-                    update, shape = _zeropower_via_newtonschulz(update, *ns), p.shape
-                p.mul_(1 - lr * decay)
-                p.add_(update, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], shape))
-        return None
-
-
-@contextlib.contextmanager
-def qkv_blocks(heads: int):
-    """While open, `train.optimizer=muon` builds QkvBlockMuon (the loop takes torch.optim.Muon by name)."""
-    saved = torch.optim.Muon
-    QkvBlockMuon.heads = heads
-    torch.optim.Muon = QkvBlockMuon
-    try:
-        yield
-    finally:
-        torch.optim.Muon = saved
 
 
 # ---------------------------------------------------------------- step time
@@ -390,8 +339,6 @@ def _fmt(values: list[Any], spec: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if not hasattr(torch.optim, "Muon") and "muon" in args.arms:
-        raise SystemExit(f"torch {torch.__version__} has no torch.optim.Muon (torch >= 2.9): drop the muon arms")
     if args.threads:
         torch.set_num_threads(args.threads)
     arms, seeds = parse_arms(args.arms), [int(s) for s in args.seeds.split(",")]
@@ -435,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"| {r['arm']} | {r['lr']:.2g} | {r['muon_lr'] or '-':{'.2g' if r['muon_lr'] else ''}} | "
               f"{r['loss']:.4f} | {_fmt(r['losses'], '.4f')} | {r['bpb']:.4f} | {_fmt(r['bpbs'], '.4f')} | "
               f"{_fmt(r['tokens_ratio'], '.3f')} | {_fmt(r['tuned_ratio'], '.3f')} |")
-    muon_rows = [r for r in rows if r["arm"].startswith("muon@")]
+    muon_rows = [r for r in rows if r["arm"].startswith("muon")]
     verdict: dict[str, Any] = {}
     if muon_rows and timing:
         best = min(muon_rows, key=lambda r: r["loss"])

@@ -4,13 +4,14 @@
 
 - `adamw`: torch's AdamW (fused on CPU and CUDA); weight decay on matrices, none on biases and norms.
 - `adamw8bit`: bitsandbytes' 8-bit AdamW (CUDA), the same groups.
-- `muon` (CPU and CUDA; not on XLA, see `_muon`): `torch.optim.Muon` (torch >= 2.9) on the hidden 2-D matrices (attention's fused QKV and output
-  projections, the MLP's two) with the AdamW-matched update scale (`adjust_lr_fn="match_rms_adamw"`: each
-  update is scaled by 0.2 * sqrt(max(rows, cols)), so its RMS is an AdamW update's and AdamW's lr and weight
-  decay carry over), at `train.muon_lr` (0: `train.lr`) with `train.muon_momentum`; AdamW as above on the
-  input embedding, the output head, norms and biases. GPT-NeoX's fused QKV weight (3H, H) is orthogonalised
-  whole, as the library does for any matrix (see docs/BENCHMARKS.md for the per-block comparison). Both run as
-  one optimizer (`MuonAdamW`): one set of param groups, one state, one schedule, one checkpoint file.
+- `muon`: Muon (`muon.py`, ours: it runs on torch 2.8 and XLA) on the hidden 2-D matrices (attention's fused
+  QKV and output projections, the MLP's two) with the AdamW-matched update scale (each update's RMS is an
+  AdamW update's, so AdamW's lr and weight decay carry over), at `train.muon_lr` (0: `train.lr`) with
+  `train.muon_momentum`; AdamW as above on the input embedding, the output head, norms and biases. GPT-NeoX's
+  fused QKV weight (3H, H) is orthogonalised as its q, k and v blocks (`train.muon_qkv=blocks`, measured
+  better in docs/BENCHMARKS.md) or whole (`whole`). The Newton-Schulz iteration runs in fp16 where the run's
+  precision is fp16 (a T4 has no bf16 tensor cores), else in bf16. Both run as one optimizer (`MuonAdamW`):
+  one set of param groups, one state, one schedule, one checkpoint file.
 
 The schedule is `make_scheduler(optimizer, plan, step, peaks)`: a `LambdaLR` over `lr_factor`, positioned
 after `step` completed optimizer steps; every param group follows the plan's factor times its own peak
@@ -38,8 +39,7 @@ from typing import Any
 import torch
 
 from .config import OPTIMIZERS, TrainConfig
-
-MUON_TORCH = "2.9"  # the first torch with torch.optim.Muon
+from .muon import Muon
 
 
 class OptimizerError(RuntimeError):
@@ -90,30 +90,26 @@ def hidden_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def _muon(model: torch.nn.Module, params: list[torch.Tensor], cfg: TrainConfig, backend: str) -> MuonAdamW:
-    """Muon on `hidden_matrices(model)`, AdamW on the rest of `params`."""
-    if backend == "xla":
-        raise OptimizerError(
-            "train.optimizer=muon is not available on XLA: Kaggle's TPU image has torch 2.8, which has no "
-            "torch.optim.Muon, and on torch 2.9 its Newton-Schulz step calls addmm with alpha and beta, which "
-            "torch_xla runs on the CPU (a host round trip for every matrix and iteration of every step); use "
-            "train.optimizer=adamw on a TPU")
-    if not hasattr(torch.optim, "Muon"):
-        raise OptimizerError(f"train.optimizer=muon needs torch >= {MUON_TORCH} (torch.optim.Muon); this is torch "
-                             f"{torch.__version__.split('+')[0]}: upgrade torch or use train.optimizer=adamw")
+    """Muon on `hidden_matrices(model)` (the fused QKV weights in a group of their own), AdamW on the rest."""
     matrices = hidden_matrices(model)
+    qkv = {id(p) for name, p in model.named_parameters() if name.endswith("query_key_value.weight")}
+    heads = model.config.num_attention_heads if cfg.muon_qkv == "blocks" else 0
+    groups = [{"params": [p for p in matrices if id(p) in qkv], "qkv_heads": heads},
+              {"params": [p for p in matrices if id(p) not in qkv]}]
+    ns_dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+    muon = Muon([g for g in groups if g["params"]], lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
+                momentum=cfg.muon_momentum, ns_dtype=ns_dtype)
     chosen = {id(p) for p in matrices}
-    muon = torch.optim.Muon(matrices, lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
-                            momentum=cfg.muon_momentum, adjust_lr_fn="match_rms_adamw")
     adamw = _adamw(_decay_groups([p for p in params if id(p) not in chosen], cfg.weight_decay), cfg, backend)
     return MuonAdamW(muon, adamw)
 
 
 class MuonAdamW(torch.optim.Optimizer):
-    """`torch.optim.Muon` on the hidden matrices and `torch.optim.AdamW` on the rest, stepped as one optimizer.
+    """`Muon` on the hidden matrices and `torch.optim.AdamW` on the rest, stepped as one optimizer.
 
     One object, so the loop, the LR schedule, the GradScaler, checkpoints and the XLA sharding see one set of
-    param groups and one state (a flag `muon` in each group says whose it is); the two library optimizers
-    share those group dicts and that state and do the updates.
+    param groups and one state (a flag `muon` in each group says whose it is); the two optimizers share those
+    group dicts and that state and do the updates.
     """
 
     def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
@@ -137,12 +133,8 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
-        """One Muon step on the matrices and one AdamW step on the rest."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._muon.step()
+        """One Muon step on the matrices (which evaluates `closure`, if any) and one AdamW step on the rest."""
+        loss = self._muon.step(closure)
         self._adamw.step()
         return loss
 

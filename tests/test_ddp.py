@@ -10,11 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import torch
 
 from nbhelpers import loop
-
-needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 
 SCRIPT = Path(__file__).with_name("loop_tiny.py")
 ARGS = ["--steps", "14", "--save-every", "4", "--dropout", "0", "--eval-every", "7"]  # no dropout: ranks draw other masks than one process
@@ -28,7 +25,7 @@ def _run(cmd: list[str], log: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer", ["adamw", pytest.param("muon", marks=needs_muon)])
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_two_gloo_ranks_equal_one_process_with_the_doubled_batch(tmp_path, optimizer):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     args = [*ARGS, "--optimizer", optimizer]

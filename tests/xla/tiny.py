@@ -1,6 +1,6 @@
 """Tiny model, data and runs for the xla tests; as a script it trains once in a fresh process.
 
-    python tests/xla/tiny.py OUT_DIR --backend xla|cpu [--fsdp] [--steps N] [--stop-after K] [--json PATH]
+    python tests/xla/tiny.py OUT_DIR --backend xla|cpu [--fsdp] [--steps N] [--stop-after K] [--optimizer muon]
 
 A fresh process matters on XLA: the number of PJRT devices (CPU_NUM_DEVICES) is fixed when the runtime
 starts, so the 4-device SPMD runs and the kill tests run here, in a subprocess.
@@ -137,25 +137,54 @@ def subprocess_run(out: Path, *args: str, devices: int = 1, timeout: float = 400
                           timeout=timeout)
 
 
-def spmd_suite(out: Path) -> dict[str, Any]:
+def spmd_suite(out: Path, optimizer: str = "adamw") -> dict[str, Any]:
     """In one 4-device process: data-parallel 10 steps; FSDP stopped after 6 (checkpoint at 5) and resumed to 10."""
     import torch_xla
 
     from nbhelpers import xla
 
-    run(out / "dp", "xla", devices=4)
+    run(out / "dp", "xla", devices=4, optimizer=optimizer)
     with_stop = stopping(xla.loop_hooks(choice("xla")), 6, kill=False)
     with contextlib.suppress(KeyboardInterrupt):  # stopped after step 6: the checkpoint of step 5 stays
-        run(out / "fsdp", "xla", fsdp=True, hooks=with_stop, devices=4, save_every=5)
+        run(out / "fsdp", "xla", fsdp=True, hooks=with_stop, devices=4, save_every=5, optimizer=optimizer)
     hooks = xla.loop_hooks(choice("xla"))
     seen: list[torch.optim.Optimizer] = []
     prepare = hooks.prepare_optimizer
     hooks.prepare_optimizer = lambda opt: (seen.append(opt), prepare(opt))[-1]
-    result = run(out / "fsdp", "xla", fsdp=True, hooks=hooks, devices=4, save_every=5)
-    weight = max((p for g in seen[0].param_groups for p in g["params"]), key=lambda p: p.numel())
-    return {"devices": xla.device_info()[1], "resumed_from": result.resumed_from,
-            "fsdp_weight_sharding": torch_xla._XLAC._get_xla_sharding_spec(weight),
-            "fsdp_moment_sharding": torch_xla._XLAC._get_xla_sharding_spec(seen[0].state[weight]["exp_avg"])}
+    result = run(out / "fsdp", "xla", fsdp=True, hooks=hooks, devices=4, save_every=5, optimizer=optimizer)
+    weight = max((p for g in seen[0].param_groups for p in g["params"] if p.dim() == 2 and p.shape[0] != VOCAB),
+                 key=lambda p: p.numel())  # the largest hidden matrix: AdamW's or Muon's
+    moment = seen[0].state[weight].get("exp_avg", seen[0].state[weight].get("momentum_buffer"))
+    report = {"devices": xla.device_info()[1], "resumed_from": result.resumed_from,
+              "fsdp_weight_sharding": torch_xla._XLAC._get_xla_sharding_spec(weight),
+              "fsdp_moment_sharding": torch_xla._XLAC._get_xla_sharding_spec(moment)}
+    if optimizer == "muon":
+        report.update(sharded_newton_schulz())
+    return report
+
+
+def sharded_newton_schulz() -> dict[str, float]:
+    """Relative errors against the CPU's fp32 iteration on a (64, 32) matrix: XLA's on its rows sharded over the 4
+    devices in fp32 and in bf16, and orthogonalising each device's rows alone (what a sharding mistake gives)."""
+    import numpy as np
+    import torch_xla
+    import torch_xla.distributed.spmd as xs
+
+    from nbhelpers.muon import orthogonalize
+
+    g = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    exact = orthogonalize(g, torch.float32)
+    mesh = xs.Mesh(np.arange(4), (4,), ("fsdp",))
+
+    def sharded(dtype: torch.dtype) -> torch.Tensor:
+        x = g.to(torch_xla.device())
+        xs.mark_sharding(x, mesh, ("fsdp", None))
+        return orthogonalize(x, dtype).float().cpu()
+
+    per_shard = torch.cat([orthogonalize(part.to(torch_xla.device()), torch.float32).cpu() for part in g.chunk(4)])
+    return {name: float((o - exact).norm() / exact.norm()) for name, o in (
+        ("ns_sharded_error", sharded(torch.float32)), ("ns_per_shard_error", per_shard),
+        ("ns_sharded_bf16_error", sharded(torch.bfloat16)))}
 
 
 # The kaggle_tpu_v5e8 profile (bf16, SPMD, FSDP, eager attention chosen by device.select) shrunk to the smoke
@@ -169,19 +198,23 @@ PROFILE_OVERRIDES = {
 }
 
 
-def counters_suite(out: Path) -> dict[str, Any]:
+def counters_suite(out: Path, optimizer: str = "adamw") -> dict[str, Any]:
     """03_pretrain's calls on the kaggle_tpu_v5e8 profile, with torch_xla's counters after each step's cut."""
     import torch_xla
+    import torch_xla.debug.metrics as met
 
     from nbhelpers import config, device, model, xla
 
-    cfg = config.load("kaggle_tpu_v5e8", PROFILE_OVERRIDES)
+    cfg = config.load("kaggle_tpu_v5e8", {**PROFILE_OVERRIDES, "train.optimizer": optimizer})
     chosen = device.select(cfg.train)
     net = model.build_model(cfg.model, VOCAB, tokenizer=tokenizer(), device_choice=chosen, seed=0)
     train, evals = sources(cfg.train.micro_batch)
     hooks = loop.default_hooks(chosen)
     after: list[list[int]] = []
     inner = hooks.after_optimizer_step
+    result_optimizer: list[torch.optim.Optimizer] = []
+    prepare = hooks.prepare_optimizer
+    hooks.prepare_optimizer = lambda opt: (result_optimizer.append(opt), prepare(opt))[-1]
 
     def after_optimizer_step() -> None:
         inner()
@@ -195,7 +228,8 @@ def counters_suite(out: Path) -> dict[str, Any]:
     return {"devices": xla.device_info()[1], "status": result.status, "step": result.step, "before": before,
             "after": after, "end": list(xla.counters().astuple()), "backend": chosen.backend,
             "precision": chosen.precision, "attention": net.config._attn_implementation,
-            "weight_sharding": torch_xla._XLAC._get_xla_sharding_spec(weight)}
+            "weight_sharding": torch_xla._XLAC._get_xla_sharding_spec(weight),
+            "fallback_ops": sorted(met.executed_fallback_ops()), "optimizer": type(result_optimizer[0]).__name__}
 
 
 def cache_suite(run_dir: Path, stage: str) -> dict[str, Any]:
@@ -226,15 +260,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--spmd-suite", action="store_true", help="the 4-device data-parallel and FSDP runs")
     ap.add_argument("--counters-suite", action="store_true", help="compile / transfer counters per step")
     ap.add_argument("--cache-suite", metavar="STAGE", help="train in OUT/STAGE; compile and persistent-cache counts")
+    ap.add_argument("--optimizer", default="adamw", help="train.optimizer of the suites")
     args = ap.parse_args(argv)
     if args.cache_suite:
         print(json.dumps(cache_suite(Path(args.out), args.cache_suite)))
         return
     if args.counters_suite:
-        print(json.dumps(counters_suite(Path(args.out))))
+        print(json.dumps(counters_suite(Path(args.out), args.optimizer)))
         return
     if args.spmd_suite:
-        print(json.dumps(spmd_suite(Path(args.out))))
+        print(json.dumps(spmd_suite(Path(args.out), args.optimizer)))
         return
     hooks = None
     devices = int(os.environ.get("CPU_NUM_DEVICES", "1")) if args.backend == "xla" else 1
@@ -248,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         hooks = stopping(hooks, args.kill_after or args.stop_after, kill=bool(args.kill_after))
     try:
         result = run(args.out, args.backend, fsdp=args.fsdp, hooks=hooks, devices=devices, max_steps=args.steps,
-                     save_every=args.save_every)
+                     save_every=args.save_every, optimizer=args.optimizer)
     except KeyboardInterrupt as stop:
         print(json.dumps({"stopped": str(stop)}))
         return
