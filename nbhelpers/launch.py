@@ -38,6 +38,7 @@ RESULT_FILE = "launch_result.json"  # rank 0's TrainResult, read back by the not
 ERROR_FILE = "launch_error.json"  # the first failing rank's exception, re-raised in the notebook
 DATA_FILE = "data_stats.json"  # rank 0's reading figures: waits for the producer, parts read, disk
 TAIL_LINES = 30
+TRACEBACK_LINES = 120  # a failing worker's last traceback is shown whole when it is at most this long
 FLUSH_S = 1.0  # the workers' output reaches the notebook in pieces at most this often (one output message each)
 PROGRESS_S = "10"  # rank 0's bar redraws at most every 10 s (TQDM_MININTERVAL): a saved notebook stays small
 
@@ -312,10 +313,21 @@ def _stream(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
         raise
     finally:
         proc.stdout.close()
-    lines = [ln.rstrip() for ln in recent.replace("\r", "\n").split("\n") if ln.strip()]
+    return code, output_tail(recent)
+
+
+def output_tail(text: str) -> list[str]:
+    """The workers' last lines worth showing: from the last traceback's first line on, else the last TAIL_LINES."""
+    lines = [ln.rstrip() for ln in text.replace("\r", "\n").split("\n") if ln.strip()]
     # torchrun's own report of a failed child (its traceback and summary) says nothing the workers did not
     ends = [i for i, ln in enumerate(lines) if "elastic/multiprocessing" in ln and "failed (exitcode" in ln]
-    return code, lines[:ends[0] if ends else len(lines)][-TAIL_LINES:]
+    lines = lines[:ends[0] if ends else len(lines)]
+    # two ranks failing together interleave their tracebacks, and Python 3.13's carets make each one longer
+    heads = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")]
+    start = len(lines) - TAIL_LINES
+    if heads and len(lines) - heads[-1] <= TRACEBACK_LINES:
+        start = min(start, heads[-1])
+    return lines[max(0, start):]
 
 
 def _failure(out: Path, stage: str, nproc: int, code: int, tail: list[str]) -> Exception:

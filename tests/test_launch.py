@@ -158,6 +158,20 @@ def test_a_failing_worker_raises_its_error_with_the_last_lines(tmp_path, monkeyp
     assert not (run.pretrain / launch.RESULT_FILE).exists()
 
 
+def test_the_tail_keeps_the_last_traceback_whole_when_two_ranks_fail_together():
+    """Python 3.13 tracebacks (with caret lines) from two ranks, the two headers printed first: over TAIL_LINES."""
+    frames = ["  File \"<frozen runpy>\", line 198, in _run_module_as_main", "    sys.exit(main())",
+              "             ~~~~^^"] * 5
+    out = "\n".join(["noise"] * 40 + ["Traceback (most recent call last):"] * 2 + frames + ["ValueError: bad shard"]
+                    + frames + ["ValueError: bad shard",
+                                "E1204 torch/distributed/elastic/multiprocessing/api.py] failed (exitcode: 1)",
+                                "torchrun's own summary"])
+    tail = launch.output_tail(out)
+    assert tail[0] == "Traceback (most recent call last):" and tail[-1] == "ValueError: bad shard"
+    assert len(tail) == 2 * len(frames) + 3 > launch.TAIL_LINES
+    assert launch.output_tail("\n".join(f"line {i}" for i in range(100))) == [f"line {i}" for i in range(70, 100)]
+
+
 @pytest.mark.slow
 def test_worker_cli_trains_in_one_process_from_the_recorded_config(tmp_path, prepared_run):
     """`python -m nbhelpers train` without torchrun: the worker path, one rank, config from config.json."""
