@@ -41,11 +41,15 @@ def orthogonalize(update: torch.Tensor, dtype: torch.dtype = torch.bfloat16, ste
     """
     a, b, c = NS_COEFFICIENTS
     fused = update.device.type != "xla" if fused is None else fused
-    x = update.to(dtype) if fused else update.float()
+    # torch's order casts first; fp16 cannot: its range ends near 6e-5, where a small gradient's entries lie
+    cast_first = fused and dtype != torch.float16
+    x = update.to(dtype) if cast_first else update.float()
     tall = x.size(-2) > x.size(-1)
     if tall:
         x = x.mT  # (..., small, large): the Gram matrix is the small side's
     x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm <= Frobenius norm = 1
+    if fused:
+        x = x.to(dtype)
     for _ in range(steps):
         if not fused:
             low = x.to(dtype)

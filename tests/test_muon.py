@@ -35,6 +35,16 @@ def test_orthogonalize_maps_each_singular_value_through_the_quintic(shape, dtype
     assert values[big].min() > 0.6 and values.max() < 1.25
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_fp16_keeps_a_tiny_gradient(fused):
+    """A T4 iterates in fp16, whose normal range ends near 6e-5: entries of 1e-7 (an unscaled gradient's size) are
+    normalised in fp32 first, so the result is as close to fp32 as with gradient-sized entries of 1e-3."""
+    g = _matrix(256, 64, 0, scale=1e-7)
+    exact = muon.orthogonalize(g, torch.float32)
+    o = muon.orthogonalize(g, torch.float16, fused=fused).float()
+    assert (o - exact).norm() < 0.01 * exact.norm(), (o - exact).norm() / exact.norm()
+
+
 def test_a_batch_is_orthogonalised_matrix_by_matrix():
     g = _matrix(3 * 24, 24, 0).view(3, 24, 24)
     whole = muon.orthogonalize(g)
