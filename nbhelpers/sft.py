@@ -84,10 +84,32 @@ def _collect(rows: Iterable[tuple[str, Any]], source: str, on_invalid: str, erro
     return good
 
 
+def _check_encoding(path: Path, data: bytes) -> None:
+    """InstructionDataError when a whole file is in another encoding (UTF-16, Shift-JIS, EUC-JP), with the fix.
+
+    Checked before any line is used, whatever sft.on_invalid says: skipping its lines one by one would drop
+    the Japanese ones and keep the ASCII ones without a word.
+    """
+    try:
+        data.decode("utf-8")
+        if b"\x00" not in data or not sources.utf16_order(data[:sources.SNIFF_BYTES]):
+            return
+    except UnicodeDecodeError:
+        pass
+    hint = sources.encoding_hint(data[:sources.SNIFF_BYTES], path)
+    if hint:
+        raise InstructionDataError(f"{path}: not UTF-8{hint}")
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, parsed object or the parse error) for each non-blank line of a JSONL file (.gz allowed)."""
+    """(where, parsed object or the parse error) for each non-blank line of a JSONL file (.gz allowed).
+
+    A UTF-8 BOM at the start is dropped; CR and CRLF line ends count as LF (JSON strings hold no raw CR).
+    """
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    for lineno, raw in enumerate(data.split(b"\n"), 1):
+    _check_encoding(path, data)
+    data = data.removeprefix(sources.BOM.encode())
+    for lineno, raw in enumerate(data.splitlines(), 1):
         where = f"{path} line {lineno}"
         try:
             line = raw.decode("utf-8").strip()
@@ -196,14 +218,23 @@ def load_source(name: str, cfg: SFTConfig, errors: list[str] | None = None) -> l
     if name == "bundled_instructions":
         path = Path(str(importlib.resources.files("nbhelpers") / "data" / BUNDLED_FILE))
         return read_jsonl(path, name, cfg.on_invalid, errors)
-    if name == "arithmetic_instructions":
-        return [Example(**p.instruction(), source=name, where=f"arithmetic problem {i}", answer=p.answer)
-                for i, p in enumerate(arithmetic.problems(cfg.seed, cfg.arithmetic_pairs))]
+    if name == "arithmetic_instructions":  # distinct pairs: the generator repeats small problems now and then
+        out: dict[tuple[str, str], Example] = {}
+        for i, p in enumerate(arithmetic.problems(cfg.seed, 20 * cfg.arithmetic_pairs + 100)):
+            ex = Example(**p.instruction(), source=name, where=f"arithmetic problem {i}", answer=p.answer)
+            out.setdefault(_pair_key(ex), ex)
+            if len(out) == cfg.arithmetic_pairs:
+                break
+        return list(out.values())
     if name.startswith("files:") or name.endswith((".jsonl", ".jsonl.gz")):
         pattern = name[len("files:"):] if name.startswith("files:") else name
-        paths = sorted(glob.glob(pattern, recursive=True))
-        if not paths:
+        matched = sorted(glob.glob(pattern, recursive=True))
+        if not matched:
             raise InstructionDataError(f"{name}: no files match {pattern!r}")
+        paths, others = sources.regular_files(matched)  # a FIFO or device would block the read: warned, skipped
+        if not paths:
+            raise InstructionDataError(f"{name}: {pattern!r} matches no regular file, only {'; '.join(others)}")
+        sources.warn_skipped(others)
         return [ex for p in paths for ex in read_jsonl(p, name, cfg.on_invalid, errors)]
     src = _hub_source(name)
     return read_hub(src, cfg.max_examples, cfg.on_invalid, errors)
@@ -217,6 +248,23 @@ class InstructionData:
     heldout: list[Example]
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # invalid lines left out (on_invalid="skip")
+    duplicates: dict[str, int] = field(default_factory=dict)  # per source: examples left out as repeats
+
+
+def _pair_key(ex: Example) -> tuple[str, str]:
+    """What makes two examples the same: prompt and target, ignoring whitespace at their ends."""
+    return ex.prompt.strip(), ex.target.strip()
+
+
+def dedup(examples: Sequence[Example], seen: set[tuple[str, str]]) -> list[Example]:
+    """The examples whose (prompt, target) is not in `seen` nor earlier in the list; `seen` grows with them."""
+    out = []
+    for ex in examples:
+        key = _pair_key(ex)
+        if key not in seen:
+            seen.add(key)
+            out.append(ex)
+    return out
 
 
 def load_instructions(cfg: SFTConfig) -> InstructionData:
@@ -225,8 +273,13 @@ def load_instructions(cfg: SFTConfig) -> InstructionData:
     if not cfg.data:
         raise InstructionDataError("sft.data is empty: name at least one instruction source")
     data = InstructionData([], [])
+    seen: set[tuple[str, str]] = set()  # across sources too: a pair in two sources could land on both sides
     for name in cfg.data:
-        got = load_source(name, cfg, data.errors)
+        loaded = load_source(name, cfg, data.errors)
+        # before the split: a repeated pair would otherwise be trained on and scored as held out
+        got = dedup(loaded, seen)
+        if len(got) < len(loaded):
+            data.duplicates[name] = len(loaded) - len(got)
         if cfg.max_examples and len(got) > cfg.max_examples:
             got = got[: cfg.max_examples]
         order = list(range(len(got)))
@@ -239,6 +292,13 @@ def load_instructions(cfg: SFTConfig) -> InstructionData:
     if not data.train:
         raise InstructionDataError(f"no training examples in {', '.join(cfg.data)}")
     data.counts["skipped_invalid"] = {"examples": len(data.errors), "train": 0, "heldout": 0}
+    dropped = sum(data.duplicates.values())
+    data.counts["duplicates_dropped"] = {"examples": dropped, "train": 0, "heldout": 0}
+    if dropped:
+        per = ", ".join(f"{n} in {name}" for name, n in data.duplicates.items())
+        warnings.warn(f"{dropped} duplicate instruction example(s) left out ({per}): the same prompt and target as "
+                      "an earlier example, which would otherwise be trained on and also scored as held out",
+                      stacklevel=2)
     return data
 
 
@@ -500,7 +560,7 @@ def record_figures(data: InstructionData, overflow: dict[str, OverflowStats], ba
     last = {r["split"]: r["loss"] for r in sorted(evals, key=lambda r: r["step"])}  # the latest wins
     figures: dict[str, Any] = {
         "train_examples": len(data.train), "heldout_examples": len(data.heldout),
-        "skipped_invalid": len(data.errors),
+        "skipped_invalid": len(data.errors), "duplicates_dropped": sum(data.duplicates.values()),
         "truncated": sum(s.truncated for s in overflow.values()), "dropped": sum(s.dropped for s in overflow.values()),
         "steps": result.step, "replay_ratio": float(batches.ratio),
         "instruction_loss_before": first.get("instructions"), "instruction_loss_after": last.get("instructions"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import glob
 import gzip
 import html.parser
@@ -10,7 +12,11 @@ import itertools
 import json
 import os
 import re
+import shlex
+import stat
 import urllib.parse
+import warnings
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -269,9 +275,101 @@ def _iter_hub(src: Source) -> Iterator[str]:
 def decode_utf8(data: bytes, path: Path | str) -> str:
     """Decode bytes as UTF-8, or raise BadUTF8 naming the file and the first bad byte offset."""
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise BadUTF8(f"{path}: not UTF-8 at byte offset {err.start} ({err.reason})") from None
+        raise BadUTF8(f"{path}: not UTF-8 at byte offset {err.start} ({err.reason}){encoding_hint(data, path)}") from None
+    if "\x00" in text:
+        check_not_utf16(path, data[:SNIFF_BYTES])
+    return text.removeprefix(BOM)
+
+
+# ---------------------------------------------------------------- what a file's bytes really are
+
+BOM = "\ufeff"  # a UTF-8 byte order mark (Windows editors write one): dropped at the start of a file
+SNIFF_BYTES = 1 << 16  # the head of a file read to tell what encoding it is in
+_JAPANESE = re.compile("[\u3040-\u30ff\u4e00-\u9fff]")  # kana and common kanji: what a right guess decodes to
+# Japanese encodings a file that is not UTF-8 may be in: (Python codec, the name iconv takes)
+JAPANESE_ENCODINGS = (("euc_jp", "euc-jp"), ("cp932", "cp932"))
+
+
+def utf16_order(head: bytes) -> str | None:
+    """"utf-16le" / "utf-16be" when bytes look like UTF-16 (a BOM, or NULs on one side of each pair), else None.
+
+    ASCII characters in UTF-16 are a NUL and the character: text with any ASCII in it (line ends, digits) has
+    NULs at odd offsets (little-endian) or even ones (big-endian); UTF-8 text has none, or a few anywhere.
+    """
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16le" if head[0] == 0xFF else "utf-16be"
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    enough = max(4, len(head) // 200)
+    for order, on, off in (("utf-16le", odd, even), ("utf-16be", even, odd)):
+        if on >= enough and off * 10 <= on:
+            try:  # a whole number of pairs that decodes: not random bytes
+                codecs.getincrementaldecoder(order)().decode(head[: len(head) // 2 * 2], final=False)
+            except UnicodeDecodeError:
+                continue
+            return order
+    return None
+
+
+def encoding_hint(head: bytes, path: Path | str = "FILE") -> str:
+    """What a file that is not UTF-8 is likely to be, and the command that converts it ("" when unclear).
+
+    UTF-16 shows in its NULs; Shift-JIS (cp932) and EUC-JP are told apart by decoding the head both ways and
+    counting the kana and kanji each gives (EUC-JP read as cp932 gives half-width katakana, not kana).
+    """
+    order = utf16_order(head)
+    if order:
+        return f"; it looks like {order.upper()}: convert it with {_iconv(order, path)}"
+    best, score = None, 0
+    for codec, name in JAPANESE_ENCODINGS:
+        try:
+            text = codecs.getincrementaldecoder(codec)().decode(head, final=False)  # the head may end mid-character
+        except UnicodeDecodeError:
+            continue
+        n = len(_JAPANESE.findall(text))
+        if n > score:
+            best, score = name, n
+    if best is None:
+        return ""
+    return f"; it looks like {'Shift-JIS (cp932)' if best == 'cp932' else 'EUC-JP'}: convert it with {_iconv(best, path)}"
+
+
+def _iconv(encoding: str, path: Path | str) -> str:
+    """The shell command that converts a file to UTF-8 in place."""
+    p = shlex.quote(str(path))
+    return f"`iconv -f {encoding} -t utf-8 {p} > {p}.utf8 && mv {p}.utf8 {p}`"
+
+
+def read_head(path: Path | str) -> bytes:
+    """The first SNIFF_BYTES bytes of a (possibly gzipped) file, for encoding_hint; b"" when unreadable."""
+    try:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            return fh.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
+def check_not_utf16(path: Path | str, head: bytes | None = None) -> None:
+    """BadUTF8 when a file whose bytes decode as UTF-8 holds NULs in UTF-16's pattern (ASCII text in UTF-16).
+
+    Such a file decodes without an error, and cleaning would drop the NULs: one long document of another text.
+    A stray NUL in UTF-8 text passes (cleaning drops it).
+    """
+    head = read_head(path) if head is None else head
+    if utf16_order(head):
+        raise BadUTF8(f"{path}: not UTF-8 (NUL bytes between the characters){encoding_hint(head, path)}")
+
+
+def file_hint(path: Path | str) -> str:
+    """encoding_hint of a file's head: what to add to a message about a file that is not UTF-8."""
+    return encoding_hint(read_head(path), path)
+
+
+def to_lf(text: str) -> str:
+    """CRLF (Windows) and lone CR (old Mac) line ends as LF, so a blank line ends a document in every file."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -283,8 +381,8 @@ TEXT_CHUNK = 1 << 22  # bytes read at a time from a plain-text file
 
 
 def _split_paragraphs(text: str) -> Iterator[str]:
-    """Plain text files: documents are separated by blank lines."""
-    for part in _PARAGRAPH_BREAK.split(text):
+    """Plain text files: documents are separated by blank lines (CR and CRLF line ends count as LF)."""
+    for part in _PARAGRAPH_BREAK.split(to_lf(text)):
         part = part.strip()
         if part:
             yield part
@@ -294,7 +392,8 @@ def _text_chunks(path: Path) -> Iterator[str]:
     """A (possibly gzipped) text file decoded in chunks that end at a line end; memory is one chunk.
 
     A chunk never splits a UTF-8 character (a newline byte is never part of one), so a bad byte is found at
-    the same offset as when the whole file is decoded at once.
+    the same offset as when the whole file is decoded at once. A chunk may end at a CR (old Mac line ends) but
+    never between the CR and LF of a CRLF. A UTF-8 BOM at the start is dropped; UTF-16 is refused (BadUTF8).
     """
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
@@ -305,17 +404,21 @@ def _text_chunks(path: Path) -> Iterator[str]:
             block = fh.read(size)
             size = min(2 * size, TEXT_CHUNK)
             data = rest + block
-            if block:
-                cut = data.rfind(b"\n") + 1
+            if block:  # a CR as the last byte may be half a CRLF: not cut there
+                cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)) + 1
                 if cut == 0:  # no line end yet: read on
                     rest = data
                     continue
                 data, rest = data[:cut], data[cut:]
             if data:
                 try:
-                    yield data.decode("utf-8")
+                    text = data.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    raise BadUTF8(f"{path}: not UTF-8 at byte offset {offset + err.start} ({err.reason})") from None
+                    raise BadUTF8(f"{path}: not UTF-8 at byte offset {offset + err.start} ({err.reason})"
+                                  f"{file_hint(path)}") from None
+                if "\x00" in text:
+                    check_not_utf16(path)
+                yield text.removeprefix(BOM) if offset == 0 else text
                 offset += len(data)
             if not block:
                 return
@@ -325,7 +428,7 @@ def _stream_paragraphs(path: Path) -> Iterator[str]:
     """Plain text files, streaming: the same documents as `_split_paragraphs` on the whole text."""
     carry = ""  # the text after the last break: a document that may go on in the next chunk
     for text in _text_chunks(path):
-        parts = _PARAGRAPH_BREAK.split(carry + text)
+        parts = _PARAGRAPH_BREAK.split(carry + to_lf(text))
         carry = parts.pop()
         for part in parts:
             part = part.strip()
@@ -342,7 +445,15 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
     with opener(path, "rb") as fh:
         offset = 0
         for lineno, raw in enumerate(fh, 1):
-            line = decode_utf8(raw, f"{path} line {lineno} (file offset {offset})").strip()
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as err:
+                raise BadUTF8(f"{path} line {lineno} (file offset {offset}): not UTF-8 at byte offset {err.start} "
+                              f"({err.reason}){file_hint(path)}") from None
+            if "\x00" in line:
+                check_not_utf16(path)
+            if lineno == 1:
+                line = line.removeprefix(BOM)
             offset += len(raw)
             if line:
                 yield _parse_json_line(line, path, lineno, field)
@@ -352,10 +463,56 @@ def paths(src: Source) -> list[Path]:
     """The files of a `files:` or bundled source, sorted; none matching is an error naming the pattern."""
     if src.kind == "bundled":
         return [Path(str(importlib.resources.files("nbhelpers") / "data" / src.location))]
-    paths = sorted(Path(p) for p in glob.glob(src.location, recursive=True))
-    if not paths:
+    matched = sorted(glob.glob(src.location, recursive=True))
+    if not matched:
         raise SourceError(f"source {src.name!r}: no files match {src.location!r}")
-    return paths
+    files, others = regular_files(matched)
+    if not files:
+        raise SourceError(f"source {src.name!r}: {src.location!r} matches no regular file, only "
+                          f"{'; '.join(others)}")
+    warn_skipped(others)
+    return files
+
+
+class NotAFileWarning(UserWarning):
+    """A path a glob matched that is not a regular file (a FIFO, socket, device, folder): it is not read."""
+
+
+_WARNED: set[str] = set()  # paths warned about in this process: a glob is expanded again each epoch
+
+
+def regular_files(matched: list[str]) -> tuple[list[Path], list[str]]:
+    """(the regular files among glob matches, "PATH: what it is" for the others).
+
+    Opening a FIFO blocks until something writes to it, and a device may never end: only regular files (or
+    links to them) are read.
+    """
+    files, others = [], []
+    for name in matched:
+        try:
+            mode = os.stat(name).st_mode
+        except OSError as err:  # a link to nothing, or a file removed since the glob
+            what = f"unreadable ({err.strerror or err})"
+        else:
+            if stat.S_ISREG(mode):
+                files.append(Path(name))
+                continue
+            what = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        others.append(f"{name} ({what})")
+    return files, others
+
+
+def warn_skipped(others: list[str]) -> None:
+    """A NotAFileWarning for each path regular_files left out, once a process (a glob is expanded each epoch)."""
+    for other in others:
+        if other not in _WARNED:
+            _WARNED.add(other)
+            warnings.warn(f"skipped {other}: not a regular file (only regular files are read)", NotAFileWarning,
+                          stacklevel=3)
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}
 
 
 def _part_kind(path: Path) -> str | None:
@@ -376,10 +533,34 @@ def _iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Itera
             yield from _read_jsonl(path, src.text_field)
         elif path.suffix == ".parquet":  # Arrow strings are UTF-8 already
             table = parquet_file(path, src.text_field)
-            for batch in table.iter_batches(columns=[src.text_field], batch_size=1024):
-                yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
+            with _parquet_errors(path):
+                for batch in table.iter_batches(columns=[src.text_field], batch_size=1024):
+                    yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
         else:
             yield from _stream_paragraphs(path)
+
+
+@contextlib.contextmanager
+def _parquet_errors(path: Path | str, what: str = "") -> Iterator[None]:
+    """pyarrow's errors on a damaged parquet file (which name no file) as a SourceError naming it."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowException, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise SourceError(f"{path}{what}: not a readable parquet file ({type(err).__name__}: {str(err)[:300]}); "
+                          "the file is damaged or cut short: copy it again, or leave it out of the glob") from None
+
+
+def _is_text_type(kind: Any) -> bool:
+    """Whether an Arrow type holds strings: plain, large, view, or dictionary-encoded ones."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):  # parquet's dictionary pages, kept as such (pandas categoricals, read_dictionary)
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
 def parquet_file(path: Path | str, field: str) -> Any:
@@ -387,12 +568,12 @@ def parquet_file(path: Path | str, field: str) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(path)
+    with _parquet_errors(path):
+        table = pq.ParquetFile(path)
     if field not in table.schema_arrow.names:
         raise SourceError(f"{path}: no column {field!r}; columns: {table.schema_arrow.names}")
     kind = table.schema_arrow.field(field).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
-            or pa.types.is_null(kind)):  # null: a column with no values at all, which gives no documents
+    if not (_is_text_type(kind) or pa.types.is_null(kind)):  # null: a column with no values, which gives no documents
         raise SourceError(f"{path}: column {field!r} holds {kind}, not text (string); name the text column with "
                           "files:GLOB#COLUMN")
     return table
@@ -420,7 +601,7 @@ def _parse_json_line(line: str, path: Path, lineno: int, field: str) -> str:
 
 RANGE_BYTES = 192_000  # a slice of a plain-text or JSONL file: about 64,000 Japanese characters (3 bytes each)
 FIRST_RANGE_BYTES = 24_000  # the first slices of a file are smaller (sizes double): the first tokens come out at once
-PARAGRAPH_ENDS = (b"\n\n", b"\n\r\n")  # blank lines a plain-text file is cut at (a document never spans one)
+PARAGRAPH_ENDS = (b"\n\n", b"\n\r\n", b"\r\r")  # blank lines a plain-text file is cut at (LF, CRLF, CR line ends)
 LINE_ENDS = (b"\n",)  # a JSONL file is cut at line ends
 
 
@@ -510,7 +691,9 @@ def utf8_valid(path: Path) -> bool:
 
 def row_group_docs(path: str, field: str, start: int, end: int) -> list[str]:
     """The texts of row groups [start, end) of a parquet file (nulls skipped, as the streaming reader does)."""
-    column = parquet_file(path, field).read_row_groups(range(start, end), columns=[field])
+    table = parquet_file(path, field)
+    with _parquet_errors(path, f" (row groups {start} to {end - 1})"):
+        column = table.read_row_groups(range(start, end), columns=[field])
     return [t for t in column.column(0).to_pylist() if isinstance(t, str)]
 
 
@@ -526,8 +709,12 @@ def range_docs(kind: str, path: str, start: int, end: int, field: str = "text") 
         if kind == "jsonl":  # the line, and the offset in it
             lineno, line_start = _line_at(path, at)
             raise BadUTF8(f"{path} line {lineno} (file offset {line_start}): not UTF-8 at byte offset "
-                          f"{at - line_start} ({err.reason})") from None
-        raise BadUTF8(f"{path}: not UTF-8 at byte offset {at} ({err.reason})") from None
+                          f"{at - line_start} ({err.reason}){file_hint(path)}") from None
+        raise BadUTF8(f"{path}: not UTF-8 at byte offset {at} ({err.reason}){file_hint(path)}") from None
+    if "\x00" in text:
+        check_not_utf16(path)
+    if start == 0:
+        text = text.removeprefix(BOM)
     if kind != "jsonl":
         return list(_split_paragraphs(text))
     docs = []
