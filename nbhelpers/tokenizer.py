@@ -42,7 +42,7 @@ from typing import Any
 
 from .config import NORMALIZATIONS as NORMALIZATIONS  # re-exported: declared with the field, in config.py
 from .config import TokenizerConfig, check_section
-from .sources import BadUTF8
+from .sources import BadUTF8, file_hint
 
 SPM_FILE = "spm.model"
 SETTINGS_FILE = "nbhelpers_tokenizer.json"
@@ -98,7 +98,7 @@ def _file_lines(path: Path) -> Iterator[str]:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise BadUTF8(f"{path}: not UTF-8 at byte offset {offset + err.start} "
-                              f"(line {lineno}, {err.reason})") from None
+                              f"(line {lineno}, {err.reason}){file_hint(path)}") from None
             offset += len(raw)
 
 

@@ -164,6 +164,15 @@ def test_shift_jis_and_euc_jp_are_refused_with_the_right_iconv_command(tmp_path,
         sft.read_jsonl(rows, on_invalid="skip")
 
 
+def test_a_tokenizer_training_file_in_shift_jis_gets_the_iconv_command(tmp_path):
+    from nbhelpers import tokenizer
+
+    path = tmp_path / "train.txt"
+    path.write_bytes(JAPANESE.encode("cp932"))
+    with pytest.raises(sources.BadUTF8, match=r"train\.txt: not UTF-8 .*it looks like Shift-JIS .*iconv -f cp932"):
+        list(tokenizer._file_lines(path))
+
+
 def test_a_damaged_byte_in_utf8_gets_no_wrong_encoding_hint(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes(JAPANESE.encode() + b"\xff" + "終わり".encode())
