@@ -5,6 +5,7 @@ import gzip
 import itertools
 import json
 import os
+import socket
 import threading
 import warnings
 
@@ -58,14 +59,18 @@ def _take(pattern, workers, n=40):
 
 
 @pytest.fixture
-def odd_dir(tmp_path, monkeypatch):
-    """A good a.txt beside a FIFO, a folder and a link to nothing, all matching *.txt."""
+def odd_dir(tmp_path, monkeypatch, request):
+    """A good a.txt beside a FIFO, a folder, a link to nothing, a socket and a device, all matching *.txt."""
     d = tmp_path / "src"
     d.mkdir()
     (d / "a.txt").write_text("\n\n".join(DOCS), encoding="utf-8")
     os.mkfifo(d / "b.txt")
     (d / "c.txt").mkdir()
     (d / "d.txt").symlink_to(tmp_path / "gone.txt")
+    (d / "e.txt").symlink_to("/dev/zero")  # a device that never ends
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(d / "f.txt"))
+    request.addfinalizer(sock.close)
     monkeypatch.setattr(sources, "_WARNED", set(), raising=False)  # each test sees its own warnings
     return d
 
@@ -77,7 +82,8 @@ def test_a_fifo_folder_or_dangling_link_in_a_glob_is_skipped_with_a_warning(odd_
     assert len(got) == 40
     said = " ".join(str(w.message) for w in caught if w.category is sources.NotAFileWarning)
     assert f"{odd_dir / 'b.txt'} (a FIFO)" in said and f"{odd_dir / 'c.txt'} (a folder)" in said
-    assert f"{odd_dir / 'd.txt'} (unreadable" in said
+    assert f"{odd_dir / 'd.txt'} (unreadable" in said and f"{odd_dir / 'e.txt'} (a character device)" in said
+    assert f"{odd_dir / 'f.txt'} (a socket)" in said
     assert _within(20, lambda: list(sources.iter_texts(f"files:{odd_dir}/*.txt")),
                    unblock=[odd_dir / "b.txt"]) == DOCS
 
@@ -119,7 +125,7 @@ def _all_readers(path, field="text"):
 
 
 @pytest.mark.parametrize("order", ["utf-16le", "utf-16be"])
-@pytest.mark.parametrize("text", [ENGLISH, JAPANESE], ids=["ascii", "japanese"])
+@pytest.mark.parametrize("text", [ENGLISH, JAPANESE, "\ufeff" + ENGLISH], ids=["ascii", "japanese", "bom"])
 def test_utf16_without_a_bom_is_refused_with_the_iconv_command(tmp_path, order, text):
     path = tmp_path / "notes.txt"
     path.write_bytes(text.encode(order))
