@@ -277,7 +277,8 @@ def decode_utf8(data: bytes, path: Path | str) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise BadUTF8(f"{path}: not UTF-8 at byte offset {err.start} ({err.reason}){encoding_hint(data, path)}") from None
+        raise BadUTF8(f"{path}: not UTF-8 at byte offset {err.start} ({err.reason})"
+                      f"{encoding_hint(data[:SNIFF_BYTES], path)}") from None
     if "\x00" in text:
         check_not_utf16(path, data[:SNIFF_BYTES])
     return text.removeprefix(BOM)
@@ -482,7 +483,7 @@ _WARNED: set[str] = set()  # paths warned about in this process: a glob is expan
 
 
 def regular_files(matched: list[str]) -> tuple[list[Path], list[str]]:
-    """(the regular files among glob matches, "PATH: what it is" for the others).
+    """(the regular files among glob matches, "PATH (what it is)" for the others).
 
     Opening a FIFO blocks until something writes to it, and a device may never end: only regular files (or
     links to them) are read.
