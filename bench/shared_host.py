@@ -3,20 +3,21 @@
     python bench/shared_host.py                     # both parts, the smoke profile's model and batch
     python bench/shared_host.py --rounds 9 --trial-s 4
 
-Part 1, in one process: one training step (forward, backward, optimizer) of the smoke profile's model on its
+Part 1, in one process (OpenMP waiting passively, as nbhelpers sets it): one training step (forward, backward, optimizer) of the smoke profile's model on its
 micro-batch, with AdamW and with Muon, the Newton-Schulz iteration in the type `device.cpu_matmul_probe` chose for
 this CPU and in the other one. The steps take turns (AdamW, Muon chosen, Muon other, again), so load on a shared
 host hits all alike; medians of `--rounds`.
 
 Part 2, in child processes: AdamW training steps for `--trial-s` seconds, tokens/s, with the trainer's intra-op
-threads at all cores (torch's default) and at cores - 1 (what `stream.trainer_threads` leaves when a producer
-runs), each quiet and beside one busy process (a Python loop at normal priority, as another notebook's work or the
-producer at full speed would be). The four conditions take turns; medians of `--rounds`.
+threads at all cores and OpenMP's default (spinning) waits, at cores - 1 (what `stream.trainer_threads` leaves
+when torch was loaded before nbhelpers), and at all cores with passive waits (what nbhelpers sets), each quiet and
+beside one busy process (a Python loop at normal priority, as another notebook's work or a producer at full speed
+would be). The six conditions take turns; medians of `--rounds`.
 
 The last lines are
 
     muon_over_adamw=... (ns dtype) muon_other_over_adamw=... (other dtype)
-    busy_over_quiet_all=... busy_over_quiet_leave_one=... leave_one_over_all_quiet=...
+    [SETTING] busy_over_quiet=... quiet_over_default=...   (per setting; default: all cores, spinning waits)
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import nbhelpers  # noqa: E402, I001, F401 - before torch, as a notebook's setup cell: OpenMP's passive waits take
+
+import torch  # noqa: E402
 
 from nbhelpers import config, device, optim  # noqa: E402
 from nbhelpers.model import build_model  # noqa: E402
@@ -97,7 +100,9 @@ def trial(threads: int, seconds: float) -> float:
 def _run_trial(threads: int, seconds: float, busy: bool, passive: bool) -> float:
     """One trial in a fresh process (its thread pool sized from the start), beside a busy process or not."""
     spinner = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
-    env = dict(os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if passive else {}))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # unset: OpenMP's spinning default
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         out = subprocess.run([sys.executable, __file__, "--trial", str(threads), "--trial-s", str(seconds)],
                              capture_output=True, text=True, check=True, env=env)
@@ -140,7 +145,8 @@ def main() -> None:
         return
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})")
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}); "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; load average {os.getloadavg()[0]:.1f}")
     if args.part in ("all", "optimizer"):
         optimizer_ratio(args.rounds * 4)
     if args.part in ("all", "busy"):
