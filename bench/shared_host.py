@@ -14,6 +14,8 @@ when torch was loaded before nbhelpers), and at all cores with passive waits (wh
 beside one busy process (a Python loop at normal priority, as another notebook's work or a producer at full speed
 would be). The six conditions take turns; medians of `--rounds`.
 
+Part 3: the corpus workers' start, fork against the fork server they now use (2 workers, first answers).
+
 The last lines are
 
     muon_over_adamw=... (ns dtype) muon_other_over_adamw=... (other dtype)
@@ -133,11 +135,38 @@ def busy_ratio(rounds: int, seconds: float) -> dict[tuple[str, bool], float]:
     return med
 
 
+WORKERS_START = """
+import multiprocessing, sys, time
+from nbhelpers.corpus.mixing import _init_pool_worker  # the parent has the package imported, as a build does
+from nbhelpers.corpus.workers import WorkerPool, worker_context
+ctx = multiprocessing.get_context("fork") if sys.argv[1] == "fork" else worker_context()
+start = time.perf_counter()
+with WorkerPool(ctx, 2, initializer=_init_pool_worker, initargs=(None, None)) as pool:
+    [pool.apply_async(abs, (-i,)).get() for i in range(2)]
+    print(time.perf_counter() - start)
+"""
+
+
+def workers_start(rounds: int) -> dict[str, float]:
+    """Median seconds from starting 2 corpus workers to their first answers: fork against the fork server."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")) if p))
+    got: dict[str, list[float]] = {"fork": [], "forkserver": []}
+    for _ in range(rounds):
+        for method in got:
+            out = subprocess.run([sys.executable, "-c", WORKERS_START, method], capture_output=True, text=True,
+                                 check=True, env=env)
+            got[method].append(float(out.stdout.strip().splitlines()[-1]))
+    med = {k: statistics.median(v) for k, v in got.items()}
+    print("workers' start (2 workers, first answers): " + ", ".join(f"{k} {v:.3f} s" for k, v in med.items()))
+    return med
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--trial-s", type=float, default=3.0)
-    ap.add_argument("--part", choices=("all", "optimizer", "busy"), default="all")
+    ap.add_argument("--part", choices=("all", "optimizer", "busy", "workers"), default="all")
     ap.add_argument("--trial", type=int, default=0, help=argparse.SUPPRESS)  # a child's thread count
     args = ap.parse_args()
     if args.trial:
@@ -151,6 +180,8 @@ def main() -> None:
         optimizer_ratio(args.rounds * 4)
     if args.part in ("all", "busy"):
         busy_ratio(args.rounds, args.trial_s)
+    if args.part in ("all", "workers"):
+        workers_start(args.rounds)
 
 
 if __name__ == "__main__":
