@@ -234,3 +234,18 @@ def test_retry_after_is_read_as_seconds_an_http_date_or_the_hubs_ratelimit_heade
     assert sources.retry_after_s({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470.0) == 10.0
     assert sources.retry_after_s({"RateLimit": '"api";r=0;t=55'}) == 55
     assert sources.retry_after_s({}) is None and sources.retry_after_s(None) is None
+
+
+def test_the_corpus_reader_streams_the_listed_files_through_a_429(rate_limited_hub, monkeypatch):
+    """The producer's path (pieces' hub reader, datasets' resumable position) over the listed files."""
+    import dataclasses
+
+    from nbhelpers.config import CorpusConfig
+    from nbhelpers.corpus import mixed_documents
+
+    monkeypatch.setitem(sources.REGISTRY, "c4_ja", dataclasses.replace(sources.resolve("c4_ja"), shards=2))
+    cfg = CorpusConfig(mixture={"c4_ja": 1.0}, min_chars=5, workers=1, shuffle_buffer=0, seed=3,
+                       on_exhausted="stop", dedup=False)
+    docs = sorted(str(d) for d in mixed_documents(cfg))
+    assert docs == sorted(f"ファイル{i}の文書{k}です。" for i in range(2) for k in range(3))
+    assert len(rate_limited_hub) == 4  # each file: a 429, then its read
