@@ -97,7 +97,9 @@ def worker_context() -> Any:
     datasets' pools, the producer's trainer listener), and a fork copies their locks in whatever state they are
     at that moment, so a worker could wait forever on a lock no thread will release (Python 3.12+ warns at each
     such fork; 3.14 makes forkserver the default). The fork server is a single-threaded process started once;
-    workers fork from it with this package already imported (PRELOAD), and get only picklable arguments.
+    workers fork from it with this package already imported (PRELOAD), and get only picklable arguments. As
+    with spawn (and Python 3.14's default), a script read from stdin cannot start them: its __main__ has no
+    file for the workers to import; run it from a file, with `python -c`, or in a notebook.
     """
     import multiprocessing
 
