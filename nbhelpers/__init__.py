@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sys
 import warnings
 
 __version__ = "0.1.0"
@@ -17,6 +19,14 @@ REPO_REF = f"v{__version__}"
 # Without ipywidgets (papermill's kernels, a bare Jupyter), tqdm.auto draws text bars, which read well in
 # saved notebooks too; its advice to install ipywidgets would sit in every notebook's first output.
 warnings.filterwarnings("ignore", message="IProgress not found")
+
+# torch's OpenMP threads spin while they wait for each other; on a shared host (Colab's 2 vCPUs beside the corpus
+# producer, another notebook) a thread whose core is taken stalls the others: bench/shared_host.py measured
+# training at 0.015 of its quiet speed beside one busy process, against 0.9 with passive waits. OpenMP reads it
+# once, when torch loads, so it is set only where torch is not loaded yet (`OMP_PASSIVE` says whether it took).
+OMP_PASSIVE = os.environ.get("OMP_WAIT_POLICY", "PASSIVE").upper() == "PASSIVE" and "torch" not in sys.modules
+if OMP_PASSIVE:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def __getattr__(name: str):

@@ -111,6 +111,82 @@ def cpu_threads() -> int:
     return torch.get_num_threads()
 
 
+CPU_FLAGS_BF16 = ("avx512_bf16", "amx_bf16")  # x86 flags of bf16 dot products in hardware (/proc/cpuinfo)
+PROBE_SHAPE = (384, 128)  # the probe's matmul: (384, 128) @ (128, 384), a smoke model's Newton-Schulz size
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (Linux), empty where they cannot be read."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.split(":")[0].strip() in ("flags", "Features"):  # x86 | ARM
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def matmul_seconds(dtype: Any, repeats: int = 7) -> float:
+    """Median seconds of one PROBE_SHAPE matmul in `dtype` on this CPU, on one thread (what it runs natively)."""
+    import time
+
+    import torch
+
+    rows, inner = PROBE_SHAPE
+    a, b = torch.randn(rows, inner).to(dtype), torch.randn(inner, rows).to(dtype)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared host's other threads would blur the comparison
+    try:
+        a @ b  # the first call picks and loads its kernel
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(3):
+                a @ b
+            times.append((time.perf_counter() - start) / 3)
+    finally:
+        torch.set_num_threads(threads)
+    return sorted(times)[len(times) // 2]
+
+
+@dataclass(frozen=True)
+class MatmulProbe:
+    """Which type the CPU multiplies matrices in fastest, bf16 or fp32, measured once, and why."""
+
+    dtype: str  # bf16 | fp32
+    bf16_s: float
+    fp32_s: float
+    flags: str  # the bf16 flags the CPU reports, or "" (what /proc/cpuinfo says, for the message)
+
+    @property
+    def reason(self) -> str:
+        """One sentence for logs: the two timings and the choice."""
+        rate = 2 * PROBE_SHAPE[0] ** 2 * PROBE_SHAPE[1] / 1e9
+        return (f"a {PROBE_SHAPE[0]}x{PROBE_SHAPE[1]} matmul runs at {rate / self.bf16_s:.1f} GFLOP/s in bf16 and "
+                f"{rate / self.fp32_s:.1f} in fp32 on this CPU (bf16 flags: {self.flags or 'none'}): {self.dtype}")
+
+
+_PROBE: list[MatmulProbe] = []  # measured once per process
+
+
+def cpu_matmul_probe() -> MatmulProbe:
+    """bf16 where this CPU multiplies in it faster than in fp32 (bf16 hardware), else fp32; measured once.
+
+    Without bf16 hardware a bf16 matmul is emulated, about 30x slower than fp32; with it (AVX512-BF16, AMX),
+    several times faster. The timing decides, so a CPU whose flags and kernels disagree still gets the faster one;
+    the gap either way is far wider than a shared host's noise, and where the two are close fp32 (exact) wins.
+    """
+    if not _PROBE:
+        import torch
+
+        fp32 = matmul_seconds(torch.float32)
+        bf16 = matmul_seconds(torch.bfloat16)
+        chosen = "bf16" if bf16 < fp32 else "fp32"
+        _PROBE.append(MatmulProbe(chosen, bf16, fp32, " ".join(sorted(cpu_flags() & set(CPU_FLAGS_BF16)))))
+    return _PROBE[0]
+
+
 # ---------------------------------------------------------------- the choice
 
 

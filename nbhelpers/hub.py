@@ -82,6 +82,24 @@ def hf_token(name: str = "HF_TOKEN", platform: Platform | None = None,
     return Secret(value, "environment", name) if value else None
 
 
+def export_hf_token(name: str = "HF_TOKEN", platform: Platform | None = None) -> str:
+    """Put the platform's Hugging Face token in the environment as HF_TOKEN, for reads too; says where it came from.
+
+    Anonymous hub reads are limited per IP address (500 API calls and 3,000 file downloads per 5 minutes), and
+    a notebook host's address is shared: with a token, huggingface_hub, datasets and the corpus reader (and the
+    processes they start, which inherit the environment) count against the user's own, higher limits. The
+    token itself is never printed; an HF_TOKEN already set is kept.
+    """
+    if os.environ.get("HF_TOKEN", "").strip():
+        return "HF_TOKEN: already set in the environment (kept)"
+    token = hf_token(name, platform)
+    if token is None:
+        return ("HF_TOKEN: none found; hub reads are anonymous (limited per IP address). Add HF_TOKEN in Kaggle "
+                "(Add-ons -> Secrets) or Colab (the key icon, with notebook access) for your own limits")
+    os.environ["HF_TOKEN"] = token.reveal()
+    return f"HF_TOKEN: set from {token.source} (hub reads count against your account's limits)"
+
+
 def scrub(text: str, *secrets: Secret | None) -> str:
     """`text` with every given secret and anything shaped like a Hugging Face token replaced."""
     for s in secrets:

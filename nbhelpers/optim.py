@@ -10,7 +10,8 @@
   `train.muon_momentum`; AdamW as above on the input embedding, the output head, norms and biases. GPT-NeoX's
   fused QKV weight (3H, H) is orthogonalised as its q, k and v blocks (`train.muon_qkv=blocks`, measured
   better in docs/BENCHMARKS.md) or whole (`whole`). The Newton-Schulz iteration runs in fp16 where the run's
-  precision is fp16 (a T4 has no bf16 tensor cores), else in bf16. Both run as one optimizer (`MuonAdamW`):
+  precision is fp16 (a T4 has no bf16 tensor cores), on a CPU in bf16 or fp32 as measured (`newton_schulz_dtype`),
+  else in bf16. Both run as one optimizer (`MuonAdamW`):
   one set of param groups, one state, one schedule, one checkpoint file.
 
 The schedule is `make_scheduler(optimizer, plan, step, peaks)`: a `LambdaLR` over `lr_factor`, positioned
@@ -38,6 +39,7 @@ from typing import Any
 
 import torch
 
+from . import device
 from .config import OPTIMIZERS, TrainConfig
 from .muon import Muon
 
@@ -96,12 +98,29 @@ def _muon(model: torch.nn.Module, params: list[torch.Tensor], cfg: TrainConfig, 
     heads = model.config.num_attention_heads if cfg.muon_qkv == "blocks" else 0
     groups = [{"params": [p for p in matrices if id(p) in qkv], "qkv_heads": heads},
               {"params": [p for p in matrices if id(p) not in qkv]}]
-    ns_dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+    ns_dtype = newton_schulz_dtype(cfg.precision, backend)
     muon = Muon([g for g in groups if g["params"]], lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
                 momentum=cfg.muon_momentum, ns_dtype=ns_dtype)
     chosen = {id(p) for p in matrices}
     adamw = _adamw(_decay_groups([p for p in params if id(p) not in chosen], cfg.weight_decay), cfg, backend)
     return MuonAdamW(muon, adamw)
+
+
+def newton_schulz_dtype(precision: str, backend: str) -> torch.dtype:
+    """The matmul type of Muon's iteration: what the hardware multiplies in natively.
+
+    fp16 where the run is fp16 (a T4: fp16 tensor cores, no bf16); on a CPU, bf16 or fp32 as
+    `device.cpu_matmul_probe` measured (an emulated bf16 matmul is about 30x slower than fp32); else bf16 (TPU,
+    Ampere and later). DDP ranks take rank 0's choice: ranks that iterated in different types would drift apart.
+    """
+    if precision == "fp16" and backend != "cpu":
+        return torch.float16
+    if backend != "cpu":
+        return torch.bfloat16
+    fast = torch.tensor([device.cpu_matmul_probe().dtype == "bf16"], dtype=torch.int32)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast(fast, src=0)
+    return torch.bfloat16 if bool(fast.item()) else torch.float32
 
 
 class MuonAdamW(torch.optim.Optimizer):

@@ -209,6 +209,8 @@ def mount_drive(platform: Platform | None = None) -> bool:
         return False
     if drive_mounted(plat):
         return True
+    if os.environ.get(HEADLESS_ENV):  # no browser: drive.mount would wait for an approval that cannot come
+        raise PlatformError(f"Google Drive is not mounted at {COLAB_DRIVE}. {headless_drive_help()}")
     from google.colab import drive  # only importable on Colab
 
     mountpoint = plat.path(COLAB_DRIVE)
@@ -219,6 +221,56 @@ def mount_drive(platform: Platform | None = None) -> bool:
         print(f"Google Drive was not mounted ({type(err).__name__}: {err}). {drive_help()}")
         return False
     return drive_mounted(plat)
+
+
+HEADLESS_ENV = "NBHELPERS_HEADLESS"  # set by `python -m nbhelpers run` for its kernels: no browser, no Drive prompt
+DRIVE_FLUSH_MINUTES = 15  # the most a session's end waits for Drive to push its last writes
+
+
+def headless_drive_help(profile: str = "PROFILE") -> str:
+    """What to do when `python -m nbhelpers run` on Colab needs Drive and Drive is not mounted."""
+    return ("`python -m nbhelpers run` cannot mount Google Drive: Colab asks for the mount in the browser, and "
+            "this process has none. In a notebook cell, first run `from google.colab import drive; "
+            f"drive.mount(\"{COLAB_DRIVE}\")` (or run any notebook's setup cell), then this command again; or "
+            f"pass --run-dir {COLAB_CONTENT}/runs/{profile} (this runtime's disk: lost when it ends).")
+
+
+def on_drive(path: str | os.PathLike, platform: Platform) -> bool:
+    """True when `path` lies on Colab's Drive mount (/content/drive, or under the rehearsal root)."""
+    path = Path(path)
+    drives = {COLAB_DRIVE, platform.path(COLAB_DRIVE), platform.path(COLAB_DRIVE).resolve()}
+    return path.is_absolute() and any(d in (p, *p.parents) for d in drives for p in (path, path.resolve()))
+
+
+def flush_drive(path: str | os.PathLike, platform: Platform | None = None,
+                minutes: float = DRIVE_FLUSH_MINUTES) -> bool:
+    """At the end of a session on Colab: push what was written to Drive under `path`; True when it was pushed.
+
+    Drive uploads in the background, and a runtime recycled minutes after the last checkpoint loses what was
+    not uploaded yet. colabtools has one call that waits for the uploads, `drive.flush_and_unmount()`, and it
+    unmounts Drive: so it runs only after a session's last save (a notebook's last cell, and the end of
+    `python -m nbhelpers run`, whose kernels leave it to the runner); a later cell mounts Drive again. Off
+    Colab, or where `path` is not on Drive, it does nothing.
+    """
+    plat = platform or detect()
+    if plat.name != "colab" or not on_drive(path, plat) or not drive_mounted(plat):
+        return False
+    os.sync()  # this process's writes reach the Drive mount before the push
+    if os.environ.get(HEADLESS_ENV):
+        return False  # a kernel of `python -m nbhelpers run`: the runner pushes once, after the last notebook
+    try:
+        from google.colab import drive  # only importable on Colab
+    except ImportError:
+        return False
+    print(f"Pushing the last writes to Google Drive before the session ends (up to {minutes:g} min); Drive is "
+          "unmounted after it (run the setup cell again to use it in this runtime)")
+    try:
+        drive.flush_and_unmount(timeout_ms=int(minutes * 60_000))
+    except Exception as err:  # noqa: BLE001 - the push failed or timed out: say so, the files may be incomplete
+        print(f"warning: Google Drive did not confirm the upload ({type(err).__name__}: {err}); check that "
+              f"{path} is complete in drive.google.com before the runtime ends")
+        return False
+    return True
 
 
 def drive_help(profile: str = "PROFILE") -> str:
@@ -335,7 +387,7 @@ def setup(platform: Platform | None = None, strict: bool = True) -> Platform:
     if limit:
         parts.append(f"session limit {limit / 60:g} h")
     print(", ".join(parts))
-    if plat.name == "colab":
+    if plat.name == "colab" and not os.environ.get(HEADLESS_ENV):  # headless: the runner checked Drive already
         mount_drive(plat)
     note = {"kaggle": " (Kaggle keeps up to 20 GB of /kaggle/working as the version's output; a saved "
                       "version resumes from the previous version's output attached as an input)",

@@ -363,7 +363,14 @@ class RunDir:
         if stage in TRAINING_STAGES:
             self.clear_stop(stage)
             self.unlink_inputs(stage)
+        self._end_session()
         return data[stage]
+
+    def _end_session(self) -> None:
+        """After a notebook's last write: on Colab, wait until Drive holds it (it unmounts; a later open remounts)."""
+        global _drive_asked
+        if platform.flush_drive(self.root):
+            _drive_asked = False
 
     # ------------------------------------------------------------ a stage stopped by its time budget
 
@@ -382,6 +389,7 @@ class RunDir:
             atomic_write_text(self.root / stage / STOP_FILE, json.dumps(
                 {"stage": stage, "step": step, "total_steps": total_steps, "reason": reason, "message": message},
                 indent=1, ensure_ascii=False))
+            self._end_session()  # the checkpoint of the session's last minutes, on Drive before the runtime ends
         return message
 
     def clear_stop(self, stage: str) -> None:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
 from . import config as config_mod
+from . import platform
 from .notebooks import discover, to_notebook
-from .rundir import STAGES, RunDir
+from .rundir import STAGES, RunDir, default_run_dir
 
 NOTEBOOK_STAGE = {nb: stage for stage, (nb, _, _) in STAGES.items()}
 # The exit status of `python -m nbhelpers run` when a training notebook stopped by its time budget: not a
@@ -77,10 +80,28 @@ def run(
     A training notebook stopped by its time budget ends cleanly (its checkpoint saved): the run stops
     there, since the later notebooks need its result, and the last StepResult says "stopped".
     """
-    import papermill
-
     cfg = config_mod.load(profile, overrides)  # a bad profile or override fails before anything runs
     sources = _select(discover(notebooks_dir), only)
+    plat = platform.detect()
+    where = Path(run_dir).expanduser() if str(run_dir) else default_run_dir(profile, plat)
+    if plat.name == "colab":  # no browser here: Drive must be mounted already, and only this process pushes it
+        os.environ[platform.HEADLESS_ENV] = "1"
+        if platform.on_drive(where, plat) and not platform.drive_mounted(plat):
+            raise platform.PlatformError(f"RUN_DIR {where} is on Google Drive, which is not mounted. "
+                                         + platform.headless_drive_help(profile))
+    try:
+        return _run_all(profile, run_dir, sources, cfg, overrides, force, log, log_output, timeout)
+    finally:
+        if plat.name == "colab":
+            os.environ.pop(platform.HEADLESS_ENV, None)
+            platform.flush_drive(where, plat)  # the kernels leave it to this process
+
+
+def _run_all(profile: str, run_dir: str | Path, sources: list[Path], cfg: Any, overrides: Sequence[str],
+             force: bool, log: Callable[[str], None], log_output: bool, timeout: int | None) -> list[StepResult]:
+    """`run`'s notebooks, in order (see `run`)."""
+    import papermill
+
     run = RunDir.open(run_dir, cfg)
     executed_dir = run.notebooks
     if run.read_only:  # a finished run on a read-only disk can still be read (05): notebooks go elsewhere

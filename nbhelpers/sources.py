@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import email.utils
 import glob
 import gzip
 import html.parser
@@ -14,7 +15,10 @@ import os
 import re
 import shlex
 import stat
+import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import warnings
 import zlib
 from collections import Counter
@@ -42,6 +46,7 @@ class Source:
     licence: str = ""
     description: str = ""
     files: str = ""  # hub: the split's data files in the repository (glob, {split} = split), read directly
+    shards: int = 0  # hub: `files` names shard {shard} of this many: that list is read, the folder never listed
 
 
 # The report's four corpora plus the offline sources. Edit weights in CorpusConfig.mixture, not here.
@@ -60,7 +65,9 @@ class Source:
 # - allenai/c4: gzipped JSON lines, config ja = multilingual/c4-ja.tfrecord-NNNNN-of-01024.json.gz (validation:
 #   c4-ja-validation.tfrecord-NNNNN-of-00008.json.gz); fields text, timestamp, url. The viewer shows the config
 #   ja; public projects download these file names. Not pinned: the history of multilingual/ ends at f1d4420
-#   "mC4 3.1.0" (2023-04-11), whose full id was not found.
+#   "mC4 3.1.0" (2023-04-11), whose full id was not found. multilingual/ holds every language's files (tens of
+#   thousands): a glob lists all of them page by page, API calls the hub limits per IP (500 per 5 minutes
+#   anonymously), so the 1024 names are built from that pattern and each file is fetched when it is read.
 # - elyza/JaMARD: the repository ships JaMARD.py, so datasets>=4 refuses the repository whatever data_files or
 #   config is passed (datasets' load.py checks for <name>.py first), and the hub has no parquet conversion of
 #   it (its viewer is disabled: "requires arbitrary Python code execution"). Its data are plain parquet files,
@@ -80,7 +87,7 @@ REGISTRY: dict[str, Source] = {
         Source("wikibooks_ja", "hub", "hpprc/jawiki-books", revision="main", files="2024-04-01/train-*.parquet",
                licence="CC BY-SA 3.0", description="Japanese Wikibooks textbooks"),
         Source("c4_ja", "hub", "allenai/c4", config="ja", revision="main",
-               files="multilingual/c4-ja.tfrecord-*-of-01024.json.gz",
+               files="multilingual/c4-ja.tfrecord-{shard:05d}-of-01024.json.gz", shards=1024,
                licence="ODC-BY", description="Japanese part of multilingual C4 (mC4), web text"),
         Source("jamard", "hub", "elyza/JaMARD", revision="82e107d209dec19e17a76d76425452c81b192755",
                files="data/{split}.parquet", text_field="instruction+true_responses", math=True,
@@ -174,7 +181,7 @@ def _mirror_dir(src: Source) -> str | None:
 def hub_download_command(src: Source, mirror: str = "DIR") -> str:
     """The `hf download` command that copies what `src` reads into a mirror folder."""
     revision = f" --revision {src.revision}" if src.revision else ""
-    include = f" --include '{src.files.format(split=src.split)}'" if src.files else ""
+    include = f" --include '{files_glob(src)}'" if src.files else ""
     return (f"hf download {src.location} --repo-type dataset{revision}{include} "
             f"--local-dir {os.path.join(mirror, src.location)}")
 
@@ -189,6 +196,8 @@ def open_hub(src: Source) -> Any:
     import datasets
 
     local = _mirror_dir(src)
+    if src.shards:
+        return _open_listed(src, local)
     if not src.files:
         return datasets.load_dataset(local or src.location, src.config, split=src.split, revision=src.revision,
                                      streaming=True)
@@ -198,6 +207,138 @@ def open_hub(src: Source) -> Any:
     reader = "parquet" if pattern.endswith(".parquet") else "json"
     return datasets.load_dataset(reader, data_files={src.split: f"{root}/{pattern}"}, split=src.split,
                                  streaming=True)
+
+
+def files_glob(src: Source) -> str:
+    """The source's `files` as one glob (a listed source's shard number as *), for `hf download --include`."""
+    return re.sub(r"\{shard[^}]*\}", "*", src.files).format(split=src.split)
+
+
+def hub_file_names(src: Source) -> list[str]:
+    """The data files of a listed hub source (`shards` > 0): its `files` pattern for shard 0, 1, ..."""
+    return [src.files.format(split=src.split, shard=i) for i in range(src.shards)]
+
+
+def hub_endpoint() -> str:
+    """The hub's address (HF_ENDPOINT, read at each call: a mirror or a test's local server can stand in)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_file_url(src: Source, name: str) -> str:
+    """The download address of one file of a hub dataset at the source's revision (no API call: a file fetch)."""
+    revision = urllib.parse.quote(src.revision or "main", safe="")
+    return f"{hub_endpoint()}/datasets/{src.location}/resolve/{revision}/{urllib.parse.quote(name)}"
+
+
+def _open_listed(src: Source, local: str | None) -> Any:
+    """A listed source's rows as a resumable IterableDataset: one shard per file name, each fetched when read."""
+    import datasets
+
+    names = hub_file_names(src)
+    reader = "parquet" if src.files.endswith(".parquet") else "json"
+    if local is not None:  # a partial copy reads the names it has
+        have = [os.path.join(local, n) for n in names if os.path.isfile(os.path.join(local, n))]
+        if not have:
+            raise SourceError(f"source {src.name!r}: {local} has none of its files ({names[0]}, ...); "
+                              f"copy them with `{hub_download_command(src, os.path.dirname(os.path.dirname(local)))}`")
+        return datasets.load_dataset(reader, data_files={src.split: have}, split=src.split, streaming=True)
+    if reader != "json":
+        raise SourceError(f"source {src.name!r}: listed files are read as gzipped or plain JSON lines; got {src.files}")
+    return datasets.IterableDataset.from_generator(
+        _json_lines_rows, gen_kwargs={"urls": [hub_file_url(src, n) for n in names]})
+
+
+def _json_lines_rows(urls: list[str]) -> Iterator[dict[str, Any]]:
+    """The rows of JSON-lines files (gzipped where named .gz) fetched from the hub one after another."""
+    for url in urls:
+        with hub_get(url) as resp:
+            stream: Any = gzip.GzipFile(fileobj=resp) if url.endswith(".gz") else resp
+            for line in stream:
+                if line.strip():
+                    yield json.loads(line)
+
+
+HUB_RETRY_STATUS = (429, 500, 502, 503, 504)  # a rate limit or a server's bad moment: read again after a wait
+HUB_MAX_WAIT_S = 600.0  # the longest wait one rate limit gets (the hub's windows are 5 minutes)
+HUB_WAIT_BUDGET_S = 1800.0  # the most one file waits in all before its read fails
+HUB_WAIT_S = 2.0  # a wait when the server names none; it doubles at each try
+
+
+def retry_after_s(headers: Any, now: float | None = None) -> float | None:
+    """Seconds a Retry-After header asks to wait (a number, or an HTTP date), or None without one."""
+    value = (headers.get("Retry-After") if headers is not None else None) or ""
+    value = value.strip()
+    if not value:  # the hub's own header: RateLimit: "api";r=0;t=55 (t: seconds until its window resets)
+        reset = re.search(r"\bt=(\d+)", (headers.get("RateLimit") if headers is not None else None) or "")
+        return float(reset.group(1)) if reset else None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def http_status(err: BaseException) -> tuple[int | None, Any]:
+    """The HTTP status and headers of an error raised for a response (urllib's, requests', httpx', the hub's)."""
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code, err.headers
+    response = getattr(err, "response", None)
+    status = getattr(response, "status_code", None)
+    return (int(status), getattr(response, "headers", None)) if isinstance(status, int) else (None, None)
+
+
+def hub_wait(err: BaseException, attempt: int, what: str, base_s: float = HUB_WAIT_S) -> float | None:
+    """Seconds to wait before reading `what` again after `err`, said aloud; None: not worth another try.
+
+    A 429 is the hub's rate limit, which clears within its window: the wait is what the server asks
+    (Retry-After, or the reset of the hub's RateLimit header; at most HUB_MAX_WAIT_S), so a long session waits
+    minutes instead of ending. Other failures wait `base_s`, doubling with each attempt.
+    """
+    status, headers = http_status(err)
+    if status is not None and status not in HUB_RETRY_STATUS:
+        return None
+    asked = retry_after_s(headers) if status is not None else None
+    wait = min(HUB_MAX_WAIT_S, asked if asked is not None else base_s * 2**attempt)
+    why = (f"the hub's rate limit (HTTP 429; the server asks for {asked:g} s)" if status == 429 and asked is not None
+           else f"HTTP {status}" if status is not None else f"{type(err).__name__}: {str(err)[:200]}")
+    print(f"reading {what}: {why}; waiting {wait:.0f} s, then reading on"
+          + ("" if os.environ.get("HF_TOKEN") else " (HF_TOKEN is not set: a token's limits are higher)"),
+          flush=True)
+    return wait
+
+
+class _NoAuthOnRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows the hub's redirect to its storage without the token (the signed address needs none)."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+def hub_get(url: str, timeout: float = 60.0, sleep: Any = None) -> Any:
+    """An open HTTP response for a hub file, with HF_TOKEN when set; a 429 or a 5xx waits and tries again."""
+    headers = {"User-Agent": "nbhelpers"}
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    opener = urllib.request.build_opener(_NoAuthOnRedirect)
+    waited, attempt = 0.0, 0
+    while True:
+        try:
+            return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+        except (urllib.error.URLError, OSError) as err:
+            if waited >= HUB_WAIT_BUDGET_S:
+                raise
+            wait = hub_wait(err, attempt, url.rsplit("/", 1)[-1])
+            if wait is None:
+                raise
+            (sleep or time.sleep)(wait)
+            waited += wait
+            attempt += 1
 
 
 def hub_error(src: Source, err: Exception, offline: str = "bundled_prose, arithmetic or files:GLOB") -> SourceError:
@@ -220,7 +361,7 @@ def hub_error(src: Source, err: Exception, offline: str = "bundled_prose, arithm
 
 
 def _no_files(src: Source) -> str:
-    return (f"The repository has no files {src.files!r} at revision {src.revision}, or they hold no rows: the "
+    return (f"The repository has no files {files_glob(src)!r} at revision {src.revision}, or they hold no rows: the "
             "registry entry's files or revision must follow the repository.")
 
 

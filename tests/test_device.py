@@ -145,3 +145,17 @@ def test_real_machine_selection_is_consistent():
         assert choice.precision == ("bf16" if cap >= (8, 0) else "fp16")
     elif choice.backend == "cpu":
         assert choice.precision == "fp32"
+
+
+def test_the_matmul_probe_times_both_types_on_this_cpu_and_reads_its_flags(tmp_path, monkeypatch):
+    """The probe measures (the median of real timings), so a CPU is never assumed to have bf16 hardware."""
+    assert device.matmul_seconds(torch.float32, repeats=3) > 0
+    monkeypatch.setattr(device, "_PROBE", [])
+    probe = device.cpu_matmul_probe()
+    assert probe.dtype == ("bf16" if probe.bf16_s < probe.fp32_s else "fp32")
+    assert device.cpu_matmul_probe() is probe  # measured once per process
+    assert "GFLOP/s in bf16" in probe.reason
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert device.cpu_flags(str(cpuinfo)) & set(device.CPU_FLAGS_BF16) == {"avx512_bf16"}
+    assert device.cpu_flags(str(tmp_path / "absent")) == set()

@@ -189,3 +189,22 @@ def test_smoke_notebook_outputs_hold_no_token(tmp_path):
     for nb in executed:
         assert hub.find_secrets(nb, FAKE_TOKEN) == []
     assert FAKE_TOKEN not in proc.stdout + proc.stderr
+
+
+def test_the_platforms_token_is_exported_for_hub_reads_and_never_shown(monkeypatch, tmp_path, capsys):
+    """Kaggle's secret becomes HF_TOKEN in the environment (datasets, huggingface_hub and child processes read it)."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    secrets = types.SimpleNamespace(UserSecretsClient=lambda: types.SimpleNamespace(
+        get_secret=lambda name: FAKE_TOKEN if name == "HF_TOKEN" else None))
+    monkeypatch.setitem(sys.modules, "kaggle_secrets", secrets)
+    message = hub.export_hf_token(platform=kaggle_here(tmp_path))
+    assert os.environ["HF_TOKEN"] == FAKE_TOKEN and "kaggle_secrets" in message
+    assert FAKE_TOKEN not in message + capsys.readouterr().out
+    child = subprocess.run([sys.executable, "-c", "import os; print(len(os.environ['HF_TOKEN']))"],
+                           capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == str(len(FAKE_TOKEN))  # the producer and torchrun's ranks see it too
+    assert "kept" in hub.export_hf_token(platform=kaggle_here(tmp_path))
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.delitem(sys.modules, "kaggle_secrets")
+    assert "anonymous" in hub.export_hf_token(platform=Platform("local", "cpu", "test", tmp_path))
+    assert "HF_TOKEN" not in os.environ

@@ -253,19 +253,23 @@ def test_the_hub_path_reads_pinned_files_without_the_repository(monkeypatch):
     monkeypatch.delenv(sources.HUB_MIRROR_ENV, raising=False)
     calls = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or [])
-    for name in ("wikipedia_ja", "wikibooks_ja", "c4_ja", "jamard", "dolly_ja"):
+    for name in ("wikipedia_ja", "wikibooks_ja", "jamard", "dolly_ja"):
         sources.open_hub(sources.resolve(name))
     hub = "hf://datasets/"
     assert [(a, k["data_files"]) for a, k in calls] == [
         (("parquet",), {"train": f"{hub}wikimedia/wikipedia@b04c8d1ceb2f5cd4588862100d08de323dccfbaa/20231101.ja/"
                                  "train-*.parquet"}),
         (("parquet",), {"train": f"{hub}hpprc/jawiki-books@main/2024-04-01/train-*.parquet"}),
-        (("json",), {"train": f"{hub}allenai/c4@main/multilingual/c4-ja.tfrecord-*-of-01024.json.gz"}),
         (("parquet",), {"train": f"{hub}elyza/JaMARD@82e107d209dec19e17a76d76425452c81b192755/data/train.parquet"}),
         (("json",), {"train": f"{hub}kunishou/databricks-dolly-15k-ja@6391034b0126850543299cda071dc6281c31a6fb/"
                               "databricks-dolly-15k-ja.json"}),
     ]
     assert all(k == {"data_files": k["data_files"], "split": "train", "streaming": True} for _, k in calls)
+    # C4's folder holds every language's files: its 1024 names are listed, never globbed (no listing API call)
+    c4 = sources.open_hub(sources.resolve("c4_ja"))
+    assert len(calls) == 4 and c4.num_shards == 1024
+    assert sources.hub_file_names(sources.resolve("c4_ja"))[::1023] == [
+        "multilingual/c4-ja.tfrecord-00000-of-01024.json.gz", "multilingual/c4-ja.tfrecord-01023-of-01024.json.gz"]
 
 
 def test_the_default_mixture_builds_documents_from_every_source(hub):

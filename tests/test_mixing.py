@@ -443,3 +443,49 @@ def test_a_streamed_source_in_big_pieces_goes_through_the_pool(tmp_path):
     mixer.close()  # a blocked reader ends here with the pool
     assert done, f"the mixer stalled after {len(got)} documents"
     assert sum(1 for d in got if "番目の文書。" in d) == 4000
+
+
+from nbhelpers import sources as src_mod  # noqa: E402
+
+
+class _RateLimited(Exception):
+    """What huggingface_hub raises for a 429 (HfHubHTTPError): the response, its status and its headers."""
+
+    def __init__(self, retry_after: str) -> None:
+        super().__init__("429 Client Error: Too Many Requests (We had to rate limit your IP)")
+        import types
+
+        self.response = types.SimpleNamespace(status_code=429, headers={"Retry-After": retry_after})
+
+
+def test_a_rate_limited_hub_stream_waits_as_the_server_asks_without_using_up_its_retries(hub_source, monkeypatch,
+                                                                                          capsys):
+    import datasets
+
+    name, opened = hub_source
+    cfg = _cfg({name: 1.0}, on_exhausted="stop")
+    want = [str(d) for _, d, _ in Mixer(cfg)]
+    real_iter = datasets.IterableDataset.__iter__
+    limits = {"left": pieces.HUB_RETRIES + 3, "at": 20}  # more 429s in a row than retries: waited out
+    waits = []
+    monkeypatch.setattr(pieces, "_pause", lambda stop, seconds: waits.append(seconds) or False)  # not in real time
+
+    def limited_iter(self):
+        rows = real_iter(self)
+        for n in itertools.count():
+            if n == limits["at"] and limits["left"]:
+                limits["left"] -= 1
+                raise _RateLimited("42")
+            row = next(rows, None)
+            if row is None:
+                return
+            yield row
+
+    monkeypatch.setattr(datasets.IterableDataset, "__iter__", limited_iter)
+    assert [str(d) for _, d, _ in Mixer(cfg)] == want  # nothing lost, nothing repeated
+    assert waits.count(42.0) == pieces.HUB_RETRIES + 3  # each wait what the server asked
+    assert "rate limit (HTTP 429; the server asks for 42 s); waiting 42 s" in capsys.readouterr().out
+    monkeypatch.setattr(src_mod, "HUB_WAIT_BUDGET_S", 100.0)  # a limit that never clears ends, naming the source
+    limits.update(left=10**9, at=0)
+    with pytest.raises(pieces.SourceStreamError, match=r"source 'test_hub'.*429"):
+        list(Mixer(cfg))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from loop_tiny import StopAfter, blocks, cpu_choice, tiny_model, train_cfg
 
-from nbhelpers import checkpoint, loop, optim
+from nbhelpers import checkpoint, device, loop, optim
 from nbhelpers.batches import ArrayBlocks, PackedBatches
 from nbhelpers.muon import Muon
 
@@ -60,7 +60,24 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     whole = optim.build_optimizer(model, train_cfg(optimizer="muon", muon_qkv="whole"), "cpu")
     assert [g["qkv_heads"] for g in whole.param_groups if g["muon"]] == [0, 0]
     fp16 = optim.build_optimizer(model, train_cfg(optimizer="muon", precision="fp16"), "cuda")
-    assert (default._muon.ns_dtype, fp16._muon.ns_dtype) == (torch.bfloat16, torch.float16)  # T4: fp16 cores
+    bf16 = optim.build_optimizer(model, train_cfg(optimizer="muon", precision="bf16"), "cuda")
+    assert (bf16._muon.ns_dtype, fp16._muon.ns_dtype) == (torch.bfloat16, torch.float16)  # T4: fp16 cores
+    assert default._muon.ns_dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[device.cpu_matmul_probe().dtype]
+
+
+@pytest.mark.parametrize(("bf16_s", "want"), [(30.0, torch.float32), (0.25, torch.bfloat16)])
+def test_muons_iteration_on_a_cpu_runs_in_the_type_it_multiplies_fastest(monkeypatch, bf16_s, want):
+    """A CPU without bf16 hardware (an emulated bf16 matmul, 30x slower) iterates in fp32; one with it, in bf16."""
+    monkeypatch.setattr(device, "_PROBE", [])
+    monkeypatch.setattr(device, "matmul_seconds", lambda dtype: bf16_s if dtype == torch.bfloat16 else 1.0)
+    model = tiny_model()
+    opt = optim.build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3), "cpu")
+    assert opt._muon.ns_dtype == want
+    assert device.cpu_matmul_probe().dtype == {torch.float32: "fp32", torch.bfloat16: "bf16"}[want]
+    assert "ns_dtype" not in opt.state_dict()["param_groups"][0]  # a checkpoint resumes on any hardware
+    _grads(model, 0)
+    opt.step()  # the iteration runs in that type
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_one_step_is_a_muon_step_and_an_adamw_step():

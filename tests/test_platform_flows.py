@@ -140,6 +140,15 @@ def mount(mountpoint, force_remount=False, timeout_ms=120000, readonly=False):
     os.makedirs(os.path.dirname(mountpoint), exist_ok=True)
     os.symlink(os.environ["FAKE_DRIVE"], mountpoint)
     print("Mounted at " + mountpoint)
+    with open(os.environ["FAKE_DRIVE_LOG"], "a") as log:
+        log.write("mount " + mountpoint + "\\n")
+
+
+def flush_and_unmount(timeout_ms=24 * 60 * 60 * 1000):
+    mountpoint = os.path.join(os.environ["NBHELPERS_PLATFORM_ROOT"], "content/drive")
+    with open(os.environ["FAKE_DRIVE_LOG"], "a") as log:
+        log.write("flush_and_unmount " + mountpoint + "\\n")
+    os.unlink(mountpoint)
 '''
 
 
@@ -158,7 +167,8 @@ def test_colab_notebooks_in_separate_runtimes_share_only_drive(tmp_path):
         root = tmp_path / name
         (root / "content").mkdir(parents=True, exist_ok=True)
         env = _env(NBHELPERS_PLATFORM_ROOT=str(root), COLAB_RELEASE_TAG="release-colab-external_20261120",
-                   FAKE_DRIVE=str(drive), FAKE_DRIVE_ANSWER=answer, PYTHONPATH=pythonpath)
+                   FAKE_DRIVE=str(drive), FAKE_DRIVE_ANSWER=answer, PYTHONPATH=pythonpath,
+                   FAKE_DRIVE_LOG=str(tmp_path / "drive.log"))
         source = sources[notebook]
         return subprocess.run([sys.executable, "-m", "papermill", str(source.with_suffix(".ipynb")),
                                str(root / f"{source.stem}.out.ipynb"), "-p", "PROFILE", "smoke", "--cwd",
@@ -171,11 +181,14 @@ def test_colab_notebooks_in_separate_runtimes_share_only_drive(tmp_path):
     assert (run / "tokenizer/tokenizer.json").is_file()  # on Drive, not in runtime A's /content
     out_a = (tmp_path / "runtime-a/01_tokenizer.out.ipynb").read_text(encoding="utf-8")
     assert "Mounting Google Drive" in out_a and "runtime of its own" in out_a
+    assert "Pushing the last writes to Google Drive" in out_a  # its last cell waits for Drive's upload
+    assert (tmp_path / "drive.log").read_text().split() == [
+        "mount", str(tmp_path / "runtime-a/content/drive"), "flush_and_unmount", str(tmp_path / "runtime-a/content/drive")]
 
     second = runtime("runtime-b", "02")  # another runtime: sees 01's tokenizer through Drive only
     assert second.returncode == 0, second.stderr[-3000:]
     assert (run / "corpus/manifest.json").is_file()
-    assert sorted(p.name for p in (tmp_path / "runtime-b/content").iterdir()) == ["drive"]
+    assert sorted(p.name for p in (tmp_path / "runtime-b/content").iterdir()) == []  # Drive pushed and unmounted
 
     refused = runtime("runtime-c", "02", answer="deny")
     assert refused.returncode != 0

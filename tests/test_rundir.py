@@ -352,3 +352,84 @@ def test_a_kernel_without_torch_xla_leaves_the_xla_cache_in_the_input(tmp_path, 
     (source / "xla_cache").mkdir()
     run = RunDir.open("", cfg)
     assert not (run.root / "xla_cache").exists()
+
+
+# ---------------------------------------------------------------- Colab's Drive at a session's end
+
+
+def colab_rehearsal(monkeypatch, tmp_path) -> Platform:
+    """A Colab runtime under the rehearsal root (NBHELPERS_PLATFORM_ROOT), as platform.detect() sees it."""
+    monkeypatch.setenv("NBHELPERS_PLATFORM_ROOT", str(tmp_path / "runtime"))
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-external_20261120-060000_RC00")
+    monkeypatch.delenv(platform.HEADLESS_ENV, raising=False)
+    (tmp_path / "runtime").mkdir(exist_ok=True)
+    return platform.detect()
+
+
+def flushing_drive(monkeypatch, tmp_path, answers=("allow",)) -> tuple[list, list]:
+    """fake_drive plus flush_and_unmount: it records its timeout and unmounts (what colabtools' call does)."""
+    import sys
+
+    mounts = fake_drive(monkeypatch, tmp_path / "drive", list(answers))
+    flushes = []
+
+    def flush_and_unmount(timeout_ms=24 * 60 * 60 * 1000):
+        flushes.append(timeout_ms)
+        (tmp_path / "runtime/content/drive").unlink()
+
+    sys.modules["google.colab"].drive.flush_and_unmount = flush_and_unmount
+    return mounts, flushes
+
+
+def test_a_sessions_last_write_on_drive_is_pushed_before_the_session_ends(tmp_path, monkeypatch, capsys):
+    colab = colab_rehearsal(monkeypatch, tmp_path)
+    mounts, flushes = flushing_drive(monkeypatch, tmp_path, ["allow", "allow"])
+    run = RunDir.open("", config.load("smoke"))
+    assert run.root == (tmp_path / "drive/MyDrive/nbhelpers/runs/smoke").resolve() and flushes == []
+    print(run.stop("pretrain", 40, 100))  # the time budget: the checkpoint of the last minutes goes up now
+    assert flushes == [platform.DRIVE_FLUSH_MINUTES * 60_000] and not platform.drive_mounted(colab)
+    assert "Pushing the last writes to Google Drive" in capsys.readouterr().out
+    again = RunDir.open("", config.load("smoke"))  # a later cell in this runtime mounts Drive again
+    assert again.root == run.root and len(mounts) == 2
+    again.record("tokenizer", {"vocab_size": 3000})  # a notebook's last cell
+    assert len(flushes) == 2
+    local = RunDir.open(tmp_path / "runtime/content/runs/smoke", config.load("smoke"))
+    local.record("tokenizer", {"vocab_size": 3000})  # not on Drive: nothing to push
+    assert len(flushes) == 2
+
+
+def test_nbhelpers_run_on_colab_without_drive_fails_at_once_saying_what_to_do(tmp_path, monkeypatch):
+    from nbhelpers import runner
+
+    colab_rehearsal(monkeypatch, tmp_path)
+    mounts, flushes = flushing_drive(monkeypatch, tmp_path)
+    ran = []
+    monkeypatch.setattr(runner, "_run_all", lambda *a, **k: ran.append(1) or [])
+    (tmp_path / "drive/MyDrive").rename(tmp_path / "drive/elsewhere")  # nothing mounted, no browser to ask
+    with pytest.raises(platform.PlatformError) as err:
+        runner.run("smoke", "")
+    assert "cannot mount Google Drive" in str(err.value) and 'drive.mount("/content/drive")' in str(err.value)
+    assert "--run-dir /content/runs/smoke" in str(err.value)
+    assert mounts == [] and ran == [] and flushes == []
+    monkeypatch.setenv(platform.HEADLESS_ENV, "1")  # a kernel of the runner: mounting would wait forever
+    with pytest.raises(platform.PlatformError, match="cannot mount Google Drive"):
+        platform.mount_drive()
+    assert mounts == []
+
+
+def test_nbhelpers_run_on_colab_pushes_drive_once_after_its_last_notebook(tmp_path, monkeypatch):
+    from nbhelpers import runner
+
+    colab_rehearsal(monkeypatch, tmp_path)
+    mounts, flushes = flushing_drive(monkeypatch, tmp_path)
+    assert platform.mount_drive() is True  # the user mounted it in a notebook cell first
+
+    def notebooks(*args, **kwargs):  # what the kernels do: their records leave the push to the runner
+        assert os.environ[platform.HEADLESS_ENV] == "1"
+        RunDir.open("", config.load("smoke")).record("tokenizer", {"vocab_size": 3000})
+        assert flushes == []
+        return []
+
+    monkeypatch.setattr(runner, "_run_all", notebooks)
+    assert runner.run("smoke", "") == []
+    assert len(flushes) == 1 and platform.HEADLESS_ENV not in os.environ

@@ -161,3 +161,91 @@ def test_files_without_documents_are_skipped_in_a_glob_and_named_alone(tmp_path,
             _take(d / name, workers)
     with pytest.raises(sources.SourceError, match=r"numbers.parquet: column 'text' holds int64, not text"):
         _take(d / "numbers.parquet", workers)
+
+
+# ---------------------------------------------------------------- the hub's limits: listed files, 429 waits
+
+
+@pytest.fixture()
+def rate_limited_hub(monkeypatch):
+    """A local stand-in for the hub's file downloads: each file's first request gets 429 with Retry-After: 1."""
+    import gzip
+    import http.server
+    import threading
+    import time
+
+    seen: list[tuple[str, float, str | None]] = []
+    files = {f"/datasets/allenai/c4/resolve/main/multilingual/c4-ja.tfrecord-{i:05d}-of-01024.json.gz":
+             gzip.compress("".join(json.dumps({"text": f"ファイル{i}の文書{k}です。", "url": "u"}, ensure_ascii=False)
+                                   + "\n" for k in range(3)).encode()) for i in range(2)}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            first = not any(p == self.path for p, _, _ in seen)
+            seen.append((self.path, time.monotonic(), self.headers.get("Authorization")))
+            if self.path not in files:
+                self.send_error(404)
+            elif first:
+                self.send_response(429)
+                self.send_header("Retry-After", "1")
+                self.end_headers()
+            else:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(files[self.path])))
+                self.end_headers()
+                self.wfile.write(files[self.path])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.delenv(sources.HUB_MIRROR_ENV, raising=False)
+    yield seen
+    server.shutdown()
+
+
+def test_c4_reads_its_listed_files_and_waits_out_a_429_as_the_server_asks(rate_limited_hub, monkeypatch, capsys):
+    import dataclasses
+
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    two = dataclasses.replace(sources.resolve("c4_ja"), shards=2)  # the registry's names, the first two of 1024
+    assert list(sources.iter_texts(two)) == [f"ファイル{i}の文書{k}です。" for i in range(2) for k in range(3)]
+    paths = [p for p, _, _ in rate_limited_hub]
+    assert all("/resolve/main/multilingual/c4-ja.tfrecord-0000" in p for p in paths)  # file fetches only: no listing
+    assert len(paths) == 4 and paths[0] == paths[1] and paths[2] == paths[3]  # each file: 429, then read again
+    assert rate_limited_hub[1][1] - rate_limited_hub[0][1] >= 1.0  # after the Retry-After the server named
+    assert {auth for _, _, auth in rate_limited_hub} == {"Bearer hf_" + "x" * 34}  # the token counts for reads
+    assert "HTTP 429; the server asks for 1 s); waiting 1 s" in capsys.readouterr().out
+
+
+def test_a_missing_listed_file_is_named_at_once(rate_limited_hub):
+    import dataclasses
+
+    three = dataclasses.replace(sources.resolve("c4_ja"), shards=3)
+    with pytest.raises(Exception, match="404"):
+        list(sources.iter_texts(three))
+    assert sum("00002" in p for p, _, _ in rate_limited_hub) == 1  # not retried: a missing file is not a limit
+
+
+def test_retry_after_is_read_as_seconds_an_http_date_or_the_hubs_ratelimit_header():
+    assert sources.retry_after_s({"Retry-After": "120"}) == 120
+    assert sources.retry_after_s({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470.0) == 10.0
+    assert sources.retry_after_s({"RateLimit": '"api";r=0;t=55'}) == 55
+    assert sources.retry_after_s({}) is None and sources.retry_after_s(None) is None
+
+
+def test_the_corpus_reader_streams_the_listed_files_through_a_429(rate_limited_hub, monkeypatch):
+    """The producer's path (pieces' hub reader, datasets' resumable position) over the listed files."""
+    import dataclasses
+
+    from nbhelpers.config import CorpusConfig
+    from nbhelpers.corpus import mixed_documents
+
+    monkeypatch.setitem(sources.REGISTRY, "c4_ja", dataclasses.replace(sources.resolve("c4_ja"), shards=2))
+    cfg = CorpusConfig(mixture={"c4_ja": 1.0}, min_chars=5, workers=1, shuffle_buffer=0, seed=3,
+                       on_exhausted="stop", dedup=False)
+    docs = sorted(str(d) for d in mixed_documents(cfg))
+    assert docs == sorted(f"ファイル{i}の文書{k}です。" for i in range(2) for k in range(3))
+    assert len(rate_limited_hub) == 4  # each file: a 429, then its read

@@ -252,3 +252,53 @@ def test_a_killed_trainer_takes_its_producer_with_it(corpus, tmp_path):
         time.sleep(0.05)
     stat = Path(f"/proc/{producer}/stat")
     assert not stat.exists() or stat.read_text().split()[2] == "Z", "the producer outlived its trainer"
+
+
+def test_the_producer_runs_below_the_trainers_priority(corpus):
+    """On a small host the trainer's threads come first; the producer works ahead in what they leave."""
+    from nbhelpers.corpus.producer import PRODUCER_NICE
+
+    stream, start, hashes = corpus("parts")
+    source = StreamBatches(stream, start, hashes, micro_batch=4, total_blocks=40, seed=4)
+    try:
+        source.batch(0)  # the producer has made part 0: it set its priority first thing
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, source.producer.proc.pid) == min(19, ours + PRODUCER_NICE)
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize(("passive", "cores", "threads", "want"), [
+    (False, 2, 2, 1),  # spinning waits on Colab's 2 vCPUs: one core is the producer's
+    (True, 2, 2, 2),  # passive waits: nothing stalls, the trainer keeps both
+    (False, 16, 16, 16),  # a big host has cores to spare
+    (False, 2, 1, 1),  # never more threads than asked for
+])
+def test_a_trainer_beside_its_producer_leaves_a_core_only_where_its_threads_spin(monkeypatch, passive, cores,
+                                                                                  threads, want):
+    import torch
+
+    import nbhelpers
+    from nbhelpers.corpus import stream as stream_mod
+
+    monkeypatch.setattr(nbhelpers, "OMP_PASSIVE", passive)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        assert stream_mod.trainer_threads(cores) == want == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_importing_nbhelpers_before_torch_makes_openmp_wait_passively():
+    code = ("import os, sys, nbhelpers; import torch; "
+            "print(os.environ['OMP_WAIT_POLICY'], nbhelpers.OMP_PASSIVE)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["PASSIVE", "True"]
+    late = subprocess.run([sys.executable, "-c", "import torch, nbhelpers; print(nbhelpers.OMP_PASSIVE)"],
+                          capture_output=True, text=True, env=env, check=True)
+    assert late.stdout.strip() == "False"  # too late to take: trainer_threads leaves a core instead
+    user = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=dict(env, OMP_WAIT_POLICY="ACTIVE"))
+    assert user.stdout.split() == ["ACTIVE", "False"]  # a user's own setting stays

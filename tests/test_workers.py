@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
-import multiprocessing
+import itertools
 import os
 import signal
 
 import pytest
 
-from nbhelpers.corpus.workers import WorkerError, WorkerPool
+from nbhelpers.corpus.workers import WorkerError, WorkerPool, worker_context
 
-CTX = multiprocessing.get_context("fork")
+CTX = worker_context()
 
 
 def _square(x: int) -> int:
@@ -109,3 +110,24 @@ def test_corpus_processes_end_when_their_parent_is_killed(tmp_path, sig, started
         for pid in children:  # on failure, leave nothing behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_corpus_workers_start_without_forking_this_threaded_process(monkeypatch):
+    """A fork copies other threads' locks mid-use (Python 3.12+ warns; it can deadlock): the workers come from a
+    fork server, with only picklable arguments, and clean what one process cleans."""
+    import threading
+
+    from nbhelpers import config, corpus
+
+    def no_fork() -> int:
+        raise AssertionError("os.fork() in a process with threads")
+
+    stop = threading.Event()
+    threading.Thread(target=stop.wait, daemon=True).start()  # a reader thread, say
+    cfg = config.load("smoke", ['corpus.mixture={"bundled_prose": 1, "arithmetic": 1}']).corpus
+    one = list(itertools.islice(corpus.mixed_documents(dataclasses.replace(cfg, workers=1), seed=1), 300))
+    monkeypatch.setattr(os, "fork", no_fork)
+    two = list(itertools.islice(corpus.mixed_documents(dataclasses.replace(cfg, workers=2), seed=1), 300))
+    stop.set()
+    assert two == one
+    assert CTX.get_start_method() in ("forkserver", "spawn")

@@ -27,7 +27,6 @@ interleave_datasets' all_exhausted; repeats are not counted as duplicates) and "
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from .. import sources as sources_mod
 from ..config import CorpusConfig, check_section, check_value
 from .clean import CleanedBatch, CleanStats, clean_batch, init_worker, warm
 from .pieces import Piece, piece_stream, read_piece
-from .workers import WorkerPool
+from .workers import WorkerPool, worker_context
 
 FIRST_KEEP_WINDOW = 20_000  # a source whose first this-many documents are all dropped is an error, not a hang
 DEDUP_BUFFER = 65536  # recent hashes kept in a Python set before merging into the sorted array
@@ -414,11 +413,8 @@ class Mixer:
         self.dedup = HashSet(dedup_hashes) if cfg.dedup else None
         self.pool: WorkerPool | None = None
         if self.workers > 1:
-            # fork where there is one: spawn re-imports __main__, which fails for stdin scripts and is slow;
-            # the workers only run clean_batch (no threads, no locks inherited from the parent are used).
-            # The pool starts before any reader thread of a streamed source.
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            # forkserver (workers.worker_context): a fork of this process, which has threads, could deadlock
+            ctx = worker_context()
             thinning = cleaning and any(not sources_mod.resolve(name).math for name in self.weights)
             if thinning and ctx.get_start_method() == "fork":
                 warm(cfg.symbol_level)  # built once per process and inherited by every worker at fork

@@ -13,8 +13,9 @@ A piece is the unit of reading and of cleaning (one worker task). Two kinds of s
   reader's position before it (`datasets`' own `IterableDataset.state_dict()` for the hub, file and document
   numbers for gzipped files), so a resume reopens the stream at that position and reads the piece again. A hub
   read that fails is retried HUB_RETRIES times with doubling waits from the last position, then
-  `SourceStreamError` names the source (2 + 4 + ... + 32 s: about a minute of waiting). Errors that are not the
-  network's (a missing configuration, a loading script) are named at once.
+  `SourceStreamError` names the source (2 + 4 + ... + 32 s: about a minute of waiting); the hub's rate limit
+  (HTTP 429) waits what its Retry-After asks, up to `sources.HUB_WAIT_BUDGET_S` in all, without counting.
+  Errors that are not the network's (a missing configuration, a loading script) are named at once.
 
 `piece_stream` yields (epoch, seq, position, piece) for one source, forever for `on_exhausted="repeat"`, with
 `piece=None` at each epoch's end.
@@ -195,11 +196,19 @@ def _planned(src: Source, name: str, seed: int, epoch: int, shuffle: bool, on_ba
 
 def _transient(err: BaseException) -> bool:
     """Whether a hub read failed the way a network does (worth reading again) rather than for good."""
+    status, _ = src_mod.http_status(err)
+    if status is not None:  # an HTTP answer: a rate limit or a server's bad moment is read again, a missing file not
+        return status in src_mod.HUB_RETRY_STATUS
     if isinstance(err, (OSError, TimeoutError)):  # connection resets, timeouts, requests' and the hub's HTTP errors
         return True
     kind = type(err)
     return kind.__module__.split(".")[0] in ("httpx", "httpcore", "aiohttp", "requests", "urllib3", "fsspec") \
         or any(w in kind.__name__ for w in ("Timeout", "Connection", "Transport"))
+
+
+def _pause(stop: threading.Event, seconds: float) -> bool:
+    """Wait `seconds` before reading the hub again; True when the reader was stopped meanwhile."""
+    return stop.wait(seconds)
 
 
 class _HubReader:
@@ -234,7 +243,8 @@ class _HubReader:
 
     def _row(self) -> dict | None:
         """The next row, reading again from the last position when the hub fails (HUB_RETRIES times)."""
-        for attempt in range(HUB_RETRIES + 1):
+        attempt, limited = 0, 0.0
+        while True:
             try:
                 if self.rows is None:
                     self._open(self.row_state)
@@ -244,15 +254,23 @@ class _HubReader:
             except Exception as err:  # noqa: BLE001 - classified: a network failure is read again
                 if not _transient(err):
                     raise src_mod.hub_error(self.src, err) from err
-                if attempt == HUB_RETRIES:
+                status, headers = src_mod.http_status(err)
+                # a rate limit clears within its window: it waits as the server asks, up to a budget, uncounted
+                rate_limited = status == 429 and limited < src_mod.HUB_WAIT_BUDGET_S
+                if attempt == HUB_RETRIES and not rate_limited:
                     raise SourceStreamError(
                         f"source {self.src.name!r} ({self.src.location}): reading the hub stream failed "
                         f"{HUB_RETRIES + 1} times in a row; last error {type(err).__name__}: {str(err)[:300]}"
                     ) from err
-                if self.stop.wait(HUB_WAIT_S * 2**attempt):
+                wait = src_mod.hub_wait(err, attempt, f"source {self.src.name!r}", HUB_WAIT_S)
+                wait = HUB_WAIT_S * 2**attempt if wait is None else wait
+                if _pause(self.stop, wait):
                     return None
+                if rate_limited:
+                    limited += wait
+                else:
+                    attempt += 1
                 self.rows = None  # open again at the position after the last row it gave
-        return None
 
     def _fill(self) -> bool:
         """Read rows until one gives documents; False at the end of the dataset."""

@@ -36,6 +36,7 @@ from .mixing import Mixer, cpu_count
 from .parts import PartStore, same_state
 from .workers import bind_to_parent
 
+PRODUCER_NICE = 10  # the producer's priority below the trainer's: on a small host the trainer's threads come first
 MAX_WORKERS = 8  # the producer's processes while training, when corpus.workers = 0 (see `training_workers`)
 ENTRY = "import sys; from nbhelpers.corpus.producer import main; sys.exit(main(sys.argv[1:]))"  # the process's code
 
@@ -159,6 +160,8 @@ def produce(spec: dict[str, Any], consumed: _Consumed | None = None, bar: Any = 
 def main(argv: list[str] | None = None) -> int:
     """The producer process's body: `main([SPEC.json])` (`Producer` starts it, see ENTRY)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's; it closes the pipe, which stops this
+    with contextlib.suppress(OSError):  # its workers inherit it; it works ahead, the trainer waits on nothing
+        os.nice(PRODUCER_NICE)
     # the pipe's end stops this process; a copy of its write end in another child of the trainer (a later fork)
     # would keep it open, so the trainer's death is also watched directly
     bind_to_parent(os.getppid(), from_main_thread=False)

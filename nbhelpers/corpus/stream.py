@@ -28,12 +28,34 @@ import numpy as np
 import torch
 
 from ..batches import DataExhausted, DataSourceError, rank_world
+from .mixing import cpu_count
 from .parts import read_complete, same_state
 from .producer import Producer, Stream, run_token, stop_process
 
 RESTARTS = 3  # a producer that died without an error is started again this many times in a session
 POLL_S = (0.002, 0.05)  # waiting for a part: the first and the longest sleep between looks
 STATE_FORMAT = 1
+
+
+SMALL_HOST_CORES = 4  # up to this many cores, a trainer whose threads spin leaves one core to the producer
+
+
+def trainer_threads(cores: int | None = None) -> int:
+    """This trainer's intra-op threads once a producer runs beside it: fewer only where they would spin.
+
+    With passive OpenMP waits (nbhelpers sets them when it is imported before torch) all cores stay the
+    trainer's: the producer runs at a lower priority and takes what the trainer leaves (bench/shared_host.py:
+    no loss on a quiet host). Where torch was loaded first its threads spin, and on a small host one core
+    taken by the producer stalls them all (0.015 of the quiet speed measured), so one core is left to it.
+    """
+    import nbhelpers
+
+    threads = torch.get_num_threads()
+    cores = cores or cpu_count()
+    if not nbhelpers.OMP_PASSIVE and cores <= SMALL_HOST_CORES and threads >= cores > 1:
+        threads = cores - 1
+        torch.set_num_threads(threads)
+    return threads
 
 
 class StreamBatches:
@@ -198,6 +220,7 @@ class StreamBatches:
     def _launch(self, first: int, state: dict[str, Any]) -> None:
         if self.producer is not None:
             self.producer.stop()
+        trainer_threads()
         if self._finalizer is not None:
             self._finalizer.detach()
         self.producer = Producer(self.stream, first, state, self.last_part)

@@ -34,11 +34,18 @@ def bind_to_parent(parent: int, from_main_thread: bool) -> None:
     """In a child process: end as soon as `parent` ends, however it ends (SIGKILL, the runner's SIGTERM, OOM).
 
     A dying notebook kernel runs no cleanup, and a worker blocked on its pipe would wait forever: with fork,
-    each child also holds copies of its siblings' pipe ends, so no end-of-file ever comes. On Linux the kernel
+    each child also holds copies of its siblings' pipe ends, so no end-of-file ever comes. A child of a fork
+    server (its parent is the server, which ends when `parent` does) watches `parent` by its pid. On Linux the kernel
     sends SIGKILL at the parent's death (PR_SET_PDEATHSIG; it fires when the forking *thread* ends, so only
     when the pool was started from the main thread); everywhere, a daemon thread checks the parent once a
     second. The check right after catches a parent that died before either was in place.
     """
+    if os.getppid() != parent and _alive(parent):  # forkserver / spawn: the fork server is the parent
+        if sys.platform.startswith("linux"):  # the server ends when `parent` does; its death ends this one
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        exit_when_gone(parent)
+        return
     if from_main_thread and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # no prctl in this libc: the thread below still works
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -51,6 +58,17 @@ def bind_to_parent(parent: int, from_main_thread: bool) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """True while process `pid` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        pass
+    return True
 
 
 def exit_when_gone(pid: int, poll_s: float = PARENT_POLL_S) -> None:
@@ -67,6 +85,29 @@ def exit_when_gone(pid: int, poll_s: float = PARENT_POLL_S) -> None:
             time.sleep(poll_s)
 
     threading.Thread(target=watch, name="kernel-watch", daemon=True).start()
+
+
+PRELOAD = ["nbhelpers.corpus.mixing"]  # imported once in the fork server, so each worker starts with it imported
+
+
+def worker_context() -> Any:
+    """The start method of the corpus workers: forkserver where there is one (Linux, macOS), else spawn.
+
+    Not fork: the process that starts the workers has threads (a streamed source's reader, torch's and
+    datasets' pools, the producer's trainer listener), and a fork copies their locks in whatever state they are
+    at that moment, so a worker could wait forever on a lock no thread will release (Python 3.12+ warns at each
+    such fork; 3.14 makes forkserver the default). The fork server is a single-threaded process started once;
+    workers fork from it with this package already imported (PRELOAD), and get only picklable arguments. As
+    with spawn (and Python 3.14's default), a script read from stdin cannot start them: its __main__ has no
+    file for the workers to import; run it from a file, with `python -c`, or in a notebook.
+    """
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (the first pool of this process)
+    return ctx
 
 
 def start_child(ctx: Any, target: Callable[..., None], args: tuple = ()) -> Any:
