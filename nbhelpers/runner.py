@@ -41,6 +41,8 @@ def _select(sources: list[Path], only: Sequence[str] | None) -> list[Path]:
     if not only:
         return sources
     wanted = {o.strip() for o in only if o.strip()}
+    if not wanted:  # [","] or [" "]: a slip, not "every notebook"
+        raise ValueError(f"--only {','.join(only)!r} names no notebook: give numbers or names, e.g. 01,02")
     chosen = [s for s in sources if s.stem[:2] in wanted or s.stem in wanted]
     known = {s.stem[:2] for s in sources} | {s.stem for s in sources}
     unknown = sorted(wanted - known)
@@ -77,8 +79,6 @@ def run(
     A training notebook stopped by its time budget ends cleanly (its checkpoint saved): the run stops
     there, since the later notebooks need its result, and the last StepResult says "stopped".
     """
-    import papermill
-
     cfg = config_mod.load(profile, overrides)  # a bad profile or override fails before anything runs
     sources = _select(discover(notebooks_dir), only)
     run = RunDir.open(run_dir, cfg)
@@ -87,6 +87,15 @@ def run(
         executed_dir = Path(tempfile.mkdtemp(prefix="nbhelpers-notebooks-"))
         log(f"{run.root} is read-only: executed notebooks go to {executed_dir}")
     executed_dir.mkdir(parents=True, exist_ok=True)
+    with run.lock():  # one run per run directory: a second fails here, naming this one
+        return _run_notebooks(run, sources, executed_dir, profile, overrides, force, log, log_output, timeout)
+
+
+def _run_notebooks(run: RunDir, sources: list[Path], executed_dir: Path, profile: str, overrides: Sequence[str],
+                   force: bool, log: Callable[[str], None], log_output: bool, timeout: int | None) -> list[StepResult]:
+    """Execute `sources` in order (the body of `run`, under the run directory's lock)."""
+    import papermill
+
     results = []
     for i, source in enumerate(sources, 1):
         name = source.stem
