@@ -204,8 +204,13 @@ def link_inputs(run: RunDir, plat: platform.Platform | None = None) -> list[str]
                 continue
             if any((run.root / f).exists() and not (run.root / f).is_symlink() for f in folders):
                 continue  # this run has its own (partial) folder: never mix the two
+            # linked, a stage of other settings would be redone here, inside the read-only input (EROFS): check first
             differ = config_diff(their_config, ours, sections) if their_config is not None else []
-            if differ:  # linked, it would count as done for other settings, and redoing it would hit a read-only folder
+            made_with = theirs[stage].get("config_fingerprint") if isinstance(theirs[stage], dict) else None
+            if not differ and made_with and made_with != run.config.fingerprint(*sections):
+                differ = [f"its metrics.json records configuration {made_with} for {stage}, this run's is "
+                          f"{run.config.fingerprint(*sections)} (settings of another nbhelpers version?)"]
+            if differ:
                 print(f"{stage}: not linked from {source}: that run of the same name was made with other settings "
                       f"({'; '.join(differ[:6])}{' …' if len(differ) > 6 else ''}). {notebook} makes it here "
                       "instead. To reuse the input's, run with its settings (--set / OVERRIDES); to keep both, "
@@ -223,12 +228,17 @@ def link_inputs(run: RunDir, plat: platform.Platform | None = None) -> list[str]
 
 
 def _input_config(source: Path) -> dict[str, Any] | None:
-    """The configuration an input run recorded (config.json), or None when it has none that reads."""
+    """The configuration an input run recorded (config.json), defaults filled in, or None when it has none that reads."""
     try:
         data = read_json(source / CONFIG_FILE)
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    try:  # a field added since then counts with its default, as it does for the fingerprints
+        return config_mod.from_dict(data).to_dict()
+    except (ValueError, TypeError, KeyError):
+        return data  # a field since removed or renamed: compared as written
 
 
 def _last_step(metrics_file: Path) -> int:

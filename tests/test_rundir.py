@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,8 +123,9 @@ def _earlier_output(tmp_path, kernel: str, stage_files: dict[str, list[str]], me
 def test_kaggle_chaining_links_earlier_outputs(tmp_path, monkeypatch, mount):
     (tmp_path / "kaggle/working").mkdir(parents=True)
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    made_with = config.load("smoke").fingerprint(*rundir.STAGES["tokenizer"][1])
     _earlier_output(tmp_path, "nbhelpers-01-tokenizer", {"tokenizer": ["tokenizer/tokenizer.json", "tokenizer/spm.model"]},
-                    {"tokenizer": {"vocab": 2000, "config_fingerprint": "abc"}}, mount)
+                    {"tokenizer": {"vocab": 2000, "config_fingerprint": made_with}}, mount)
     _earlier_output(tmp_path, "nbhelpers-02-corpus", {"corpus": ["corpus/manifest.json"]},
                     {"corpus": {"tokens": 5}, "tokenizer": {"vocab": 2000}}, mount)
     run = RunDir.open("", config.load("smoke"))
@@ -132,7 +134,7 @@ def test_kaggle_chaining_links_earlier_outputs(tmp_path, monkeypatch, mount):
     run.require("tokenizer")
     with pytest.raises(ValueError, match="manifest.json: not valid JSON"):
         run.require("corpus")  # linked outputs are checked like the run's own (provenance); these are placeholders
-    assert run.metrics()["tokenizer"]["config_fingerprint"] == "abc"
+    assert run.metrics()["tokenizer"]["config_fingerprint"] == made_with
     # a second open changes nothing, and the run's own entries win over the inputs'
     run.record("tokenizer", {"vocab": 1})
     RunDir.open("", config.load("smoke"))
@@ -155,6 +157,12 @@ def test_kaggle_input_of_the_same_name_but_other_settings_is_not_linked(tmp_path
     assert "run with its settings (--set / OVERRIDES)" in said and "another name (RUN_DIR)" in said
     run.tokenizer.mkdir()
     (run.tokenizer / "spm.model").write_text("mine")  # 01 writes its own folder, not the read-only input
+    # no config.json, but its metrics entry records another configuration: not linked either
+    (source / "config.json").unlink()
+    (source / "metrics.json").write_text(json.dumps({"corpus": {"config_fingerprint": "0123456789abcdef"}}))
+    shutil.rmtree(run.tokenizer)
+    RunDir.open("", config.load("smoke"))
+    assert not run.corpus.exists() and "records configuration 0123456789abcdef for corpus" in capsys.readouterr().out
     # the same settings: linked as before
     other = tmp_path / "again"
     (other / "kaggle/working").mkdir(parents=True)
