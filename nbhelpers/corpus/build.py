@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from ..tokenizer import tokenizer_hash
 from .mixing import Mixer, validate_mixture
 from .packing import check_vocab
 from .parts import read_complete, stream_state, write_shard
-from .reader import MANIFEST, SEAL, check_file, corpus_file, file_sha256, seal_manifest
+from .reader import MANIFEST, SEAL, CorpusCorrupt, check_file, corpus_file, file_sha256, manifest_sha256, seal_manifest
 
 FORMAT = 3  # 3: the training stream is produced while training, in parts; the manifest holds its start
 # Settings that change the token stream; workers, budgets and parts_ahead do not.
@@ -128,6 +129,21 @@ def _record_checksums(out: Path, manifest: dict[str, Any]) -> bool:
     return added or SEAL not in manifest
 
 
+def _intact(out: Path, manifest: dict[str, Any]) -> bool:
+    """Whether a built corpus still matches its checksums (one that does not is built again, with a warning)."""
+    try:
+        if manifest.get(SEAL) is not None and manifest[SEAL] != manifest_sha256(manifest):
+            raise CorpusCorrupt(f"{out / MANIFEST}: its content differs from the sha256 recorded when it was written")
+        check_file(corpus_file(out, manifest["val"]["file"], "val.file"), manifest["val"].get(SEAL), "validation shard")
+        start = manifest["train_start"]
+        check_file(corpus_file(out, start["dedup_file"], "train_start.dedup_file"), start.get("dedup_sha256"),
+                   "duplicate memory at the stream's start")
+    except (CorpusCorrupt, OSError) as err:
+        warnings.warn(f"{err}; building the corpus again", stacklevel=3)
+        return False
+    return True
+
+
 def check_val_budget(corpus: CorpusConfig, budget: TokenBudget) -> None:
     """The validation shard may hold at most the training budget's tokens: a bigger one is a setting's typo."""
     val_tokens = corpus.val_blocks * corpus.block_len
@@ -181,7 +197,7 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     old = read_manifest(out)
-    if old and old.get("fingerprint") == fp and old.get("format") == FORMAT:
+    if old and old.get("fingerprint") == fp and old.get("format") == FORMAT and _intact(out, old):
         changed = _record_checksums(out, old)
         if old["budget"] != dataclasses.asdict(budget):
             old["budget"] = dataclasses.asdict(budget)
