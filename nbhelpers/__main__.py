@@ -49,6 +49,15 @@ cell says it is done. The first push reports the kernel's own output as not a va
 """
 
 
+def _only(text: str) -> list[str]:
+    """The notebooks `--only` names; ValueError when it was given but names none (`--only ,` ran all six)."""
+    names = [o.strip() for o in text.split(",") if o.strip()]
+    if text and not names:
+        raise ValueError(f"--only {text!r} names no notebook: give numbers or names, e.g. --only 01,02 "
+                         "(leave --only out to run every notebook)")
+    return names
+
+
 def _kaggle(args: argparse.Namespace) -> int:
     """`python -m nbhelpers kaggle`: write the kernel folders and print how to push them."""
     import json
@@ -61,12 +70,17 @@ def _kaggle(args: argparse.Namespace) -> int:
     base_path = Path(notebooks_dir).parent / "kaggle-metadata.json"
     base = json.loads(base_path.read_text(encoding="utf-8")) if base_path.is_file() else {}
     owner = args.user or os.environ.get("KAGGLE_USERNAME") or str(base.get("id", "")).split("/")[0]
+    try:
+        only = _only(args.only)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if not owner or owner == kaggle_kernels.PLACEHOLDER_USER:
         print("error: pass --user YOUR_KAGGLE_NAME (or set KAGGLE_USERNAME)", file=sys.stderr)
         return 1
     try:
         folders = kaggle_kernels.write_kaggle_kernels(args.out, owner, args.profile, notebooks_dir,
-                                                only=args.only.split(","), base=base,
+                                                only=only, base=base,
                                                 cpu_stages=[c.strip() for c in args.cpu_stages.split(",") if c.strip()])
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -150,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     from .rundir import RunDirError
     from .runner import EXIT_STOPPED, NotebookFailed, run
 
-    only = [o for o in args.only.split(",") if o.strip()]
     try:
+        only = _only(args.only)
         results = run(args.profile, args.run_dir, only=only, overrides=args.overrides, force=args.force,
                       notebooks_dir=args.notebooks, log_output=args.verbose)
     except (ConfigError, NotebookFailed, RunDirError, PlatformError, ValueError, FileNotFoundError) as err:

@@ -9,15 +9,19 @@ previous one whole):
     scaler.safetensors      GradScaler state (fp16 only)
     rng_rank<r>.safetensors python, numpy, torch and CUDA generator states of rank r
     arrays.safetensors      named numpy arrays that travel with the data position (e.g. dedup hashes)
-    state.json              step, data position, lr plan, configuration, and `files` (written last)
+    state.json              step, data position, lr plan, configuration, and `files` (written last), sealed by
+                            `state_crc32`, a CRC-32 of its own other content
 
 Nothing is unpickled: every part is safetensors (tensors) plus JSON (numbers, strings, lists, tuples and dicts
 in the header's metadata). `state.json` lists every other file with its size and a CRC-32 of its content
-(names, dtypes, shapes and bytes of its tensors). A checkpoint is complete when state.json parses and every
-listed file is there with that size and a safetensors header that spans exactly the file: `verify` checks
-this without reading the data (instant on Drive, even for a 9.3 GB checkpoint). Loading a part reads all of
-it anyway, so its CRC is checked then, from memory (about 2 GB/s, no second read). `load_latest` resumes
-from the newest checkpoint that loads whole and warns about each newer one it sets aside.
+(names, dtypes, shapes and bytes of its tensors), and carries a CRC-32 of itself, so no byte of a checkpoint is
+unchecked; its `step` must match the folder's name. A checkpoint is complete when state.json parses, its own
+CRC holds, and every listed file is there with that size and a safetensors header that spans exactly the
+file: `verify` checks this without reading the data (instant on Drive, even for a 9.3 GB checkpoint).
+Loading a part reads all of it anyway, so its CRC is checked then, from memory (about 2 GB/s, no second
+read); `load` also checks the parts it does not load itself (the arrays, the scheduler, other ranks' RNG
+states), so a damaged one falls back like any other. `load_latest` resumes from the newest checkpoint that
+loads whole and warns about each newer one it sets aside, naming it and the damage.
 
 Checkpoints written before this format (pickled `.pt` files) are refused with a message; `migrate` converts
 them with torch's restricted loader (`weights_only=True`), which refuses anything but tensors, plain values
@@ -50,7 +54,8 @@ from .files import atomic_write_text
 PREFIX = "step_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 STATE_FILE = "state.json"
-FORMAT = 2  # 1 (unnumbered): pickled .pt parts, no file list
+FORMAT = 3  # 1 (unnumbered): pickled .pt parts, no file list; 2: state.json without its own CRC (still read)
+STATE_CRC = "state_crc32"  # state.json's key holding the CRC-32 of the rest of state.json
 ASIDE = "incomplete-"  # prefix of checkpoints set aside by load_latest: kept for inspection, never loaded
 _STRUCTURE = "nbhelpers_structure"  # safetensors metadata key holding a part's JSON skeleton
 _CHUNK = 1 << 24
@@ -400,8 +405,8 @@ def _write_rank0(tmp: Path, step: int, model: torch.nn.Module, optimizer: Any, s
         name = f"rng_rank{r}.safetensors"
         if (tmp / name).exists():
             files[name] = {"bytes": (tmp / name).stat().st_size, "crc32": content_crc(_read_tensors(tmp / name, None)[0])}
-    full_state = dict(state, format=FORMAT, step=step, world_size=world_size, saved_at=time.time(),
-                      write_s=round(time.perf_counter() - started, 3), files=files)
+    full_state = seal_state(dict(state, format=FORMAT, step=step, world_size=world_size, saved_at=time.time(),
+                                 write_s=round(time.perf_counter() - started, 3), files=files))
     (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=2, ensure_ascii=False), encoding="utf-8")
     _fsync(tmp / STATE_FILE)
 
@@ -466,6 +471,36 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def state_crc(state: dict[str, Any]) -> str:
+    """CRC-32 of state.json's content other than its seal, over a canonical JSON form (key order, tuples, int keys)."""
+    body = {k: v for k, v in state.items() if k != STATE_CRC}
+    # through JSON once: what the CRC covers is what state.json holds when it is read back
+    canonical = json.dumps(json.loads(json.dumps(body, allow_nan=True)), sort_keys=True, ensure_ascii=False,
+                           allow_nan=True)
+    return f"{zlib.crc32(canonical.encode('utf-8')):08x}"
+
+
+def seal_state(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` with its `state_crc32` (what `verify` checks, so a changed byte of state.json is seen)."""
+    body = {k: v for k, v in state.items() if k != STATE_CRC}
+    return {**body, STATE_CRC: state_crc(body)}
+
+
+def _check_state(path: Path, state: dict[str, Any]) -> None:
+    """state.json's own CRC and its step against the folder's name; CheckpointIncomplete names what differs."""
+    sealed = state.get(STATE_CRC)
+    if sealed is None and int(state.get("format") or 0) >= 3:
+        raise CheckpointIncomplete(f"checkpoint {path}: {STATE_FILE} has no {STATE_CRC} (format {state.get('format')} "
+                                   "records one): it was rewritten by hand or by another tool")
+    if sealed is not None and sealed != state_crc(state):
+        raise CheckpointIncomplete(f"checkpoint {path}: {STATE_FILE} is corrupt: its content differs from the CRC-32 "
+                                   "recorded when it was saved (a damaged copy, or a hand edit)")
+    named = _NAME.match(path.name)
+    if named and state.get("step") != int(named.group(1)):
+        raise CheckpointIncomplete(f"checkpoint {path}: {STATE_FILE} says step {state.get('step')!r} but the folder "
+                                   f"is {path.name} (step {int(named.group(1))}): the two must agree")
+
+
 def _legacy_message(path: Path) -> str:
     return (f"checkpoint {path} was written by an earlier nbhelpers (pickled .pt files, no file list). It is not "
             "loaded: unpickling a file can run any code. If it is your own, convert it once with "
@@ -513,6 +548,7 @@ def verify(path: str | os.PathLike, *, full: bool = False) -> dict[str, Any]:
         if any(path.glob("*.pt")):
             raise LegacyCheckpoint(_legacy_message(path))
         raise CheckpointIncomplete(f"checkpoint {path}: {STATE_FILE} lists no files")
+    _check_state(path, state)
     if "model.safetensors" not in files:
         raise CheckpointIncomplete(f"checkpoint {path}: {STATE_FILE} lists no model.safetensors")
     for name, entry in files.items():
@@ -575,7 +611,8 @@ def load(
     """Load weights, optimizer and scaler state (and this rank's RNG) into the given objects; return state.json.
 
     The checkpoint is verified first (every part there, whole), then the model configuration is compared, so
-    a cut-short part or another model fails before anything changes; each part's CRC is checked as it is read.
+    a cut-short part or another model fails before anything changes; each part's CRC is checked as it is read,
+    and the parts not loaded here (arrays, scheduler, other ranks' RNG states) are read once to check theirs.
     A part the caller asks for but the checkpoint lacks (optimizer, scaler) is an error, never a fresh start.
     """
     path = Path(path)
@@ -586,6 +623,11 @@ def load(
         if wanted is not None and name not in files:
             raise CheckpointIncomplete(f"checkpoint {path}: {name} is missing (state.json does not list it); "
                                        "resuming without it would silently restart that state")
+    loaded = {"model.safetensors", _rng_file(path, state, rank)}
+    loaded |= {name for wanted, name in ((optimizer, "optimizer.safetensors"), (scaler, "scaler.safetensors"))
+               if wanted is not None}
+    for name in sorted(set(files) - loaded):  # read elsewhere (arrays) or never here: damage must fall back too
+        _read_tensors(path / name, files[name])
     rng = _read_part(path / _rng_file(path, state, rank), files.get(_rng_file(path, state, rank)))
     load_weights(path, model, state)
     if optimizer is not None:
@@ -729,6 +771,7 @@ def migrate(path: str | os.PathLike) -> list[Path]:
                 old.with_suffix(".safetensors").unlink(missing_ok=True)
             raise
         state.update(format=FORMAT, files=files)
+        state = seal_state(state)
         atomic_write_text(ckpt / STATE_FILE, json.dumps(state, indent=2, ensure_ascii=False))
         for old in olds:
             old.unlink()

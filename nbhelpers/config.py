@@ -276,6 +276,18 @@ def _parts_hold_a_block(cfg: Any) -> str | None:
     return None
 
 
+@cross_rule("corpus.val_blocks", "corpus.block_len", "corpus.token_budget")
+def _val_within_the_budget(cfg: Any) -> str | None:
+    # the validation shard is a sample of the stream: more tokens than the training budget is a typo (with
+    # token_budget=0 the budget follows from the model, and 02 checks it when it knows the parameter count)
+    val_tokens = cfg.corpus.val_blocks * cfg.corpus.block_len
+    if cfg.corpus.token_budget and val_tokens > cfg.corpus.token_budget:
+        return (f"corpus.val_blocks={cfg.corpus.val_blocks} makes a validation shard of {val_tokens:,} tokens, more "
+                f"than corpus.token_budget={cfg.corpus.token_budget:,}; use corpus.val_blocks <= "
+                f"{max(1, cfg.corpus.token_budget // cfg.corpus.block_len):,}")
+    return None
+
+
 # ---------------------------------------------------------------- training
 
 BACKENDS = ("auto", "cpu", "cuda", "xla")
@@ -492,6 +504,15 @@ def _windows_fit_the_model(cfg: Any) -> str | None:
                 f"2..{context} (the model's max_position_embeddings)")
     if cfg.eval.ppl_stride >= window:
         return f"eval.ppl_stride={cfg.eval.ppl_stride}: expected 0 or 1..{window - 1} (below the window of {window} tokens)"
+    return None
+
+
+@cross_rule("eval.tasks", "eval.lm_eval")
+def _tasks_when_lm_eval(cfg: Any) -> str | None:
+    # an empty list would fail in 06 only after every perplexity was computed
+    if cfg.eval.lm_eval and not cfg.eval.tasks:
+        return ("eval.tasks=[] with eval.lm_eval=true: name at least one lm-eval task, or set eval.lm_eval=false "
+                "for perplexity only")
     return None
 
 

@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +55,10 @@ STAGES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 TRAINING_STAGES = ("pretrain", "sft")  # the stages that checkpoint and resume (03, 04)
 IDENTITY = ("tokenizer", "corpus", "model")  # sections that make an input's checkpoints this run's
 CONFIG_FILE = "config.json"
+CONFIG_SUM = "config.json.sha256"  # `sha256sum -c` format: what nbhelpers last wrote to config.json (a hand edit shows)
+LOCK_FILE = "run.lock"  # the run holding this run directory: pid, host, since (one run per run directory)
+LOCK_BEAT_S = 60.0  # the holder touches its lock this often
+LOCK_STALE_S = 600.0  # a lock of another host untouched this long is a run that is gone (a Colab runtime ended)
 STOP_FILE = "stopped.json"  # in a stage folder: the stage stopped by its time budget, to be continued
 STAGE_METRICS = "metrics.jsonl"  # the loop's metrics history in a stage folder (loop.METRICS_FILE)
 INPUT_DEPTH = 6  # /kaggle/input/notebooks/OWNER/SLUG/runs/NAME is 5 levels down; a dataset may add one
@@ -62,6 +70,27 @@ class StageMissing(RuntimeError):
 
 class RunDirError(RuntimeError):
     """The run directory cannot be used as asked: one line saying what is wrong and what to do."""
+
+
+class RunDirBusy(RunDirError):
+    """Another run holds the run directory's lock: the message names its pid, host and start."""
+
+
+def config_diff(theirs: dict[str, Any], ours: dict[str, Any], sections: tuple[str, ...] | None = None) -> list[str]:
+    """`section.field=THEIRS there, OURS here` for every setting (of `sections`, all when None) that differs."""
+    theirs, ours = json.loads(json.dumps(theirs)), json.loads(json.dumps(ours))  # tuples and lists alike
+    out = []
+    for section in sections or sorted(set(theirs) | set(ours)):
+        a, b = theirs.get(section), ours.get(section)
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            if a != b:
+                out.append(f"{section}={json.dumps(a, ensure_ascii=False)} there, {json.dumps(b, ensure_ascii=False)} here")
+            continue
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                out.append(f"{section}.{key}={json.dumps(a.get(key), ensure_ascii=False)} there, "
+                           f"{json.dumps(b.get(key), ensure_ascii=False)} here")
+    return out
 
 
 # ---------------------------------------------------------------- where the run directory is
@@ -163,9 +192,11 @@ def link_inputs(run: RunDir, plat: platform.Platform | None = None) -> list[str]
     """
     linked: list[str] = []
     metrics = run.metrics()
+    ours = run.config.to_dict()
     for source in input_runs(run.root.name, plat):
         theirs = read_json(source / "metrics.json") if (source / "metrics.json").is_file() else {}
-        for stage, (_, _, files) in STAGES.items():
+        their_config = _input_config(source)
+        for stage, (notebook, sections, files) in STAGES.items():
             if stage in metrics or stage not in theirs:
                 continue
             folders = {Path(f).parts[0] for f in files}
@@ -173,6 +204,18 @@ def link_inputs(run: RunDir, plat: platform.Platform | None = None) -> list[str]
                 continue
             if any((run.root / f).exists() and not (run.root / f).is_symlink() for f in folders):
                 continue  # this run has its own (partial) folder: never mix the two
+            # linked, a stage of other settings would be redone here, inside the read-only input (EROFS): check first
+            differ = config_diff(their_config, ours, sections) if their_config is not None else []
+            made_with = theirs[stage].get("config_fingerprint") if isinstance(theirs[stage], dict) else None
+            if not differ and made_with and made_with != run.config.fingerprint(*sections):
+                differ = [f"its metrics.json records configuration {made_with} for {stage}, this run's is "
+                          f"{run.config.fingerprint(*sections)} (settings of another nbhelpers version?)"]
+            if differ:
+                print(f"{stage}: not linked from {source}: that run of the same name was made with other settings "
+                      f"({'; '.join(differ[:6])}{' …' if len(differ) > 6 else ''}). {notebook} makes it here "
+                      "instead. To reuse the input's, run with its settings (--set / OVERRIDES); to keep both, "
+                      "give this run another name (RUN_DIR)")
+                continue
             for folder in folders:
                 target = run.root / folder
                 if not target.exists() and not target.is_symlink():
@@ -182,6 +225,20 @@ def link_inputs(run: RunDir, plat: platform.Platform | None = None) -> list[str]
     if linked:
         atomic_write_text(run.metrics_path, json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
     return linked
+
+
+def _input_config(source: Path) -> dict[str, Any] | None:
+    """The configuration an input run recorded (config.json), defaults filled in, or None when it has none that reads."""
+    try:
+        data = read_json(source / CONFIG_FILE)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:  # a field added since then counts with its default, as it does for the fingerprints
+        return config_mod.from_dict(data).to_dict()
+    except (ValueError, TypeError, KeyError):
+        return data  # a field since removed or renamed: compared as written
 
 
 def _last_step(metrics_file: Path) -> int:
@@ -267,6 +324,67 @@ def carry_xla_cache(run: RunDir, plat: platform.Platform | None = None) -> Path 
     return source
 
 
+# ---------------------------------------------------------------- one run per run directory
+
+
+def _lock_holder(path: Path) -> dict[str, Any]:
+    """What a lock file says about its holder ({} when it is unreadable: a holder still writing it)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _stale_because(path: Path, holder: dict[str, Any]) -> str | None:
+    """Why a lock's holder is gone, or None while it may still run."""
+    try:
+        idle = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return "it was released"
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        return None if _pid_alive(holder["pid"]) else f"process {holder['pid']} on this host has ended"
+    if idle > LOCK_STALE_S:
+        return f"untouched for {idle / 60:.0f} minutes (its holder touches it every {LOCK_BEAT_S:.0f} s)"
+    return None
+
+
+def _take_lock(path: Path) -> None:
+    """Create the lock file exclusively; recover it from a holder that is gone; RunDirBusy otherwise."""
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            why = _stale_because(path, holder)
+            if why is None:
+                raise RunDirBusy(
+                    f"{path.parent} is in use by another run (process {holder.get('pid', '?')} on host "
+                    f"{holder.get('host', '?')}, since {holder.get('since', '?')}; lock file {path}): one run per run "
+                    "directory. Wait for it to finish, or stop it; if it is gone (its machine ended), delete the lock "
+                    "file") from None
+            print(f"{path}: taking over the lock of process {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                  f"({why})")
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(me, fh)
+        return
+    raise RunDirBusy(f"{path}: could not take the run directory's lock (another run keeps taking it)")
+
+
 # ---------------------------------------------------------------- the run directory
 
 
@@ -299,10 +417,66 @@ class RunDir:
             carry_xla_cache(run, plat)  # and the programs they compiled on the TPU
         if not (run.root / CONFIG_FILE).exists():
             run._write_config()
+        else:
+            run.check_config_file()
         return run
 
     def _write_config(self) -> None:
-        write_text_if_changed(self.root / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2, ensure_ascii=False))
+        text = json.dumps(self.config.to_dict(), indent=2, ensure_ascii=False)
+        write_text_if_changed(self.root / CONFIG_FILE, text)
+        write_text_if_changed(self.root / CONFIG_SUM, f"{hashlib.sha256(text.encode()).hexdigest()}  {CONFIG_FILE}\n")
+
+    def check_config_file(self) -> None:
+        """RunDirError when config.json was edited by hand (it differs from config.json.sha256) in a way this run's
+        settings do not share: the run would overwrite the edit, so it names the keys and what to do instead."""
+        path, record = self.root / CONFIG_FILE, self.root / CONFIG_SUM
+        if not record.is_file():
+            return  # a run dir of an earlier nbhelpers: the record comes with the next finished stage
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == record.read_text(encoding="utf-8").split(" ")[0].strip():
+            return
+        try:
+            differ = config_diff(json.loads(data), self.config.to_dict())
+        except ValueError as err:
+            differ = [f"the file is not valid JSON ({err})"]
+        if not differ:
+            self._write_config()  # edited to exactly this run's settings: nothing would be lost
+            return
+        raise RunDirError(
+            f"{path} was edited by hand (it no longer matches {CONFIG_SUM}): {'; '.join(differ)} (there: the file, "
+            "here: this run's --profile and --set). The settings come from --profile and --set (a notebook's PROFILE "
+            "and OVERRIDES), never from config.json, which the next finished stage overwrites: pass the edit as "
+            "--set KEY=VALUE, then delete config.json (it is written again); or delete it to drop the edit")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[Path]:
+        """Hold the run directory for this process (one run per run dir): RunDirBusy names the holder otherwise.
+
+        The lock file names its holder's pid and host; it is recovered when the holder is gone (a dead pid on this
+        host, or a lock of another host untouched for LOCK_STALE_S: the holder touches it every LOCK_BEAT_S).
+        """
+        if self.read_only:
+            yield self.root / LOCK_FILE
+            return
+        path = self.root / LOCK_FILE
+        _take_lock(path)
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(LOCK_BEAT_S):
+                with contextlib.suppress(OSError):
+                    os.utime(path)
+
+        thread = threading.Thread(target=beat, name="nbhelpers-run-lock", daemon=True)
+        thread.start()
+        try:
+            yield path
+        finally:
+            stop.set()
+            thread.join()
+            holder = _lock_holder(path)
+            if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():  # still ours
+                path.unlink(missing_ok=True)
 
     @property
     def tokenizer(self) -> Path:

@@ -44,6 +44,8 @@ def _select(sources: list[Path], only: Sequence[str] | None) -> list[Path]:
     if not only:
         return sources
     wanted = {o.strip() for o in only if o.strip()}
+    if not wanted:  # [","] or [" "]: a slip, not "every notebook"
+        raise ValueError(f"--only {','.join(only)!r} names no notebook: give numbers or names, e.g. 01,02")
     chosen = [s for s in sources if s.stem[:2] in wanted or s.stem in wanted]
     known = {s.stem[:2] for s in sources} | {s.stem for s in sources}
     unknown = sorted(wanted - known)
@@ -108,6 +110,15 @@ def _run_all(profile: str, run_dir: str | Path, sources: list[Path], cfg: Any, o
         executed_dir = Path(tempfile.mkdtemp(prefix="nbhelpers-notebooks-"))
         log(f"{run.root} is read-only: executed notebooks go to {executed_dir}")
     executed_dir.mkdir(parents=True, exist_ok=True)
+    with run.lock():  # one run per run directory: a second fails here, naming this one
+        return _run_notebooks(run, sources, executed_dir, profile, overrides, force, log, log_output, timeout)
+
+
+def _run_notebooks(run: RunDir, sources: list[Path], executed_dir: Path, profile: str, overrides: Sequence[str],
+                   force: bool, log: Callable[[str], None], log_output: bool, timeout: int | None) -> list[StepResult]:
+    """Execute `sources` in order (the body of `run`, under the run directory's lock)."""
+    import papermill
+
     results = []
     for i, source in enumerate(sources, 1):
         name = source.stem

@@ -101,7 +101,7 @@ def test_weights_that_do_not_fit_are_named(tmp_path):
     path = _save(tmp_path, 2, model, opt)
     state = json.loads((path / "state.json").read_text())
     state["model_config"] = {}  # e.g. an old checkpoint without the recorded configuration
-    (path / "state.json").write_text(json.dumps(state))
+    (path / "state.json").write_text(json.dumps(ckpt.seal_state(state)))
     other, _ = _trained(hidden=48)
     with pytest.raises(ckpt.CheckpointMismatch, match=r"does not fit this model: .*\(61, 32\) in the checkpoint, \(61, 48\)"):
         ckpt.load(path, model=other)
@@ -178,13 +178,21 @@ def test_nothing_is_unpickled_when_a_checkpoint_loads(tmp_path, monkeypatch):
     (lambda p: (p / "optimizer.safetensors").unlink(), ["optimizer.safetensors is missing"]),
     (lambda p: _corrupt_same_size(p / "optimizer.safetensors"), ["optimizer.safetensors is corrupt", "CRC-32"]),
     (lambda p: (p / "rng_rank0.safetensors").write_bytes(b"\x00" * 7), ["rng_rank0.safetensors has 7 bytes"]),
+    (lambda p: _corrupt_same_size(p / "arrays.safetensors"), ["arrays.safetensors is corrupt", "CRC-32"]),
+    (lambda p: _corrupt_same_size(p / "scheduler.safetensors"), ["scheduler.safetensors"]),
+    (lambda p: _edit_state(p, step=6), ["state.json is corrupt", "hand edit"]),
+    (lambda p: _edit_state(p, step=6, seal=True), ["says step 6 but the folder is step_00000008"]),
+    (lambda p: _edit_state(p, drop_seal=True), ["state.json has no state_crc32"]),
 ])
 def test_a_damaged_newest_checkpoint_is_named_and_the_earlier_one_resumes(tmp_path, damage, words):
     model, opt = _trained()
     good = _save(tmp_path, 4, model, opt)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
     more, more_opt = _trained(seed=5, steps=3)
-    bad = _save(tmp_path, 8, more, more_opt)
+    sched = torch.optim.lr_scheduler.LambdaLR(more_opt, lambda s: 1.0)
+    bad = ckpt.save(tmp_path, 8, model=more, optimizer=more_opt, scheduler=sched,
+                    state={"micro_index": 8, "model_config": ckpt.model_config_dict(more)},
+                    arrays={"dedup": np.arange(64, dtype=np.uint64)})
     damage(bad)
     fresh, fresh_opt = _trained(seed=9, steps=1)
     with pytest.warns(ckpt.CheckpointWarning) as caught:
@@ -196,6 +204,38 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_earlier_one_resumes(tmp_pa
     assert all(torch.equal(expected[k], v) for k, v in fresh.state_dict().items())
     # set aside, not deleted: the next save is not pruned in favour of it, and it can still be inspected
     assert (tmp_path / "incomplete-step_00000008").is_dir() and ckpt.latest(tmp_path) == good
+
+
+def _edit_state(path, step=None, seal=False, drop_seal=False):
+    """Change state.json as a hand edit would (`seal`: with a valid CRC, as a tool that knows the format would)."""
+    state = json.loads((path / "state.json").read_text())
+    if step is not None:
+        state["step"] = step
+    if seal:
+        state = ckpt.seal_state(state)
+    if drop_seal:
+        del state[ckpt.STATE_CRC]
+    (path / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def test_every_byte_of_state_json_is_covered(tmp_path):
+    model, opt = _trained()
+    path = _save(tmp_path, 5, model, opt, note="x")
+    state = json.loads((path / "state.json").read_text())
+    assert state[ckpt.STATE_CRC] == ckpt.state_crc(state) and ckpt.verify(path)["note"] == "x"
+    text = (path / "state.json").read_text()
+    (path / "state.json").write_text(text.replace('"note": "x"', '"note": "y"'))
+    with pytest.raises(ckpt.CheckpointIncomplete, match="state.json is corrupt"):
+        ckpt.verify(path)
+    # a checkpoint of the previous format (no seal) still loads; its step is still checked against its name
+    old = _save(tmp_path / "old", 3, model, opt)
+    state = json.loads((old / "state.json").read_text())
+    del state[ckpt.STATE_CRC]
+    (old / "state.json").write_text(json.dumps(dict(state, format=2)))
+    assert ckpt.verify(old)["step"] == 3
+    (old / "state.json").write_text(json.dumps(dict(state, format=2, step=2)))
+    with pytest.raises(ckpt.CheckpointIncomplete, match="says step 2 but the folder is step_00000003"):
+        ckpt.verify(old)
 
 
 def test_no_complete_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
@@ -283,7 +323,7 @@ def test_a_state_json_that_lists_a_pickle_is_refused(tmp_path):
     torch.save({"python": _Planted(tmp_path / "ran")}, path / "rng_rank0.pt")
     state = json.loads((path / "state.json").read_text())
     state["files"]["rng_rank0.pt"] = {"bytes": (path / "rng_rank0.pt").stat().st_size, "crc32": "00000000"}
-    (path / "state.json").write_text(json.dumps(state))
+    (path / "state.json").write_text(json.dumps(ckpt.seal_state(state)))  # a CRC is no defence: the listing is
     with pytest.raises(ckpt.UnsafeCheckpoint, match="lists 'rng_rank0.pt'.*never unpickles"):
         ckpt.load_latest(tmp_path, model=model, optimizer=opt)
     assert not (tmp_path / "ran").exists()

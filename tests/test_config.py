@@ -134,10 +134,17 @@ def test_every_bad_value_is_named_when_the_configuration_loads(override, words):
         (["sft.arithmetic_pairs=0"], ["arithmetic_pairs=0"]),
         (["eval.ppl_stride=256"], ["eval.ppl_stride=256: expected 0 or 1..255"]),
         (["eval.max_gen_toks=256"], ["eval.max_gen_toks=256: expected 0 or 1..255"]),
+        (["eval.tasks=[]"], ["eval.tasks=[] with eval.lm_eval=true", "set eval.lm_eval=false for perplexity only"]),
+        (["corpus.val_blocks=100000000"], ["makes a validation shard of 12,800,000,000 tokens",
+                                           "use corpus.val_blocks <= 3,125"]),
     ],
 )
 def test_rules_across_fields_are_checked_when_the_configuration_loads(overrides, words):
     _refused(overrides, words)
+
+
+def test_no_lm_eval_tasks_means_lm_eval_off():
+    assert config.load("smoke", ["eval.tasks=[]", "eval.lm_eval=false"]).eval.tasks == ()
 
 
 def test_every_problem_is_listed_at_once():

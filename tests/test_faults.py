@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,25 @@ def test_a_planted_pickle_in_a_checkpoint_stops_the_run_and_never_runs(tmp_path)
                    tmp_path / "out", device_choice=cpu_choice(), peak_flops=1e10, progress=False)
     assert not marker.exists()
 
+
+
+def test_a_hand_edited_step_in_state_json_resumes_from_the_checkpoint_before(tmp_path):
+    """issue 25: state.json's "step" changed 8 -> 6 once gave other final weights; now the checkpoint is passed over."""
+    def run(out):
+        return loop.train(tiny_model(), PackedBatches(ArrayBlocks(blocks()), 4, seed=3), train_cfg(max_steps=8),
+                          out, device_choice=cpu_choice(), peak_flops=1e10, progress=False)
+
+    reference = load_file(run(tmp_path / "ref").final_dir / "model.safetensors")
+    first = run(tmp_path / "out")
+    assert first.checkpoint.name == "step_00000008"
+    state_file = first.checkpoint / "state.json"
+    state_file.write_text(state_file.read_text().replace('"step": 8,', '"step": 6,'))
+    shutil.rmtree(first.final_dir)
+    with pytest.warns(ckpt.CheckpointWarning, match=r"step_00000008: state.json is corrupt.*step_00000004"):
+        again = run(tmp_path / "out")
+    assert again.resumed_from == 4
+    final = load_file(again.final_dir / "model.safetensors")
+    assert all(torch.equal(final[k], v) for k, v in reference.items())
 
 # ---------------------------------------------------------------- NaN and inf
 

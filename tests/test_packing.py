@@ -184,6 +184,84 @@ def test_load_corpus_and_random_access(tmp_path, prose_source, tokenizer_dir):
         load_corpus(tmp_path / "c")
 
 
+def _flip(path, offset=-3):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_corpus_artifacts_carry_checksums_verified_when_read(tmp_path, prose_source, tokenizer_dir):
+    from nbhelpers.corpus.build import train_start
+    from nbhelpers.corpus.reader import CorpusCorrupt
+
+    src, _ = prose_source
+    m, _ = _build(_cfg({src: 1.0}), tokenizer_dir, tmp_path)
+    c = tmp_path / "c"
+    val, dedup = c / m["val"]["file"], c / m["train_start"]["dedup_file"]
+    assert m["val"]["sha256"] == hashlib.sha256(val.read_bytes()).hexdigest() and m["sha256"]
+    assert train_start(c)[2].dtype == np.uint64
+    good = val.read_bytes()
+    _flip(val)  # one flipped bit of a token: 06's perplexity changed silently (227.0 -> 235.5)
+    with pytest.raises(CorpusCorrupt, match=rf"{val.name}: the validation shard differs from the sha256 recorded"):
+        load_corpus(c)
+    with pytest.warns(UserWarning, match="validation shard differs .*; building the corpus again"):
+        m = build_corpus(_cfg({src: 1.0}), tokenizer_dir, c, progress=False)  # 02 again repairs it
+    assert val.read_bytes() == good and len(load_corpus(c).val) == 10
+    _flip(dedup, 0)
+    with pytest.raises(CorpusCorrupt, match="duplicate memory at the stream's start differs"):
+        train_start(c)
+    _flip(dedup, 0)
+    manifest = c / "manifest.json"
+    text = manifest.read_text()
+    manifest.write_text(text.replace(f'"blocks": {m["val"]["blocks"]}', f'"blocks": {m["val"]["blocks"] - 1}', 1))
+    with pytest.raises(CorpusCorrupt, match="manifest.json: its content differs from the sha256"):
+        load_corpus(c)
+    # a manifest of an earlier nbhelpers (no checksums): read with a warning; 02 again records them, builds nothing
+    old = json.loads(text)
+    del old["sha256"], old["val"]["sha256"], old["train_start"]["dedup_sha256"]
+    manifest.write_text(json.dumps(old))
+    with pytest.warns(UserWarning, match="without checksums"):
+        load_corpus(c)
+    stamp = val.stat().st_mtime_ns
+    assert build_corpus(_cfg({src: 1.0}), tokenizer_dir, c, progress=False)["sha256"]
+    assert val.stat().st_mtime_ns == stamp and load_corpus(c).manifest == m
+
+
+@pytest.mark.parametrize("key, value", [("val", "../../elsewhere/val.bin"), ("val", "/etc/passwd"),
+                                        ("train_start", "../outside.u64")])
+def test_file_names_in_the_manifest_stay_inside_the_corpus_folder(tmp_path, prose_source, tokenizer_dir, key, value):
+    from nbhelpers.corpus.build import train_start
+    from nbhelpers.corpus.reader import CorpusCorrupt, seal_manifest
+
+    src, _ = prose_source
+    m, _ = _build(_cfg({src: 1.0}), tokenizer_dir, tmp_path / "run")
+    c = tmp_path / "run" / "c"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "val.bin").write_bytes((c / m["val"]["file"]).read_bytes())  # a shard that would read
+    (tmp_path / "run" / "outside.u64").write_bytes((c / m["train_start"]["dedup_file"]).read_bytes())
+    m[key]["file" if key == "val" else "dedup_file"] = value
+    (c / "manifest.json").write_text(json.dumps(seal_manifest(m)))  # sealed: the name itself is refused
+    with pytest.raises(CorpusCorrupt, match=r"expected a file name inside .*/c \(the manifest names its files"):
+        train_start(c) if key == "train_start" else load_corpus(c)
+
+
+def test_a_validation_shard_larger_than_the_budget_is_refused_before_writing(tmp_path, prose_source, tokenizer_dir):
+    with pytest.raises(config.ConfigError, match=r"corpus.val_blocks=100000000 makes a validation shard of "
+                                                 r"12,800,000,000 tokens, more than corpus.token_budget=400,000"):
+        config.load("smoke", ["corpus.val_blocks=100000000"])
+    src, _ = prose_source
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "val-0123456789ab.bin.tmp").write_bytes(b"\0" * 4096)  # what a killed build of such a shard left
+    # Chinchilla (token_budget=0): the budget follows from the model, known to 02, which checks it there
+    cfg = _cfg({src: 1.0}, token_budget=0, val_blocks=100_000)
+    with pytest.raises(CorpusBuildError, match=r"corpus.val_blocks=100000 makes a validation shard of 6,400,000 "
+                                               r"tokens .*more than the training budget of 200,000 tokens"):
+        build_corpus(cfg, tokenizer_dir, out, progress=False, n_params=10_000)
+    build_corpus(_cfg({src: 1.0}), tokenizer_dir, out, progress=False)
+    assert not list(out.glob("*.tmp"))
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_interrupted_builds_keep_what_was_complete(tmp_path, prose_source, tokenizer_dir, monkeypatch, workers):
     src, _ = prose_source
@@ -262,8 +340,8 @@ def test_missing_tokenizer_and_sources_that_run_out(tmp_path, prose_source, toke
     with pytest.raises(FileNotFoundError, match=r"spm.model not found; train the tokenizer first \(notebooks/01_tokenizer\)"):
         build_corpus(_cfg({"arithmetic": 1.0}), tmp_path / "no_tokenizer", tmp_path / "c", progress=False)
     with pytest.raises(CorpusBuildError, match=r"ran out before the validation shard was full"):
-        build_corpus(_cfg({prose_source[0]: 1.0}, on_exhausted="stop", val_blocks=100_000), tokenizer_dir,
-                     tmp_path / "c", progress=False)
+        build_corpus(_cfg({prose_source[0]: 1.0}, on_exhausted="stop", val_blocks=100_000, token_budget=10**8),
+                     tokenizer_dir, tmp_path / "c", progress=False)
     _, parts = _build(_cfg({prose_source[0]: 1.0}, on_exhausted="stop", token_budget=10**7), tokenizer_dir,
                       tmp_path / "d", parts=50)
     assert parts[-1]["last"] and parts[-1]["stopped"] == prose_source[0] and not any(p["last"] for p in parts[:-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,8 +123,9 @@ def _earlier_output(tmp_path, kernel: str, stage_files: dict[str, list[str]], me
 def test_kaggle_chaining_links_earlier_outputs(tmp_path, monkeypatch, mount):
     (tmp_path / "kaggle/working").mkdir(parents=True)
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    made_with = config.load("smoke").fingerprint(*rundir.STAGES["tokenizer"][1])
     _earlier_output(tmp_path, "nbhelpers-01-tokenizer", {"tokenizer": ["tokenizer/tokenizer.json", "tokenizer/spm.model"]},
-                    {"tokenizer": {"vocab": 2000, "config_fingerprint": "abc"}}, mount)
+                    {"tokenizer": {"vocab": 2000, "config_fingerprint": made_with}}, mount)
     _earlier_output(tmp_path, "nbhelpers-02-corpus", {"corpus": ["corpus/manifest.json"]},
                     {"corpus": {"tokens": 5}, "tokenizer": {"vocab": 2000}}, mount)
     run = RunDir.open("", config.load("smoke"))
@@ -132,11 +134,43 @@ def test_kaggle_chaining_links_earlier_outputs(tmp_path, monkeypatch, mount):
     run.require("tokenizer")
     with pytest.raises(ValueError, match="manifest.json: not valid JSON"):
         run.require("corpus")  # linked outputs are checked like the run's own (provenance); these are placeholders
-    assert run.metrics()["tokenizer"]["config_fingerprint"] == "abc"
+    assert run.metrics()["tokenizer"]["config_fingerprint"] == made_with
     # a second open changes nothing, and the run's own entries win over the inputs'
     run.record("tokenizer", {"vocab": 1})
     RunDir.open("", config.load("smoke"))
     assert run.metrics()["tokenizer"]["vocab"] == 1
+
+
+def test_kaggle_input_of_the_same_name_but_other_settings_is_not_linked(tmp_path, monkeypatch, capsys):
+    """issue 25: it was linked whole, and the changed stage then failed with EROFS on .../tokenizer/spm.model."""
+    (tmp_path / "kaggle/working").mkdir(parents=True)
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    source = _earlier_output(tmp_path, "nbhelpers-02-corpus",
+                             {"tokenizer": ["tokenizer/tokenizer.json", "tokenizer/spm.model"],
+                              "corpus": ["corpus/manifest.json"]}, {"tokenizer": {}, "corpus": {}})
+    theirs = config.load("smoke", ["corpus.val_blocks=16"])
+    (source / "config.json").write_text(json.dumps(theirs.to_dict()))
+    run = RunDir.open("", config.load("smoke"))
+    said = capsys.readouterr().out
+    assert not run.tokenizer.exists() and not run.corpus.exists() and run.metrics() == {}
+    assert f"tokenizer: not linked from {source}" in said and "corpus.val_blocks=16 there, 32 here" in said
+    assert "run with its settings (--set / OVERRIDES)" in said and "another name (RUN_DIR)" in said
+    run.tokenizer.mkdir()
+    (run.tokenizer / "spm.model").write_text("mine")  # 01 writes its own folder, not the read-only input
+    # no config.json, but its metrics entry records another configuration: not linked either
+    (source / "config.json").unlink()
+    (source / "metrics.json").write_text(json.dumps({"corpus": {"config_fingerprint": "0123456789abcdef"}}))
+    shutil.rmtree(run.tokenizer)
+    RunDir.open("", config.load("smoke"))
+    assert not run.corpus.exists() and "records configuration 0123456789abcdef for corpus" in capsys.readouterr().out
+    # the same settings: linked as before
+    other = tmp_path / "again"
+    (other / "kaggle/working").mkdir(parents=True)
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(other))
+    same = _earlier_output(other, "k", {"tokenizer": ["tokenizer/tokenizer.json", "tokenizer/spm.model"]},
+                           {"tokenizer": {}})
+    (same / "config.json").write_text(json.dumps(config.load("smoke").to_dict()))
+    assert RunDir.open("", config.load("smoke")).tokenizer.is_symlink()
 
 
 def test_kaggle_chaining_skips_incomplete_outputs(tmp_path):
@@ -295,6 +329,57 @@ def test_config_json_is_written_for_a_new_run_and_by_finished_stages_only(tmp_pa
     again.record("tokenizer", {"vocab": 3000})  # a stage finished with this configuration: now it is the run's
     assert json.loads(path.read_text())["train"]["lr"] == 0.5
     assert not [p.name for p in first.root.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_a_hand_edit_of_config_json_is_named_not_overwritten(tmp_path):
+    run = RunDir.open(tmp_path / "run", config.load("smoke"))
+    path = run.root / "config.json"
+    assert (run.root / "config.json.sha256").read_text().split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
+    data = json.loads(path.read_text())
+    data["train"]["lr"], data["corpus"]["seed"] = 0.5, 9
+    path.write_text(json.dumps(data, indent=2))
+    edited = path.read_bytes()
+    with pytest.raises(rundir.RunDirError) as err:
+        RunDir.open(tmp_path / "run", config.load("smoke"))
+    msg = str(err.value)
+    assert f"{path} was edited by hand" in msg and "corpus.seed=9 there, 1234 here" in msg
+    assert f"train.lr=0.5 there, {config.load('smoke').train.lr} here" in msg and "--set KEY=VALUE" in msg
+    assert path.read_bytes() == edited  # nothing overwritten
+    proc = _cli("--run-dir", run.root, "--only", "01")
+    assert proc.returncode == 1 and "was edited by hand" in proc.stderr and "Traceback" not in proc.stderr
+    # the edit passed as settings: nothing would be lost, the run goes on and records the file as its own
+    run = RunDir.open(tmp_path / "run", config.load("smoke", ["train.lr=0.5", "corpus.seed=9"]))
+    run.record("tokenizer", {})
+    RunDir.open(tmp_path / "run", config.load("smoke", ["train.lr=0.5", "corpus.seed=9"]))
+
+
+def test_one_run_per_run_dir_and_a_gone_holders_lock_is_recovered(tmp_path, capsys):
+    import socket
+
+    run = RunDir.open(tmp_path / "run", config.load("smoke"))
+    lock = run.root / rundir.LOCK_FILE
+    with run.lock():
+        holder = json.loads(lock.read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        busy = rf"in use by another run \(process {os.getpid()} on host {socket.gethostname()}, since .*one run per"
+        with pytest.raises(rundir.RunDirBusy, match=busy), RunDir.open(tmp_path / "run", config.load("smoke")).lock():
+            pass
+        proc = _cli("--run-dir", run.root, "--only", "01")  # a second `run` at once: fails at once, naming it
+        assert proc.returncode == 1 and f"process {os.getpid()}" in proc.stderr, proc.stderr
+    assert not lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "since": "earlier"}))
+    with run.lock():  # its holder was killed: recovered, saying so
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert f"taking over the lock of process {int(dead.stdout)}" in capsys.readouterr().out
+    lock.write_text(json.dumps({"pid": 1, "host": "another-machine", "since": "earlier"}))
+    with pytest.raises(rundir.RunDirBusy, match="on host another-machine"), run.lock():  # touched lately
+        pass
+    old = lock.stat().st_mtime - rundir.LOCK_STALE_S - 60
+    os.utime(lock, (old, old))
+    with run.lock():  # another host's, untouched for longer than its heartbeat allows: that run is gone
+        pass
+    assert not lock.exists()
 
 
 def test_a_read_only_run_opens_for_reading_and_refuses_writing_stages(tmp_path, read_only):

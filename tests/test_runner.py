@@ -115,6 +115,17 @@ def test_bad_only_and_bad_override_fail_before_running(nb_dir, tmp_path):
     assert not (tmp_path / "r2").exists()
 
 
+@pytest.mark.parametrize("only", [",", " ", ", ,"])
+def test_only_that_names_no_notebook_is_refused(nb_dir, tmp_path, capsys, only):
+    from nbhelpers.__main__ import main
+
+    assert main(["run", "--profile", "smoke", "--run-dir", str(tmp_path / "r"), "--notebooks", str(nb_dir),
+                 "--only", only]) == 1
+    assert "names no notebook" in capsys.readouterr().err and not (tmp_path / "r").exists()  # all six ran
+    with pytest.raises(ValueError, match="names no notebook"):
+        runner.run("smoke", tmp_path / "r", only=[" "], notebooks_dir=nb_dir)
+
+
 @pytest.mark.slow
 def test_cli_exit_code_and_message(nb_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nbhelpers", "run", "--profile", "smoke", "--run-dir",

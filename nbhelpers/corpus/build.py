@@ -4,7 +4,8 @@ Layout of `corpus/` (written by 02, read by every later notebook; small, so it i
 
     manifest.json    written last, atomically (it is what makes a corpus complete): settings, budget, the
                      validation shard, the training stream's start position, and the cleaning and mixture
-                     report of the validation shard (the first `val_blocks` blocks of the stream: a sample)
+                     report of the validation shard (the first `val_blocks` blocks of the stream: a sample);
+                     sha256 checksums of itself and of the two files below, verified when read (reader.py)
     val-<fp>.bin     the validation shard (uint16, `block_len` tokens per block)
     dedup-<fp>.u64   the duplicate memory's hashes after the validation shard (the stream goes on with it)
 
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from ..tokenizer import tokenizer_hash
 from .mixing import Mixer, validate_mixture
 from .packing import check_vocab
 from .parts import read_complete, stream_state, write_shard
-from .reader import MANIFEST
+from .reader import MANIFEST, SEAL, CorpusCorrupt, check_file, corpus_file, file_sha256, manifest_sha256, seal_manifest
 
 FORMAT = 3  # 3: the training stream is produced while training, in parts; the manifest holds its start
 # Settings that change the token stream; workers, budgets and parts_ahead do not.
@@ -107,6 +109,51 @@ def read_manifest(out: Path) -> dict | None:
     return read_complete(Path(out) / MANIFEST)
 
 
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Seal the manifest with its sha256 and write it atomically; returns what was written."""
+    manifest = seal_manifest(manifest)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
+    return manifest
+
+
+def _record_checksums(out: Path, manifest: dict[str, Any]) -> bool:
+    """Give a manifest of an earlier nbhelpers the checksums of its files as they are now; True when it added any."""
+    added = False
+    if SEAL not in manifest["val"]:
+        manifest["val"][SEAL] = file_sha256(corpus_file(out, manifest["val"]["file"], "val.file"))
+        added = True
+    start = manifest["train_start"]
+    if "dedup_sha256" not in start:
+        start["dedup_sha256"] = file_sha256(corpus_file(out, start["dedup_file"], "train_start.dedup_file"))
+        added = True
+    return added or SEAL not in manifest
+
+
+def _intact(out: Path, manifest: dict[str, Any]) -> bool:
+    """Whether a built corpus still matches its checksums (one that does not is built again, with a warning)."""
+    try:
+        if manifest.get(SEAL) is not None and manifest[SEAL] != manifest_sha256(manifest):
+            raise CorpusCorrupt(f"{out / MANIFEST}: its content differs from the sha256 recorded when it was written")
+        check_file(corpus_file(out, manifest["val"]["file"], "val.file"), manifest["val"].get(SEAL), "validation shard")
+        start = manifest["train_start"]
+        check_file(corpus_file(out, start["dedup_file"], "train_start.dedup_file"), start.get("dedup_sha256"),
+                   "duplicate memory at the stream's start")
+    except (CorpusCorrupt, OSError) as err:
+        warnings.warn(f"{err}; building the corpus again", stacklevel=3)
+        return False
+    return True
+
+
+def check_val_budget(corpus: CorpusConfig, budget: TokenBudget) -> None:
+    """The validation shard may hold at most the training budget's tokens: a bigger one is a setting's typo."""
+    val_tokens = corpus.val_blocks * corpus.block_len
+    if budget.total and val_tokens > budget.total:
+        raise CorpusBuildError(
+            f"corpus.val_blocks={corpus.val_blocks} makes a validation shard of {val_tokens:,} tokens "
+            f"({val_tokens * 2 / 1e9:.2f} GB), more than the training budget of {budget.total:,} tokens "
+            f"({budget.rule}); use corpus.val_blocks <= {max(1, budget.total // corpus.block_len):,}")
+
+
 def _cleanup(out: Path, manifest: dict) -> None:
     """Remove shards, duplicate logs and temporaries of other fingerprints."""
     keep = {MANIFEST, manifest["val"]["file"], manifest["train_start"]["dedup_file"]}
@@ -150,12 +197,18 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     old = read_manifest(out)
-    if old and old.get("fingerprint") == fp and old.get("format") == FORMAT:
+    if old and old.get("fingerprint") == fp and old.get("format") == FORMAT and _intact(out, old):
+        changed = _record_checksums(out, old)
         if old["budget"] != dataclasses.asdict(budget):
             old["budget"] = dataclasses.asdict(budget)
-            atomic_write_text(out / MANIFEST, json.dumps(old, indent=1, ensure_ascii=False))
+            changed = True
+        if changed:
+            old = _write_manifest(out, old)
         _cleanup(out, old)
         return old
+    check_val_budget(corpus, budget)
+    for stale in [*out.glob("val-*.tmp"), *out.glob("dedup-*.tmp")]:  # a killed build's (a typo'd size: gigabytes)
+        stale.unlink(missing_ok=True)
 
     started = time.time()
     with Mixer(corpus, model_file=str(model_file), workers=workers, cleaning=cleaning) as mixer:
@@ -173,14 +226,16 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out / dedup_file)
+        val_sha, dedup_sha = file_sha256(out / f"val-{fp}.bin"), file_sha256(out / dedup_file)  # once, when written
         requested = validate_mixture(corpus.mixture)
         manifest = {
             "format": FORMAT, "fingerprint": fp, "block_len": corpus.block_len, "dtype": "uint16",
             "vocab_size": vocab, "eos_id": eos, "tokenizer_hash": tok_hash, "cleaning": cleaning,
             "budget": dataclasses.asdict(budget), "config": dataclasses.asdict(corpus),
             "val": {"file": f"val-{fp}.bin", "blocks": n, "tokens": n * corpus.block_len, "documents": w.documents,
-                    "tail_tokens_dropped": w.tail_dropped, "tokens_by_source": dict(w.tokens_by_source)},
-            "train_start": {**start, "dedup_file": dedup_file},
+                    "tail_tokens_dropped": w.tail_dropped, "tokens_by_source": dict(w.tokens_by_source),
+                    SEAL: val_sha},
+            "train_start": {**start, "dedup_file": dedup_file, "dedup_sha256": dedup_sha},
             "mixture": {
                 "method": "quota interleave: the next document comes from the source furthest below its token share",
                 "on_exhausted": corpus.on_exhausted, "requested": requested,
@@ -191,7 +246,7 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
             "end_rule": "each shard ends at its last full block; the rest of the document crossing it is dropped",
             "build_seconds": round(time.time() - started, 2),
         }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
+    manifest = _write_manifest(out, manifest)
     _cleanup(out, manifest)
     return manifest
 
@@ -220,7 +275,9 @@ def train_start(corpus_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str
 
     manifest = load_corpus(corpus_dir).manifest
     start = manifest["train_start"]
-    hashes = np.fromfile(Path(corpus_dir) / start["dedup_file"], dtype=np.uint64)
+    dedup_file = corpus_file(Path(corpus_dir), start["dedup_file"], "train_start.dedup_file")
+    check_file(dedup_file, start.get("dedup_sha256"), "duplicate memory at the stream's start")
+    hashes = np.fromfile(dedup_file, dtype=np.uint64)
     if len(hashes) != start["dedup"]:
         raise CorpusBuildError(f"{Path(corpus_dir) / start['dedup_file']}: {len(hashes)} hashes, the manifest says "
                                f"{start['dedup']}; rebuild the corpus (notebooks/02_corpus)")

@@ -1,8 +1,17 @@
-"""Random access to packed blocks: memory-mapped uint16 shards; the built corpus (validation shard, manifest)."""
+"""Random access to packed blocks: memory-mapped uint16 shards; the built corpus (validation shard, manifest).
+
+The corpus artifacts are checked when read: the manifest carries a sha256 of its own content (`sha256`), of the
+validation shard (`val.sha256`) and of the duplicate memory at the stream's start (`train_start.dedup_sha256`),
+all computed once when 02 writes them. A file is hashed once per process (a shard of a real run is tens of MB,
+about 0.1 s). The file names the manifest gives are plain names inside the corpus folder, never paths.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +26,72 @@ DTYPE = np.uint16
 
 class CorpusMissing(FileNotFoundError):
     """No complete corpus at the given directory."""
+
+
+class CorpusCorrupt(ValueError):
+    """A corpus file whose bytes differ from the checksum recorded when 02 wrote it, or a name outside the folder."""
+
+
+SEAL = "sha256"  # the manifest's key holding the sha256 of the rest of the manifest
+_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 already checked in this process
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 16 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while piece := fh.read(1 << 24):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def manifest_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest's content other than its seal, over a canonical JSON form."""
+    body = {k: v for k, v in manifest.items() if k != SEAL}
+    canonical = json.dumps(json.loads(json.dumps(body)), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its `sha256` (what `load_corpus` checks)."""
+    body = {k: v for k, v in manifest.items() if k != SEAL}
+    return {**body, SEAL: manifest_sha256(body)}
+
+
+def corpus_file(root: Path, name: Any, what: str) -> Path:
+    """`root / name` for a file name the manifest gives; CorpusCorrupt when it is not a plain name in `root`."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or name.startswith(".") or "\0" in name:
+        raise CorpusCorrupt(f"{root / MANIFEST}: {what} is {name!r}, expected a file name inside {root} (the "
+                            "manifest names its files, never paths); rebuild the corpus (notebooks/02_corpus)")
+    return root / name
+
+
+def check_file(path: Path, expected: str | None, what: str) -> None:
+    """Compare a file's sha256 with the manifest's (once per process and file version); CorpusCorrupt names it."""
+    if expected is None:
+        return
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if _verified.get(key) == expected:
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        raise CorpusCorrupt(f"{path}: the {what} differs from the sha256 recorded when notebooks/02_corpus wrote it "
+                            f"({actual[:12]}… now, {expected[:12]}… then): a damaged copy or disk. Rebuild the "
+                            "corpus (delete the corpus folder's manifest.json and run notebooks/02_corpus)")
+    _verified[key] = actual
+
+
+def check_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's own sha256; a manifest of an earlier nbhelpers (none recorded) is read with a warning."""
+    sealed = manifest.get(SEAL)
+    if sealed is None:
+        warnings.warn(f"{path}: written by an earlier nbhelpers without checksums, so its files are not verified; "
+                      "run notebooks/02_corpus again to record them (the corpus is kept)", stacklevel=3)
+    elif sealed != manifest_sha256(manifest):
+        raise CorpusCorrupt(f"{path}: its content differs from the sha256 recorded when notebooks/02_corpus wrote it "
+                            "(a damaged copy, or a hand edit); run notebooks/02_corpus again (--force) to rebuild it")
 
 
 class BlockReader:
@@ -67,8 +142,11 @@ def load_corpus(corpus_dir: str | os.PathLike) -> Corpus:
     if "train_start" not in manifest:
         raise CorpusMissing(f"{path}: a corpus of an earlier format (session parts); build it again "
                             "(notebooks/02_corpus)")
+    check_manifest(path, manifest)
     block_len = int(manifest["block_len"])
-    val = BlockReader(root / manifest["val"]["file"], block_len, manifest["val"]["blocks"])
+    val_file = corpus_file(root, manifest["val"]["file"], "val.file")
+    val = BlockReader(val_file, block_len, manifest["val"]["blocks"])
+    check_file(val_file, manifest["val"].get(SEAL), "validation shard")
     return Corpus(root, val, block_len, manifest)
 
 
