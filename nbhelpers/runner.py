@@ -102,7 +102,6 @@ def run(
 def _run_all(profile: str, run_dir: str | Path, sources: list[Path], cfg: Any, overrides: Sequence[str],
              force: bool, log: Callable[[str], None], log_output: bool, timeout: int | None) -> list[StepResult]:
     """`run`'s notebooks, in order (see `run`)."""
-    import papermill
 
     run = RunDir.open(run_dir, cfg)
     executed_dir = run.notebooks
