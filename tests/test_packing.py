@@ -298,6 +298,7 @@ def test_interrupted_builds_keep_what_was_complete(tmp_path, prose_source, token
 
 def test_a_worker_killed_mid_part_is_named_and_the_parts_before_kept(tmp_path, prose_source, tokenizer_dir,
                                                                      monkeypatch):
+    import multiprocessing
     import os
     import signal
 
@@ -311,7 +312,7 @@ def test_a_worker_killed_mid_part_is_named_and_the_parts_before_kept(tmp_path, p
     real_read = pieces.read_piece
 
     def read_or_die(piece):
-        if piece.kind == "arithmetic":  # runs in a worker (forked after this patch)
+        if piece.kind == "arithmetic":  # runs in a worker (forked after this patch: see below)
             os.kill(os.getpid(), signal.SIGKILL)  # the out-of-memory killer, say
         return real_read(piece)
 
@@ -319,6 +320,8 @@ def test_a_worker_killed_mid_part_is_named_and_the_parts_before_kept(tmp_path, p
     from nbhelpers.corpus import mixing
 
     monkeypatch.setattr(mixing, "read_piece", read_or_die)
+    # the workers normally come from a fork server, which never sees this patch: fork them from here instead
+    monkeypatch.setattr(mixing, "worker_context", lambda: multiprocessing.get_context("fork"))
     with pytest.raises(WorkerError, match=r"corpus worker process \d+ ended without answering \(exit code -9\)"):
         _build(cfg, tokenizer_dir, tmp_path, parts=2)
     assert np.array_equal(_tokens(tmp_path, parts)[1], before[1]) and not (tmp_path / "parts" / "part-00001.json").exists()
