@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import arithmetic, sources
-from .collator import IGNORE, Collator, OverflowStats, build_example, check_template, special_id
+from .chat_format import ChatFormatError, chat_template, check_messages
+from .collator import IGNORE, Collator, OverflowStats, build_conversation, build_example, check_template, special_id
 from .config import RunConfig, SFTConfig, TrainConfig, check_value
 
 BUNDLED_FILE = "instructions_ja.jsonl"
@@ -43,20 +44,43 @@ class Example:
     source: str  # the data name it was loaded from (bundled_instructions, files:..., a hub id)
     where: str = ""  # "path line N" or "dataset row N": for messages
     answer: int | None = None  # arithmetic problems: the exact answer, for accuracy
+    # several turns ({"messages": [...]} lines): every assistant turn is trained; prompt/target hold the first turn
+    messages: tuple[dict[str, str], ...] | None = None
 
 
 # ---------------------------------------------------------------- validation
 
 
+def validate_messages(value: Any, where: str, source: str) -> Example:
+    """An Example of several turns from a row's `messages`, or InstructionDataError naming `where`."""
+    try:
+        messages = check_messages(value, where)
+    except ChatFormatError as err:
+        raise InstructionDataError(str(err)) from None
+    if messages[-1]["role"] != "assistant":
+        raise InstructionDataError(f"{where}: the conversation ends with a {messages[-1]['role']} message; it must end "
+                                   "with the assistant's answer (a last message with no answer teaches nothing)")
+    empty = next((i for i, m in enumerate(messages) if m["role"] == "assistant" and not m["content"].strip()), None)
+    if empty is not None:
+        raise InstructionDataError(f"{where}: message {empty} is an empty assistant answer; it teaches nothing but EOS")
+    system = messages[0]["content"] + "\n\n" if messages[0]["role"] == "system" else ""
+    first = 1 if system else 0
+    return Example(system + messages[first]["content"], messages[first + 1]["content"], source, where,
+                   messages=tuple(messages))
+
+
 def validate(row: Any, where: str, source: str) -> Example:
     """An Example from a parsed row, or InstructionDataError naming `where` and what was expected."""
     if not isinstance(row, dict):
-        raise InstructionDataError(f"{where}: expected a JSON object with string fields 'prompt' and 'target', "
-                                   f"got {type(row).__name__}")
+        raise InstructionDataError(f"{where}: expected a JSON object with string fields 'prompt' and 'target' (or a "
+                                   f"'messages' list), got {type(row).__name__}")
+    if "messages" in row:
+        return validate_messages(row["messages"], where, source)
     for key in ("prompt", "target"):
         if key not in row:
             raise InstructionDataError(f"{where}: missing field {key!r} (fields: {sorted(row)}); each line must be "
-                                       '{"prompt": "...", "target": "..."}')
+                                       '{"prompt": "...", "target": "..."} or {"messages": [{"role": "user", '
+                                       '"content": "..."}, {"role": "assistant", "content": "..."}, ...]}')
         if not isinstance(row[key], str):
             raise InstructionDataError(f"{where}: field {key!r} must be a string, got {type(row[key]).__name__}")
     if not row["target"].strip():
@@ -245,14 +269,25 @@ def load_instructions(cfg: SFTConfig) -> InstructionData:
 # ---------------------------------------------------------------- encoding
 
 
+def attach_chat_template(tokenizer: Any, cfg: SFTConfig) -> Any:
+    """The tokenizer with the chat template of `cfg.template` and `cfg.prompt_prefix`: saved with it into sft/final,
+    so apply_chat_template, pipeline("text-generation") and other tools prompt the model as it was tuned."""
+    tokenizer.chat_template = chat_template(cfg.template, cfg.prompt_prefix)
+    return tokenizer
+
+
 def encode(tokenizer: Any, examples: Sequence[Example], cfg: SFTConfig) -> tuple[list[dict[str, list[int]]],
                                                                                    OverflowStats]:
     """Token rows for the examples that fit (see collator.build_example) and the truncation / drop counts."""
     stats = OverflowStats()
     rows = []
     for ex in tqdm(examples, desc="encode", unit=" ex", mininterval=2):
-        row = build_example(tokenizer, ex.prompt, ex.target, cfg.max_length, template=cfg.template,
-                            prefix=cfg.prompt_prefix, overflow=cfg.overflow, stats=stats)
+        if ex.messages is not None:  # several turns: through the same chat template, every answer trained
+            row = build_conversation(tokenizer, ex.messages, cfg.max_length, template=cfg.template,
+                                     prefix=cfg.prompt_prefix, overflow=cfg.overflow, stats=stats)
+        else:
+            row = build_example(tokenizer, ex.prompt, ex.target, cfg.max_length, template=cfg.template,
+                                prefix=cfg.prompt_prefix, overflow=cfg.overflow, stats=stats)
         if row is not None:
             rows.append(row)
     return rows, stats
