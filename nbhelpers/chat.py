@@ -7,7 +7,10 @@ Every answer goes through `generate.generate_batch`, the one generation path, so
 
 from __future__ import annotations
 
+import importlib
+import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,20 +99,37 @@ def load(run_dir: str | Path, stage: str = "sft", device: Any = None, **settings
     return Session(model.eval(), tokenizer, cfg.sft.template, cfg.sft.prompt_prefix, **settings)
 
 
-def _lines(stream: TextIO) -> Iterator[str]:
-    """Lines of `stream` without their newline, until its end."""
-    for line in stream:
-        yield line.rstrip("\n")
+def scripted(session: Session, turns: Iterable[str], out: TextIO | None = None) -> list[dict[str, Any]]:
+    """Answer `turns` one after another in one conversation (a saved Kaggle version cannot type); one row per turn."""
+    rows = []
+    for i, user in enumerate(turns, 1):
+        dropped = session.trimmed(user)
+        answer = session.ask(user)
+        rows.append({"turn": i, "user": user, "model": answer.text, "ended_with_eos": answer.ended,
+                     "forgotten_exchanges": dropped})
+        if out is not None:
+            print(f"you> {user}\nmodel> {answer.text}", file=out, flush=True)
+    return rows
+
+
+def _typed(prompt: str) -> Iterator[str]:
+    """Lines typed at `input()` (a terminal, a notebook, or piped stdin) until the end of input."""
+    while True:
+        try:
+            yield input(prompt)
+        except EOFError:
+            return
 
 
 def repl(session: Session, lines: Iterable[str] | None = None, out: TextIO | None = None, stream: bool = True,
          user_prompt: str = "you> ", model_prompt: str = "model> ") -> int:
-    """Read user turns from `lines` (stdin), answer each (streamed), until /exit or the end; returns 0."""
+    """Read user turns from `lines` (default: input()), answer each (streamed), until /exit or the end; returns 0."""
     out = out or sys.stdout
-    pending = iter(_lines(sys.stdin) if lines is None else lines)
+    pending = iter(_typed(user_prompt) if lines is None else lines)
     print(COMMANDS, file=out, flush=True)
     while True:
-        print(user_prompt, end="", file=out, flush=True)
+        if lines is not None:
+            print(user_prompt, end="", file=out, flush=True)
         line = next(pending, None)
         if line is None or line.strip() == "/exit":
             print(file=out, flush=True)
@@ -143,3 +163,68 @@ def text_streamer(tokenizer: Any, out: TextIO) -> Any:
             print(text, end="\n" if stream_end else "", file=out, flush=True)
 
     return OutStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+WEB_REQUIREMENT = "gradio>=5"  # the `web` extra of pyproject.toml
+
+
+def require_gradio(install: bool = True) -> Any:
+    """The gradio module, pip-installed on first use when absent and `install` (it is large: only the web chat needs it)."""
+    try:
+        return importlib.import_module("gradio")
+    except ImportError:
+        if not install:
+            raise
+    print(f"installing {WEB_REQUIREMENT} for the web chat ...", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", WEB_REQUIREMENT], check=True)
+    importlib.invalidate_caches()
+    return importlib.import_module("gradio")
+
+
+def _text(content: Any) -> str:
+    """A chat message's text: gradio gives a str, or a list of parts ({"type": "text", "text": ...})."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text", ""))
+    if isinstance(content, list | tuple):
+        return "".join(_text(part) for part in content)
+    return str(content)
+
+
+def web_chat(session: Session, share: bool | None = None, title: str = "nbhelpers chat", install: bool = True,
+             **launch: Any) -> Any:
+    """Serve the session as a gradio chat page (answers streamed); returns the launched gradio app.
+
+    share: a public *.gradio.live link; default on Kaggle and Colab, whose notebooks cannot be reached otherwise.
+    `launch` goes to gradio's launch (server_port, prevent_thread_lock, ...). Each message carries the page's
+    history, which replaces the session's, so the page and the model always see the same conversation.
+    """
+    from transformers import TextIteratorStreamer
+
+    from . import platform
+
+    gr = require_gradio(install)
+    lock = threading.Lock()  # one answer at a time: the session's history is shared
+
+    def respond(message: Any, history: list[dict[str, Any]]) -> Iterator[str]:
+        with lock:
+            session.messages = [{"role": m["role"], "content": _text(m["content"])} for m in history
+                                if m.get("role") in ("user", "assistant")]
+            dropped = session.trimmed(_text(message))
+            if dropped:
+                gr.Info(f"the {dropped} oldest exchange(s) no longer fit the model's context and are left out")
+            streamer = TextIteratorStreamer(session.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            worker = threading.Thread(target=session.ask, args=(_text(message), streamer), daemon=True)
+            worker.start()
+            text = ""
+            for piece in streamer:
+                text += piece
+                yield text
+            worker.join()
+
+    demo = gr.ChatInterface(respond, title=title, flagging_mode="never")
+    if share is None:
+        share = platform.detect().name in ("kaggle", "colab")
+    demo.launch(share=share, **launch)
+    return demo

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -256,3 +258,56 @@ def test_cli_without_a_tuned_model_names_the_notebook_or_falls_back(run_dir, tmp
     assert "never tuned" in proc.stdout and "model> 東京" in proc.stdout
     proc = _cli(tmp_path / "nowhere", "")
     assert proc.returncode == 1 and "not a run directory" in proc.stderr
+
+
+# ---------------------------------------------------------------- the web chat, in a real browser
+
+WEB_MISSING = [name for name, found in [
+    ("gradio (pip install -e .[web])", importlib.util.find_spec("gradio")),
+    ("selenium (pip install -e .[web])", importlib.util.find_spec("selenium")),
+    ("chromium (apt-get install chromium)", shutil.which("chromium")),
+    ("chromedriver (apt-get install chromium-driver)", shutil.which("chromedriver"))] if not found]
+
+
+@pytest.mark.web
+@pytest.mark.skipif(bool(WEB_MISSING), reason=f"needs {', '.join(WEB_MISSING)}")
+def test_web_chat_answers_in_headless_chromium(answer_chain, monkeypatch):
+    """Debian's chromium opens the gradio page, sends a message and reads the streamed answer from the page."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: this machine has no network
+    tok, chain = answer_chain
+    cfg = config.load("smoke").sft
+    session = chat.Session(bigram_model(len(tok), chain, context=256), tok, cfg.template, cfg.prompt_prefix, 8)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = chat.web_chat(session, share=False, install=False, server_name="127.0.0.1", server_port=port,
+                         prevent_thread_lock=True, quiet=True)
+    options = Options()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        box = WebDriverWait(driver, 90).until(expected_conditions.element_to_be_clickable((By.TAG_NAME, "textarea")))
+        box.send_keys("日本の首都はどこですか？")
+        box.send_keys(Keys.ENTER)
+        WebDriverWait(driver, 90).until(lambda d: "東京" in d.find_element(By.TAG_NAME, "body").text)
+        assert session.messages == [{"role": "user", "content": "日本の首都はどこですか？"},
+                                    {"role": "assistant", "content": "東京"}]
+        box = WebDriverWait(driver, 90).until(expected_conditions.element_to_be_clickable((By.TAG_NAME, "textarea")))
+        box.send_keys("もう一度")  # the second turn carries the page's history to the model
+        box.send_keys(Keys.ENTER)
+        WebDriverWait(driver, 90).until(lambda d: d.find_element(By.TAG_NAME, "body").text.count("東京") == 2)
+        assert [m["content"] for m in session.messages] == ["日本の首都はどこですか？", "東京", "もう一度", "東京"]
+    finally:
+        driver.quit()
+        demo.close()
