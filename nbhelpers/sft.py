@@ -139,10 +139,13 @@ def read_jsonl(path: str | Path, source: str | None = None, on_invalid: str = "e
 
 
 def _hub_fields(spec: str, name: str) -> tuple[list[str], str]:
-    """'instruction+input>output' -> (['instruction', 'input'], 'output')."""
+    """'instruction+input>output' -> (['instruction', 'input'], 'output'); 'messages' (one field) -> ([], 'messages'),
+    a column of conversations ([{"role", "content"}, ...]) tuned through the chat template."""
+    if spec and ">" not in spec and "+" not in spec:
+        return [], spec
     if ">" not in spec:
         raise InstructionDataError(f"{name}: an instruction dataset needs fields as PROMPT[+CONTEXT]>TARGET (for "
-                                   f"example instruction+input>output), got {spec!r}")
+                                   f"example instruction+input>output) or one messages field, got {spec!r}")
     left, target = spec.split(">", 1)
     prompt_fields = [f for f in left.split("+") if f]
     if not prompt_fields or not target:
@@ -160,7 +163,7 @@ def _hub_source(name: str) -> sources.Source:
         src = sources.resolve(name)
     except sources.SourceError as err:
         raise InstructionDataError(f"{err}; for instructions also bundled_instructions, arithmetic_instructions, "
-                                   "files:GLOB (JSONL of prompt/target) or hub:ID#PROMPT>TARGET") from None
+                                   "files:GLOB (JSONL of prompt/target or messages) or hub:ID#PROMPT>TARGET (or hub:ID#MESSAGES)") from None
     if src.kind != "hub" or ">" not in src.text_field:
         raise InstructionDataError(f"source {name!r} is a text corpus, not an instruction dataset (its fields "
                                    f"{src.text_field!r} name no PROMPT>TARGET)")
@@ -198,6 +201,8 @@ def read_hub(src: sources.Source, limit: int = 0, on_invalid: str = "error",
         raise InstructionDataError(f"{src.location}: rows have no field(s) {missing}; fields: {sorted(first)}")
 
     def pair(i: int, row: dict[str, Any]) -> tuple[str, Any]:
+        if not prompt_fields:  # a conversation column
+            return f"{src.location} row {i}", {"messages": row[target_field]}
         parts = [row[f] for f in prompt_fields]
         bad = next((v for v in parts if v is not None and not isinstance(v, str)), None)
         prompt = bad if bad is not None else "\n\n".join(p.strip() for p in parts if p and p.strip())

@@ -193,6 +193,19 @@ def test_messages_jsonl_loads_validates_and_encodes(tmp_path, sp_dir):
     assert stats.examples == 2
 
 
+def test_hub_dataset_with_a_messages_column(monkeypatch):
+    import datasets
+
+    rows = [{"conversations": [{"role": "user", "content": "足して", "extra": 1}, {"role": "assistant", "content": "3"}]},
+            {"conversations": [{"role": "assistant", "content": "はい"}]}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: rows)
+    with pytest.raises(sft.InstructionDataError, match="someone/chat row 1: message 0 has role 'assistant'"):
+        sft.load_source("hub:someone/chat#conversations", config.SFTConfig())
+    [ex] = sft.load_source("hub:someone/chat#conversations", config.SFTConfig(on_invalid="skip"))
+    assert ex.messages == ({"role": "user", "content": "足して"}, {"role": "assistant", "content": "3"})
+    assert sft.data_name_problem("hub:someone/chat#conversations") is None
+
+
 @pytest.mark.parametrize("line, message", [
     ('{"messages": []}', "non-empty list"),
     ('{"messages": [{"role": "user", "content": "a"}]}', "ends with a user message"),
