@@ -44,7 +44,9 @@ def special_id(tokenizer: Any, name: str) -> int:
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+    """Ids of `text`, with a special token's text ("</s>" from the chat template) read as that token, whatever the
+    tokenizer's split_special_tokens (sft/final's is False, so apply_chat_template reads it the same way)."""
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=False)["input_ids"]) if text else []
 
 
 def prefix_ids(tokenizer: Any, prefix: str = "eos") -> list[int]:

@@ -278,6 +278,9 @@ def attach_chat_template(tokenizer: Any, cfg: SFTConfig) -> Any:
     """The tokenizer with the chat template of `cfg.template` and `cfg.prompt_prefix`: saved with it into sft/final,
     so apply_chat_template, pipeline("text-generation") and other tools prompt the model as it was tuned."""
     tokenizer.chat_template = chat_template(cfg.template, cfg.prompt_prefix)
+    # the template writes the prefix as text ("</s>"): tools tokenize it with the tokenizer's own setting, which
+    # must read it as the EOS token, as the collator does (with True it became "▁" + EOS, before the turn's text)
+    tokenizer.split_special_tokens = False
     return tokenizer
 
 

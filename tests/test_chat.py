@@ -106,7 +106,7 @@ def test_sft_final_template_gives_the_collators_prompt_for_every_bundled_prompt(
         context = [t for t, lab in zip(row["input_ids"], row["labels"]) if lab == IGNORE]
         got = _ids(final_tok.apply_chat_template([{"role": "user", "content": ex.prompt}], add_generation_prompt=True))
         assert got == context, ex.where
-        assert 3 in got[:2]  # the EOS prefix is read as the EOS token, not as the text "</s>"
+        assert got[0] == 3 and got[1] == final_tok.convert_tokens_to_ids("▁")  # EOS, then the text as after EOS
 
 
 @pytest.mark.parametrize("prefix, opener", [("eos", "</s>"), ("bos", "<s>"), ("none", "")])
