@@ -89,6 +89,8 @@ def generate_batch(
     if fixed and repetition_penalty != 1.0:
         raise ValueError("repetition_penalty is not available with fixed shapes (the XLA default): pass "
                          "fixed_shapes=False to use transformers' generate, which compiles a program per token there")
+    if streamer is not None and (fixed or len(prompts) != 1):
+        raise ValueError("a streamer takes one prompt on transformers' generate (fixed_shapes=False)")
     if seed is not None:
         torch.manual_seed(seed)
         if device.type == "xla":  # the XLA device draws from its own generator

@@ -22,6 +22,7 @@ from nbhelpers import chat, config, sft
 from nbhelpers import tokenizer as tok_mod
 from nbhelpers.chat_format import ChatFormatError, chat_template, check_messages, render
 from nbhelpers.collator import IGNORE, OverflowStats, build_conversation, build_example, conversation_ids, prompt_ids
+from nbhelpers.generate import generate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 T = "Q{prompt}A"  # char-level template: head "Q", tail "A"
@@ -243,6 +244,21 @@ def test_session_keeps_history_and_trims_it_to_the_context(run_dir):
     assert session.messages == []
 
 
+def test_answers_stream_token_by_token_to_the_given_output(run_dir):
+    import io
+
+    session = chat.load(run_dir, max_new_tokens=8)
+    out = io.StringIO()
+    streamer = chat.text_streamer(session.tokenizer, out)
+    pieces = []
+    original = streamer.on_finalized_text
+    streamer.on_finalized_text = lambda text, stream_end=False: (pieces.append(text), original(text, stream_end))
+    assert session.ask("日本の首都は？", streamer=streamer).text == "東京"
+    assert out.getvalue() == "東京\n" and len([p for p in pieces if p]) == 2  # one piece per token, then the end
+    with pytest.raises(ValueError, match="one prompt"):
+        generate_batch(session.model, session.tokenizer, ["a", "b"], streamer=streamer, max_new_tokens=4)
+
+
 def _cli(run_dir, text, *args):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "nbhelpers", "chat", "--run-dir", str(run_dir), *args], input=text,
@@ -266,7 +282,8 @@ def test_cli_without_a_tuned_model_names_the_notebook_or_falls_back(run_dir, tmp
     proc = _cli(base_only, "/exit\n")
     assert proc.returncode == 1
     assert "04_instruction_tuning" in proc.stderr and "--stage pretrain" in proc.stderr
-    proc = _cli(base_only, "日本の首都は？\n", "--stage", "pretrain", "--no-stream", "--temperature", "0")
+    sampled = ["--temperature", "0.8", "--top-p", "0.9", "--top-k", "5", "--seed", "3", "--repetition-penalty", "1.2"]
+    proc = _cli(base_only, "日本の首都は？\n", "--stage", "pretrain", "--no-stream", *sampled)
     assert proc.returncode == 0, proc.stderr
     assert "never tuned" in proc.stdout and "model> 東京" in proc.stdout
     proc = _cli(tmp_path / "nowhere", "")
