@@ -98,6 +98,16 @@ def _chat(args: argparse.Namespace) -> int:
 
     from . import chat
 
+    bad = [f"{flag} {why}, got {value}" for flag, value, ok, why in [
+        ("--temperature", args.temperature, args.temperature >= 0, "must be >= 0 (0 = greedy)"),
+        ("--top-p", args.top_p, 0 < args.top_p <= 1, "must be in (0, 1]"),
+        ("--top-k", args.top_k, args.top_k >= 0, "must be >= 0 (0 = all tokens)"),
+        ("--repetition-penalty", args.repetition_penalty, args.repetition_penalty > 0, "must be > 0 (1 = none)"),
+        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens is None or args.max_new_tokens >= 1,
+         "must be >= 1")] if not ok]
+    if bad:
+        print("error: " + "; ".join(bad), file=sys.stderr)
+        return 1
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     sampling = {"do_sample": args.temperature > 0, "repetition_penalty": args.repetition_penalty, "seed": args.seed}
     if args.temperature > 0:

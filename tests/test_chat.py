@@ -288,6 +288,8 @@ def test_cli_without_a_tuned_model_names_the_notebook_or_falls_back(run_dir, tmp
     assert "never tuned" in proc.stdout and "model> 東京" in proc.stdout
     proc = _cli(tmp_path / "nowhere", "")
     assert proc.returncode == 1 and "not a run directory" in proc.stderr
+    proc = _cli(run_dir, "", "--top-p", "0", "--temperature", "-1")
+    assert proc.returncode == 1 and "--temperature must be >= 0" in proc.stderr and "--top-p must be in (0, 1]" in proc.stderr
 
 
 # ---------------------------------------------------------------- the web chat, in a real browser
