@@ -13,6 +13,7 @@ EPILOG = """examples:
   python -m nbhelpers run --profile smoke --run-dir runs/smoke --only 01,02 --set train.max_steps=50
   python -m nbhelpers run --profile colab_t4 --run-dir runs/t4 --only 03 --force
   python -m nbhelpers notebooks --check
+  python -m nbhelpers chat --run-dir runs/smoke
   python -m nbhelpers kaggle --user alice --profile kaggle_tpu_v5e8
   python -m torch.distributed.run --standalone --nproc_per_node=2 -m nbhelpers train --stage pretrain \
       --profile kaggle_t4x2 --run-dir runs/t4x2
@@ -95,6 +96,49 @@ def _kaggle(args: argparse.Namespace) -> int:
     return 0
 
 
+CHAT_EPILOG = """examples:
+  python -m nbhelpers chat --run-dir runs/smoke
+  python -m nbhelpers chat --run-dir runs/smoke --stage pretrain --temperature 0
+  printf '日本の首都は？\\n/exit\\n' | python -m nbhelpers chat --run-dir runs/smoke --no-stream
+
+Type a message and Enter; the model answers with the whole conversation so far in view. Older exchanges that
+no longer fit the model's context are forgotten, with a notice. /reset starts over, /exit (or Ctrl-D) leaves.
+"""
+
+
+def _chat(args: argparse.Namespace) -> int:
+    """`python -m nbhelpers chat`: a terminal conversation with the run's tuned (or base) model."""
+    import torch
+
+    from . import chat
+
+    bad = [f"{flag} {why}, got {value}" for flag, value, ok, why in [
+        ("--temperature", args.temperature, args.temperature >= 0, "must be >= 0 (0 = greedy)"),
+        ("--top-p", args.top_p, 0 < args.top_p <= 1, "must be in (0, 1]"),
+        ("--top-k", args.top_k, args.top_k >= 0, "must be >= 0 (0 = all tokens)"),
+        ("--repetition-penalty", args.repetition_penalty, args.repetition_penalty > 0, "must be > 0 (1 = none)"),
+        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens is None or args.max_new_tokens >= 1,
+         "must be >= 1")] if not ok]
+    if bad:
+        print("error: " + "; ".join(bad), file=sys.stderr)
+        return 1
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    sampling = {"do_sample": args.temperature > 0, "repetition_penalty": args.repetition_penalty, "seed": args.seed}
+    if args.temperature > 0:
+        sampling.update(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+    settings = {"sampling": sampling, "system": args.system}
+    if args.max_new_tokens is not None:
+        settings["max_new_tokens"] = args.max_new_tokens
+    try:
+        session = chat.load(args.run_dir, args.stage, device=device, **settings)
+    except (chat.ChatError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.stage == "pretrain":
+        print("(the base model was never tuned to answer: expect it to continue your text)", flush=True)
+    return chat.repl(session, stream=not args.no_stream)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(
@@ -138,7 +182,24 @@ def main(argv: list[str] | None = None) -> int:
                       help="override a config field, e.g. train.micro_batch=4 (repeatable)")
     p_tr.add_argument("--deadline", type=float, default=None, help="Unix time by which to checkpoint and stop")
     p_tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_chat = sub.add_parser("chat", help="talk to a run's model in the terminal (multi-turn; /reset, /exit)",
+                            epilog=CHAT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_chat.add_argument("--run-dir", required=True, type=Path, help="the run directory the notebooks wrote")
+    p_chat.add_argument("--stage", default="sft", choices=["sft", "pretrain"],
+                        help="sft: the tuned model (default); pretrain: the base model, which only continues text")
+    p_chat.add_argument("--max-new-tokens", type=int, default=None, help="tokens per answer (default: sft.max_new_tokens)")
+    p_chat.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default 0.7)")
+    p_chat.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling, 0 < p <= 1 (default 0.9)")
+    p_chat.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens; 0 = all (default)")
+    p_chat.add_argument("--repetition-penalty", type=float, default=1.1, help="> 1 discourages repeats (default 1.1)")
+    p_chat.add_argument("--seed", type=int, default=None, help="seed the sampling (default: unseeded)")
+    p_chat.add_argument("--system", default="", help="a system message, put before the first user message")
+    p_chat.add_argument("--device", default="auto", help="auto (cuda when present, else cpu) | cpu | cuda | cuda:N")
+    p_chat.add_argument("--no-stream", action="store_true", help="print each answer whole instead of token by token")
     args = parser.parse_args(argv)
+
+    if args.command == "chat":
+        return _chat(args)
 
     if args.command == "train":
         from .launch import worker_main

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .chat_format import check_messages, render, turns
 from .config import check_value, template_problem
 
 IGNORE = -100  # the label value torch's cross-entropy (and so every HF causal LM) skips
@@ -43,7 +44,9 @@ def special_id(tokenizer: Any, name: str) -> int:
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+    """Ids of `text`, with a special token's text ("</s>" from the chat template) read as that token, whatever the
+    tokenizer's split_special_tokens (sft/final's is False, so apply_chat_template reads it the same way)."""
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=False)["input_ids"]) if text else []
 
 
 def prefix_ids(tokenizer: Any, prefix: str = "eos") -> list[int]:
@@ -52,15 +55,65 @@ def prefix_ids(tokenizer: Any, prefix: str = "eos") -> list[int]:
     return [] if prefix == "none" else [special_id(tokenizer, prefix)]
 
 
-def encode_prompt(tokenizer: Any, prompt: str, template: str = DEFAULT_TEMPLATE,
-                  prefix: str = "eos") -> tuple[list[int], list[int], list[int]]:
-    """Prompt tokens in three parts: head (prefix + template before {prompt}), the prompt itself, tail (with marker).
+def prompt_ids(tokenizer: Any, prompt: str, template: str = DEFAULT_TEMPLATE, prefix: str = "eos",
+               max_tokens: int | None = None) -> tuple[list[int], int]:
+    """The prompt's ids and how many tokens were cut: the chat template's one user turn with the generation prompt,
+    tokenized as `apply_chat_template` does, so training, our generation and any Hugging Face tool see the same ids.
 
-    The parts are tokenized separately, in training and at inference alike, so that cutting the user's prompt
-    from the left never touches the template and the two always see the same ids.
+    With `max_tokens`, an over-long prompt loses characters from its start (never the template) until it fits;
+    the result is longer than `max_tokens` only when the template alone is.
     """
-    head, tail = template.split("{prompt}", 1)
-    return prefix_ids(tokenizer, prefix) + _ids(tokenizer, head), _ids(tokenizer, prompt), _ids(tokenizer, tail)
+    def ids(text: str) -> list[int]:
+        return _ids(tokenizer, render(tokenizer, [{"role": "user", "content": text}], template, prefix, True))
+
+    full = ids(prompt)
+    if max_tokens is None or len(full) <= max_tokens:
+        return full, 0
+    lo, hi = 1, len(prompt)  # the fewest leading characters to drop; dropping all of them leaves the template
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(ids(prompt[mid:])) <= max_tokens:
+            hi = mid
+        else:
+            lo = mid + 1
+    kept = ids(prompt[lo:])
+    return kept, len(full) - len(kept)
+
+
+def conversation_ids(tokenizer: Any, messages: Sequence[dict[str, str]], template: str = DEFAULT_TEMPLATE,
+                     prefix: str = "eos", add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:
+    """Ids and labels of a conversation: each context (rendered by the chat template) masked, each answer + EOS trained.
+
+    Contexts and answers are tokenized apart, as one-turn examples are, so the first turn equals `build_example`'s.
+    """
+    eos = special_id(tokenizer, "eos")
+    ids: list[int] = []
+    labels: list[int] = []
+    for context, answer in turns(tokenizer, messages, template, prefix, add_generation_prompt):
+        c = _ids(tokenizer, context)
+        ids += c
+        labels += [IGNORE] * len(c)
+        if answer is not None:
+            a = _ids(tokenizer, answer) + [eos]
+            ids += a
+            labels += a
+    return ids, labels
+
+
+def fit_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_tokens: int,
+                     template: str = DEFAULT_TEMPLATE, prefix: str = "eos", add_generation_prompt: bool = False,
+                     ) -> tuple[list[int], list[int], int]:
+    """`conversation_ids` with the oldest user/assistant pairs left out until it fits `max_tokens` (a system message
+    stays), and the number of pairs left out; still too long only when the last turn alone is."""
+    messages = check_messages(list(messages))
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    rest = messages[len(system):]
+    dropped = 0
+    while True:
+        ids, labels = conversation_ids(tokenizer, system + rest, template, prefix, add_generation_prompt)
+        if len(ids) <= max_tokens or len(rest) <= 2:
+            return ids, labels, dropped
+        rest, dropped = rest[2:], dropped + 1
 
 
 @dataclass
@@ -98,27 +151,67 @@ def build_example(
     the EOS that ends the response is learned.
     """
     check_value("sft.overflow", overflow, ValueError)
-    eos, pad = special_id(tokenizer, "eos"), special_id(tokenizer, "pad")
-    head, body, tail = encode_prompt(tokenizer, prompt, template, prefix)
+    eos = special_id(tokenizer, "eos")
     response = _ids(tokenizer, target) + [eos]
     if stats is not None:
         stats.examples += 1
-    excess = len(head) + len(body) + len(tail) + len(response) - max_length
-    if excess > 0:
-        if overflow == "drop" or excess > len(body):  # the response must survive whole, or not at all
+    context, _ = prompt_ids(tokenizer, prompt, template, prefix)
+    if len(context) + len(response) > max_length:
+        cut = 0
+        if overflow == "truncate_left":  # keep the end of the prompt: it sits next to the answer
+            context, cut = prompt_ids(tokenizer, prompt, template, prefix, max_length - len(response))
+        if overflow == "drop" or len(context) + len(response) > max_length:  # the response survives whole, or not at all
             if stats is not None:
                 stats.dropped += 1
-                stats.dropped_response_too_long += int(excess > len(body))
+                stats.dropped_response_too_long += int(overflow != "drop")
             return None
-        body = body[excess:]  # keep the end of the prompt: it sits next to the answer
         if stats is not None:
             stats.truncated += 1
-            stats.truncated_tokens += excess
-    context = head + body + tail
-    input_ids = context + response
-    labels = [IGNORE] * len(context) + response
+            stats.truncated_tokens += cut
+    return _finish(tokenizer, context + response, [IGNORE] * len(context) + response, max_length, pad_to_max)
+
+
+def build_conversation(
+    tokenizer: Any,
+    messages: Sequence[dict[str, str]],
+    max_length: int,
+    *,
+    template: str = DEFAULT_TEMPLATE,
+    prefix: str = "eos",
+    overflow: str = "truncate_left",
+    pad_to_max: bool = False,
+    stats: OverflowStats | None = None,
+) -> dict[str, list[int]] | None:
+    """One training example from several turns: every assistant answer and its EOS trained, the rest -100.
+
+    Too long: with overflow="truncate_left" the oldest user/assistant pairs are left out until it fits (counted as
+    truncated); with "drop", or when the last pair alone does not fit, it is dropped (None).
+    """
+    check_value("sft.overflow", overflow, ValueError)
+    if stats is not None:
+        stats.examples += 1
+    ids, labels = conversation_ids(tokenizer, check_messages(list(messages)), template, prefix)
+    full = len(ids)
+    if full > max_length:
+        if overflow == "truncate_left":
+            ids, labels, _ = fit_conversation(tokenizer, messages, max_length, template, prefix)
+        if overflow == "drop" or len(ids) > max_length:
+            if stats is not None:
+                stats.dropped += 1
+                stats.dropped_response_too_long += int(overflow != "drop")
+            return None
+        if stats is not None:
+            stats.truncated += 1
+            stats.truncated_tokens += full - len(ids)
+    return _finish(tokenizer, ids, labels, max_length, pad_to_max)
+
+
+def _finish(tokenizer: Any, input_ids: list[int], labels: list[int], max_length: int,
+            pad_to_max: bool) -> dict[str, list[int]]:
+    """The example dict, right-padded to max_length with the pad id and label -100 when `pad_to_max`."""
     mask = [1] * len(input_ids)
     if pad_to_max:
+        pad = special_id(tokenizer, "pad")
         fill = max_length - len(input_ids)
         input_ids, labels, mask = input_ids + [pad] * fill, labels + [IGNORE] * fill, mask + [0] * fill
     return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}

@@ -403,8 +403,9 @@ def _data_problem(names: tuple[str, ...]) -> str | None:
 class SFTConfig:
     """Instruction tuning: data, prompt template, overflow, replay of pre-training blocks, and the tuning schedule."""
 
-    # data names: bundled_instructions | arithmetic_instructions | files:GLOB (JSONL of {"prompt","target"}) |
-    # hub:ID[@CONFIG]#PROMPT[+CONTEXT]>TARGET | a hub instruction entry of the source registry
+    # data names: bundled_instructions | arithmetic_instructions | files:GLOB (JSONL of {"prompt","target"} or {"messages": [...]}) |
+    # hub:ID[@CONFIG]#PROMPT[+CONTEXT]>TARGET | hub:ID[@CONFIG]#MESSAGES (a column of conversations) |
+    # a hub instruction entry of the source registry
     data: tuple[str, ...] = setting(("bundled_instructions", "arithmetic_instructions"), check=_data_problem)
     template: str = "### 指示:\n{prompt}\n\n### 応答:\n"  # one {prompt}; the same text in training and chat
     response_marker: str = "### 応答:"  # must follow {prompt} in the template

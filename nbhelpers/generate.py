@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .collator import DEFAULT_TEMPLATE, encode_prompt, special_id
+from .collator import DEFAULT_TEMPLATE, fit_conversation, prompt_ids, special_id
 from .fixed_shapes import Sampling, decode
 
 
@@ -21,14 +21,34 @@ class Response:
     new_tokens: int  # tokens generated, the EOS included
 
 
-def prompt_tokens(tokenizer: Any, prompt: str, template: str = DEFAULT_TEMPLATE, prefix: str = "eos",
+Prompt = str | Sequence[dict[str, str]]  # one user message, or a conversation of {"role", "content"} messages
+
+
+def prompt_tokens(tokenizer: Any, prompt: Prompt, template: str = DEFAULT_TEMPLATE, prefix: str = "eos",
                   max_tokens: int | None = None) -> list[int]:
-    """The ids the model is given: exactly those training used; an over-long prompt loses its start, not the template."""
-    head, body, tail = encode_prompt(tokenizer, prompt, template, prefix)
-    if max_tokens is not None and len(head) + len(body) + len(tail) > max_tokens:
-        keep = max(0, max_tokens - len(head) - len(tail))
-        body = body[len(body) - keep:] if keep else []
-    return head + body + tail
+    """The ids the model is given: exactly those training used (the chat template's rendering).
+
+    An over-long prompt loses its start, not the template; a conversation loses its oldest turns first (see
+    `trimmed_turns` to tell the user), then, when its last message alone is too long, its first tokens.
+    """
+    if isinstance(prompt, str):
+        return prompt_ids(tokenizer, prompt, template, prefix, max_tokens)[0]
+    ids, _, _ = fit_conversation(tokenizer, prompt, max_tokens or 1 << 62, template, prefix, add_generation_prompt=True)
+    return ids[-max_tokens:] if max_tokens is not None and len(ids) > max_tokens else ids
+
+
+def trimmed_turns(tokenizer: Any, messages: Sequence[dict[str, str]], max_tokens: int,
+                  template: str = DEFAULT_TEMPLATE, prefix: str = "eos") -> int:
+    """How many of the oldest user/assistant pairs `prompt_tokens` leaves out to fit `max_tokens`."""
+    return fit_conversation(tokenizer, messages, max_tokens, template, prefix, add_generation_prompt=True)[2]
+
+
+def prompt_budget(model: Any, max_new_tokens: int) -> int | None:
+    """The most prompt tokens that leave room for `max_new_tokens` in the model's context (None: no limit known)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if limit and limit - max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in a {limit}-token context")
+    return limit - max_new_tokens if limit else None
 
 
 def _device_of(model: Any) -> torch.device:
@@ -38,7 +58,7 @@ def _device_of(model: Any) -> torch.device:
 def generate_batch(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     *,
     template: str = DEFAULT_TEMPLATE,
     prefix: str = "eos",
@@ -52,23 +72,25 @@ def generate_batch(
     batch_size: int = 16,
     pad_to_multiple_of: int = 1,
     fixed_shapes: bool | None = None,
+    streamer: Any = None,
 ) -> list[Response]:
     """Answers to `prompts` (greedy unless do_sample) as Response objects, in order.
 
     fixed_shapes (default: on for XLA) decodes with `fixed_shapes.decode`: a few prompt-width buckets and a fixed
     batch, one compiled program per bucket and a host check every 16 tokens, instead of `model.generate` (a new
     shape and a host read per token). Its sampling draws from the same distribution with another random stream.
+    A prompt is a user message or a conversation (a list of {"role", "content"} messages, answered as its next turn).
+    `streamer` (transformers' TextStreamer or TextIteratorStreamer, one prompt) receives the tokens as they come.
     """
     eos, pad = special_id(tokenizer, "eos"), special_id(tokenizer, "pad")
     device = _device_of(model)
     fixed = device.type == "xla" if fixed_shapes is None else fixed_shapes
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    max_prompt = limit - max_new_tokens if limit else None
-    if max_prompt is not None and max_prompt < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in a {limit}-token context")
+    max_prompt = prompt_budget(model, max_new_tokens)
     if fixed and repetition_penalty != 1.0:
         raise ValueError("repetition_penalty is not available with fixed shapes (the XLA default): pass "
                          "fixed_shapes=False to use transformers' generate, which compiles a program per token there")
+    if streamer is not None and (fixed or len(prompts) != 1):
+        raise ValueError("a streamer takes one prompt on transformers' generate (fixed_shapes=False)")
     if seed is not None:
         torch.manual_seed(seed)
         if device.type == "xla":  # the XLA device draws from its own generator
@@ -97,7 +119,8 @@ def generate_batch(
             with torch.no_grad():
                 gen = model.generate(
                     input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                    eos_token_id=eos, pad_token_id=pad, repetition_penalty=repetition_penalty, **sampling,
+                    eos_token_id=eos, pad_token_id=pad, repetition_penalty=repetition_penalty, streamer=streamer,
+                    **sampling,
                 )
             new = gen[:, width:].cpu()  # (B, <= max_new_tokens): the prompt's tokens cut off
             out += [_response(tokenizer, row, eos) for row in new.tolist()]
@@ -114,7 +137,7 @@ def _response(tokenizer: Any, row: list[int], eos: int) -> Response:
     return Response(text, end is not None, (end + 1) if end is not None else len(row))
 
 
-def _decode_fixed(model: Any, tokenizer: Any, prompts: Sequence[str], template: str, prefix: str,
+def _decode_fixed(model: Any, tokenizer: Any, prompts: Sequence[Prompt], template: str, prefix: str,
                   max_prompt: int | None, max_new_tokens: int, batch_size: int, eos: int, pad: int,
                   sampling: Sampling | None) -> list[list[int]]:
     """New ids per prompt from `fixed_shapes.decode`, `batch_size` rows at a time (one program per width bucket)."""
@@ -132,9 +155,10 @@ def _decode_fixed(model: Any, tokenizer: Any, prompts: Sequence[str], template: 
     return rows
 
 
-def generate(model: Any, tokenizer: Any, prompt: str | Sequence[str], **kwargs: Any) -> str | list[str]:
-    """The response text for one prompt (a str) or for each of several (a list); kwargs as generate_batch."""
-    if isinstance(prompt, str):
+def generate(model: Any, tokenizer: Any, prompt: str | Sequence[Prompt], **kwargs: Any) -> str | list[str]:
+    """The response text for one prompt (a str, or a conversation: a list of message dicts) or for each of several
+    (a list of those); kwargs as generate_batch."""
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], dict)):
         return generate_batch(model, tokenizer, [prompt], **kwargs)[0].text
     return [r.text for r in generate_batch(model, tokenizer, list(prompt), **kwargs)]
 

@@ -107,7 +107,7 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
     run.require("pretrain")
     provenance.check_resume(run, "sft", write=dist_rank_world()[0] == 0)  # its checkpoints: the same inputs
     choice = choice or device.select(cfg.train)
-    tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
+    tokenizer = sft.attach_chat_template(AutoTokenizer.from_pretrained(run.tokenizer), cfg.sft)  # into sft/final
     data = sft.load_instructions(cfg.sft)
     train_rows, _ = sft.encode(tokenizer, data.train, cfg.sft)
     heldout_rows, _ = sft.encode(tokenizer, data.heldout, cfg.sft)

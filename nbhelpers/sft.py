@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import arithmetic, sources
-from .collator import IGNORE, Collator, OverflowStats, build_example, check_template, special_id
+from .chat_format import ChatFormatError, chat_template, check_messages
+from .collator import IGNORE, Collator, OverflowStats, build_conversation, build_example, check_template, special_id
 from .config import RunConfig, SFTConfig, TrainConfig, check_value
 
 BUNDLED_FILE = "instructions_ja.jsonl"
@@ -43,20 +44,43 @@ class Example:
     source: str  # the data name it was loaded from (bundled_instructions, files:..., a hub id)
     where: str = ""  # "path line N" or "dataset row N": for messages
     answer: int | None = None  # arithmetic problems: the exact answer, for accuracy
+    # several turns ({"messages": [...]} lines): every assistant turn is trained; prompt/target hold the first turn
+    messages: tuple[dict[str, str], ...] | None = None
 
 
 # ---------------------------------------------------------------- validation
 
 
+def validate_messages(value: Any, where: str, source: str) -> Example:
+    """An Example of several turns from a row's `messages`, or InstructionDataError naming `where`."""
+    try:
+        messages = check_messages(value, where)
+    except ChatFormatError as err:
+        raise InstructionDataError(str(err)) from None
+    if messages[-1]["role"] != "assistant":
+        raise InstructionDataError(f"{where}: the conversation ends with a {messages[-1]['role']} message; it must end "
+                                   "with the assistant's answer (a last message with no answer teaches nothing)")
+    empty = next((i for i, m in enumerate(messages) if m["role"] == "assistant" and not m["content"].strip()), None)
+    if empty is not None:
+        raise InstructionDataError(f"{where}: message {empty} is an empty assistant answer; it teaches nothing but EOS")
+    system = messages[0]["content"] + "\n\n" if messages[0]["role"] == "system" else ""
+    first = 1 if system else 0
+    return Example(system + messages[first]["content"], messages[first + 1]["content"], source, where,
+                   messages=tuple(messages))
+
+
 def validate(row: Any, where: str, source: str) -> Example:
     """An Example from a parsed row, or InstructionDataError naming `where` and what was expected."""
     if not isinstance(row, dict):
-        raise InstructionDataError(f"{where}: expected a JSON object with string fields 'prompt' and 'target', "
-                                   f"got {type(row).__name__}")
+        raise InstructionDataError(f"{where}: expected a JSON object with string fields 'prompt' and 'target' (or a "
+                                   f"'messages' list), got {type(row).__name__}")
+    if "messages" in row:
+        return validate_messages(row["messages"], where, source)
     for key in ("prompt", "target"):
         if key not in row:
             raise InstructionDataError(f"{where}: missing field {key!r} (fields: {sorted(row)}); each line must be "
-                                       '{"prompt": "...", "target": "..."}')
+                                       '{"prompt": "...", "target": "..."} or {"messages": [{"role": "user", '
+                                       '"content": "..."}, {"role": "assistant", "content": "..."}, ...]}')
         if not isinstance(row[key], str):
             raise InstructionDataError(f"{where}: field {key!r} must be a string, got {type(row[key]).__name__}")
     if not row["target"].strip():
@@ -137,10 +161,13 @@ def read_jsonl(path: str | Path, source: str | None = None, on_invalid: str = "e
 
 
 def _hub_fields(spec: str, name: str) -> tuple[list[str], str]:
-    """'instruction+input>output' -> (['instruction', 'input'], 'output')."""
+    """'instruction+input>output' -> (['instruction', 'input'], 'output'); 'messages' (one field) -> ([], 'messages'),
+    a column of conversations ([{"role", "content"}, ...]) tuned through the chat template."""
+    if spec and ">" not in spec and "+" not in spec:
+        return [], spec
     if ">" not in spec:
         raise InstructionDataError(f"{name}: an instruction dataset needs fields as PROMPT[+CONTEXT]>TARGET (for "
-                                   f"example instruction+input>output), got {spec!r}")
+                                   f"example instruction+input>output) or one messages field, got {spec!r}")
     left, target = spec.split(">", 1)
     prompt_fields = [f for f in left.split("+") if f]
     if not prompt_fields or not target:
@@ -158,7 +185,7 @@ def _hub_source(name: str) -> sources.Source:
         src = sources.resolve(name)
     except sources.SourceError as err:
         raise InstructionDataError(f"{err}; for instructions also bundled_instructions, arithmetic_instructions, "
-                                   "files:GLOB (JSONL of prompt/target) or hub:ID#PROMPT>TARGET") from None
+                                   "files:GLOB (JSONL of prompt/target or messages) or hub:ID#PROMPT>TARGET (or hub:ID#MESSAGES)") from None
     if src.kind != "hub" or ">" not in src.text_field:
         raise InstructionDataError(f"source {name!r} is a text corpus, not an instruction dataset (its fields "
                                    f"{src.text_field!r} name no PROMPT>TARGET)")
@@ -196,6 +223,8 @@ def read_hub(src: sources.Source, limit: int = 0, on_invalid: str = "error",
         raise InstructionDataError(f"{src.location}: rows have no field(s) {missing}; fields: {sorted(first)}")
 
     def pair(i: int, row: dict[str, Any]) -> tuple[str, Any]:
+        if not prompt_fields:  # a conversation column
+            return f"{src.location} row {i}", {"messages": row[target_field]}
         parts = [row[f] for f in prompt_fields]
         bad = next((v for v in parts if v is not None and not isinstance(v, str)), None)
         prompt = bad if bad is not None else "\n\n".join(p.strip() for p in parts if p and p.strip())
@@ -305,14 +334,28 @@ def load_instructions(cfg: SFTConfig) -> InstructionData:
 # ---------------------------------------------------------------- encoding
 
 
+def attach_chat_template(tokenizer: Any, cfg: SFTConfig) -> Any:
+    """The tokenizer with the chat template of `cfg.template` and `cfg.prompt_prefix`: saved with it into sft/final,
+    so apply_chat_template, pipeline("text-generation") and other tools prompt the model as it was tuned."""
+    tokenizer.chat_template = chat_template(cfg.template, cfg.prompt_prefix)
+    # the template writes the prefix as text ("</s>"): tools tokenize it with the tokenizer's own setting, which
+    # must read it as the EOS token, as the collator does (with True it became "▁" + EOS, before the turn's text)
+    tokenizer.split_special_tokens = False
+    return tokenizer
+
+
 def encode(tokenizer: Any, examples: Sequence[Example], cfg: SFTConfig) -> tuple[list[dict[str, list[int]]],
                                                                                    OverflowStats]:
     """Token rows for the examples that fit (see collator.build_example) and the truncation / drop counts."""
     stats = OverflowStats()
     rows = []
     for ex in tqdm(examples, desc="encode", unit=" ex", mininterval=2):
-        row = build_example(tokenizer, ex.prompt, ex.target, cfg.max_length, template=cfg.template,
-                            prefix=cfg.prompt_prefix, overflow=cfg.overflow, stats=stats)
+        if ex.messages is not None:  # several turns: through the same chat template, every answer trained
+            row = build_conversation(tokenizer, ex.messages, cfg.max_length, template=cfg.template,
+                                     prefix=cfg.prompt_prefix, overflow=cfg.overflow, stats=stats)
+        else:
+            row = build_example(tokenizer, ex.prompt, ex.target, cfg.max_length, template=cfg.template,
+                                prefix=cfg.prompt_prefix, overflow=cfg.overflow, stats=stats)
         if row is not None:
             rows.append(row)
     return rows, stats

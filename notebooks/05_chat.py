@@ -15,8 +15,12 @@
 #
 # Talks to the tuned model: the prompt goes into the same template as in tuning, the model answers until it
 # emits EOS, and only the answer comes back. A few fixed prompts are answered by the pre-trained and the tuned
-# model side by side; set `INTERACTIVE = True` to type your own. Reads: `tokenizer/`, `pretrain/final/`,
-# `sft/final/`. Writes: the chat figures in `metrics.json`.
+# model side by side, then a scripted conversation of several turns (`CHAT_TURNS`: it runs in a saved Kaggle
+# version, where nobody can type); set `INTERACTIVE = True` to type your own, or `WEB_CHAT = True` for a chat page
+# (gradio; a public share link on Kaggle and Colab). The same chat runs anywhere with
+# `python -m nbhelpers chat --run-dir RUN_DIR`, and `sft/final/` carries the chat template, so
+# `pipeline("text-generation", model="sft/final")` given messages prompts it as it was tuned. Reads: `tokenizer/`,
+# `pretrain/final/`, `sft/final/`. Writes: the chat figures in `metrics.json`.
 #
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/05_chat.ipynb)
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/05_chat.ipynb)
@@ -43,7 +47,10 @@ PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
 RUN_DIR = ""
 # OVERRIDES: config overrides, e.g. ["sft.max_new_tokens=128"]
 OVERRIDES = []
-INTERACTIVE = False  # True: the last-but-one cell asks for prompts until an empty line (papermill runs keep False)
+INTERACTIVE = False  # True: a cell asks for your messages (/reset, /exit) (papermill runs keep False)
+# CHAT_TURNS: the user's turns of the scripted conversation, answered in one conversation (history kept)
+CHAT_TURNS = ["日本の首都はどこですか？", "その都市で有名な場所を一つ挙げてください。", "ありがとう。"]
+WEB_CHAT = False  # True: serve a chat page with gradio (installed on first use; share link on Kaggle and Colab)
 TEMPERATURE = 0.7  # > 0: sampling temperature for the sampled answers and the interactive chat
 # TOP_P: 0 < TOP_P <= 1: nucleus sampling
 TOP_P = 0.9
@@ -85,19 +92,34 @@ sampled = [nbhelpers.generate.generate(models["tuned"], tokenizer, prompts[0], d
 display(pd.DataFrame({"seed": range(3), "answer": sampled}))
 
 # %% [markdown]
-# ## Your turn
+# ## A conversation of several turns
 #
-# Set `INTERACTIVE = True` in the parameters cell and run this cell; an empty line ends the chat.
+# Each answer sees the turns before it, in the tuning format (the chat template); the oldest exchanges are
+# forgotten, with a notice, when the conversation outgrows the model's context.
 
 # %%
-while INTERACTIVE:
-    question = input("あなた> ").strip()
-    if not question:
-        break
-    print("モデル>", nbhelpers.generate.generate(models["tuned"], tokenizer, question, do_sample=True,
-                                                 temperature=TEMPERATURE, top_p=TOP_P, **chat))
+session = nbhelpers.chat.Session(models["tuned"], tokenizer, cfg.sft.template, cfg.sft.prompt_prefix,
+                                 cfg.sft.max_new_tokens, sampling={"do_sample": True, "temperature": TEMPERATURE,
+                                                                   "top_p": TOP_P, "seed": cfg.sft.seed})
+conversation = nbhelpers.chat.scripted(session, CHAT_TURNS)
+display(pd.DataFrame(conversation))
+
+# %% [markdown]
+# ## Your turn
+#
+# Set `INTERACTIVE = True` in the parameters cell and run this cell: type a message and Enter; `/reset` starts over,
+# `/exit` ends the chat. `WEB_CHAT = True` serves the same conversation as a web page instead.
+
+# %%
+if INTERACTIVE:
+    session.reset()
+    nbhelpers.chat.repl(session)
+if WEB_CHAT:
+    session.reset()
+    web = nbhelpers.chat.web_chat(session)
 
 # %%
 figures = nbhelpers.generate.chat_figures(models["tuned"], tokenizer, prompts, table, **chat)
+figures["conversation"] = conversation
 run.record("chat", figures)
 display(figures)

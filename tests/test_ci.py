@@ -49,3 +49,13 @@ def test_the_interpreter_finder_says_what_to_install_when_there_is_none():
     missing = subprocess.run(["bash", str(CI / "python.sh"), "2.5"], capture_output=True, text=True)
     assert missing.returncode == 1 and missing.stdout == ""
     assert "no Python 2.5 here: install it (pyenv install 2.5)" in missing.stderr
+
+
+def test_ci_installs_what_the_web_chat_browser_test_needs():
+    """The browser test skips without these: CI installs them so it runs there (tests/test_chat.py)."""
+    import tomllib
+
+    run = (CI / "run").read_text(encoding="utf-8")
+    assert "chromium chromium-driver" in run
+    extra = tomllib.loads((CI.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    assert all(f'"{req}"' in run for req in extra["web"])

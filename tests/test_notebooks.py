@@ -98,6 +98,29 @@ def test_03_trained_through_several_parts_of_the_stream_with_few_on_disk(smoke_r
     assert len(on_disk) <= config.load("smoke").corpus.parts_ahead + 2, on_disk
 
 
+def test_the_tuned_model_chats_from_its_template_the_cli_and_05s_scripted_turns(smoke_run):
+    """sft/final's chat template gives the collator's prompt for every bundled prompt on the run's real tokenizer;
+    the CLI answers on stdin; 05 answered its scripted turns in one conversation."""
+    from transformers import AutoTokenizer
+
+    from nbhelpers import config, sft
+    from nbhelpers.collator import prompt_ids
+
+    run_dir, _, _ = smoke_run
+    cfg = config.from_dict(json.loads((run_dir / "config.json").read_text()))
+    run_tok, final_tok = (AutoTokenizer.from_pretrained(p) for p in (run_dir / "tokenizer", run_dir / "sft" / "final"))
+    for ex in sft.load_source("bundled_instructions", cfg.sft):
+        out = final_tok.apply_chat_template([{"role": "user", "content": ex.prompt}], add_generation_prompt=True)
+        ids = list(out["input_ids"]) if isinstance(out, dict) or hasattr(out, "keys") else list(out)
+        assert ids == prompt_ids(run_tok, ex.prompt, cfg.sft.template, cfg.sft.prompt_prefix)[0], ex.where
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers", "chat", "--run-dir", str(run_dir), "--temperature", "0"],
+                          input="日本の首都はどこですか？\n/reset\n1足す1は？\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("model> ") == 2 and "(conversation reset)" in proc.stdout
+    turns = json.loads((run_dir / "metrics.json").read_text())["chat"]["conversation"]
+    assert [t["turn"] for t in turns] == [1, 2, 3] and all(isinstance(t["model"], str) for t in turns)
+
+
 @pytest.fixture
 def finished_copy(smoke_run, tmp_path):
     """A copy of the finished smoke run: the tests below change it, the other tests share the original."""
