@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import platform
 import shutil
@@ -168,7 +169,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for seed in seeds:
             for name, n, at in (("cosine", steps, None), ("wsd", steps, None), ("wsd_stop_finish", steps, stop),
                                 ("cosine_short", short, None)):
-                r = run(args, data, name, seed, n, at, every, work)
+                key = hashlib.sha1(json.dumps([name, seed, n, at, every, args.profile, args.preset, args.block,
+                                               args.micro_batch, args.decay_fraction, args.heldout_blocks,
+                                               data.stats, torch.__version__]).encode()).hexdigest()[:12]
+                cached = work / "runs" / f"{name}-{seed}-{key}.json"  # a finished arm is not trained again
+                if cached.exists():
+                    r = json.loads(cached.read_text())
+                else:
+                    r = run(args, data, name, seed, n, at, every, work)
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    cached.write_text(json.dumps(r))
                 runs.append(r)
                 extra = f", {r['loss_at_stop']:.4f} at the stop before finishing" if r["loss_at_stop"] else ""
                 print(f"  {name:<16} seed {seed}: {r['steps']} steps, held-out loss {r['loss']:.4f}, bpb "
