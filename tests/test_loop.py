@@ -404,3 +404,28 @@ def test_save_minutes_and_eval_minutes_checkpoint_and_evaluate_by_wall_time(tmp_
     saved = [int(p.name[5:]) for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")]
     assert result.status == "done" and saved[-1] == 12 and len(saved) >= 3, saved  # ~every 4 steps of 0.06 s
     assert len({r["step"] for r in _records(tmp_path, "eval")} - {0, 12}) >= 2
+
+
+def test_the_live_curve_redraws_in_place_at_each_evaluation_and_only_then(tmp_path, monkeypatch):
+    display_mod = pytest.importorskip("IPython.display")
+    from nbhelpers import plots
+
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append("update")
+
+    monkeypatch.setattr(display_mod, "display", lambda fig, display_id: shown.append("display") or Handle())
+    monkeypatch.setattr(plots, "_notebook_shell", lambda: object())  # as in a notebook's kernel
+    curve = plots.LiveCurve(tmp_path / loop.METRICS_FILE, png=tmp_path / "live.png")
+    drew = []
+    evals = {"val": PackedBatches(ArrayBlocks(blocks(16, seed=5)), 4, shuffle=False)}
+    _train(tiny_model(), tmp_path, train_cfg(max_steps=12, eval_every=4, log_every=2), eval_batches=evals,
+           on_eval=lambda path: drew.append(curve(path)))
+    assert drew == [True] * 4 and shown == ["display", "update", "update", "update"]  # steps 0, 4, 8, 12
+    assert (tmp_path / "live.png").is_file() and len(curve.draw_s) == 4
+    assert not curve.update()  # no new evaluation: nothing drawn
+    monkeypatch.setattr(plots, "_notebook_shell", lambda: None)
+    quiet = plots.LiveCurve(tmp_path / loop.METRICS_FILE)  # a script without a PNG path: nothing at all
+    assert not quiet.update() and quiet.draw_s == []
