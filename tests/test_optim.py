@@ -233,3 +233,12 @@ def test_config_checks_the_schedule_fields():
         config.load("smoke", ["train.decay_fraction=0"])
     for profile in ("colab_t4", "kaggle_t4x2", "kaggle_tpu_v5e8"):  # the multi-session profiles anneal at any stop
         assert config.load(profile).train.schedule == "wsd"
+
+
+def test_tuning_has_its_own_schedule_and_keeps_finish():
+    from nbhelpers import config, sft
+
+    cfg = config.load("smoke", ["sft.schedule=wsd", "train.schedule=cosine", "train.finish=true"])
+    tuned = sft.train_config(cfg, 200)
+    assert tuned.schedule == "wsd" and tuned.finish and tuned.decay_fraction == cfg.train.decay_fraction
+    assert sft.train_config(config.load("smoke"), 200).schedule == "cosine"
