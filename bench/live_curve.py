@@ -37,8 +37,8 @@ class _Clock(loop.Hooks):
         self.ends.append(time.perf_counter())
 
 
-def one_run(out: Path, args: argparse.Namespace, live: bool) -> tuple[list[float], list[float], float]:
-    """(step seconds without an evaluation in them, redraw seconds, mean eval seconds) of one training run."""
+def one_run(out: Path, args: argparse.Namespace, live: bool) -> tuple[list[float], list[float], int]:
+    """(step seconds without an evaluation in them, redraw seconds, evaluations) of one training run."""
     vocab, block = 3000, 128
     rng = np.random.default_rng(0)
     blocks = rng.integers(5, vocab, (args.steps * 8 + 64, block)).astype(np.uint16)
@@ -56,8 +56,8 @@ def one_run(out: Path, args: argparse.Namespace, live: bool) -> tuple[list[float
     steps = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
     # step i+1's interval holds the logging and evaluation of step i+1 when (i + 1) % eval_every == 0: left out
     plain = [s for i, s in enumerate(steps, start=2) if (i - 1) % args.eval_every]
-    eval_s = [r for r in loop.read_metrics(out / loop.METRICS_FILE) if r.get("kind") == "eval"]
-    return plain, (curve.draw_s if curve else []), len(eval_s)
+    evals_done = [r for r in loop.read_metrics(out / loop.METRICS_FILE) if r.get("kind") == "eval"]
+    return plain, (curve.draw_s if curve else []), len(evals_done)
 
 
 def main(argv: list[str] | None = None) -> int:
