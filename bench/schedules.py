@@ -46,6 +46,8 @@ from nbhelpers import config, loop  # noqa: E402
 from nbhelpers.batches import ArrayBlocks, PackedBatches  # noqa: E402
 from nbhelpers.model import build_model, count_parameters  # noqa: E402
 
+ARMS = ("cosine", "wsd", "wsd_stop_finish", "cosine_short")
+
 
 class _Stop(Exception):
     """The session ends (a disconnect, the user)."""
@@ -78,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heldout-blocks", type=int, default=64)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--work", default="", help="cache for the tokenizer and blocks (default: temporary)")
+    p.add_argument("--arms", default=",".join(ARMS), help="which arms to train (others are read from --work's cache)")
     p.add_argument("--json", default="")
     return p.parse_args(argv)
 
@@ -169,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for seed in seeds:
             for name, n, at in (("cosine", steps, None), ("wsd", steps, None), ("wsd_stop_finish", steps, stop),
                                 ("cosine_short", short, None)):
+                if name not in args.arms.split(","):
+                    continue
                 key = hashlib.sha1(json.dumps([name, seed, n, at, every, args.profile, args.preset, args.block,
                                                args.micro_batch, args.decay_fraction, args.heldout_blocks,
                                                data.stats, torch.__version__]).encode()).hexdigest()[:12]
