@@ -172,12 +172,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for seed in seeds:
             for name, n, at in (("cosine", steps, None), ("wsd", steps, None), ("wsd_stop_finish", steps, stop),
                                 ("cosine_short", short, None)):
-                if name not in args.arms.split(","):
-                    continue
                 key = hashlib.sha1(json.dumps([name, seed, n, at, every, args.profile, args.preset, args.block,
                                                args.micro_batch, args.decay_fraction, args.heldout_blocks,
                                                data.stats, torch.__version__]).encode()).hexdigest()[:12]
                 cached = work / "runs" / f"{name}-{seed}-{key}.json"  # a finished arm is not trained again
+                if name not in args.arms.split(",") and not cached.exists():
+                    continue  # neither asked for nor in the cache
                 if cached.exists():
                     r = json.loads(cached.read_text())
                 else:
@@ -196,17 +196,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def per_seed(arm: str, key: str = "loss") -> str:
         return "/".join(f"{r[key]:.4f}" for r in runs if r["arm"] == arm)
 
+    def ratio(arm: str, base: str) -> tuple[float | None, list[float]]:
+        """Mean-loss ratio - 1 over the seeds both arms ran, and each seed's."""
+        loss = {(r["arm"], r["seed"]): r["loss"] for r in runs}
+        both = [sd for sd in seeds if (arm, sd) in loss and (base, sd) in loss]
+        if not both:
+            return None, []
+        mean_ratio = statistics.mean(loss[arm, sd] for sd in both) / statistics.mean(loss[base, sd] for sd in both)
+        return mean_ratio - 1.0, [loss[arm, sd] / loss[base, sd] - 1.0 for sd in both]
+
     print("\n| arm | steps | held-out loss (mean) | per seed | bpb (mean) | per seed |\n|---|---|---|---|---|---|")
-    for arm in ("cosine", "wsd", "wsd_stop_finish", "cosine_short"):
-        n = next(r["steps"] for r in runs if r["arm"] == arm)
-        print(f"| {arm} | {n} | {mean(arm):.4f} | {per_seed(arm)} | {mean(arm, 'bpb'):.4f} | {per_seed(arm, 'bpb')} |")
-    a = mean("wsd") / mean("cosine") - 1.0
-    b = mean("wsd_stop_finish") / mean("cosine_short") - 1.0
-    stopped = mean("wsd_stop_finish", "loss_at_stop")
-    print(f"(a) wsd vs cosine at equal tokens: {a:+.2%} held-out loss (target within 1%: "
-          f"{'met' if abs(a) <= 0.01 else 'NOT met'})")
-    print(f"(b) stopped at {args.stop:.0%} and finished vs cosine over the same {short} steps: {b:+.2%} "
-          f"(un-annealed at the stop: {stopped:.4f}, finished: {mean('wsd_stop_finish'):.4f})")
+    for arm in ARMS:
+        if any(r["arm"] == arm for r in runs):
+            n = next(r["steps"] for r in runs if r["arm"] == arm)
+            print(f"| {arm} | {n} | {mean(arm):.4f} | {per_seed(arm)} | {mean(arm, 'bpb'):.4f} | "
+                  f"{per_seed(arm, 'bpb')} |")
+    a, a_seeds = ratio("wsd", "cosine")
+    b, b_seeds = ratio("wsd_stop_finish", "cosine_short")
+    if a is not None:
+        print(f"(a) wsd vs cosine at equal tokens: {a:+.2%} held-out loss (per seed "
+              f"{'/'.join(f'{x:+.2%}' for x in a_seeds)}; target within 1%: {'met' if abs(a) <= 0.01 else 'NOT met'})")
+    if b is not None:
+        print(f"(b) stopped at {args.stop:.0%} and finished vs cosine over the same {short} steps: {b:+.2%} (per seed "
+              f"{'/'.join(f'{x:+.2%}' for x in b_seeds)}; un-annealed at the stop: "
+              f"{mean('wsd_stop_finish', 'loss_at_stop'):.4f}, finished: {mean('wsd_stop_finish'):.4f})")
     print(f"# load average at end {' '.join(load_end)}")
     report = {"args": vars(args), "data": data.stats, "params": params, "steps": steps, "stop": stop, "short": short,
               "runs": runs, "a": a, "b": b, "load_start": load_start, "load_end": load_end}
