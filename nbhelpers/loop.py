@@ -24,8 +24,12 @@ CUDA) or, on XLA, step with zeroed gradients. When `max_bad_steps` consecutive s
 loop raises `BadStepsError` at the next logging or saving step, without writing a checkpoint, so
 the newest checkpoint is the last good one.
 
-The optimizer and the learning-rate schedule (warmup + cosine, re-planned when a resume asks for
+The optimizer and the learning-rate schedule (warmup + cosine, or wsd; re-planned when a resume asks for
 another horizon) come from `optim.py`; the checkpoint keeps the plan, so a resumed run follows it exactly.
+`train.finish=true` anneals a stopped run: the plan becomes a decay over the next `train.decay_fraction` x the
+steps so far, the run ends there and writes final/ (resumed mid-decay, with or without the flag, it goes on
+with the saved decay). Besides `save_every` / `eval_every` steps, `train.save_minutes` / `train.eval_minutes`
+checkpoint and evaluate by wall time.
 MFU divides by the `peak_flops` the caller passes (the planner's figure, measured there on a CPU).
 """
 
