@@ -60,17 +60,50 @@ def one_run(out: Path, args: argparse.Namespace, live: bool) -> tuple[list[float
     return plain, (curve.draw_s if curve else []), len(evals_done)
 
 
+def after_a_draw(rounds: int, metrics: Path) -> None:
+    """Whether a redraw leaves the process slower: median step of the smoke model before a draw, right after, later."""
+    import torch
+
+    model = build_model(config.ModelConfig(preset="smoke"), 3000, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(5, 3000, (8, 128))
+
+    def median_step(n: int) -> float:
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            model(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+            opt.zero_grad()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    median_step(3)
+    for r in range(rounds):
+        before = median_step(10)
+        LiveCurve(metrics, png=metrics.with_name("probe.png")).update()
+        right_after, later = median_step(10), median_step(10)
+        print(f"round {r}: median step {before * 1e3:.0f} ms before a redraw, {right_after * 1e3:.0f} ms right "
+              f"after, {later * 1e3:.0f} ms later", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--after-draw", action="store_true", help="only: is a step slower after a redraw (one process)")
     args = p.parse_args(argv)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     print(f"# live curve: load average at start {' '.join(load)}", flush=True)
     times: dict[bool, list[float]] = {False: [], True: []}
     draws: list[float] = []
     with tempfile.TemporaryDirectory(prefix="live_curve_") as tmp:
+        if args.after_draw:
+            args.steps, args.eval_every = 10, 5
+            one_run(Path(tmp) / "metrics", args, False)  # a metrics.jsonl with evaluations to draw
+            after_a_draw(args.rounds, Path(tmp) / "metrics" / loop.METRICS_FILE)
+            return 0
         for r in range(args.rounds):
             for live in ((False, True) if r % 2 == 0 else (True, False)):
                 plain, drawn, _ = one_run(Path(tmp) / f"{r}-{live}", args, live)
