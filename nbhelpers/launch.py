@@ -313,6 +313,8 @@ def _stream(cmd: list[str], env: dict[str, str], poll: Any = None) -> tuple[int,
         sys.stdout.write(pending + decoder.decode(b"", final=True))
         sys.stdout.flush()
         code = proc.wait()
+        if poll is not None:  # the last evaluation, logged just before the workers ended
+            poll()
     except BaseException:  # an interrupted cell stops the workers too (their group, not just torchrun)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
