@@ -372,6 +372,8 @@ def save(
             os.rename(tmp, final)
             _fsync(root)
             prune(root, keep_last)
+    except CheckpointWriteError:  # no room (_make_room): nothing was written
+        raise
     except OSError as err:
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -440,18 +442,41 @@ def _discard(path: Path) -> None:
 
 
 def _make_room(root: Path, next_save_bytes: int) -> None:
-    """Before a save that would pass the output limit (Kaggle's 20 GB): drop the oldest checkpoints early, or warn."""
-    # each early removal warns; the newest checkpoint is never removed, and a save that still does not fit warns
+    """Before a save: drop the oldest checkpoints early when the next one would pass the output limit (Kaggle's
+    20 GB) or the free space (Drive's 15 GB), never the newest; a save that still cannot fit on the disk stops here,
+    before writing anything, with CheckpointWriteError (the newest checkpoint stays whole)."""
+    for leftover in root.glob(".trash-*"):  # a deletion a killed process did not finish: space to take back
+        shutil.rmtree(leftover, ignore_errors=True)
     check = quota.output_quota(root, next_save_bytes)
     older = list_checkpoints(root)[:-1]  # oldest first; the newest complete checkpoint always stays
-    while not check.fits and check.disk_fits and older:
+    while not check.fits and older:
         old = older.pop(0)
         _discard(old)
-        warnings.warn(f"removed {old} before its turn: the next save would pass the output limit",
-                      quota.OutputQuotaWarning, stacklevel=3)
+        warnings.warn(f"removed {old} before its turn: the next save would pass the "
+                      f"{'output limit' if check.disk_fits else 'free space'}", quota.OutputQuotaWarning, stacklevel=3)
         check = quota.output_quota(root, next_save_bytes)
+    if not check.disk_fits:
+        raise _no_room(root, check)
     if not check.fits:
         warnings.warn(check.message(), quota.OutputQuotaWarning, stacklevel=3)
+
+
+def _no_room(root: Path, check: quota.QuotaCheck) -> CheckpointWriteError:
+    """The error of a save that cannot fit: the free space, what is kept, and the largest things to delete."""
+    gb = 1e9
+    newest = latest(root)
+    kept = f"{newest} is whole and a rerun resumes from it" if newest else "there is no earlier checkpoint"
+    run = root.parent.parent  # <run>/<stage>/checkpoints
+    candidates = list(root.glob(f"{ASIDE}*"))  # damaged checkpoints set aside for inspection
+    candidates += [p for p in run.parent.iterdir() if p.is_dir() and p != run] if run.parent.is_dir() else []
+    sized = sorted(((quota.dir_bytes(p), p) for p in candidates), reverse=True)[:4]
+    listed = ", ".join(f"{p} ({n / gb:.2f} GB)" for n, p in sized if n > 0)
+    return CheckpointWriteError(errno.ENOSPC, (
+        f"no room for the next checkpoint under {root}: it needs about {check.next_save_bytes / gb:.2f} GB and "
+        f"{check.free_bytes / gb:.2f} GB are free; nothing was written and {kept}. Delete "
+        + (f"what you no longer need, e.g. {listed}" if listed else "files you no longer need on that disk")
+        + " (on Colab, files deleted from Drive count until Drive's trash is emptied: drive.google.com/drive/trash),"
+        " or use a smaller model, then run again."))
 
 
 # ---------------------------------------------------------------- completeness

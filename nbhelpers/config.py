@@ -305,6 +305,9 @@ def precision_problem(backend: str, precision: str) -> str | None:
     return None
 
 
+SCHEDULES = ("cosine", "wsd")  # learning-rate schedules (optim.py)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The pre-training loop."""
@@ -340,6 +343,12 @@ class TrainConfig:
     seed: int = setting(1234, ge=0)
     sample_prompts: tuple[str, ...] = ("太陽は何色ですか？", "日本の首都は", "1たす2は")
     sample_tokens: int = setting(32, ge=1)
+    # cosine | wsd (warmup, constant, then a 1-sqrt decay over the last decay_fraction of the steps: optim.py)
+    schedule: str = setting("cosine", choices=SCHEDULES)
+    decay_fraction: float = setting(0.2, gt=0, le=1)  # wsd's decay, and a finish's: decay_fraction x steps so far
+    finish: bool = False  # anneal a stopped run now: decay over the next decay_fraction x its steps, write final/
+    save_minutes: float = setting(0.0, ge=0)  # also checkpoint every this many minutes of training; 0 = off
+    eval_minutes: float = setting(0.0, ge=0)  # also evaluate every this many minutes of training; 0 = off
 
 
 @cross_rule("train.backend", "train.precision")
@@ -432,6 +441,7 @@ class SFTConfig:
     eval_every: int = setting(100, ge=0)  # 0 = only at the end
     eval_batches: int = setting(16, ge=0)  # micro-batches per eval, for held-out instructions and the held-out corpus
     save_every: int = setting(200, ge=0)  # 0 = only at the end
+    schedule: str = setting("cosine", choices=SCHEDULES)  # the tuning's lr schedule: cosine | wsd (as train.schedule)
     eval_prompts: int = setting(64, ge=0)  # held-out prompts answered before and after tuning (EOS share, arithmetic)
     max_new_tokens: int = setting(64, ge=1)
     # split, order and arithmetic pairs (distinct from the corpus seed: held-out problems stay new)
@@ -601,8 +611,10 @@ def colab_t4() -> RunConfig:
     """
     return RunConfig(
         profile="colab_t4",
+        # wsd: a stop after any session can be annealed (train.finish); a checkpoint each 30 minutes, one kept:
+        # Drive's free 15 GB hold one seed_1b checkpoint and the next, and a save that cannot fit stops with a message
         train=TrainConfig(micro_batch=4, grad_accum=16, gradient_checkpointing=True, optimizer="adamw8bit",
-                          max_minutes=0.0),
+                          max_minutes=0.0, schedule="wsd", save_minutes=30.0, eval_minutes=60.0, keep_last=1),
         sft=SFTConfig(data=REAL_SFT_DATA, micro_batch=4, grad_accum=2),  # rows up to 512 tokens: the pre-training micro-batch fits
     )
 
@@ -611,7 +623,8 @@ def kaggle_t4x2() -> RunConfig:
     """Kaggle's two T4s with DDP under torchrun; 8-bit AdamW as on Colab (NCCL's buffers take more of each T4)."""
     return RunConfig(
         profile="kaggle_t4x2",
-        train=TrainConfig(micro_batch=4, grad_accum=8, gradient_checkpointing=True, optimizer="adamw8bit"),
+        train=TrainConfig(micro_batch=4, grad_accum=8, gradient_checkpointing=True, optimizer="adamw8bit",
+                          schedule="wsd", save_minutes=30.0, eval_minutes=60.0),
         sft=SFTConfig(data=REAL_SFT_DATA, micro_batch=4, grad_accum=1),  # x2 GPUs: 8 rows a step, as the default
     )
 
@@ -624,7 +637,8 @@ def kaggle_tpu_v5e8() -> RunConfig:
         model=ModelConfig(preset="seed_1b"),  # attention "auto": eager on XLA (no host sync per step)
         # 8 sequences per chip per micro-batch (the planner: about 12.8 of 16 GB with FSDP and eager attention),
         # 2 micro-batches per step in one graph: 128 x 512 = 65,536 tokens per optimizer step
-        train=TrainConfig(backend="xla", precision="bf16", micro_batch=64, grad_accum=2, fsdp=True),
+        train=TrainConfig(backend="xla", precision="bf16", micro_batch=64, grad_accum=2, fsdp=True,
+                          schedule="wsd", save_minutes=30.0, eval_minutes=60.0),
         sft=SFTConfig(data=REAL_SFT_DATA, micro_batch=16, fixed_length=True),  # 2 rows per chip; one static shape for XLA
     )
 

@@ -130,14 +130,14 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
 JOBS = {"pretrain": pretrain_job, "sft": sft_job}
 
 
-def run_job(job: Job, progress: bool = True) -> TrainResult:
+def run_job(job: Job, progress: bool = True, on_eval: Any = None) -> TrainResult:
     """`loop.train` on a job; the batch source is closed after it (the producer stops) and its reading figures kept."""
     from . import loop
 
     try:
         return loop.train(job.model, job.train_batches, job.train_cfg, job.out_dir, eval_batches=job.eval_batches,
                           tokenizer=job.tokenizer, device_choice=job.choice, lr_horizon=job.lr_horizon,
-                          peak_flops=job.peak_flops, progress=progress)
+                          peak_flops=job.peak_flops, progress=progress, on_eval=on_eval)
     finally:
         close = getattr(job.train_batches, "close", None)
         if close is not None:
@@ -174,9 +174,14 @@ def resolve_nproc(train_cfg: config_mod.TrainConfig, choice: Any, nproc: int | N
 # ---------------------------------------------------------------- the notebook side
 
 
-def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, *, progress: bool = True) -> TrainResult:
-    """Train `stage` of `run`: in this process, or in `nproc` torchrun workers (see the module docstring)."""
+def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, *, progress: bool = True,
+                live: bool = False) -> TrainResult:
+    """Train `stage` of `run`: in this process, or in `nproc` torchrun workers (see the module docstring).
+
+    `live=True`: the loss curve, redrawn in place at each evaluation (`plots.LiveCurve`; in a notebook only).
+    """
     from . import device, platform
+    from .plots import LiveCurve
 
     finished = finished_result(run, stage)
     if finished is not None:
@@ -185,12 +190,13 @@ def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, 
     out = stage_dir(run, stage)
     choice = device.select(cfg.train)
     n = resolve_nproc(cfg.train, choice, nproc)
+    curve = LiveCurve(out / "metrics.jsonl") if live else None
     if n == 1:
-        return run_job(JOBS[stage](cfg, run, choice=choice), progress=progress)
+        return run_job(JOBS[stage](cfg, run, choice=choice), progress=progress, on_eval=curve)
     # the session budget is counted from now, not from each worker's start
     budget = platform.apply_session_limit(cfg.train).max_minutes
     deadline = time.time() + budget * 60.0 if budget > 0 else None
-    return launch(run, stage, n, deadline=deadline, progress=progress, out_dir=out)
+    return launch(run, stage, n, deadline=deadline, progress=progress, out_dir=out, poll=curve)
 
 
 def finished_result(run: RunDir, stage: str) -> TrainResult | None:
@@ -243,8 +249,11 @@ def config_diff(base: config_mod.RunConfig, cfg: config_mod.RunConfig) -> list[t
 
 
 def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None, progress: bool = True,
-           out_dir: Path | None = None) -> TrainResult:
-    """Run the stage's training in `nproc` torchrun workers, stream their output, return rank 0's TrainResult."""
+           out_dir: Path | None = None, poll: Any = None) -> TrainResult:
+    """Run the stage's training in `nproc` torchrun workers, stream their output, return rank 0's TrainResult.
+
+    `poll()` runs here between flushes of their output (the live loss curve, which redraws only at evaluations).
+    """
     out = out_dir or stage_dir(run, stage)
     out.mkdir(parents=True, exist_ok=True)
     for name in (RESULT_FILE, ERROR_FILE):  # a previous session's files must not answer for this one
@@ -258,7 +267,7 @@ def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None
     env.setdefault("TQDM_MININTERVAL", PROGRESS_S)
     cmd = worker_command(run, stage, nproc, deadline, progress)
     _release_cuda_cache()
-    code, tail = _stream(cmd, env)
+    code, tail = _stream(cmd, env, poll)
     if code != 0:
         raise _failure(out, stage, nproc, code, tail)
     path = out / RESULT_FILE
@@ -278,8 +287,9 @@ def _release_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def _stream(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
-    """Run `cmd`, copying its output to this process's stdout as it comes; (exit code, last lines)."""
+def _stream(cmd: list[str], env: dict[str, str], poll: Any = None) -> tuple[int, list[str]]:
+    """Run `cmd`, copying its output to this process's stdout as it comes, `poll()` after each flush;
+    (exit code, last lines)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     fd = proc.stdout.fileno()
@@ -298,9 +308,13 @@ def _stream(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
                 sys.stdout.write(pending)  # tqdm's \r updates redraw the bar in Jupyter too
                 sys.stdout.flush()
                 pending, flushed = "", time.monotonic()
+                if poll is not None:
+                    poll()
         sys.stdout.write(pending + decoder.decode(b"", final=True))
         sys.stdout.flush()
         code = proc.wait()
+        if poll is not None:  # the last evaluation, logged just before the workers ended
+            poll()
     except BaseException:  # an interrupted cell stops the workers too (their group, not just torchrun)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)

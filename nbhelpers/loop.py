@@ -24,8 +24,12 @@ CUDA) or, on XLA, step with zeroed gradients. When `max_bad_steps` consecutive s
 loop raises `BadStepsError` at the next logging or saving step, without writing a checkpoint, so
 the newest checkpoint is the last good one.
 
-The optimizer and the learning-rate schedule (warmup + cosine, re-planned when a resume asks for
+The optimizer and the learning-rate schedule (warmup + cosine, or wsd; re-planned when a resume asks for
 another horizon) come from `optim.py`; the checkpoint keeps the plan, so a resumed run follows it exactly.
+`train.finish=true` anneals a stopped run: the plan becomes a decay over the next `train.decay_fraction` x the
+steps so far, the run ends there and writes final/ (resumed mid-decay, with or without the flag, it goes on
+with the saved decay). Besides `save_every` / `eval_every` steps, `train.save_minutes` / `train.eval_minutes`
+checkpoint and evaluate by wall time.
 MFU divides by the `peak_flops` the caller passes (the planner's figure, measured there on a CPU).
 """
 
@@ -39,7 +43,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +259,7 @@ def train(
     peak_flops: float | None = None,
     progress: bool = True,
     lr_horizon: int | None = None,
+    on_eval: Callable[[Path], Any] | None = None,
 ) -> TrainResult:
     """Train `model` on `train_batches` until `total_steps` (else cfg.max_steps, else one pass), resuming by itself.
 
@@ -264,19 +269,21 @@ def train(
     whole token budget gives, trains to the end of the data built so far (status `data_end`, no
     final/), and continues on the same schedule once more data is built. A horizon that differs from
     the checkpoint's is re-planned (see `optim.py`). `device_choice` defaults to `device.select(cfg)`.
-    `peak_flops` is one device's peak FLOP/s for MFU (`planner.peak_flops`; None: no MFU). Returns a TrainResult;
+    `peak_flops` is one device's peak FLOP/s for MFU (`planner.peak_flops`; None: no MFU). `on_eval(metrics_path)`
+    runs on rank 0 after each evaluation (the notebooks' live loss curve). Returns a TrainResult;
     raises BadStepsError after `cfg.max_bad_steps` consecutive non-finite steps.
     """
     return _Trainer(model, train_batches, cfg, Path(out_dir), eval_batches or {}, tokenizer, total_steps,
-                    device_choice, hooks, peak_flops, progress, lr_horizon).run()
+                    device_choice, hooks, peak_flops, progress, lr_horizon, on_eval).run()
 
 
 class _Trainer:
     """One `train` call: `__init__` sets everything up (device, model, optimizer, resume, schedule); `run()` trains."""
 
     def __init__(self, model, train_batches, cfg, out_dir, eval_batches, tokenizer, total_steps,
-                 device_choice, hooks, peak_flops, progress, lr_horizon=None) -> None:
+                 device_choice, hooks, peak_flops, progress, lr_horizon=None, on_eval=None) -> None:
         self.t0 = time.perf_counter()
+        self.on_eval = on_eval
         self.cfg, self.out_dir, self.tokenizer = cfg, out_dir, tokenizer
         self.train_batches, self.eval_batches = train_batches, eval_batches
         self.ckpt_root = out_dir / "checkpoints"
@@ -325,7 +332,7 @@ class _Trainer:
         if self.main:
             self.ckpt_root.mkdir(parents=True, exist_ok=True)
         self.start, self.start_micro, saved_plan, self.resumed = self._resume()
-        self.plan, self.plan_note = optim.replan(saved_plan, optim.wanted_plan(cfg, self.horizon), self.start)
+        self.plan, self.plan_note = self._plan(saved_plan)
         self.scheduler = optim.make_scheduler(self.optimizer, self.plan, self.start, peaks)
 
         # the module a step calls: sharded (XLA FSDP), DDP over ranks, compiled
@@ -366,6 +373,7 @@ class _Trainer:
         param_bytes = sum(p.numel() * 4 for p in self.params)
         self.save_s = 0.5 + 3 * param_bytes / 100e6  # weights + 2 AdamW moments at ~100 MB/s until measured
         self.saved_step = self.start if self.resumed else None
+        self.saved_t = self.evaluated_t = self.t0  # wall clock of the last save and eval (train.save/eval_minutes)
 
         # outputs (closed at the end of run)
         self.metrics = _Metrics(out_dir / METRICS_FILE, self.main, keep_until=self.start if self.resumed else -1)
@@ -374,6 +382,21 @@ class _Trainer:
                     if self.main and progress else None)
 
     # ------------------------------------------------------------ setup
+
+    def _plan(self, saved: dict | None) -> tuple[dict, str | None]:
+        """The lr plan from here: the saved one re-planned to the settings, or a finish's decay (train.finish)."""
+        wanted = optim.wanted_plan(self.cfg, self.horizon)
+        if saved is not None and "finish" in saved:  # resumed inside a finish: the same decay, to its end
+            plan, note = saved, None
+        elif self.cfg.finish and saved is None:
+            raise TrainingError(f"train.finish=true anneals a stopped run, but {self.ckpt_root} holds no checkpoint: "
+                                "train first (train.finish=false), then finish")
+        elif self.cfg.finish and self.start < self.total:
+            plan, note = optim.finish_plan(saved, wanted, self.start, self.cfg.decay_fraction, available=self.total)
+        else:  # (a finish asked of a run already at its last step: its schedule has decayed, final/ is written)
+            return optim.replan(saved, wanted, self.start)
+        self.total = self.horizon = int(plan["total"])  # the run ends where the decay does, and writes final/
+        return plan, note
 
     def _check_inputs(self, model: torch.nn.Module) -> tuple[int, int]:
         """The micro-batch shape (B, T); clear errors for data and tokenizers that do not fit the model."""
@@ -573,7 +596,10 @@ class _Trainer:
                     for s in samples:
                         self.bar.write(f"step {step}: {s['prompt']} -> {s['text']}")
         self.raw.train()
-        self.eval_s = time.perf_counter() - started
+        self.evaluated_t = time.perf_counter()
+        self.eval_s = self.evaluated_t - started
+        if self.main and self.on_eval is not None:  # e.g. the notebook's live loss curve (plots.LiveCurve)
+            self.on_eval(self.out_dir / METRICS_FILE)
 
     def _save(self, step: int, micro: int) -> Path:
         started = time.perf_counter()
@@ -589,7 +615,8 @@ class _Trainer:
         path = ckpt.save(self.ckpt_root, step, model=self.raw, optimizer=self.optimizer, scheduler=self.scheduler,
                          scaler=self.scaler, state=state, keep_last=self.cfg.keep_last, rank=self.rank,
                          world_size=self.world, barrier=self._barrier, arrays=arrays)
-        self.save_s = time.perf_counter() - started
+        self.saved_t = time.perf_counter()
+        self.save_s = self.saved_t - started
         self.saved_step = step
         return path
 
@@ -615,6 +642,27 @@ class _Trainer:
             os.rename(tmp, final)
         self._barrier()
         return final
+
+    def _due_by_time(self, step: int) -> tuple[bool, bool]:
+        """(eval due, save due) by train.eval_minutes / train.save_minutes of wall time; the same on every rank.
+
+        One process (CPU, one GPU, XLA's SPMD over every chip) reads its own clock each step: a host-side
+        decision that changes no compiled graph. Several (DDP) decide at logging steps, where they meet anyway,
+        by a MAX over ranks, so all of them evaluate and save at the same step.
+        """
+        cfg = self.cfg
+        if cfg.eval_minutes <= 0 and cfg.save_minutes <= 0:
+            return False, False
+        if self.world > 1 and step % self.log_every:
+            return False, False
+        now = time.perf_counter()
+        due = [cfg.eval_minutes > 0 and bool(self.eval_batches) and now - self.evaluated_t >= cfg.eval_minutes * 60.0,
+               cfg.save_minutes > 0 and now - self.saved_t >= cfg.save_minutes * 60.0]
+        if self.world > 1:
+            flags = torch.tensor([float(d) for d in due], device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            due = [bool(x) for x in flags.tolist()]
+        return due[0], due[1]
 
     def _out_of_time(self, step: int) -> bool:
         """Would the next step (and its eval) plus a checkpoint overrun train.max_minutes? Agreed across ranks."""
@@ -688,9 +736,10 @@ class _Trainer:
                 final_step = step == self.total
                 if step % self.log_every == 0 or final_step:
                     self._log(step)
-                if self.eval_batches and ((cfg.eval_every and step % cfg.eval_every == 0) or final_step):
+                eval_due, save_due = self._due_by_time(step)
+                if self.eval_batches and ((cfg.eval_every and step % cfg.eval_every == 0) or final_step or eval_due):
                     self._evaluate(step)
-                if (cfg.save_every and step % cfg.save_every == 0) or final_step:
+                if (cfg.save_every and step % cfg.save_every == 0) or final_step or save_due:
                     self._check_bad(step, self._read_bad()[1])
                     self._save(step, micro)
                 if not final_step and self._out_of_time(step):

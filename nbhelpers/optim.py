@@ -27,8 +27,18 @@ cosine to `lr * min_lr_ratio` at the new horizon. A longer horizon therefore nev
 already-decayed schedule and never jumps the LR; a schedule that had fully decayed stays at its
 minimum (the loop logs an `lr_replan` event saying so).
 
+`train.schedule=wsd` (warmup-stable-decay; MiniCPM, arXiv 2404.06395): the linear warmup, then the peak LR held
+constant, then a decay over the last `train.decay_fraction` of the steps to `lr * min_lr_ratio`. Its decay has
+the 1-sqrt shape, lr = min + (peak - min) * (1 - sqrt(progress)): Hägele et al. (arXiv 2405.18392) measured it
+better than a linear cooldown and on par with cosine at equal tokens, and Dremov et al. (arXiv 2508.01483) find
+that shapes which drop fast early and flatten towards the end (as 1-sqrt does) balance exploration and
+exploitation best. Since nothing before the decay depends on the horizon, a longer (or shorter) horizon while
+still constant changes nothing already trained. `finish_plan` anneals a run stopped anywhere (`train.finish`):
+from the LR it had, the same 1-sqrt decay over the next `decay_fraction` x steps-so-far.
+
 A plan is a JSON-able dict stored in each checkpoint's state.json: `peak`, `warmup`, `total`,
-`min_ratio` and, after a re-plan, `restart` = {"step", "lr"}.
+`min_ratio`, `schedule` (absent in older checkpoints: cosine), for wsd `decay_start` (the first decaying step),
+after a re-plan `restart` = {"step", "lr"}, and for a finishing run `finish` = the step it was finished from.
 """
 
 from __future__ import annotations
@@ -161,21 +171,49 @@ class MuonAdamW(torch.optim.Optimizer):
 # ---------------------------------------------------------------- learning-rate plan
 
 
+_PLAN_KEYS = ("schedule", "peak", "warmup", "total", "min_ratio", "decay_start")
+
+
+def decay_start(total: int, warmup: int, decay_fraction: float) -> int:
+    """The first decaying step of a wsd plan: the last `decay_fraction` of `total` steps decay (never inside the warmup)."""
+    decay = max(1, round(decay_fraction * total)) if decay_fraction > 0 else 0
+    return max(min(warmup, total), total - decay)
+
+
 def wanted_plan(cfg: TrainConfig, horizon: int) -> dict[str, Any]:
-    """The plan `cfg` asks for when the cosine ends at step `horizon`."""
-    return {"peak": cfg.lr, "warmup": cfg.warmup_steps, "total": horizon, "min_ratio": cfg.min_lr_ratio}
+    """The plan `cfg` asks for when the schedule ends at step `horizon`."""
+    plan = {"schedule": cfg.schedule, "peak": cfg.lr, "warmup": cfg.warmup_steps, "total": horizon,
+            "min_ratio": cfg.min_lr_ratio}
+    if cfg.schedule == "wsd":
+        plan["decay_start"] = decay_start(horizon, cfg.warmup_steps, cfg.decay_fraction)
+    return plan
+
+
+def _wsd_factor(step: int, plan: dict[str, Any], base: float) -> float:
+    """Constant `base` until `decay_start`, then 1-sqrt down to `min_ratio` at `total` (see the module docstring)."""
+    start, total = plan["decay_start"], plan["total"]
+    if step < start:
+        return base
+    low = min(plan["min_ratio"], base)  # a run finished below the minimum stays where it is
+    progress = min(1.0, float(step - start) / float(max(1, total - start)))
+    return low + (base - low) * (1.0 - math.sqrt(progress))
 
 
 def lr_factor(step: int, plan: dict[str, Any]) -> float:
     """LR of optimizer step `step` (0-based) as a fraction of `plan["peak"]`; see the module docstring."""
     peak, warmup, total, min_ratio = plan["peak"], plan["warmup"], plan["total"], plan["min_ratio"]
     restart = plan.get("restart")
+    wsd = plan.get("schedule", "cosine") == "wsd"
     if restart is not None and step >= restart["step"]:
+        if wsd:
+            return _wsd_factor(step, plan, restart["lr"] / peak)
         s0, l0, min_lr = restart["step"], restart["lr"], peak * min_ratio
         progress = min(1.0, float(step - s0) / float(max(1, total - s0)))
         return (min_lr + (l0 - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))) / peak
     if step < warmup:
         return float(step) / float(max(1, warmup))
+    if wsd:
+        return _wsd_factor(step, plan, 1.0)
     # the same operations as transformers' cosine-with-min-lr lambda, so the numbers agree exactly
     progress = min(1.0, float(step - warmup) / float(max(1, total - warmup)))
     factor = 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress))
@@ -189,18 +227,47 @@ def lr_at(plan: dict[str, Any], step: int) -> float:
 
 def replan(saved: dict[str, Any] | None, wanted: dict[str, Any], step: int) -> tuple[dict[str, Any], str | None]:
     """The plan to continue with after `step` steps, and a message when it changed (see the module docstring)."""
-    keys = ("peak", "warmup", "total", "min_ratio")
-    if saved is None or all(saved[k] == wanted[k] for k in keys):
+    if saved is not None and "finish" in saved:  # a finishing run keeps its decay, whatever the settings say now
+        return saved, None
+    old = dict(saved or {}, schedule=(saved or {}).get("schedule", "cosine"))  # plans without one are cosine's
+    new = dict(wanted, schedule=wanted.get("schedule", "cosine"))
+    if saved is None or all(old.get(k) == new.get(k) for k in _PLAN_KEYS):
         return (saved or wanted), None
-    changed = ", ".join(f"{k} {saved[k]} -> {wanted[k]}" for k in keys if saved[k] != wanted[k])
+    changed = ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in _PLAN_KEYS if old.get(k) != new.get(k))
     if step < saved["warmup"]:
         return dict(wanted), f"schedule re-planned inside the warmup at step {step} ({changed})"
+    wsd_before_decay = (old["schedule"] == new["schedule"] == "wsd" and "restart" not in saved
+                        and step < min(saved["decay_start"], wanted["decay_start"])
+                        and all(saved[k] == wanted[k] for k in ("peak", "warmup", "min_ratio")))
+    if wsd_before_decay:  # still constant at the peak: the new horizon only moves the decay
+        return dict(wanted), (f"schedule changed at step {step} ({changed}): constant at the peak until step "
+                              f"{wanted['decay_start']}, then the decay to step {wanted['total']}")
     current = lr_at(saved, step)
     plan = dict(wanted, restart={"step": step, "lr": current})
-    note = (f"schedule changed at step {step} ({changed}): cosine from the current lr {current:.3g} "
+    if new["schedule"] == "wsd":
+        plan["decay_start"] = max(step, wanted["decay_start"])
+    shape = "1-sqrt decay" if new["schedule"] == "wsd" else "cosine"
+    note = (f"schedule changed at step {step} ({changed}): {shape} from the current lr {current:.3g} "
             f"to {wanted['peak'] * wanted['min_ratio']:.3g} at step {wanted['total']}")
     if current <= wanted["peak"] * wanted["min_ratio"] * (1 + 1e-9):
         note += "; the old schedule had fully decayed, so the lr stays at its minimum"
+    return plan, note
+
+
+def finish_plan(saved: dict[str, Any], wanted: dict[str, Any], step: int, decay_fraction: float,
+                available: int | None = None) -> tuple[dict[str, Any], str]:
+    """The plan that anneals a run stopped after `step` steps: from its LR there, a 1-sqrt decay to the minimum over
+    the next `decay_fraction` x `step` steps (at least 1; at most `available` - `step` when the data ends sooner)."""
+    steps = max(1, round(decay_fraction * step))
+    if available is not None:
+        steps = max(1, min(steps, available - step))
+    current = lr_at(saved, step)
+    plan = {"schedule": "wsd", "peak": wanted["peak"], "warmup": saved["warmup"], "total": step + steps,
+            "min_ratio": wanted["min_ratio"], "decay_start": step, "restart": {"step": step, "lr": current},
+            "finish": step}
+    note = (f"finishing the run stopped at step {step}: lr {current:.3g} decays (1-sqrt) to "
+            f"{wanted['peak'] * wanted['min_ratio']:.3g} over the next {steps} steps "
+            f"(train.decay_fraction={decay_fraction} of {step}), then final/ is written")
     return plan, note
 
 

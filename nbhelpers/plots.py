@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -97,6 +99,69 @@ def plot_training(metrics_path: str | Path, path: str | Path | None = None) -> p
             ax.legend()
     fig.tight_layout()
     return save(fig, path)
+
+
+class LiveCurve:
+    """The training curve, redrawn in place at each evaluation while the loop runs (03 and 04).
+
+    Call it (the loop's `on_eval`) or `update()` (between the lines of torchrun workers' output): it draws only
+    when metrics.jsonl holds an evaluation it has not drawn, so the training steps never pay for it. In a notebook
+    the figure replaces itself through one IPython display handle; elsewhere nothing is shown, and the PNG is
+    written when `png` is given.
+    """
+
+    def __init__(self, metrics_path: str | Path, png: str | Path | None = None,
+                 draw: Callable[..., plt.Figure] | None = None) -> None:
+        self.metrics_path, self.png = Path(metrics_path), png
+        self.draw = draw or plot_training
+        self.handle: Any = None
+        self.evals_drawn = 0
+        self.seen: tuple[int, int] | None = None  # (mtime_ns, size) of metrics.jsonl when last read
+        self.shell = _notebook_shell()
+        self.draw_s: list[float] = []  # seconds each redraw took (read, draw, show, save)
+
+    def __call__(self, metrics_path: str | Path | None = None) -> bool:
+        return self.update()
+
+    def update(self) -> bool:
+        """Redraw when an evaluation was logged since the last draw; True when it drew."""
+        import time
+
+        try:
+            st = self.metrics_path.stat()
+        except FileNotFoundError:
+            return False
+        if (st.st_mtime_ns, st.st_size) == self.seen:  # unchanged: a stat is all it costs
+            return False
+        self.seen = (st.st_mtime_ns, st.st_size)
+        text = self.metrics_path.read_text(encoding="utf-8")
+        evals = text.count('"kind": "eval"')
+        if evals == self.evals_drawn or (self.shell is None and self.png is None):
+            return False
+        started = time.perf_counter()
+        self.evals_drawn = evals
+        fig = self.draw(self.metrics_path, path=self.png)
+        if self.shell is not None:
+            from IPython.display import display
+
+            if self.handle is None:
+                self.handle = display(fig, display_id=True)
+            else:
+                self.handle.update(fig)
+        plt.close(fig)  # shown or saved: no second copy when the cell ends
+        self.draw_s.append(time.perf_counter() - started)
+        return True
+
+
+def _notebook_shell() -> Any:
+    """The IPython kernel's shell when this runs in a notebook (Jupyter, Colab, Kaggle, papermill), else None."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    in_kernel = shell is not None and ("IPKernelApp" in getattr(shell, "config", {}) or hasattr(shell, "kernel"))
+    return shell if in_kernel else None
 
 
 # ---------------------------------------------------------------- 04 instruction tuning

@@ -484,7 +484,7 @@ def train_config(cfg: RunConfig, steps_per_epoch: int, fixed_length: bool | None
         cfg.train, lr=s.lr, micro_batch=s.micro_batch, grad_accum=s.grad_accum, warmup_steps=min(s.warmup_steps,
         max_steps // 4), max_steps=max_steps, eval_every=min(s.eval_every, max_steps), save_every=min(s.save_every,
         max_steps), eval_batches=s.eval_batches, weight_decay=s.weight_decay, sample_tokens=s.max_new_tokens,
-        sample_prompts=(), seed=s.seed)
+        sample_prompts=(), seed=s.seed, schedule=s.schedule)
 
 
 def use_fixed_length(cfg: RunConfig, backend: str) -> bool:

@@ -22,7 +22,9 @@ How the loop uses it (`loop_hooks(choice)` -> `XlaHooks`, the backend seams of `
   it on logging steps only: a step without logging transfers nothing to the host (`counters()` measures it).
 - Checkpoints: `state_dict()` of a sharded model or optimizer hands out CPU tensors assembled from the shards
   (`cpu_copy`; `.cpu()` would compile a new gather graph per tensor on every save), so checkpoints are
-  device-independent and saving adds no graph.
+  device-independent and saving adds no graph. Saves and evaluations by wall time (`train.save_minutes`,
+  `train.eval_minutes`) are decided on the host by the one SPMD process's clock between steps, so every chip
+  takes part in the same save and no graph changes (the loop's `_due_by_time`).
 - `generate`: greedy samples with one fixed-shape graph for every position (not `model.generate`, which
   compiles a graph per length and syncs per token).
 - Persistent compilation cache (`enable_persistent_cache`, `CACHE_DIR` under the run directory): compiled

@@ -138,13 +138,16 @@ display(pd.Series(nbhelpers.model.describe(cfg.model, vocab_size)).to_frame(cfg.
 #
 # Progress shows loss, tokens/s and MFU; every `train.eval_every` steps the validation loss, its bits per byte
 # (nats over the UTF-8 bytes of the scored text, in bits: comparable across tokenizers) and greedy samples
-# for fixed prompts are logged. The steps and the cosine schedule span the whole token budget. With several GPUs
+# for fixed prompts are logged, and the loss curve below redraws itself in place at each evaluation (nothing is drawn
+# between them, so the steps do not wait for it). The steps and the schedule span the whole token budget: cosine, or
+# on the T4 and TPU profiles `train.schedule=wsd` (constant, then a decay over the last 20%), which lets a run
+# stopped anywhere be annealed: run this notebook again with `OVERRIDES = ["train.finish=true"]`. With several GPUs
 # the workers' (rank 0's) progress shows here. A rerun resumes from the newest complete checkpoint in
 # `pretrain/checkpoints/`, with one process or several. If a hub source keeps failing (after retries with
 # backoff), the loop checkpoints and stops naming it: run again later and it resumes.
 
 # %%
-result = nbhelpers.launch.train_stage(run, "pretrain")
+result = nbhelpers.launch.train_stage(run, "pretrain", live=True)
 print(f"{result.status}: step {result.step} of {result.total_steps}"
       + (f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""))
 data = nbhelpers.files.read_json(run.pretrain / nbhelpers.launch.DATA_FILE)
@@ -180,6 +183,8 @@ display(after.to_frame().loc[["throughput", "per session", "sessions for the bud
 # %%
 if result.status == "time_budget":  # the session's time is up and the checkpoint saved: a clean end, not an error
     print(run.stop("pretrain", result.step, result.total_steps))
+    print('To stop here with an annealed model instead: run 03 again with OVERRIDES = ["train.finish=true"] '
+          f"(it decays the lr over the next {cfg.train.decay_fraction:.0%} x {result.step} steps and writes final/).")
 elif result.status != "done":
     raise RuntimeError(f"training stopped at step {result.step} of {result.total_steps} ({result.status})")
 else:

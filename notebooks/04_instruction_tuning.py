@@ -118,7 +118,7 @@ display(before["figures"])
 
 # %%
 model = None  # its memory goes to the training (here, or the GPU processes)
-result = nbhelpers.launch.train_stage(run, "sft")
+result = nbhelpers.launch.train_stage(run, "sft", live=True)  # the loss curve redraws at each evaluation
 if result.status not in ("done", "time_budget"):  # a stop by the time budget ends this notebook cleanly (last cell)
     raise RuntimeError(f"tuning stopped at step {result.step} of {result.total_steps} ({result.status})")
 display(result.eval)

@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--lr-horizon", type=int, default=0)
     ap.add_argument("--optimizer", default="adamw")
+    ap.add_argument("--schedule", default="cosine")
+    ap.add_argument("--decay-fraction", type=float, default=0.2)
+    ap.add_argument("--finish", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # the same kernels in every process: losses compare bitwise
     out = Path(args.out)
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint.before_commit = stall
     source = RecordingBatches(PackedBatches(ArrayBlocks(blocks()), args.micro_batch, seed=3))
     cfg = train_cfg(micro_batch=args.micro_batch, grad_accum=args.grad_accum, max_steps=args.steps,
-                    save_every=args.save_every, eval_every=args.eval_every, optimizer=args.optimizer)
+                    save_every=args.save_every, eval_every=args.eval_every, optimizer=args.optimizer,
+                    schedule=args.schedule, decay_fraction=args.decay_fraction, finish=args.finish)
     evals = {"val": PackedBatches(ArrayBlocks(blocks(16, seed=5)), args.micro_batch, shuffle=False)} if args.eval_every else {}
     tokenizer = tiny_tokenizer() if evals else None  # evaluations report bits per byte too
     result = loop.train(tiny_model(dropout=args.dropout), source, cfg, out, eval_batches=evals, tokenizer=tokenizer,

@@ -397,3 +397,50 @@ def test_an_injected_enospc_during_a_save_keeps_the_previous_checkpoint(tmp_path
 
     monkeypatch.setattr(ckpt, "save_file", short_write)
     _fill_then_fail(tmp_path)
+
+
+# ---------------------------------------------------------------- room before a save (Drive's 15 GB)
+
+
+def _fake_disk(monkeypatch, root, capacity):
+    """Free space = `capacity` less what is under `root` (the quota module's shutil.disk_usage)."""
+    import types
+
+    from nbhelpers import quota
+
+    monkeypatch.setattr(quota.shutil, "disk_usage", lambda path: types.SimpleNamespace(
+        total=capacity, used=quota.dir_bytes(root), free=capacity - quota.dir_bytes(root)))
+
+
+def test_a_save_that_cannot_fit_stops_before_writing_names_the_space_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    from nbhelpers import quota
+
+    run = tmp_path / "runs" / "mine"
+    root = run / "pretrain" / "checkpoints"
+    (tmp_path / "runs" / "old_run").mkdir(parents=True)
+    (tmp_path / "runs" / "old_run" / "big.bin").write_bytes(b"\0" * 100_000)
+    model, opt = _trained()
+    good = _save(root, 4, model, opt, keep_last=1)
+    size = quota.dir_bytes(good)
+    _fake_disk(monkeypatch, tmp_path, quota.dir_bytes(tmp_path) + size // 2)  # half a checkpoint free
+    with pytest.raises(ckpt.CheckpointWriteError) as err:
+        _save(root, 8, model, opt, keep_last=1)
+    msg = str(err.value)
+    assert "no room for the next checkpoint" in msg and f"{size / 2 / 1e9:.2f} GB are free" in msg
+    assert f"{good} is whole" in msg and "old_run (0.00 GB)" in msg and "trash" in msg
+    assert [p.name for p in root.iterdir()] == ["step_00000004"]  # nothing written, nothing deleted
+    fresh, fresh_opt = _trained(seed=3)
+    assert ckpt.load_latest(root, model=fresh, optimizer=fresh_opt)[0] == good
+
+
+def test_room_is_made_by_dropping_an_older_checkpoint_never_the_newest(tmp_path, monkeypatch):
+    from nbhelpers import quota
+
+    model, opt = _trained()
+    _save(tmp_path, 2, model, opt, keep_last=2)
+    newest = _save(tmp_path, 4, model, opt, keep_last=2)
+    size = quota.dir_bytes(newest)
+    _fake_disk(monkeypatch, tmp_path, 3 * size - size // 2)  # two held, room for a third only without the oldest
+    with pytest.warns(quota.OutputQuotaWarning, match="before its turn: the next save would pass the free space"):
+        _save(tmp_path, 6, model, opt, keep_last=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]

@@ -273,3 +273,26 @@ def test_time_budget_checkpoints_and_exits_before_the_end_then_resumes(tmp_path)
                       device_choice=cpu_choice(), peak_flops=1e10, progress=False)
     assert done.resumed_from == result.step and done.status == "done" and (tmp_path / "final" / "config.json").exists()
     json.loads((tmp_path / "final" / "config.json").read_text())
+
+
+@pytest.mark.slow
+def test_sigkill_inside_a_finish_then_resume_matches_an_uninterrupted_finish(tmp_path):
+    """A wsd run killed at the peak lr, finished with train.finish; killed again mid-decay, it resumes exactly."""
+    import shutil
+
+    stopped = tmp_path / "stopped"
+    _kill_at(_launch(stopped, "--schedule", "wsd", "--save-every", "2", "--step-sleep", "0.04"), stopped, 12)
+    at = int(ckpt.latest(stopped / "checkpoints").name[5:])
+    shutil.copytree(stopped, tmp_path / "whole")
+    shutil.copytree(stopped, tmp_path / "killed")
+    finish = ("--schedule", "wsd", "--save-every", "2", "--finish", "--decay-fraction", "0.5")
+    _finish(_launch(tmp_path / "whole", *finish), tmp_path / "whole")
+    reference = _train_steps(tmp_path / "whole")
+    end = at + round(0.5 * at)
+    assert max(reference) == end and (tmp_path / "whole" / "final").is_dir()
+    killed = tmp_path / "killed"
+    _kill_at(_launch(killed, *finish, "--step-sleep", "0.04"), killed, at + 3)  # inside the decay
+    assert int(ckpt.latest(killed / "checkpoints").name[5:]) > at
+    _finish(_launch(killed, *finish), killed)
+    assert _resumes(killed)[-1] > at and (killed / "final").is_dir()
+    assert _train_steps(killed) == reference  # every step's loss, bit for bit

@@ -85,6 +85,19 @@ def test_stream_copies_output_and_keeps_the_last_lines(capsys):
     assert "line 0\n" in capsys.readouterr().out
 
 
+def test_the_workers_output_polls_the_live_curve_between_flushes(tmp_path):
+    """With torchrun workers, the kernel's live curve is polled as their output comes, drawing at new evaluations."""
+    from nbhelpers import plots
+
+    metrics = tmp_path / "metrics.jsonl"
+    script = (f"import json, time\nfor i in range(3):\n    open({str(metrics)!r}, 'a').write(json.dumps("
+              "{'kind': 'eval', 'step': i, 'split': 'val', 'loss': 5.0 - i}) + '\\n')\n"
+              "    print('eval', i, flush=True)\n    time.sleep(1.2)")
+    curve = plots.LiveCurve(metrics, png=tmp_path / "live.png")
+    code, _ = launch._stream([sys.executable, "-c", script], env=None, poll=curve.update)
+    assert code == 0 and curve.evals_drawn == 3 and len(curve.draw_s) >= 2 and (tmp_path / "live.png").is_file()
+
+
 def test_a_failure_without_a_worker_message_names_the_exit_code_and_the_tail(tmp_path):
     err = launch._failure(tmp_path, "pretrain", 2, 1, ["Traceback", "OSError: disk full"])
     assert isinstance(err, launch.LaunchError)

@@ -360,3 +360,72 @@ def test_cuda_trains_saves_cpu_tensors_and_resumes(tmp_path, precision):
     opt = checkpoint.read_part(full.checkpoint, "optimizer")
     assert all(t.device.type == "cpu" for st in opt["state"].values() for t in st.values() if torch.is_tensor(t))
     assert (full.checkpoint / "scaler.safetensors").exists() == choice.use_grad_scaler
+
+
+# ---------------------------------------------------------------- anneal at any stop, saves by time
+
+
+def test_finish_anneals_a_stopped_run_writes_final_and_resumes_exactly_mid_decay(tmp_path):
+    import shutil
+
+    cfg = train_cfg(schedule="wsd", warmup_steps=2, save_every=2, decay_fraction=0.5, max_steps=24, min_lr_ratio=0.1)
+    finish = train_cfg(**{**cfg.__dict__, "finish": True})
+    with pytest.raises(loop.TrainingError, match="holds no checkpoint"):
+        _train(tiny_model(), tmp_path / "none", finish)
+    with pytest.raises(KeyboardInterrupt):  # the user stops at step 12 of 24, still at the peak lr
+        _train(tiny_model(), tmp_path / "stopped", cfg, hooks=StopAfter(12))
+    for name in ("whole", "cut", "cut_plain"):
+        shutil.copytree(tmp_path / "stopped", tmp_path / name)
+    whole = _train(tiny_model(), tmp_path / "whole", finish)
+    assert whole.status == "done" and whole.step == 18 and whole.final_dir.is_dir()  # 12 + 0.5 x 12 steps of decay
+    lr = {r["step"]: r["lr"] for r in _records(tmp_path / "whole", "train")}
+    assert lr[12] == 3e-3 and lr[13] == pytest.approx(3e-3)  # from the lr it had
+    assert all(lr[s] > lr[s + 1] for s in range(13, 18)) and lr[18] == pytest.approx(3e-4 + 2.7e-3 * (1 - (5 / 6) ** 0.5))
+    assert [r["event"] for r in _records(tmp_path / "whole", "event")][-3:] == ["resume", "lr_replan", "done"]
+    with pytest.raises(KeyboardInterrupt):  # stopped again inside the decay (checkpoint at 14)...
+        _train(tiny_model(), tmp_path / "cut", finish, hooks=StopAfter(3))
+    for out, again in ((tmp_path / "cut", finish), (tmp_path / "cut_plain", cfg)):
+        if out.name == "cut_plain":  # ...or resumed without train.finish: the saved decay is kept all the same
+            with pytest.raises(KeyboardInterrupt):
+                _train(tiny_model(), out, finish, hooks=StopAfter(3))
+        result = _train(tiny_model(), out, again)
+        assert result.resumed_from == 14 and result.status == "done" and result.step == 18
+        a, b = _records(tmp_path / "whole", "train"), _records(out, "train")
+        assert [(r["step"], r["loss"], r["lr"]) for r in a] == [(r["step"], r["loss"], r["lr"]) for r in b]
+
+
+def test_save_minutes_and_eval_minutes_checkpoint_and_evaluate_by_wall_time(tmp_path):
+    from loop_tiny import SleepHooks
+
+    cfg = train_cfg(save_every=0, eval_every=0, keep_last=0, max_steps=12, save_minutes=0.25 / 60,
+                    eval_minutes=0.25 / 60)
+    evals = {"val": PackedBatches(ArrayBlocks(blocks(16, seed=5)), 4, shuffle=False)}
+    result = _train(tiny_model(), tmp_path, cfg, eval_batches=evals, hooks=SleepHooks(0.06))
+    saved = [int(p.name[5:]) for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")]
+    assert result.status == "done" and saved[-1] == 12 and len(saved) >= 3, saved  # ~every 4 steps of 0.06 s
+    assert len({r["step"] for r in _records(tmp_path, "eval")} - {0, 12}) >= 2
+
+
+def test_the_live_curve_redraws_in_place_at_each_evaluation_and_only_then(tmp_path, monkeypatch):
+    display_mod = pytest.importorskip("IPython.display")
+    from nbhelpers import plots
+
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append("update")
+
+    monkeypatch.setattr(display_mod, "display", lambda fig, display_id: shown.append("display") or Handle())
+    monkeypatch.setattr(plots, "_notebook_shell", lambda: object())  # as in a notebook's kernel
+    curve = plots.LiveCurve(tmp_path / loop.METRICS_FILE, png=tmp_path / "live.png")
+    drew = []
+    evals = {"val": PackedBatches(ArrayBlocks(blocks(16, seed=5)), 4, shuffle=False)}
+    _train(tiny_model(), tmp_path, train_cfg(max_steps=12, eval_every=4, log_every=2), eval_batches=evals,
+           on_eval=lambda path: drew.append(curve(path)))
+    assert drew == [True] * 4 and shown == ["display", "update", "update", "update"]  # steps 0, 4, 8, 12
+    assert (tmp_path / "live.png").is_file() and len(curve.draw_s) == 4
+    assert not curve.update()  # no new evaluation: nothing drawn
+    monkeypatch.setattr(plots, "_notebook_shell", lambda: None)
+    quiet = plots.LiveCurve(tmp_path / loop.METRICS_FILE)  # a script without a PNG path: nothing at all
+    assert not quiet.update() and quiet.draw_s == []

@@ -189,3 +189,73 @@ def test_config_checks_muons_fields():
     with pytest.raises(config.ConfigError, match=r"train.muon_qkv: expected blocks \| whole, got 'split'"):
         config.load("smoke", ["train.muon_qkv=split"])
     assert config.load("kaggle_tpu_v5e8", ["train.optimizer=muon"]).train.optimizer == "muon"  # XLA too
+
+
+# ---------------------------------------------------------------- wsd and finish
+
+
+def test_wsd_is_warmup_constant_then_a_one_minus_sqrt_decay_over_the_last_fraction():
+    cfg = train_cfg(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, schedule="wsd", decay_fraction=0.2)
+    plan = optim.wanted_plan(cfg, 100)
+    assert plan["schedule"] == "wsd" and plan["decay_start"] == 80
+    assert [optim.lr_at(plan, s) for s in (0, 5)] == [0.0, 5e-4]  # the same warmup as cosine
+    assert all(optim.lr_at(plan, s) == 1e-3 for s in range(10, 81))  # constant at the peak until the decay
+    for s in range(81, 101):
+        assert optim.lr_at(plan, s) == pytest.approx(1e-4 + 9e-4 * (1 - ((s - 80) / 20) ** 0.5), rel=1e-12)
+    assert optim.lr_at(plan, 100) == pytest.approx(1e-4)
+    # the scheduler follows it, positioned directly at a step as on resume
+    sched = optim.make_scheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), plan, 90)
+    assert sched.get_last_lr()[0] == optim.lr_at(plan, 90)
+
+
+def test_a_longer_wsd_horizon_before_the_decay_moves_only_the_decay():
+    cfg = train_cfg(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, schedule="wsd")
+    old, longer = optim.wanted_plan(cfg, 100), optim.wanted_plan(cfg, 200)
+    plan, note = optim.replan(old, longer, 50)  # constant: no restart, the peak is kept until step 160
+    assert plan == longer and "restart" not in plan and "160" in note
+    # inside the decay a longer horizon continues from the current lr, constant, then 1-sqrt to the new end
+    plan, note = optim.replan(old, longer, 90)
+    assert optim.lr_at(plan, 90) == pytest.approx(optim.lr_at(old, 90))
+    assert optim.lr_at(plan, 159) == pytest.approx(optim.lr_at(old, 90)) and optim.lr_at(plan, 200) == pytest.approx(1e-4)
+    # a checkpoint from before `schedule` existed is a cosine plan: switching to wsd there is a re-plan
+    cosine = {"peak": 1e-3, "warmup": 10, "total": 100, "min_ratio": 0.1}
+    assert optim.replan(cosine, optim.wanted_plan(train_cfg(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1), 100), 50) \
+        == (cosine, None)
+    plan, note = optim.replan(cosine, old, 50)
+    assert plan["restart"]["lr"] == pytest.approx(optim.lr_at(cosine, 50)) and "1-sqrt" in note
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_finish_decays_from_the_current_lr_over_a_fraction_of_the_steps_so_far(schedule):
+    cfg = train_cfg(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, schedule=schedule, decay_fraction=0.2)
+    saved = optim.wanted_plan(cfg, 1000)
+    plan, note = optim.finish_plan(saved, optim.wanted_plan(cfg, 1000), 300, 0.2)
+    assert plan["total"] == 360 and plan["finish"] == 300 and "60 steps" in note
+    assert optim.lr_at(plan, 300) == pytest.approx(optim.lr_at(saved, 300))  # no jump
+    lrs = [optim.lr_at(plan, s) for s in range(300, 361)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(1e-4)
+    # the data left caps the decay
+    assert optim.finish_plan(saved, saved, 300, 0.2, available=320)[0]["total"] == 320
+    # a resumed finish keeps its plan whatever is asked now
+    assert optim.replan(plan, optim.wanted_plan(cfg, 5000), 330) == (plan, None)
+
+
+def test_config_checks_the_schedule_fields():
+    from nbhelpers import config
+
+    assert config.load("smoke", ["train.schedule=wsd", "train.decay_fraction=0.3"]).train.decay_fraction == 0.3
+    with pytest.raises(config.ConfigError, match="train.schedule: expected cosine | wsd"):
+        config.load("smoke", ["train.schedule=linear"])
+    with pytest.raises(config.ConfigError, match="train.decay_fraction"):
+        config.load("smoke", ["train.decay_fraction=0"])
+    for profile in ("colab_t4", "kaggle_t4x2", "kaggle_tpu_v5e8"):  # the multi-session profiles anneal at any stop
+        assert config.load(profile).train.schedule == "wsd"
+
+
+def test_tuning_has_its_own_schedule_and_keeps_finish():
+    from nbhelpers import config, sft
+
+    cfg = config.load("smoke", ["sft.schedule=wsd", "train.schedule=cosine", "train.finish=true"])
+    tuned = sft.train_config(cfg, 200)
+    assert tuned.schedule == "wsd" and tuned.finish and tuned.decay_fraction == cfg.train.decay_fraction
+    assert sft.train_config(config.load("smoke"), 200).schedule == "cosine"
