@@ -352,3 +352,14 @@ def test_a_kernel_without_torch_xla_leaves_the_xla_cache_in_the_input(tmp_path, 
     (source / "xla_cache").mkdir()
     run = RunDir.open("", cfg)
     assert not (run.root / "xla_cache").exists()
+
+
+def test_a_run_recorded_under_another_profile_is_refused_naming_both(tmp_path, monkeypatch):
+    """PROFILE = "auto" picking colab_t4 over a smoke run's RUN_DIR must not train a second run there."""
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: Platform("local", "cpu", "test", tmp_path))
+    RunDir.open(tmp_path / "run", config.load("smoke"))
+    before = (tmp_path / "run" / "config.json").read_bytes()
+    with pytest.raises(rundir.RunDirError, match=r"profile 'smoke' .*not 'colab_t4'.*PROFILE = \"smoke\""):
+        RunDir.open(tmp_path / "run", config.load("colab_t4"))
+    assert (tmp_path / "run" / "config.json").read_bytes() == before  # nothing rewritten
+    assert RunDir.open(tmp_path / "run", config.load("smoke", ["train.lr=1e-3"])).root == (tmp_path / "run").resolve()
