@@ -221,7 +221,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "seed_1b": Preset(1536, 24, 16, 6114, 1024, "the seed report's model (776M with vocab 32000)"),
     "neox_1b": Preset(1536, 24, 16, 6144, 1024, "seed_1b with intermediate 6144 (multiple of 128)"),
-    "small_160m": Preset(768, 16, 12, 3072, 1024, "~163M with vocab 32000; a T4 trains it in a session"),
+    "small_160m": Preset(768, 16, 12, 3072, 1024, "~163M with vocab 32000"),
     "tiny": Preset(256, 4, 4, 1024, 512, "~20M with vocab 32000 (~4M with 2000); CPU experiments"),
     "smoke": Preset(128, 4, 4, 512, 256, "~1.3M with vocab 2000; the smoke profile on a 2-core CPU"),
 }

@@ -512,7 +512,7 @@ def _advice(cfg: RunConfig, choice: DeviceChoice) -> str:
         tips.append("train.fsdp=true")
     if cfg.train.micro_batch > 1:
         tips.append(f"a smaller train.micro_batch (with a larger train.grad_accum) than {cfg.train.micro_batch}")
-    tips.append("a smaller model.preset")
+    tips.append("a smaller model.preset (the size dial dN: `python -m nbhelpers plan --hours H` picks one)")
     return "try " + ", ".join(tips)
 
 

@@ -205,6 +205,7 @@ def gpu_count(root: str | os.PathLike = "/") -> int:
 # ---------------------------------------------------------------- the profile for this platform
 
 AUTO_PROFILE = "auto"
+PROFILE_NAMES = ("smoke", "colab_t4", "kaggle_t4x2", "kaggle_tpu_v5e8")  # config.PROFILES' names (tested equal)
 
 
 @dataclass(frozen=True)
@@ -241,9 +242,16 @@ def choose_profile(requested: str = AUTO_PROFILE, platform: Platform | None = No
 
 def resolve_profile(requested: str = AUTO_PROFILE, platform: Platform | None = None) -> str:
     """The profile name for `requested` (see choose_profile); an automatic choice is printed with its reason."""
-    choice = choose_profile(requested, platform)
+    plat = platform or detect()
+    choice = choose_profile(requested, plat)
     if requested == AUTO_PROFILE:
         print(choice)
+        others = sorted(p for p in PROFILE_NAMES if p != choice.profile and (plat.runs_root / p / "config.json").is_file())
+        if others and not (plat.runs_root / choice.profile / "config.json").is_file():
+            # an automatic choice must not start a second run quietly beside the one the user has been making
+            print(f"note: {plat.runs_root} holds a run of {', '.join(others)} and none of {choice.profile}; with "
+                  f"RUN_DIR = \"\" this starts a new run in {plat.runs_root / choice.profile}. To continue the "
+                  f"other, set PROFILE = \"{others[0]}\".")
     return choice.profile
 
 

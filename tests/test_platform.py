@@ -358,3 +358,20 @@ def test_every_notebook_defaults_to_the_auto_profile_and_resolves_it():
         assert '\nPROFILE = "auto"  # auto' in text, source.name
         resolve = text.index("PROFILE = nbhelpers.platform.resolve_profile(PROFILE)")
         assert resolve < text.index("nbhelpers.config.load(PROFILE, OVERRIDES)"), source.name
+
+
+def test_auto_profile_names_a_run_of_another_profile_it_would_start_beside(tmp_path, monkeypatch, capsys):
+    assert set(platform.PROFILE_NAMES) == set(config.PROFILES)
+    monkeypatch.setenv("NBHELPERS_PLATFORM_ROOT", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    monkeypatch.setenv("TPU_NAME", "local")
+    runs = tmp_path / "kaggle/working/runs"
+    (runs / "kaggle_t4x2").mkdir(parents=True)
+    (runs / "kaggle_t4x2" / "config.json").write_text("{}")
+    assert platform.resolve_profile("auto") == "kaggle_tpu_v5e8"
+    out = capsys.readouterr().out
+    assert "holds a run of kaggle_t4x2 and none of kaggle_tpu_v5e8" in out and 'PROFILE = "kaggle_t4x2"' in out
+    (runs / "kaggle_tpu_v5e8").mkdir()
+    (runs / "kaggle_tpu_v5e8" / "config.json").write_text("{}")
+    platform.resolve_profile("auto")
+    assert "note:" not in capsys.readouterr().out  # its own run exists: the choice continues it
