@@ -14,6 +14,8 @@ EPILOG = """examples:
   python -m nbhelpers run --profile colab_t4 --run-dir runs/t4 --only 03 --force
   python -m nbhelpers notebooks --check
   python -m nbhelpers chat --run-dir runs/smoke
+  python -m nbhelpers plan --profile kaggle_t4x2 --hours 30
+  python -m nbhelpers plan --profile colab_t4 --set model.preset=seed_1b --set train.gradient_checkpointing=true --json
   python -m nbhelpers kaggle --user alice --profile kaggle_tpu_v5e8
   python -m torch.distributed.run --standalone --nproc_per_node=2 -m nbhelpers train --stage pretrain \
       --profile kaggle_t4x2 --run-dir runs/t4x2
@@ -21,6 +23,9 @@ EPILOG = """examples:
 Overrides are section.field=value; the value is read as JSON when it parses, as a string otherwise
 (train.lr=3e-4, corpus.mixture='{"bundled_prose": 1}', train.backend=cpu).
 A second run skips stages whose artifacts are complete for the same configuration; --force reruns them.
+
+--profile auto picks the platform's profile: Kaggle's TPU -> kaggle_tpu_v5e8, Kaggle with two GPUs ->
+kaggle_t4x2, Colab or one CUDA GPU -> colab_t4, otherwise smoke (it prints the choice and why).
 
 --run-dir "" (the default) is the platform's: /kaggle/working/runs/PROFILE on Kaggle, Google Drive on
 Colab, runs/PROFILE here. NBHELPERS_PLATFORM_ROOT=DIR with a platform's own variables rehearses it here:
@@ -137,6 +142,68 @@ def _chat(args: argparse.Namespace) -> int:
     if args.stage == "pretrain":
         print("(the base model was never tuned to answer: expect it to continue your text)", flush=True)
     return chat.repl(session, stream=not args.no_stream)
+PLAN_EPILOG = """examples:
+  python -m nbhelpers plan --profile colab_t4
+  python -m nbhelpers plan --profile kaggle_t4x2 --hours 30
+  python -m nbhelpers plan --profile auto --json
+  python -m nbhelpers plan --table        # the README's "which model can I finish" table
+
+The plan is for the profile's own hardware (a T4, two T4s, a TPU v5e-8), wherever this runs: memory per device
+and whether it fits, the projected throughput (the stated MFU of what the device sustains), training hours,
+sessions and weeks of the platform's free quota. --hours H picks the size dial's shape (model.preset=dN: N
+layers of width 64N) and the token budget (corpus.tokens_per_param, 20, per parameter) that train within H
+hours, and lists the nearest shapes. The vocabulary is the tokenizer's, tokenizer.vocab_size.
+"""
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """`python -m nbhelpers plan`: the plan of a profile on its hardware, or the shape that finishes in --hours."""
+    import json
+
+    from . import planner
+    from .config import load
+    from .platform import choose_profile
+
+    if args.table:
+        print(planner.finish_table())
+        return 0
+    choice = choose_profile(args.profile)
+    try:
+        cfg = load(choice.profile, args.overrides)
+        if args.hours is not None:
+            shapes = planner.choose_shape(cfg, args.hours)
+            plan = shapes.chosen
+        else:
+            shapes, plan = None, planner.plan_profile(cfg)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        out = plan.summary() if plan else {"profile": cfg.profile, "preset": None, "fits": False}
+        out["profile_reason"] = choice.reason
+        if shapes:
+            out.update(hours_goal=shapes.hours, overrides=shapes.overrides, nearest=shapes.rows())
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0 if plan else 1
+    print(choice)
+    if shapes:
+        print(f"\nshapes on the size dial near {shapes.hours:g} training hours "
+              f"({cfg.corpus.tokens_per_param:g} tokens per parameter):")
+        for row in shapes.rows():
+            mark = "  <- chosen" if row["chosen"] else ""
+            print(f"  {row['preset']:>4}  {row['parameters'] / 1e6:7,.0f}M parameters  {row['tokens'] / 1e9:6.2f}B "
+                  f"tokens  {row['training_hours']:8,.1f} h  {row['sessions']:4} sessions  "
+                  f"{'fits' if row['fits'] else 'does NOT fit'}{mark}")
+        if plan is None:
+            print(f"\nno shape trains within {shapes.hours:g} hours on this profile's hardware; the smallest is "
+                  "listed above", file=sys.stderr)
+            return 1
+        print("\nuse: " + " ".join(f"--set {o}" for o in shapes.overrides)
+              + f"   (notebooks: OVERRIDES = {json.dumps(shapes.overrides)})\n")
+    width = max(len(k) for k, _ in plan.rows())
+    for key, value in plan.rows():
+        print(f"{key:<{width}}  {value}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute the numbered notebooks in order with papermill",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p_run.add_argument("--profile", required=True, choices=sorted(PROFILES), help="configuration profile")
+    p_run.add_argument("--profile", required=True, choices=[*sorted(PROFILES), "auto"],
+                       help="configuration profile; auto: the platform's")
     p_run.add_argument("--run-dir", default="", help="run directory (created if missing); default: the "
                        "platform's (runs/PROFILE locally)")
     p_run.add_argument("--only", default="", help="comma-separated notebook numbers or names, e.g. 01,02")
@@ -176,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                           "(launch.train_stage does that from the notebooks)")
     p_tr.add_argument("--stage", required=True, choices=["pretrain", "sft"], help="the stage whose training runs")
     p_tr.add_argument("--run-dir", required=True, type=Path, help="run directory prepared by the earlier notebooks")
-    p_tr.add_argument("--profile", default=None, choices=sorted(PROFILES),
-                      help="configuration profile (default: the run directory's config.json)")
+    p_tr.add_argument("--profile", default=None, choices=[*sorted(PROFILES), "auto"],
+                      help="configuration profile; auto: the platform's (default: the run directory's config.json)")
     p_tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. train.micro_batch=4 (repeatable)")
     p_tr.add_argument("--deadline", type=float, default=None, help="Unix time by which to checkpoint and stop")
@@ -196,10 +264,28 @@ def main(argv: list[str] | None = None) -> int:
     p_chat.add_argument("--system", default="", help="a system message, put before the first user message")
     p_chat.add_argument("--device", default="auto", help="auto (cuda when present, else cpu) | cpu | cuda | cuda:N")
     p_chat.add_argument("--no-stream", action="store_true", help="print each answer whole instead of token by token")
+    p_pl = sub.add_parser("plan", help="memory, throughput, hours, sessions and weeks of a profile's run on its own "
+                          "hardware (runs anywhere); --hours H picks the model that finishes in H hours",
+                          epilog=PLAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_pl.add_argument("--profile", default="auto", choices=[*sorted(PROFILES), "auto"],
+                      help="the profile to plan (default: auto, the platform this runs on)")
+    p_pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field, e.g. model.preset=seed_1b (repeatable)")
+    p_pl.add_argument("--hours", type=float, default=None, help="pick the shape and token budget that train "
+                      "within this many hours")
+    p_pl.add_argument("--json", action="store_true", help="print one JSON object")
+    p_pl.add_argument("--table", action="store_true", help="print the README's table of what each profile finishes")
     args = parser.parse_args(argv)
 
     if args.command == "chat":
         return _chat(args)
+    if args.command == "plan":
+        return _plan(args)
+
+    if args.command in ("train", "run") and args.profile == "auto":
+        from .platform import resolve_profile
+
+        args.profile = resolve_profile("auto")
 
     if args.command == "train":
         from .launch import worker_main

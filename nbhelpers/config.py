@@ -221,10 +221,25 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "seed_1b": Preset(1536, 24, 16, 6114, 1024, "the seed report's model (776M with vocab 32000)"),
     "neox_1b": Preset(1536, 24, 16, 6144, 1024, "seed_1b with intermediate 6144 (multiple of 128)"),
-    "small_160m": Preset(768, 16, 12, 3072, 1024, "~163M with vocab 32000; a T4 trains it in a session"),
+    "small_160m": Preset(768, 16, 12, 3072, 1024, "~163M with vocab 32000"),
     "tiny": Preset(256, 4, 4, 1024, 512, "~20M with vocab 32000 (~4M with 2000); CPU experiments"),
     "smoke": Preset(128, 4, 4, 512, 256, "~1.3M with vocab 2000; the smoke profile on a 2-core CPU"),
 }
+# The size dial (nanochat's depth): dN has N layers of width 64N, N heads of 64 dimensions and a 4x MLP, so one
+# number scales width and depth together; `python -m nbhelpers plan --hours H` picks N. Heads of 64 (not
+# nanochat's 128) let every N divide its width, so the dial moves one layer at a time.
+DEPTHS = tuple(range(4, 33))
+
+
+def depth_preset(depth: int) -> Preset:
+    """The dial's shape at `depth`: N layers, width 64N, N heads of 64, MLP 4 x width, context 1024."""
+    if depth < 1:
+        raise ValueError(f"depth: expected a positive number of layers, got {depth}")
+    width = 64 * depth
+    return Preset(width, depth, depth, 4 * width, 1024, f"the size dial at depth {depth}: width {width}")
+
+
+PRESETS.update({f"d{n}": depth_preset(n) for n in DEPTHS})
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
 
 
@@ -604,26 +619,37 @@ def smoke() -> RunConfig:
 
 
 def colab_t4() -> RunConfig:
-    """Colab's single T4 (16 GB, fp16): the report's model with gradient checkpointing and 8-bit AdamW.
+    """Colab's single T4 (16 GB, fp16): the size dial's d10 (90M), which the planner finishes in three 12-hour sessions.
 
-    fp32 weights, gradients and AdamW's two fp32 moments alone take 11.6 GiB of the 14.2 the planner counts as
-    usable; 8-bit moments (bitsandbytes, which the setup cell installs on CUDA) bring the plan to 10.1 GiB (71%).
+    The planner (`python -m nbhelpers plan --profile colab_t4 --hours 36`) picks d10: 1.8B tokens in about 33
+    training hours at 35% of the 20 TFLOP/s a T4 sustains. Its activations fit without gradient checkpointing,
+    which would recompute the forward (about a third more work). The seed's 776M model is
+    `model.preset=seed_1b train.gradient_checkpointing=true` (planner.SEED_OVERRIDES): 8-bit AdamW, kept here,
+    is what lets its fp32 weights, gradients and moments fit (10.1 of 14.2 usable GiB).
     """
     return RunConfig(
         profile="colab_t4",
-        # wsd: a stop after any session can be annealed (train.finish); a checkpoint each 30 minutes, one kept:
-        # Drive's free 15 GB hold one seed_1b checkpoint and the next, and a save that cannot fit stops with a message
-        train=TrainConfig(micro_batch=4, grad_accum=16, gradient_checkpointing=True, optimizer="adamw8bit",
+        model=ModelConfig(preset="d10"),
+        # 4 x 16 x 512 = 32,768 tokens a step, the batch the seed's model fits with (so one override switches).
+        # wsd: a stop after any session can be annealed (train.finish); a checkpoint each 30 minutes, one kept on
+        # Drive (free: 15 GB; a seed_1b checkpoint with 8-bit AdamW is about 4.7 GB), and a save that cannot fit
+        # stops with a message, the previous checkpoint whole
+        train=TrainConfig(micro_batch=4, grad_accum=16, gradient_checkpointing=False, optimizer="adamw8bit",
                           max_minutes=0.0, schedule="wsd", save_minutes=30.0, eval_minutes=60.0, keep_last=1),
         sft=SFTConfig(data=REAL_SFT_DATA, micro_batch=4, grad_accum=2),  # rows up to 512 tokens: the pre-training micro-batch fits
     )
 
 
 def kaggle_t4x2() -> RunConfig:
-    """Kaggle's two T4s with DDP under torchrun; 8-bit AdamW as on Colab (NCCL's buffers take more of each T4)."""
+    """Kaggle's two T4s with DDP under torchrun: d11 (111M), which the planner finishes within a week's 30 GPU hours.
+
+    2.2B tokens in about 25 training hours (`plan --profile kaggle_t4x2 --hours 30`); the seed's model is
+    `model.preset=seed_1b train.gradient_checkpointing=true`, with the 8-bit AdamW kept here.
+    """
     return RunConfig(
         profile="kaggle_t4x2",
-        train=TrainConfig(micro_batch=4, grad_accum=8, gradient_checkpointing=True, optimizer="adamw8bit",
+        model=ModelConfig(preset="d11"),
+        train=TrainConfig(micro_batch=4, grad_accum=8, gradient_checkpointing=False, optimizer="adamw8bit",
                           schedule="wsd", save_minutes=30.0, eval_minutes=60.0),
         sft=SFTConfig(data=REAL_SFT_DATA, micro_batch=4, grad_accum=1),  # x2 GPUs: 8 rows a step, as the default
     )

@@ -14,15 +14,17 @@ achieved FLOP/s (tokens/s times this figure) divided by the hardware's peak.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import ModelConfig, RunConfig
 from .model import parameter_breakdown, resolve
+from .quota import weekly_quota
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -322,6 +324,37 @@ class Plan:
     accelerator: bool  # False on a CPU
     notes: tuple[str, ...] = field(default=())
     reserve: dict[str, float] = field(default_factory=dict)  # bytes held outside the planned tensors
+    profile: str = ""
+    assumed_mfu: float | None = None  # the stated share of `rate_flops` a projection assumes
+    rate_flops: float | None = None  # FLOP/s of all devices a projection starts from: sustained where known, else peak
+    weekly_hours: float | None = None  # the platform's accelerator hours a week (quota.weekly_quota)
+    quota_text: str = ""  # that quota in words
+    weeks: float | None = None  # training hours over the weekly quota
+    quota_advice: str = ""  # in words, when the run needs more than a week of the quota: what to do instead
+
+    def summary(self) -> dict[str, Any]:
+        """The plan's headline figures as one JSON-able object (what `python -m nbhelpers plan --json` prints)."""
+        mc = self.model_config
+        return {
+            "profile": self.profile, "preset": self.preset,
+            "shape": {"hidden_size": mc.hidden_size, "num_hidden_layers": mc.num_hidden_layers,
+                      "num_attention_heads": mc.num_attention_heads, "intermediate_size": mc.intermediate_size},
+            "parameters": self.parameters, "vocab_size": self.vocab_size, "seq_len": self.seq_len,
+            "tokens": self.budget_tokens, "flops_per_token": self.flops_per_token,
+            "device": self.device, "devices": self.devices, "precision": self.precision,
+            "optimizer": self.optimizer, "gradient_checkpointing": self.gradient_checkpointing,
+            "batch_per_device": self.batch_per_device,
+            "memory_GiB": round(self.memory.total / GiB, 2), "usable_GiB": round(self.usable_bytes / GiB, 2),
+            "fits": self.fits, "verdict": self.verdict,
+            "tokens_per_s": self.tokens_per_s, "throughput_source": self.throughput_source,
+            "sustained_flops": self.rate_flops, "peak_flops": self.peak_flops_total, "assumed_mfu": self.assumed_mfu,
+            "mfu_of_peak": (self.tokens_per_s * self.flops_per_token / self.peak_flops_total
+                            if self.tokens_per_s and self.peak_flops_total else None),
+            "training_hours": self.hours, "session_hours": self.session_minutes / 60, "sessions": self.sessions,
+            "weekly_quota_hours": self.weekly_hours, "quota": self.quota_text, "weeks": self.weeks,
+            "quota_advice": self.quota_advice,
+            "notes": list(self.notes),
+        }
 
     def grid(self) -> pd.DataFrame:
         """This plan's model and batch under every precision, optimizer and checkpointing choice (GiB)."""
@@ -351,6 +384,10 @@ class Plan:
                 ("per session", f"{self.tokens_per_session:,.0f} tokens in {self.session_minutes:.0f} min"),
                 ("sessions for the budget", f"{self.sessions} ({self.hours:,.1f} hours of training)"),
             ]
+            if self.weeks is not None:
+                rows.append(("calendar", f"{self.weeks:.1f} weeks of {self.quota_text}"))
+            if self.quota_advice:
+                rows.append(("more than a week", self.quota_advice))
         else:
             rows.append(("throughput", "unknown: measure it by training (the plan is redrawn after training)"))
         rows += [("note", n) for n in self.notes]
@@ -416,6 +453,7 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
     peak_one = peak_flops(choice, cpu_peak) if (tokens_per_s or assumed_mfu) else None
     peak_total = peak_one * devices if peak_one else None
     source = "unknown"
+    rate_total = None
     if tokens_per_s:
         source = "measured in this run"
     elif assumed_mfu and peak_total:
@@ -429,14 +467,23 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
         else:
             source = f"projected at {assumed_mfu:.0%} MFU of {_flops_text(peak_total)} peak"
     minutes = session_minutes or cfg.train.max_minutes or 12 * 60.0
-    per_session = sessions = hours = None
+    per_session = sessions = hours = weeks = None
+    target = TARGETS.get(cfg.profile)
+    weekly, quota_text = weekly_quota(target.platform, target.accelerator) if target else (None, "")
     if tokens_per_s:
         per_session = tokens_per_s * minutes * 60
         sessions = math.ceil(budget / per_session)
         hours = budget / tokens_per_s / 3600
+        weeks = hours / weekly if weekly else None
     notes = []
     if choice.backend == "xla" and cfg.train.fsdp:
         notes.append(f"FSDP: weights, gradients and optimizer state sharded over {shards} devices")
+    advice = ""
+    if weeks is not None and weeks > 1:
+        advice = (f"This run needs {hours:,.0f} training hours, {weeks:.1f} weeks of {quota_text}: more than a "
+                  f"week. `python -m nbhelpers plan --profile {cfg.profile} --hours {weekly:g}` picks the model and "
+                  f"token budget ({cfg.corpus.tokens_per_param:g} tokens per parameter) that finish within a week's "
+                  "hours; put the model.preset it names in OVERRIDES (or --set).")
     return Plan(
         preset=mc.preset, parameters=n, vocab_size=vocab_size, seq_len=seq_len, flops_per_token=fpt,
         device=choice.name, devices=devices, precision=choice.precision, optimizer=cfg.train.optimizer,
@@ -444,7 +491,9 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
         usable_bytes=usable, fits=fits, verdict=verdict, budget_tokens=budget, tokens_per_s=tokens_per_s,
         throughput_source=source, session_minutes=minutes, tokens_per_session=per_session, sessions=sessions,
         hours=hours, peak_flops_total=peak_total, model_config=mc, attention=attention, shards=shards,
-        accelerator=choice.backend != "cpu", notes=tuple(notes), reserve=held,
+        accelerator=choice.backend != "cpu", notes=tuple(notes), reserve=held, profile=cfg.profile,
+        assumed_mfu=None if source.startswith("measured") else assumed_mfu, rate_flops=rate_total,
+        weekly_hours=weekly, quota_text=quota_text, weeks=weeks, quota_advice=advice,
     )
 
 
@@ -463,5 +512,155 @@ def _advice(cfg: RunConfig, choice: DeviceChoice) -> str:
         tips.append("train.fsdp=true")
     if cfg.train.micro_batch > 1:
         tips.append(f"a smaller train.micro_batch (with a larger train.grad_accum) than {cfg.train.micro_batch}")
-    tips.append("a smaller model.preset")
+    tips.append("a smaller model.preset (the size dial dN: `python -m nbhelpers plan --hours H` picks one)")
     return "try " + ", ".join(tips)
+
+
+# ---------------------------------------------------------------- planning for a profile's own hardware
+
+
+@dataclass(frozen=True)
+class Target:
+    """The hardware a profile is made for, so a laptop can plan a T4 or TPU run."""
+
+    platform: str  # kaggle | colab | local
+    accelerator: str  # tpu | gpu | cpu
+    device: DeviceChoice | None  # None: this machine (the smoke profile trains where it runs)
+    processes: int  # CUDA training processes (DDP ranks)
+    mfu: float  # the stated share of what the device sustains (a T4: 20 TFLOP/s; a TPU: its peak)
+    goal_hours: float | None  # training hours the profile's default run must finish within
+
+
+def _target_device(backend: str, name: str, precision: str, count: int, memory: int, attention: str,
+                   capability: tuple[int, int] | None) -> DeviceChoice:
+    from .device import DeviceChoice
+
+    return DeviceChoice(backend=backend, device="xla" if backend == "xla" else "cuda:0", name=name,
+                        precision=precision, use_grad_scaler=precision == "fp16", attn_implementation=attention,
+                        num_devices=count, memory_bytes=memory, capability=capability,
+                        reason="the profile's target hardware, planned without it")
+
+
+_T4 = dict(backend="cuda", name="Tesla T4", precision="fp16", memory=DEVICE_MEMORY["T4"], attention="sdpa",
+           capability=(7, 5))
+# The goals: Colab's three 12-hour sessions; a week of Kaggle's 30 GPU hours; the TPU keeps the seed's model
+# (about 42 hours, five 9-hour sessions). The MFUs are the issue's stated assumptions, not measurements.
+TARGETS: dict[str, Target] = {
+    "colab_t4": Target("colab", "gpu", _target_device(count=1, **_T4), 1, 0.35, 36.0),
+    "kaggle_t4x2": Target("kaggle", "gpu", _target_device(count=2, **_T4), 2, 0.35, 30.0),
+    "kaggle_tpu_v5e8": Target("kaggle", "tpu", _target_device("xla", "XLA TPU v5 lite x8", "bf16", 8,
+                                                               int(DEVICE_MEMORY["v5e"]), "eager", None), 1, 0.30, 45.0),
+    "smoke": Target("local", "cpu", None, 1, 0.35, None),
+}
+
+
+def target_of(cfg: RunConfig) -> tuple[Target, DeviceChoice]:
+    """The profile's Target and the device choice to plan on (this machine's for smoke or an unknown profile)."""
+    from .device import select
+
+    target = TARGETS.get(cfg.profile) or Target("local", "cpu", None, 1, 0.35, None)
+    if target.device is None:
+        return target, select(cfg.train)
+    choice = target.device
+    if cfg.train.precision not in ("auto", choice.precision):  # a --set train.precision the device runs
+        choice = dataclasses.replace(choice, precision=cfg.train.precision,
+                                     use_grad_scaler=cfg.train.precision == "fp16")
+    return target, choice
+
+
+def plan_profile(cfg: RunConfig, vocab_size: int | None = None, mfu_share: float | None = None,
+                 choice: DeviceChoice | None = None, processes: int | None = None,
+                 session_minutes: float | None = None, tokens_per_s: float | None = None) -> Plan:
+    """The plan of `cfg` at the profile's stated MFU: what `python -m nbhelpers plan` prints and 03 shows.
+
+    Without `choice` it plans on the profile's own hardware (TARGETS) with the platform's session length, so it
+    runs on any machine; 03 passes the device it trains on, its processes and what is left of the session.
+    The vocabulary is the tokenizer's: `tokenizer.vocab_size` unless given.
+    """
+    from .platform import SESSION_LIMIT_MINUTES
+
+    target, target_choice = target_of(cfg) if choice is None else (TARGETS.get(cfg.profile), choice)
+    if choice is None:
+        choice, processes = target_choice, target.processes
+        session_minutes = session_minutes or SESSION_LIMIT_MINUTES.get((target.platform, target.accelerator))
+    mfu_share = mfu_share or (target.mfu if target else 0.35)
+    return make_plan(cfg, vocab_size or cfg.tokenizer.vocab_size, choice, tokens_per_s=tokens_per_s,
+                     assumed_mfu=mfu_share, session_minutes=session_minutes or None, processes=processes)
+
+
+def with_depth(cfg: RunConfig, depth: int) -> RunConfig:
+    """`cfg` with the size dial's shape dN (the preset's numbers, no per-field override) and a budget of
+    corpus.tokens_per_param tokens per parameter."""
+    from .config import validate
+
+    model = ModelConfig(preset=f"d{depth}", attn_implementation=cfg.model.attn_implementation)
+    return validate(dataclasses.replace(cfg, model=model, corpus=dataclasses.replace(cfg.corpus, token_budget=0)))
+
+
+@dataclass(frozen=True)
+class ShapeChoice:
+    """What `--hours H` picked: the plan of the chosen shape and of its nearest neighbours on the dial."""
+
+    hours: float
+    chosen: Plan | None  # None when even the smallest shape takes longer than `hours`
+    nearest: tuple[Plan, ...]
+
+    @property
+    def overrides(self) -> list[str]:
+        """The --set / OVERRIDES entries that select the chosen shape and budget."""
+        return [f"model.preset={self.chosen.preset}", "corpus.token_budget=0"] if self.chosen else []
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per shape: preset, parameters, tokens, hours, sessions, fits, chosen."""
+        return [{"preset": p.preset, "parameters": p.parameters, "tokens": p.budget_tokens,
+                 "training_hours": round(p.hours, 1) if p.hours is not None else None, "sessions": p.sessions,
+                 "fits": p.fits, "chosen": self.chosen is not None and p.preset == self.chosen.preset}
+                for p in self.nearest]
+
+
+def choose_shape(cfg: RunConfig, hours: float, vocab_size: int | None = None,
+                 mfu_share: float | None = None) -> ShapeChoice:
+    """The largest dN whose Chinchilla budget trains within `hours` on the profile's hardware and fits its memory
+    with the profile's batch, and the four shapes nearest it."""
+    from .config import DEPTHS
+
+    if hours <= 0:
+        raise ValueError(f"--hours: expected a positive number of training hours, got {hours}")
+    plans = [plan_profile(with_depth(cfg, d), vocab_size, mfu_share) for d in DEPTHS]
+    if any(p.hours is None for p in plans):
+        raise ValueError(f"profile {cfg.profile}: no throughput to project from, so no shape can be chosen by hours")
+    within = [i for i, p in enumerate(plans) if p.fits and p.hours <= hours]
+    best = within[-1] if within else None
+    centre = best if best is not None else 0
+    lo = max(0, min(centre - 2, len(plans) - 4))
+    return ShapeChoice(hours, plans[best] if best is not None else None, tuple(plans[lo:lo + 4]))
+
+
+def finish_table(vocab_size: int | None = None) -> str:
+    """The README's "which model can I finish" table: each real profile's default and the seed's model."""
+    lines = ["| profile | model | parameters | tokens | training hours | sessions | weeks of the free quota | fits |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, target in TARGETS.items():
+        if target.goal_hours is None:
+            continue
+        cfg = load_profile(name)
+        rows = [("default", cfg)]
+        if cfg.model.preset != "seed_1b":
+            rows.append(("seed", load_profile(name, SEED_OVERRIDES)))
+        for label, c in rows:
+            p = plan_profile(c, vocab_size)
+            lines.append(f"| `{name}` ({label}) | {p.preset} | {p.parameters / 1e6:,.0f}M | "
+                         f"{p.budget_tokens / 1e9:,.2f}B | {p.hours:,.1f} | {p.sessions} of "
+                         f"{p.session_minutes / 60:g} h | {p.weeks:.1f} | {'yes' if p.fits else 'no'} |")
+    return "\n".join(lines)
+
+
+# The seed's 776M model on a T4 profile: the preset plus the recomputation that makes its activations fit.
+SEED_OVERRIDES = ("model.preset=seed_1b", "train.gradient_checkpointing=true")
+
+
+def load_profile(name: str, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
+    """config.load, kept here so the table reads in one place."""
+    from .config import load
+
+    return load(name, list(overrides))

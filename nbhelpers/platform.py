@@ -79,6 +79,7 @@ class Platform:
     reason: str  # what gave it away
     root: Path = Path("/")  # the filesystem root the platform's paths are read under (a rehearsal's DIR)
     run_type: str = ""  # Kaggle: Batch (a saved version) | Interactive (the editor); "" elsewhere
+    gpus: int = 0  # NVIDIA GPUs this machine shows (/dev/nvidiaN)
 
     def path(self, absolute: str | os.PathLike) -> Path:
         """A platform path such as /kaggle/working, read under this platform's root."""
@@ -184,9 +185,74 @@ def detect(environ: Mapping[str, str] | None = None, root: str | os.PathLike | N
         name, why = "colab", "/content exists and google.colab is importable"
     else:
         name, why = "local", "no Kaggle or Colab environment variables or paths"
+    # a rehearsal also reads device files under its root, so DIR/dev/nvidia0 and nvidia1 stand in for Kaggle's T4 x2
+    dev_roots = [dev_root] + ([base] if root is None and base != Path("/") else [])
     accel, accel_why = _accelerator(env, dev_root)
+    for extra in dev_roots[1:]:
+        if accel == "cpu":
+            accel, accel_why = _accelerator(env, extra)
+    gpus = max(gpu_count(d) for d in dev_roots)
     run_type = env.get("KAGGLE_KERNEL_RUN_TYPE", "") if name == "kaggle" else ""
-    return Platform(name, accel, f"{why}{rehearsal}; {accel_why}", base, run_type)
+    return Platform(name, accel, f"{why}{rehearsal}; {accel_why}", base, run_type, gpus)
+
+
+def gpu_count(root: str | os.PathLike = "/") -> int:
+    """NVIDIA GPUs whose device files (/dev/nvidia0, /dev/nvidia1, ...) exist under `root`."""
+    dev = Path(root) / "dev"
+    return sum(1 for p in dev.glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name)) if dev.is_dir() else 0
+
+
+# ---------------------------------------------------------------- the profile for this platform
+
+AUTO_PROFILE = "auto"
+PROFILE_NAMES = ("smoke", "colab_t4", "kaggle_t4x2", "kaggle_tpu_v5e8")  # config.PROFILES' names (tested equal)
+
+
+@dataclass(frozen=True)
+class ProfileChoice:
+    """The profile a run uses and why: asked for by name, or chosen by `auto` from the platform."""
+
+    profile: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"profile: {self.profile} ({self.reason})"
+
+
+def choose_profile(requested: str = AUTO_PROFILE, platform: Platform | None = None) -> ProfileChoice:
+    """`requested` when it names a profile; for `auto`: Kaggle's TPU -> kaggle_tpu_v5e8, Kaggle with two GPUs ->
+    kaggle_t4x2, Colab or one CUDA GPU -> colab_t4, otherwise smoke."""
+    if requested != AUTO_PROFILE:
+        return ProfileChoice(requested, "as asked")
+    plat = platform or detect()
+    where = f"{plat.name}, {plat.accelerator}" + (f", {plat.gpus} GPUs" if plat.gpus > 1 else "")
+    if plat.name == "kaggle" and plat.accelerator == "tpu":
+        return ProfileChoice("kaggle_tpu_v5e8", f"auto: Kaggle with a TPU ({plat.reason})")
+    if plat.name == "kaggle" and plat.accelerator == "gpu" and plat.gpus >= 2:
+        return ProfileChoice("kaggle_t4x2", f"auto: Kaggle with {plat.gpus} GPUs ({plat.reason})")
+    if plat.name == "colab":
+        warn = "" if plat.accelerator == "gpu" else (
+            "; no GPU attached: choose a T4 GPU in Runtime -> Change runtime type, or set PROFILE = \"smoke\"")
+        return ProfileChoice("colab_t4", f"auto: Colab ({where}; {plat.reason}){warn}")
+    if plat.accelerator == "gpu":
+        return ProfileChoice("colab_t4", f"auto: one CUDA GPU ({where}; {plat.reason})")
+    return ProfileChoice("smoke", f"auto: no Kaggle TPU, Kaggle GPUs, Colab or CUDA GPU here ({where}; "
+                         f"{plat.reason}); the smoke profile runs on this CPU")
+
+
+def resolve_profile(requested: str = AUTO_PROFILE, platform: Platform | None = None) -> str:
+    """The profile name for `requested` (see choose_profile); an automatic choice is printed with its reason."""
+    plat = platform or detect()
+    choice = choose_profile(requested, plat)
+    if requested == AUTO_PROFILE:
+        print(choice)
+        others = sorted(p for p in PROFILE_NAMES if p != choice.profile and (plat.runs_root / p / "config.json").is_file())
+        if others and not (plat.runs_root / choice.profile / "config.json").is_file():
+            # an automatic choice must not start a second run quietly beside the one the user has been making
+            print(f"note: {plat.runs_root} holds a run of {', '.join(others)} and none of {choice.profile}; with "
+                  f"RUN_DIR = \"\" this starts a new run in {plat.runs_root / choice.profile}. To continue the "
+                  f"other, set PROFILE = \"{others[0]}\".")
+    return choice.profile
 
 
 # ---------------------------------------------------------------- Colab's Drive, scratch space

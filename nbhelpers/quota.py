@@ -157,3 +157,22 @@ def output_quota(out_dir: str | os.PathLike, next_save_bytes: int, platform: Pla
     return check
 
 
+
+
+# ---------------------------------------------------------------- the weekly accelerator quota
+
+# Accelerator hours a free account gets a week (Kaggle's documentation, November 2026: 30 GPU hours, "sometimes
+# more depending on demand", and 20 TPU hours). Colab publishes no quota and may end a runtime early: the planner
+# counts one 12-hour session a day, the most a free runtime lasts.
+WEEKLY_QUOTA_HOURS: dict[tuple[str, str], float] = {("kaggle", "gpu"): 30.0, ("kaggle", "tpu"): 20.0,
+                                                    ("colab", "gpu"): 7 * 12.0}
+
+
+def weekly_quota(platform: str, accelerator: str) -> tuple[float | None, str]:
+    """(accelerator hours a week, the quota in words) for a platform, (None, why) where there is none."""
+    hours = WEEKLY_QUOTA_HOURS.get((platform, accelerator))
+    if hours is None:
+        return None, "no weekly quota"
+    if platform == "colab":
+        return hours, "Colab's free tier (no published quota: one 12-hour session a day)"
+    return hours, f"Kaggle's {hours:g} {accelerator.upper()} hours a week"

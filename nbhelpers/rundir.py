@@ -388,6 +388,23 @@ def _take_lock(path: Path) -> None:
 # ---------------------------------------------------------------- the run directory
 
 
+def _check_profile(root: Path, profile: str) -> None:
+    """Refuse a run directory whose config.json records another profile: its artifacts belong to that run."""
+    recorded_file = root / CONFIG_FILE
+    if not recorded_file.is_file():
+        return
+    try:
+        recorded = read_json(recorded_file).get("profile")
+    except (OSError, ValueError, AttributeError) as err:
+        raise RunDirError(f"{recorded_file}: cannot read the recorded configuration ({err}); "
+                          "fix or delete the file, or use another RUN_DIR") from err
+    if recorded and recorded != profile:
+        raise RunDirError(
+            f"{root} holds a run made with profile {recorded!r} ({recorded_file}), not {profile!r}: set "
+            f"PROFILE = \"{recorded}\" (--profile {recorded}) to continue it, or another RUN_DIR for a "
+            f"{profile} run; PROFILE = \"auto\" chose {profile!r} for this machine if you did not name it")
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths and bookkeeping of one run directory."""
@@ -408,6 +425,7 @@ class RunDir:
         path = resolve_run_dir(root, config.profile, plat)  # "": Kaggle working dir, Drive, runs/
         writable = _prepare(path)
         run = cls(path.resolve(), config, read_only=not writable)
+        _check_profile(run.root, config.profile)
         if run.read_only:
             print(f"{run.root} is read-only: its artifacts are read, nothing is written there")
             return run

@@ -38,13 +38,14 @@ import nbhelpers
 nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
-PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
+PROFILE = "auto"  # auto (the platform's, printed below) | smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
 # RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
 RUN_DIR = ""
 # OVERRIDES: config overrides, e.g. ["tokenizer.vocab_size=16000", "tokenizer.sample_chars=50000000"]
 OVERRIDES = []
 
 # %%
+PROFILE = nbhelpers.platform.resolve_profile(PROFILE)  # auto: prints the profile it picked and why
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
 run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
 

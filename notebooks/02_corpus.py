@@ -40,7 +40,7 @@ import nbhelpers
 nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
-PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
+PROFILE = "auto"  # auto (the platform's, printed below) | smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
 # RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
 RUN_DIR = ""
 # OVERRIDES: config overrides, e.g. ["corpus.mixture={\"wikipedia_ja\": 0.6, \"arithmetic\": 0.4}", "corpus.symbol_level=0.75"]
@@ -51,6 +51,7 @@ OVERRIDES = []
 PARTS = 0
 
 # %%
+PROFILE = nbhelpers.platform.resolve_profile(PROFILE)  # auto: prints the profile it picked and why
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
 run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
 run.require("tokenizer")

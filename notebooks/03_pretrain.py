@@ -42,14 +42,17 @@ import nbhelpers
 nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
-PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
+PROFILE = "auto"  # auto (the platform's, printed below) | smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
 # RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
 RUN_DIR = ""
 # OVERRIDES: config overrides, e.g. ["model.preset=small_160m", "train.lr=3e-4", "train.max_minutes=60"]
 OVERRIDES = []
-PLAN_MFU = 0.35  # assumed share of what the device sustains (a T4: 20 TFLOP/s; else its peak) for the plan before training (0.2 to 0.5); after training the measured throughput is used
+# PLAN_MFU: assumed share of what the device sustains (a T4: 20 TFLOP/s; else its peak) for the plan before training
+# (0.2 to 0.5); 0 = the profile's stated share (T4: 35%, TPU: 30%); after training the measured throughput is used
+PLAN_MFU = 0.0
 
 # %%
+PROFILE = nbhelpers.platform.resolve_profile(PROFILE)  # auto: prints the profile it picked and why
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
 run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
 run.require("corpus")
@@ -107,14 +110,18 @@ display(pd.Series({"parts folder": stream.root, "tokens per part": stream.part_b
 #
 # Parameters, FLOPs per token (6N + 12·L·H·T, N without the input embedding), memory by part on one device and
 # whether it fits, and the sessions the token budget (Chinchilla: 20 tokens per parameter, unless
-# `corpus.token_budget` says otherwise) needs at an assumed MFU. Redrawn with the measured throughput after training.
+# `corpus.token_budget` says otherwise) needs at an assumed MFU, and the weeks of the platform's free quota.
+# Redrawn with the measured throughput after training. `python -m nbhelpers plan --profile PROFILE` prints the
+# same plan on any machine; `--hours H` picks the model that finishes in H training hours.
 
 # %%
-plan = nbhelpers.planner.make_plan(cfg, vocab_size, choice, processes=nproc, assumed_mfu=PLAN_MFU,
-                                   session_minutes=train_cfg.max_minutes or None)
+plan = nbhelpers.planner.plan_profile(cfg, vocab_size, PLAN_MFU or None, choice=choice, processes=nproc,
+                                      session_minutes=train_cfg.max_minutes or None)
 display(plan.to_frame())
 if not plan.fits:
     print("warning: the plan says this will not fit; " + plan.verdict)
+if plan.quota_advice:
+    print(plan.quota_advice)
 
 # %% [markdown]
 # Memory per device for every precision and optimizer, with and without gradient checkpointing (GiB):

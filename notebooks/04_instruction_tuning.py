@@ -39,7 +39,7 @@ import nbhelpers
 nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
-PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
+PROFILE = "auto"  # auto (the platform's, printed below) | smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
 # RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
 RUN_DIR = ""
 # OVERRIDES: config overrides, e.g. ["sft.lr=1e-5", "sft.replay_ratio=0.3", "sft.data=[\"files:my.jsonl\"]"]
@@ -48,6 +48,7 @@ OVERRIDES = []
 HUB_REPO = ""
 
 # %%
+PROFILE = nbhelpers.platform.resolve_profile(PROFILE)  # auto: prints the profile it picked and why
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
 run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
 run.require("pretrain")

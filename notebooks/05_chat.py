@@ -42,7 +42,7 @@ import nbhelpers
 nbhelpers.platform.setup()
 
 # %% tags=["parameters"]
-PROFILE = "smoke"  # smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
+PROFILE = "auto"  # auto (the platform's, printed below) | smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8
 # RUN_DIR: the run directory shared by all six notebooks; empty = the platform default (runs/PROFILE locally)
 RUN_DIR = ""
 # OVERRIDES: config overrides, e.g. ["sft.max_new_tokens=128"]
@@ -56,6 +56,7 @@ TEMPERATURE = 0.7  # > 0: sampling temperature for the sampled answers and the i
 TOP_P = 0.9
 
 # %%
+PROFILE = nbhelpers.platform.resolve_profile(PROFILE)  # auto: prints the profile it picked and why
 cfg = nbhelpers.config.load(PROFILE, OVERRIDES)
 run = nbhelpers.rundir.RunDir.open(RUN_DIR, cfg)
 run.require("sft")

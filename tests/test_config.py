@@ -16,8 +16,26 @@ def test_profiles_resolve_and_real_ones_use_the_reports_settings():
         assert cfg.tokenizer.vocab_size == 32000
         assert cfg.tokenizer.character_coverage == 0.9995
         assert cfg.tokenizer.byte_fallback and not cfg.tokenizer.split_by_whitespace
-        assert cfg.model.preset in ("seed_1b", "neox_1b")
+    # the TPU trains the seed's model; a T4 profile trains the size dial's shape it finishes (test_planner), and
+    # the seed's model is two overrides away
+    assert config.load("kaggle_tpu_v5e8").model.preset == "seed_1b"
+    assert [config.load(n).model.preset for n in ("colab_t4", "kaggle_t4x2")] == ["d10", "d11"]
+    for name in ("colab_t4", "kaggle_t4x2"):
+        seed = config.load(name, ["model.preset=seed_1b", "train.gradient_checkpointing=true"])
+        assert seed.model.preset == "seed_1b" and seed.train.optimizer == "adamw8bit"
     assert config.load("smoke").tokenizer.vocab_size < 8000
+
+
+def test_the_size_dial_scales_width_and_depth_and_its_heads_divide_the_width():
+    for depth in config.DEPTHS:
+        p = config.PRESETS[f"d{depth}"]
+        assert (p.num_hidden_layers, p.hidden_size, p.intermediate_size) == (depth, 64 * depth, 256 * depth)
+        assert p.hidden_size % p.num_attention_heads == 0 and p.hidden_size // p.num_attention_heads == 64
+        config.load("colab_t4", [f"model.preset=d{depth}"])  # every cross rule holds
+    with pytest.raises(ValueError, match="depth"):
+        config.depth_preset(0)
+    with pytest.raises(config.ConfigError, match="model.preset"):
+        config.load("colab_t4", ["model.preset=d99"])
 
 
 def test_override_values_parse_as_json_or_string():
@@ -108,7 +126,7 @@ def test_configs_are_frozen():
         ("sft.on_invalid=warn", ["sft.on_invalid: expected error | skip"]),
         ("sft.replay_ratio=1", ["sft.replay_ratio: expected in [0, 1), got 1.0"]),
         ('sft.data=["dolly"]', ["sft.data", "unknown source 'dolly'", "bundled_instructions"]),
-        ('sft.data=["hub:someone/set#instruction"]', ["sft.data", "PROMPT[+CONTEXT]>TARGET"]),
+        ('sft.data=["hub:someone/set#instruction+input"]', ["sft.data", "PROMPT[+CONTEXT]>TARGET"]),
         ("sft.data=[]", ["sft.data: expected at least one instruction data name"]),
         ("eval.hub_source=hub", ["eval.hub_source: expected script_free | leaderboard"]),
         ('eval.num_fewshot={"ja_leaderboard_jsquad": -2}', ["eval.num_fewshot['ja_leaderboard_jsquad']: expected >= 0"]),

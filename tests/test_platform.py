@@ -302,3 +302,76 @@ def test_badges_and_setup_cells_pin_this_release():
     assert f"@v{nbhelpers.__version__}\"" in notebooks.setup_cell()
     for source in notebooks.discover():
         assert f"/blob/v{nbhelpers.__version__}/notebooks/{source.stem}.ipynb" in source.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- PROFILE = "auto"
+
+
+def _devices(root, *names):
+    for name in names:
+        path = root / "dev" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+
+@pytest.mark.parametrize(("env", "devices", "profile", "why"), [
+    ({"KAGGLE_KERNEL_RUN_TYPE": "Batch", "TPU_ACCELERATOR_TYPE": "v5litepod-8"}, (), "kaggle_tpu_v5e8", "TPU"),
+    ({"KAGGLE_KERNEL_RUN_TYPE": "Batch"}, ("nvidia0", "nvidia1", "nvidiactl"), "kaggle_t4x2", "2 GPUs"),
+    ({"KAGGLE_KERNEL_RUN_TYPE": "Batch"}, ("nvidia0", "nvidiactl"), "colab_t4", "one CUDA GPU"),
+    ({"KAGGLE_KERNEL_RUN_TYPE": "Batch"}, (), "smoke", "no Kaggle TPU"),
+    ({"COLAB_RELEASE_TAG": "release-colab_20261101", "COLAB_GPU": "1"}, ("nvidia0",), "colab_t4", "Colab"),
+    ({"COLAB_RELEASE_TAG": "release-colab_20261101"}, (), "colab_t4", "no GPU attached"),
+    ({}, ("nvidia0",), "colab_t4", "one CUDA GPU"),
+    ({}, ("nvidia0", "nvidia1"), "colab_t4", "one CUDA GPU"),  # two local GPUs are not Kaggle's T4 x2
+    ({}, (), "smoke", "smoke profile runs on this CPU"),
+])
+def test_auto_profile_follows_the_platform(tmp_path, env, devices, profile, why):
+    _devices(tmp_path, *devices)
+    choice = platform.choose_profile("auto", platform.detect(env, root=tmp_path))
+    assert choice.profile == profile and why in choice.reason
+    assert str(choice).startswith(f"profile: {profile} (auto: ")
+    # an explicit profile wins over the platform
+    assert platform.choose_profile("smoke", platform.detect(env, root=tmp_path)).profile == "smoke"
+
+
+def test_gpu_count_reads_only_numbered_device_files(tmp_path):
+    _devices(tmp_path, "nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-modeset")
+    assert platform.gpu_count(tmp_path) == 2 and platform.gpu_count(tmp_path / "nowhere") == 0
+
+
+def test_auto_profile_in_a_rehearsal_prints_its_choice(tmp_path, monkeypatch, capsys):
+    """NBHELPERS_PLATFORM_ROOT + Kaggle's variables: the rehearsal's dev/nvidia0..1 stand in for Kaggle's T4 x2."""
+    monkeypatch.setenv("NBHELPERS_PLATFORM_ROOT", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    _devices(tmp_path, "nvidia0", "nvidia1")
+    assert platform.resolve_profile("auto") == "kaggle_t4x2"
+    out = capsys.readouterr().out
+    assert out.startswith("profile: kaggle_t4x2 (auto: Kaggle with 2 GPUs") and "KAGGLE_KERNEL_RUN_TYPE" in out
+    monkeypatch.setenv("TPU_NAME", "local")
+    assert platform.resolve_profile("auto") == "kaggle_tpu_v5e8"
+    assert platform.resolve_profile("colab_t4") == "colab_t4" and capsys.readouterr().out.count("profile:") == 1
+
+
+def test_every_notebook_defaults_to_the_auto_profile_and_resolves_it():
+    for source in notebooks.discover():
+        text = source.read_text(encoding="utf-8")
+        assert '\nPROFILE = "auto"  # auto' in text, source.name
+        resolve = text.index("PROFILE = nbhelpers.platform.resolve_profile(PROFILE)")
+        assert resolve < text.index("nbhelpers.config.load(PROFILE, OVERRIDES)"), source.name
+
+
+def test_auto_profile_names_a_run_of_another_profile_it_would_start_beside(tmp_path, monkeypatch, capsys):
+    assert set(platform.PROFILE_NAMES) == set(config.PROFILES)
+    monkeypatch.setenv("NBHELPERS_PLATFORM_ROOT", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    monkeypatch.setenv("TPU_NAME", "local")
+    runs = tmp_path / "kaggle/working/runs"
+    (runs / "kaggle_t4x2").mkdir(parents=True)
+    (runs / "kaggle_t4x2" / "config.json").write_text("{}")
+    assert platform.resolve_profile("auto") == "kaggle_tpu_v5e8"
+    out = capsys.readouterr().out
+    assert "holds a run of kaggle_t4x2 and none of kaggle_tpu_v5e8" in out and 'PROFILE = "kaggle_t4x2"' in out
+    (runs / "kaggle_tpu_v5e8").mkdir()
+    (runs / "kaggle_tpu_v5e8" / "config.json").write_text("{}")
+    platform.resolve_profile("auto")
+    assert "note:" not in capsys.readouterr().out  # its own run exists: the choice continues it

@@ -101,3 +101,11 @@ def test_checkpoint_save_checks_the_quota(tmp_path, monkeypatch):
         checkpoint.save(working / "ckpt", 3, model=model, optimizer=None, state={}, keep_last=2)
     assert not any("over Kaggle" in str(w.message) for w in caught)
     assert [p.name for p in checkpoint.list_checkpoints(working / "ckpt")] == ["step_00000002", "step_00000003"]
+
+
+def test_weekly_accelerator_quota_per_platform():
+    assert quota.weekly_quota("kaggle", "gpu") == (30.0, "Kaggle's 30 GPU hours a week")
+    assert quota.weekly_quota("kaggle", "tpu") == (20.0, "Kaggle's 20 TPU hours a week")
+    hours, text = quota.weekly_quota("colab", "gpu")
+    assert hours == 84.0 and "no published quota" in text
+    assert quota.weekly_quota("local", "cpu")[0] is None

@@ -518,3 +518,12 @@ def test_nbhelpers_run_on_colab_pushes_drive_once_after_its_last_notebook(tmp_pa
     monkeypatch.setattr(runner, "_run_all", notebooks)
     assert runner.run("smoke", "") == []
     assert len(flushes) == 1 and platform.HEADLESS_ENV not in os.environ
+def test_a_run_recorded_under_another_profile_is_refused_naming_both(tmp_path, monkeypatch):
+    """PROFILE = "auto" picking colab_t4 over a smoke run's RUN_DIR must not train a second run there."""
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: Platform("local", "cpu", "test", tmp_path))
+    RunDir.open(tmp_path / "run", config.load("smoke"))
+    before = (tmp_path / "run" / "config.json").read_bytes()
+    with pytest.raises(rundir.RunDirError, match=r"profile 'smoke' .*not 'colab_t4'.*PROFILE = \"smoke\""):
+        RunDir.open(tmp_path / "run", config.load("colab_t4"))
+    assert (tmp_path / "run" / "config.json").read_bytes() == before  # nothing rewritten
+    assert RunDir.open(tmp_path / "run", config.load("smoke", ["train.lr=1e-3"])).root == (tmp_path / "run").resolve()
