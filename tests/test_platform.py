@@ -95,6 +95,38 @@ def test_session_elapsed_from_proc(tmp_path):
     assert platform.session_elapsed_minutes(tmp_path / "nowhere") == 0.0
 
 
+def _fake_proc(root, uptime_s: float, starts_s: dict) -> None:
+    """DIR/proc with an uptime and, per pid, a stat whose field 22 is its start (seconds after boot, in ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    (root / "proc/uptime").write_text(f"{uptime_s:.2f} 100.00\n")
+    for pid, start in starts_s.items():
+        (root / "proc" / str(pid)).mkdir(exist_ok=True)
+        fields = ["S"] + ["0"] * 18 + [str(int(start * ticks))] + ["0"] * 10
+        (root / "proc" / str(pid) / "stat").write_text(f"{pid} (proc name) " + " ".join(fields) + "\n")
+
+
+def test_session_clock_skips_a_pid_1_older_than_the_session_limit(tmp_path, capsys):
+    """A TPU VM's PID 1 may predate the session: its age would give every version the 5-minute minimum."""
+    tpu = Platform("kaggle", "tpu", "", tmp_path)
+    # PID 1 started 3 days ago, the notebook server (the kernel's parent) 20 minutes ago, the kernel 10
+    _fake_proc(tmp_path, 3 * 86400, {1: 0, os.getppid(): 3 * 86400 - 1200, os.getpid(): 3 * 86400 - 600})
+    clock = platform.session_clock(tmp_path, tpu.session_limit_minutes)
+    assert clock.elapsed_minutes == pytest.approx(20) and "parent process" in clock.source
+    assert platform.default_max_minutes(tpu) == pytest.approx(9 * 60 - 30 - 20, abs=0.1)
+    budget = platform.apply_session_limit(config.load("smoke").train, tpu).max_minutes
+    assert budget == pytest.approx(9 * 60 - 30 - 20, abs=0.1)
+    assert "clock: 20.0 min since the kernel's parent process" in capsys.readouterr().out
+    # a fresh container (Kaggle GPU, Colab): PID 1 is the session's start, as before
+    _fake_proc(tmp_path, 3600, {1: 600, os.getppid(): 700, os.getpid(): 800})
+    clock = platform.session_clock(tmp_path, tpu.session_limit_minutes)
+    assert clock.source == "PID 1 (the container)" and clock.elapsed_minutes == pytest.approx(50)
+    # both PID 1 and the parent older than the limit: the kernel's own start
+    _fake_proc(tmp_path, 3 * 86400, {1: 0, os.getppid(): 0, os.getpid(): 3 * 86400 - 300})
+    assert platform.session_clock(tmp_path, 540).elapsed_minutes == pytest.approx(5)
+    assert platform.session_clock(tmp_path / "nowhere", 540).source == "none"
+
+
 # ---------------------------------------------------------------- torch / torch_xla and setup
 
 
