@@ -177,6 +177,7 @@ def resolve_nproc(train_cfg: config_mod.TrainConfig, choice: Any, nproc: int | N
 def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, *, progress: bool = True) -> TrainResult:
     """Train `stage` of `run`: in this process, or in `nproc` torchrun workers (see the module docstring)."""
     from . import device, platform
+    from .rundir import begin_session, end_session
 
     finished = finished_result(run, stage)
     if finished is not None:
@@ -185,12 +186,16 @@ def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, 
     out = stage_dir(run, stage)
     choice = device.select(cfg.train)
     n = resolve_nproc(cfg.train, choice, nproc)
+    session = begin_session(run, stage)  # where this session starts, kept in the output for the next one's check
     if n == 1:
-        return run_job(JOBS[stage](cfg, run, choice=choice), progress=progress)
-    # the session budget is counted from now, not from each worker's start
-    budget = platform.apply_session_limit(cfg.train).max_minutes
-    deadline = time.time() + budget * 60.0 if budget > 0 else None
-    return launch(run, stage, n, deadline=deadline, progress=progress, out_dir=out)
+        result = run_job(JOBS[stage](cfg, run, choice=choice), progress=progress)
+    else:
+        # the session budget is counted from now, not from each worker's start
+        budget = platform.apply_session_limit(cfg.train).max_minutes
+        deadline = time.time() + budget * 60.0 if budget > 0 else None
+        result = launch(run, stage, n, deadline=deadline, progress=progress, out_dir=out)
+    end_session(run, stage, session, result.step, result.status)
+    return result
 
 
 def finished_result(run: RunDir, stage: str) -> TrainResult | None:
