@@ -182,7 +182,9 @@ def test_badges_come_from_the_one_setting(fork):
     assert "(https://colab.research.google.com/github/someone/nbh-fork/blob/v0.2/notebooks/03_pretrain.ipynb)" in colab
     assert "(https://kaggle.com/kernels/welcome?src=https://github.com/someone/nbh-fork/blob/v0.2/notebooks/" \
            "03_pretrain.ipynb)" in kaggle
-    assert '"nbhelpers @ git+https://github.com/someone/nbh-fork@v0.2"' in notebooks.setup_cell()
+    cell = notebooks.setup_cell()
+    assert 'REPO_URL = "https://github.com/someone/nbh-fork"' in cell and 'REPO_REF = "v0.2"' in cell
+    assert 'f"nbhelpers @ git+{REPO_URL}@{REPO_REF}"' in cell
 
 
 def test_repo_url_must_be_github():
@@ -250,6 +252,43 @@ def _wheel(folder, name: str, version: str, files: dict[str, str], requires: tup
             zf.writestr(path, text)
 
 
+GIT_SOURCE = 'f"nbhelpers @ git+{REPO_URL}@{REPO_REF}"'  # the setup cell's install from the repository
+FAKE_PACKAGE = {"nbhelpers/__init__.py": "from . import doctor, platform\n",
+                "nbhelpers/platform.py": "def setup():\n    print('setup ran')\n",
+                "nbhelpers/doctor.py": "def short():\n    print('doctor ran')\n"}
+
+
+def offline_cell(stem: str = "") -> str:
+    """The setup cell installing `nbhelpers` from pip's configured wheels instead of the repository."""
+    cell = notebooks.setup_cell(stem=stem)
+    assert GIT_SOURCE.replace("nbhelpers @", "nbhelpers[eval] @" if stem == "06_eval" else "nbhelpers @") in cell
+    return cell.replace(GIT_SOURCE, '"nbhelpers"')
+
+
+@pytest.mark.slow
+def test_setup_cell_says_what_to_do_when_the_release_cannot_be_installed(tmp_path):
+    """REPO_REF not served (here: no index at all): the cell names the three ways out; a wheel attached as a
+    Kaggle input (a dataset) then installs without the repository."""
+    venv, root = tmp_path / "venv", tmp_path / "kg"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", NBHELPERS_PLATFORM_ROOT=str(root))
+    cell = notebooks.setup_cell()
+    failed = subprocess.run([py, "-c", cell], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert failed.returncode != 0
+    ref = nbhelpers.REPO_REF
+    for advice in (f"If it could not fetch {nbhelpers.REPO_URL} at {ref}", f"git push origin {ref}",
+                   "set REPO_REF above to a branch or commit", "upload a wheel of nbhelpers as a Kaggle dataset",
+                   "README: Installing from a wheel"):
+        assert advice in failed.stderr, failed.stderr[-3000:]
+    wheel_dir = root / "kaggle/input/datasets/alice/nbhelpers-wheel"
+    wheel_dir.mkdir(parents=True)
+    _wheel(wheel_dir, "nbhelpers", "0.1", FAKE_PACKAGE)
+    ok = subprocess.run([py, "-c", cell], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ok.returncode == 0 and "setup ran" in ok.stdout and "doctor ran" in ok.stdout, ok.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_setup_cell_installs_missing_dependencies_but_never_replaces_torch(tmp_path):
     """The setup cell's pip constraint, in a fresh venv with a fake 'platform' torch 1.0 and a newer 2.0 on offer."""
@@ -258,14 +297,13 @@ def test_setup_cell_installs_missing_dependencies_but_never_replaces_torch(tmp_p
     _wheel(wheels, "torch", "1.0", {"torch/__init__.py": "__version__ = '1.0'\n"})
     _wheel(wheels, "torch", "2.0", {"torch/__init__.py": "__version__ = '2.0'\n"})
     _wheel(wheels, "helperdep", "1.0", {"helperdep/__init__.py": ""})
-    package = {"nbhelpers/__init__.py": "from . import platform\n",
-               "nbhelpers/platform.py": "def setup():\n    print('setup ran')\n"}
+    package = FAKE_PACKAGE
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels), PIP_DISABLE_PIP_VERSION_CHECK="1")
     subprocess.run([py, "-m", "pip", "install", "-q", "torch==1.0"], env=env, check=True, timeout=300)
-    cell = notebooks.setup_cell().replace(notebooks.install_spec(), "nbhelpers")
+    cell = offline_cell()
 
     def torch_version() -> str:
         return subprocess.run([py, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True,
@@ -331,6 +369,6 @@ def test_scratch_dir_is_local_and_never_kept(tmp_path):
 def test_badges_and_setup_cells_pin_this_release():
     """REPO_REF is the release tag of this version: a notebook and the package its setup cell installs match."""
     assert f"v{nbhelpers.__version__}" == nbhelpers.REPO_REF
-    assert f"@v{nbhelpers.__version__}\"" in notebooks.setup_cell()
+    assert f'REPO_REF = "v{nbhelpers.__version__}"' in notebooks.setup_cell()
     for source in notebooks.discover():
         assert f"/blob/v{nbhelpers.__version__}/notebooks/{source.stem}.ipynb" in source.read_text(encoding="utf-8")
