@@ -325,7 +325,8 @@ def check_resume(run: RunDir, stage: str, sources: list[Path], plat: platform.Pl
     last_here = int(holder_sessions[-1]["session"]) if holder_sessions else 0
     known = [(str(s), r) for s in sources for r in read_sessions(s / stage)]
     known += [("this run directory", r) for r in read_sessions(run.root / stage)]
-    handle = next((h for s in sources if (h := _kernel_handle(s, plat))), None)
+    # the kernel that trains this stage: an input holding the stage (02's output, also an input, holds none)
+    handle = next((h for s in sources if (s / stage).is_dir() and (h := _kernel_handle(s, plat))), None)
     hub = None
     if handle is not None:
         newest_sessions, hub = _newest_output(handle[0], handle[1], stage)

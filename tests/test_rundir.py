@@ -395,6 +395,10 @@ def test_a_stale_input_is_replaced_by_the_newest_output_through_kagglehub(tmp_pa
 
     cfg = config.load("smoke")
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    corpus = tmp_path / "kaggle/input/notebooks/alice/nbhelpers-02-corpus/runs/smoke"  # found first, no pretrain
+    corpus.mkdir(parents=True)
+    (corpus / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (corpus / "metrics.json").write_text(json.dumps({"tokenizer": {}, "corpus": {}}))
     stale = _stopped_version(tmp_path, cfg, steps=(1,))
     _sessions(stale / "pretrain", (0, 1))
     newest = _newer_version(tmp_path, cfg)
