@@ -323,20 +323,23 @@ def check_resume(run: RunDir, stage: str, sources: list[Path], plat: platform.Pl
     holder = next((s for s in sources if newest_step(s / stage / "checkpoints") == newest), None)
     holder_sessions = read_sessions(holder / stage) if holder is not None else read_sessions(run.root / stage)
     last_here = int(holder_sessions[-1]["session"]) if holder_sessions else 0
-    known = [(str(s), r) for s in sources for r in read_sessions(s / stage)]
-    known += [("this run directory", r) for r in read_sessions(run.root / stage)]
+    # (where, record, recorded elsewhere): a session this run directory recorded that left no newer checkpoint here
+    # crashed before its first save; only another output's session shows that this checkpoint was already resumed
+    known = [(str(s), r, True) for s in sources for r in read_sessions(s / stage)]
+    known += [("this run directory", r, False) for r in read_sessions(run.root / stage)]
     # the kernel that trains this stage: an input holding the stage (02's output, also an input, holds none)
     handle = next((h for s in sources if (s / stage).is_dir() and (h := _kernel_handle(s, plat))), None)
     hub = None
     if handle is not None:
         newest_sessions, hub = _newest_output(handle[0], handle[1], stage)
-        known += [(f"the newest output of {handle[0]} (kagglehub)", r) for r in newest_sessions]
+        known += [(f"the newest output of {handle[0]} (kagglehub)", r, True) for r in newest_sessions]
 
-    def ahead(r: dict[str, Any]) -> bool:
+    def ahead(r: dict[str, Any], elsewhere: bool) -> bool:
         reached = max(int(r.get("end_step") or 0), int(r.get("start_step") or 0))
-        return reached > newest or (int(r["session"]) > last_here and int(r.get("start_step") or 0) >= newest > 0)
+        resumed_here = int(r["session"]) > last_here and int(r.get("start_step") or 0) >= newest > 0
+        return reached > newest or (elsewhere and resumed_here)
 
-    stale = [(where, r) for where, r in known if ahead(r)]
+    stale = [(where, r) for where, r, elsewhere in known if ahead(r, elsewhere)]
     if not stale:
         return None
     where, record = max(stale, key=lambda x: int(x[1]["session"]))
@@ -350,9 +353,14 @@ def check_resume(run: RunDir, stage: str, sources: list[Path], plat: platform.Pl
         except Exception as err:  # any failure leads to the message saying what to attach
             print(f"{problem}; fetching the newest output failed ({type(err).__name__}: {err})")
         else:
-            if (newest_step(fetched / stage / "checkpoints") or 0) > newest:
+            fetched_step = newest_step(fetched / stage / "checkpoints") or 0
+            if fetched_step > newest:
                 print(f"{problem}; fetched the newest output of {handle[0]} with kagglehub: {fetched}")
                 return fetched
+            # the newest output holds no newer checkpoint (its session ended before a save): nothing better exists
+            print(f"{problem}; the newest output of {handle[0]} holds no newer checkpoint (step {fetched_step}), "
+                  f"so this session resumes from step {newest}")
+            return None
     raise StaleResume(f"{problem}. To continue from step {reached}, {_attach_hint(handle and handle[0], stage)}")
 
 

@@ -469,3 +469,27 @@ def test_each_session_records_where_it_started_and_ended(tmp_path, monkeypatch, 
     sessions = rundir.read_sessions(run.pretrain)
     assert [(s["session"], s["start_step"], s.get("end_step"), s.get("end_tokens")) for s in sessions] == [
         (1, 0, 3, 192), (2, 3, None, None)]
+
+
+def test_sessions_that_left_no_newer_checkpoint_do_not_stop_the_resume(tmp_path, monkeypatch, capsys):
+    """A session that crashed before its first save (recorded here, or as the kernel's newest output) is no
+    reason to stop: nothing newer exists anywhere, so the run resumes from the input's step 1."""
+    from nbhelpers import checkpoint
+
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    stale = _stopped_version(tmp_path, cfg, steps=(1,))
+    _sessions(stale / "pretrain", (0, 1))
+    here = tmp_path / "kaggle/working/runs/smoke/pretrain"
+    here.mkdir(parents=True)
+    (here / rundir.SESSIONS_FILE).write_text(  # an editor run of this session that crashed before saving
+        (stale / "pretrain" / rundir.SESSIONS_FILE).read_text() + json.dumps({"session": 2, "start_step": 1}) + "\n")
+    crashed = _stopped_version(tmp_path / "hub", cfg, steps=(1,))  # version 2: started at 1, saved nothing
+    (crashed / "pretrain" / rundir.SESSIONS_FILE).write_text((here / rundir.SESSIONS_FILE).read_text())
+    _fake_kagglehub(monkeypatch, {"alice/nbhelpers-03-pretrain": crashed.parent.parent})
+    run = RunDir.open("", cfg)
+    assert checkpoint.latest(run.pretrain / "checkpoints").name == "step_00000001"
+    assert "holds no newer checkpoint (step 1), so this session resumes from step 1" in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # without kagglehub: this directory's record alone
+    (tmp_path / "kaggle/working/runs/smoke/pretrain/checkpoints").rename(tmp_path / "old-links")
+    RunDir.open("", cfg)  # no StaleResume
