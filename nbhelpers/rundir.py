@@ -295,7 +295,8 @@ def _newest_output(handle: str, inside: Path, stage: str) -> tuple[list[dict[str
     if hub is None:
         return [], None
     try:
-        path = Path(hub.notebook_output_download(handle, path=str(inside / stage / SESSIONS_FILE)))
+        # force_download: a copy cached by an earlier call in this session may predate the newest version
+        path = Path(hub.notebook_output_download(handle, path=str(inside / stage / SESSIONS_FILE), force_download=True))
     except Exception as err:  # no Internet, no such file in the newest version, an API change: unknown, not fatal
         print(f"{stage}: could not ask Kaggle for the newest output of {handle} ({type(err).__name__}: {err})")
         return [], hub
