@@ -16,6 +16,8 @@ EPILOG = """examples:
   python -m nbhelpers chat --run-dir runs/smoke
   python -m nbhelpers plan --profile kaggle_t4x2 --hours 30
   python -m nbhelpers plan --profile colab_t4 --set model.preset=seed_1b --set train.gradient_checkpointing=true --json
+  python -m nbhelpers doctor
+  python -m nbhelpers release-check
   python -m nbhelpers kaggle --user alice --profile kaggle_tpu_v5e8
   python -m torch.distributed.run --standalone --nproc_per_node=2 -m nbhelpers train --stage pretrain \
       --profile kaggle_t4x2 --run-dir runs/t4x2
@@ -230,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     p_nb = sub.add_parser("notebooks", help="write the .ipynb twins from the jupytext .py sources")
     p_nb.add_argument("--check", action="store_true", help="only report twins that differ (exit 1 if any)")
     p_nb.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: the repository's)")
+    p_doc = sub.add_parser("doctor", help="check this session (platform, torch, accelerator, disk, inputs, time, hub) "
+                           "and print a report to paste into a bug report")
+    p_doc.add_argument("--run", default=None, help="only the inputs holding this run name (default: all)")
+    p_doc.add_argument("--no-network", action="store_true", help="skip the hub's reachability")
+    p_rel = sub.add_parser("release-check", help="check that the version, the git tag, REPO_REF, the badges and the "
+                           ".ipynb twins agree (exit 1 if not)")
+    p_rel.add_argument("--root", type=Path, default=None, help="repository root (default: this checkout)")
     p_kg = sub.add_parser("kaggle", help="write one Kaggle kernel folder per notebook, chained by kernel_sources",
                           epilog=KAGGLE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p_kg.add_argument("--user", default=None, help="your Kaggle user name (default: $KAGGLE_USERNAME, "
@@ -295,6 +304,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "kaggle":
         return _kaggle(args)
+
+    if args.command == "doctor":
+        from .doctor import main as doctor_main
+
+        return doctor_main(run_name=args.run, network=not args.no_network)
+
+    if args.command == "release-check":
+        from .release import main as release_main
+
+        return release_main(args.root)
 
     if args.command == "notebooks":
         from .notebooks import sync

@@ -182,6 +182,7 @@ def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, 
     """
     from . import device, platform
     from .plots import LiveCurve
+    from .rundir import begin_session, end_session
 
     finished = finished_result(run, stage)
     if finished is not None:
@@ -191,12 +192,16 @@ def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, 
     choice = device.select(cfg.train)
     n = resolve_nproc(cfg.train, choice, nproc)
     curve = LiveCurve(out / "metrics.jsonl") if live else None
+    session = begin_session(run, stage)  # where this session starts, kept in the output for the next one's check
     if n == 1:
-        return run_job(JOBS[stage](cfg, run, choice=choice), progress=progress, on_eval=curve)
-    # the session budget is counted from now, not from each worker's start
-    budget = platform.apply_session_limit(cfg.train).max_minutes
-    deadline = time.time() + budget * 60.0 if budget > 0 else None
-    return launch(run, stage, n, deadline=deadline, progress=progress, out_dir=out, poll=curve)
+        result = run_job(JOBS[stage](cfg, run, choice=choice), progress=progress, on_eval=curve)
+    else:
+        # the session budget is counted from now, not from each worker's start
+        budget = platform.apply_session_limit(cfg.train).max_minutes
+        deadline = time.time() + budget * 60.0 if budget > 0 else None
+        result = launch(run, stage, n, deadline=deadline, progress=progress, out_dir=out, poll=curve)
+    end_session(run, stage, session, result.step, result.status)
+    return result
 
 
 def finished_result(run: RunDir, stage: str) -> TrainResult | None:

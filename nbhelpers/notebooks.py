@@ -20,22 +20,45 @@ CELL_MARKER = re.compile(r"^# %%")
 # needs one makes pip fail with a message instead of silently breaking the image's CUDA or TPU build.
 # On a CUDA machine (nvidia-smi present) the cell also installs the `gpu` extra's bitsandbytes when it is missing:
 # the T4 profiles train with its 8-bit AdamW. TPU and CPU sessions never get it (it needs CUDA).
+# A wheel of nbhelpers attached as a Kaggle input (a dataset) is installed in preference to the repository, so a
+# release that is not (yet) served from GitHub still installs; when pip fails, the cell says what to do.
+# Only the evaluation notebook (06) installs the `eval` extra (lm-eval and its Japanese extra, which compiles
+# neologdn on some Pythons): 01-05 install without it.
 GPU_REQUIREMENT = "bitsandbytes>=0.43"  # pyproject.toml's `gpu` extra (a test keeps the two equal)
+EVAL_REQUIREMENT = "lm-eval[hf,japanese-leaderboard]>=0.4.13"  # pyproject.toml's `eval` extra (a test keeps them equal)
+EVAL_NOTEBOOKS = ("06_eval",)  # the notebooks whose setup cell installs the `eval` extra
+WHEEL_HELP = "README: Installing from a wheel"
 SETUP_TEMPLATE = """\
-# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing (and on a CUDA GPU the
-# bitsandbytes its 8-bit AdamW needs), keeping the platform's torch / torch_xla (pip gets a constraint pinning
-# them), then show the platform and check the torch / torch_xla pair.
-import importlib.metadata as md, importlib.util, shutil, subprocess, sys, tempfile
-missing = [] if importlib.util.find_spec("nbhelpers") else ["{install}"]
-if shutil.which("nvidia-smi") and importlib.util.find_spec("bitsandbytes") is None:
-    missing.append("{gpu}")
+# Setup (Kaggle, Colab or local): install nbhelpers<<extra>> when it is missing (a wheel attached as a Kaggle input,
+# else REPO_URL at REPO_REF) and on a CUDA GPU the bitsandbytes its 8-bit AdamW needs, keeping the platform's
+# torch / torch_xla (pip gets a constraint pinning them); then show the platform and a short health check.
+REPO_URL = "<<url>>"
+REPO_REF = "<<ref>>"  # the release to install: a tag, branch or commit of REPO_URL
+import glob, importlib.metadata as md, importlib.util, os, shutil, subprocess, sys, tempfile
+inputs = os.path.join(os.environ.get("NBHELPERS_PLATFORM_ROOT") or "/", "kaggle", "input")
+wheels = sorted(w for depth in range(1, 5) for w in glob.glob(os.path.join(inputs, *["*"] * depth, "nbhelpers-*.whl")))
+package = <<wheel>> if wheels else f"nbhelpers<<extra>> @ git+{REPO_URL}@{REPO_REF}"
+missing = [] if importlib.util.find_spec("nbhelpers") else [package]
+<<eval>>if shutil.which("nvidia-smi") and importlib.util.find_spec("bitsandbytes") is None:
+    missing.append("<<gpu>>")
 if missing:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
         pins.write("\\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, *missing], check=True)
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, *missing], capture_output=True, text=True)
+    if pip.returncode:
+        raise RuntimeError(f"{pip.stderr[-2000:]}\\npip could not install {', '.join(missing)}. If it could not fetch "
+                           f"{REPO_URL} at {REPO_REF}, that release is not published there: push the repository and "
+                           f"its tag (git push origin {REPO_REF}), or set REPO_REF above to a branch or commit that "
+                           "exists, or upload a wheel of nbhelpers as a Kaggle dataset and add it as an input "
+                           "(<<wheelhelp>>); then run this cell again")
     importlib.invalidate_caches()
 import nbhelpers
 nbhelpers.platform.setup()
+nbhelpers.doctor.short()
+"""
+EVAL_LINES = """\
+if not missing and importlib.util.find_spec("lm_eval") is None:
+    missing.append("<<evalreq>>")
 """
 
 
@@ -66,10 +89,10 @@ def kaggle_url(stem: str, url: str | None = None, ref: str | None = None) -> str
     return f"https://kaggle.com/kernels/welcome?src={base}/blob/{ref}/notebooks/{stem}.ipynb"
 
 
-def install_spec(url: str | None = None, ref: str | None = None) -> str:
-    """The pip requirement that installs nbhelpers from the repository at the pinned ref."""
+def install_spec(url: str | None = None, ref: str | None = None, extras: str = "") -> str:
+    """The pip requirement that installs nbhelpers (with `extras`, e.g. "eval") from the repository at the pinned ref."""
     base, _, _, ref = repo(url, ref)
-    return f"nbhelpers @ git+{base}@{ref}"
+    return f"nbhelpers{f'[{extras}]' if extras else ''} @ git+{base}@{ref}"
 
 
 def badge_lines(stem: str, url: str | None = None, ref: str | None = None) -> list[str]:
@@ -80,9 +103,17 @@ def badge_lines(stem: str, url: str | None = None, ref: str | None = None) -> li
     ]
 
 
-def setup_cell(url: str | None = None, ref: str | None = None) -> str:
-    """The setup cell's code."""
-    return SETUP_TEMPLATE.replace("{install}", install_spec(url, ref)).replace("{gpu}", GPU_REQUIREMENT)
+def setup_cell(url: str | None = None, ref: str | None = None, stem: str = "") -> str:
+    """The setup cell's code for notebook `stem` (06 installs the `eval` extra too)."""
+    base, _, _, ref = repo(url, ref)
+    evaluates = stem in EVAL_NOTEBOOKS
+    cell = SETUP_TEMPLATE.replace("<<eval>>", EVAL_LINES if evaluates else "")
+    wheel = 'wheels[-1] + "[eval]"' if evaluates else "wheels[-1]"
+    for key, value in (("url", base), ("ref", ref), ("extra", "[eval]" if evaluates else ""), ("wheel", wheel),
+                       ("gpu", GPU_REQUIREMENT),
+                       ("evalreq", EVAL_REQUIREMENT), ("wheelhelp", WHEEL_HELP)):
+        cell = cell.replace(f"<<{key}>>", value)
+    return cell
 
 
 def _split_cells(text: str) -> tuple[str, list[list[str]]]:
@@ -119,7 +150,7 @@ def apply_template(text: str, stem: str, url: str | None = None, ref: str | None
         title = title[:body_end] + ["#"] + badge_lines(stem, url, ref) + title[body_end:]
     cells[0] = title
 
-    setup = ["# %%", *setup_cell(url, ref).rstrip("\n").split("\n"), ""]
+    setup = ["# %%", *setup_cell(url, ref, stem).rstrip("\n").split("\n"), ""]
     code_before = [i for i in range(1, params[0]) if "[markdown]" not in cells[i][0]]
     if code_before:
         cells[code_before[0]] = setup  # the first code cell before the parameters is the setup cell

@@ -29,6 +29,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -61,6 +62,7 @@ LOCK_BEAT_S = 60.0  # the holder touches its lock this often
 LOCK_STALE_S = 600.0  # a lock of another host untouched this long is a run that is gone (a Colab runtime ended)
 STOP_FILE = "stopped.json"  # in a stage folder: the stage stopped by its time budget, to be continued
 STAGE_METRICS = "metrics.jsonl"  # the loop's metrics history in a stage folder (loop.METRICS_FILE)
+SESSIONS_FILE = "sessions.jsonl"  # in a training stage's folder: each session's start and end (steps, tokens)
 INPUT_DEPTH = 6  # /kaggle/input/notebooks/OWNER/SLUG/runs/NAME is 5 levels down; a dataset may add one
 
 
@@ -251,6 +253,186 @@ def _last_step(metrics_file: Path) -> int:
     return last
 
 
+_STEP_DIR = re.compile(r"^step_(\d+)$")  # checkpoint.PREFIX; read here without importing torch
+
+
+def newest_step(checkpoints: Path) -> int | None:
+    """The highest step of a committed checkpoint (a step_N folder with its state.json) under `checkpoints`."""
+    steps = [int(m.group(1)) for p in (checkpoints.iterdir() if checkpoints.is_dir() else [])
+             if (m := _STEP_DIR.match(p.name)) and (p / "state.json").is_file()]
+    return max(steps, default=None)
+
+
+def read_sessions(stage_dir: Path) -> list[dict[str, Any]]:
+    """The sessions a stage folder records, oldest first: each start line merged with its end line."""
+    merged: dict[int, dict[str, Any]] = {}
+    with contextlib.suppress(OSError):
+        for line in (stage_dir / SESSIONS_FILE).read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                record = json.loads(line)
+                merged.setdefault(int(record["session"]), {}).update(record)
+    return [merged[k] for k in sorted(merged)]
+
+
+def _tokens_at(metrics_file: Path, step: int) -> int | None:
+    """The tokens a metrics.jsonl records at the last train record up to `step`."""
+    tokens = None
+    with contextlib.suppress(OSError):
+        for line in metrics_file.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+                r = json.loads(line)
+                if r.get("kind") == "train" and int(r["step"]) <= step and r.get("tokens") is not None:
+                    tokens = int(r["tokens"])
+    return tokens
+
+
+def _append_session(folder: Path, record: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    old = (folder / SESSIONS_FILE).read_text(encoding="utf-8") if (folder / SESSIONS_FILE).is_file() else ""
+    atomic_write_text(folder / SESSIONS_FILE, old + json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def begin_session(run: RunDir, stage: str) -> dict[str, Any]:
+    """Record (and print) where this session of `stage` starts: its counter, step and tokens, and from where."""
+    folder = run.root / stage
+    ckpts = folder / "checkpoints"
+    step = newest_step(ckpts) or 0
+    newest = ckpts / f"step_{step:08d}"
+    source = str(Path(os.readlink(newest)).parent.parent.parent) if newest.is_symlink() else "this run directory"
+    sessions = read_sessions(folder)
+    record = {"session": (int(sessions[-1]["session"]) + 1) if sessions else 1, "start_step": step,
+              "start_tokens": _tokens_at(folder / STAGE_METRICS, step) or 0, "source": source if step else "",
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "platform": platform.detect().name}
+    if not run.read_only:
+        _append_session(folder, record)
+    where = f"the checkpoint of step {step} in {source}" if step else "step 0 (no checkpoint yet)"
+    print(f"{stage}: session {record['session']} starts from {where}")
+    return record
+
+
+def end_session(run: RunDir, stage: str, session: dict[str, Any], step: int, status: str) -> None:
+    """Record where this session of `stage` ended (step, tokens, why)."""
+    if run.read_only:
+        return
+    folder = run.root / stage
+    _append_session(folder, {"session": session["session"], "end_step": step,
+                             "end_tokens": _tokens_at(folder / STAGE_METRICS, step), "status": status,
+                             "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+class StaleResume(RunDirError):
+    """The inputs hold an older output of this run than a session is known to have written: says what to attach."""
+
+
+def _kernel_handle(source: Path, plat: platform.Platform) -> tuple[str, Path] | None:
+    """("OWNER/SLUG", the run's path inside that notebook's output) for an input under notebooks/OWNER/SLUG."""
+    inputs = plat.inputs
+    try:
+        parts = source.relative_to(inputs).parts if inputs else ()
+    except ValueError:
+        return None
+    if len(parts) >= 4 and parts[0] == "notebooks":
+        return f"{parts[1]}/{parts[2]}", Path(*parts[3:])
+    return None
+
+
+def _kagglehub() -> Any:
+    """kagglehub (on Kaggle's images), or None where it is not installed."""
+    try:
+        import kagglehub
+    except ImportError:
+        return None
+    return kagglehub
+
+
+def _newest_output(handle: str, inside: Path, stage: str) -> tuple[list[dict[str, Any]], Any]:
+    """(sessions recorded in the newest version's output of `handle`, kagglehub) via kagglehub; ([], None) if unknown."""
+    hub = _kagglehub()
+    if hub is None:
+        return [], None
+    try:
+        # force_download: a copy cached by an earlier call in this session may predate the newest version
+        path = Path(hub.notebook_output_download(handle, path=str(inside / stage / SESSIONS_FILE), force_download=True))
+    except Exception as err:  # no Internet, no such file in the newest version, an API change: unknown, not fatal
+        print(f"{stage}: could not ask Kaggle for the newest output of {handle} ({type(err).__name__}: {err})")
+        return [], hub
+    return read_sessions(path.parent) if path.name == SESSIONS_FILE else read_sessions(path), hub
+
+
+def _attach_hint(handle: str | None, stage: str) -> str:
+    slug = handle or "this notebook"
+    return (f"attach the newest version of {slug}'s output: in the editor's Input panel open {slug}, choose its "
+            f"newest version (or remove the input and add it again: Add Input -> Your Work -> Notebooks -> "
+            f"{slug.split('/')[-1]}), then save a new version; or turn Internet on so this notebook fetches it "
+            f"(kagglehub). The {stage} stage stopped here instead of training the same steps again.")
+
+
+def check_resume(run: RunDir, stage: str, sources: list[Path], plat: platform.Platform) -> Path | None:
+    """Fail (StaleResume) or fetch the newest output when the inputs are older than a recorded session reached.
+
+    Kaggle mounts an `owner/slug` kernel source without a version; nothing guarantees it is the newest. Known
+    sessions come from the inputs, this run directory and (kagglehub) the kernel's newest output. The inputs are
+    stale when a known session reached a step beyond the newest checkpoint here, or started from that checkpoint
+    although the newest checkpoint's own output does not record it. Returns a fetched output's run folder.
+    """
+    own = run.root / stage / "checkpoints"
+    newest = newest_step(own) or 0
+    holder = next((s for s in sources if newest_step(s / stage / "checkpoints") == newest), None)
+    holder_sessions = read_sessions(holder / stage) if holder is not None else read_sessions(run.root / stage)
+    last_here = int(holder_sessions[-1]["session"]) if holder_sessions else 0
+    # (where, record, recorded elsewhere): a session this run directory recorded that left no newer checkpoint here
+    # crashed before its first save; only another output's session shows that this checkpoint was already resumed
+    known = [(str(s), r, True) for s in sources for r in read_sessions(s / stage)]
+    known += [("this run directory", r, False) for r in read_sessions(run.root / stage)]
+    # the kernel that trains this stage: an input holding the stage (02's output, also an input, holds none)
+    handle = next((h for s in sources if (s / stage).is_dir() and (h := _kernel_handle(s, plat))), None)
+    hub = None
+    if handle is not None:
+        newest_sessions, hub = _newest_output(handle[0], handle[1], stage)
+        known += [(f"the newest output of {handle[0]} (kagglehub)", r, True) for r in newest_sessions]
+
+    def ahead(r: dict[str, Any], elsewhere: bool) -> bool:
+        reached = max(int(r.get("end_step") or 0), int(r.get("start_step") or 0))
+        resumed_here = int(r["session"]) > last_here and int(r.get("start_step") or 0) >= newest > 0
+        return reached > newest or (elsewhere and resumed_here)
+
+    stale = [(where, r) for where, r, elsewhere in known if ahead(r, elsewhere)]
+    if not stale:
+        return None
+    where, record = max(stale, key=lambda x: int(x[1]["session"]))
+    reached = max(int(record.get("end_step") or 0), int(record.get("start_step") or 0))
+    problem = (f"{stage}: the inputs hold step {newest} (session {last_here}), but session {record['session']} "
+               f"(recorded in {where}) started from step {record.get('start_step')} and reached step {reached}: "
+               "this version mounted an older output of the notebook")
+    if hub is not None and handle is not None:
+        try:
+            fetched = Path(hub.notebook_output_download(handle[0])) / handle[1]
+        except Exception as err:  # any failure leads to the message saying what to attach
+            print(f"{problem}; fetching the newest output failed ({type(err).__name__}: {err})")
+        else:
+            fetched_step = newest_step(fetched / stage / "checkpoints") or 0
+            if fetched_step > newest:
+                print(f"{problem}; fetched the newest output of {handle[0]} with kagglehub: {fetched}")
+                return fetched
+            # the newest output holds no newer checkpoint (its session ended before a save): nothing better exists
+            print(f"{problem}; the newest output of {handle[0]} holds no newer checkpoint (step {fetched_step}), "
+                  f"so this session resumes from step {newest}")
+            return None
+    raise StaleResume(f"{problem}. To continue from step {reached}, {_attach_hint(handle and handle[0], stage)}")
+
+
+def _link_each(own: Path, roots: list[Path]) -> None:
+    """Link every complete checkpoint under `roots` into `own`, unless one of that step is there already."""
+    from . import checkpoint
+
+    for root in roots:
+        for ckpt in checkpoint.list_checkpoints(root):
+            target = own / ckpt.name
+            if not target.exists() and not target.is_symlink():
+                own.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(ckpt, target_is_directory=True)
+
+
 def link_checkpoints(run: RunDir, plat: platform.Platform | None = None) -> dict[str, Path]:
     """Resume training stages from checkpoints this run left in Kaggle's inputs; {stage: newest linked checkpoint}.
 
@@ -271,12 +453,11 @@ def link_checkpoints(run: RunDir, plat: platform.Platform | None = None) -> dict
         from . import checkpoint  # imports torch: only when an input holds checkpoints
 
         own = folder / "checkpoints"
-        for root in roots:
-            for ckpt in checkpoint.list_checkpoints(root):
-                target = own / ckpt.name
-                if not target.exists() and not target.is_symlink():
-                    own.mkdir(parents=True, exist_ok=True)
-                    target.symlink_to(ckpt, target_is_directory=True)
+        _link_each(own, roots)
+        fetched = check_resume(run, stage, sources, plat)  # StaleResume: the inputs are older than a known session
+        if fetched is not None:
+            sources = [*sources, fetched]
+            _link_each(own, [fetched / stage / "checkpoints"])
         newest = checkpoint.latest(own)
         if newest is None or not newest.is_symlink():
             continue
@@ -285,8 +466,14 @@ def link_checkpoints(run: RunDir, plat: platform.Platform | None = None) -> dict
         local = folder / STAGE_METRICS
         if (source_stage / STAGE_METRICS).is_file() and _last_step(local) < step:
             atomic_write_text(local, (source_stage / STAGE_METRICS).read_text(encoding="utf-8"))
+        theirs = read_sessions(source_stage)
+        if len(theirs) > len(read_sessions(folder)) and (source_stage / SESSIONS_FILE).is_file():
+            atomic_write_text(folder / SESSIONS_FILE, (source_stage / SESSIONS_FILE).read_text(encoding="utf-8"))
         resumed[stage] = newest
-        print(f"{stage}: resuming from step {step} of {source_stage.parent} (an input, read in place; new "
+        handle = _kernel_handle(source_stage.parent, plat)
+        version = (f"the output of session {theirs[-1]['session']}" if theirs else "an output") + (
+            f" of {handle[0]}" if handle else "")
+        print(f"{stage}: resuming from step {step} of {version} at {source_stage.parent} (an input, read in place; new "
               f"checkpoints go to {own})")
     return resumed
 

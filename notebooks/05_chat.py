@@ -26,20 +26,32 @@
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/05_chat.ipynb)
 
 # %%
-# Setup (Kaggle, Colab or local): install nbhelpers at the pinned ref when it is missing (and on a CUDA GPU the
-# bitsandbytes its 8-bit AdamW needs), keeping the platform's torch / torch_xla (pip gets a constraint pinning
-# them), then show the platform and check the torch / torch_xla pair.
-import importlib.metadata as md, importlib.util, shutil, subprocess, sys, tempfile
-missing = [] if importlib.util.find_spec("nbhelpers") else ["nbhelpers @ git+https://github.com/nbhelpers/nbhelpers@v0.1.0"]
+# Setup (Kaggle, Colab or local): install nbhelpers when it is missing (a wheel attached as a Kaggle input,
+# else REPO_URL at REPO_REF) and on a CUDA GPU the bitsandbytes its 8-bit AdamW needs, keeping the platform's
+# torch / torch_xla (pip gets a constraint pinning them); then show the platform and a short health check.
+REPO_URL = "https://github.com/nbhelpers/nbhelpers"
+REPO_REF = "v0.1.0"  # the release to install: a tag, branch or commit of REPO_URL
+import glob, importlib.metadata as md, importlib.util, os, shutil, subprocess, sys, tempfile
+inputs = os.path.join(os.environ.get("NBHELPERS_PLATFORM_ROOT") or "/", "kaggle", "input")
+wheels = sorted(w for depth in range(1, 5) for w in glob.glob(os.path.join(inputs, *["*"] * depth, "nbhelpers-*.whl")))
+package = wheels[-1] if wheels else f"nbhelpers @ git+{REPO_URL}@{REPO_REF}"
+missing = [] if importlib.util.find_spec("nbhelpers") else [package]
 if shutil.which("nvidia-smi") and importlib.util.find_spec("bitsandbytes") is None:
     missing.append("bitsandbytes>=0.43")
 if missing:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
         pins.write("\n".join(f"{d}=={md.version(d)}" for d in ("torch", "torch_xla") if importlib.util.find_spec(d)))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, *missing], check=True)
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", pins.name, *missing], capture_output=True, text=True)
+    if pip.returncode:
+        raise RuntimeError(f"{pip.stderr[-2000:]}\npip could not install {', '.join(missing)}. If it could not fetch "
+                           f"{REPO_URL} at {REPO_REF}, that release is not published there: push the repository and "
+                           f"its tag (git push origin {REPO_REF}), or set REPO_REF above to a branch or commit that "
+                           "exists, or upload a wheel of nbhelpers as a Kaggle dataset and add it as an input "
+                           "(README: Installing from a wheel); then run this cell again")
     importlib.invalidate_caches()
 import nbhelpers
 nbhelpers.platform.setup()
+nbhelpers.doctor.short()
 
 # %% tags=["parameters"]
 PROFILE = "auto"  # auto (the platform's, printed below) | smoke | colab_t4 | kaggle_t4x2 | kaggle_tpu_v5e8

@@ -59,3 +59,50 @@ def test_ci_installs_what_the_web_chat_browser_test_needs():
     assert "chromium chromium-driver" in run
     extra = tomllib.loads((CI.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
     assert all(f'"{req}"' in run for req in extra["web"])
+
+
+def test_ci_runs_the_release_check():
+    run = (CI / "run").read_text(encoding="utf-8")
+    assert "python -m nbhelpers release-check" in run
+    assert run.index("python -m nbhelpers release-check") < run.index('python -m pytest -q\n')
+
+
+def test_the_release_check_agrees_on_this_checkout():
+    from nbhelpers import release
+
+    found = release.checks()
+    assert [c.name for c in found] == ["version", "REPO_REF", "tag", "badges", "twins"]
+    assert all(c.ok for c in found), "\n".join(c.line() for c in found)
+
+
+def test_the_release_check_finds_each_disagreement(tmp_path):
+    """A tag on another version, a REPO_REF that is not v + the version, badges of another ref, a stale twin."""
+    import shutil
+
+    from nbhelpers import release
+
+    root = tmp_path / "repo"
+    shutil.copytree(CI.parent / "notebooks", root / "notebooks")
+    shutil.copy(CI.parent / "pyproject.toml", root / "pyproject.toml")
+    (root / "nbhelpers").mkdir()
+    (root / "nbhelpers/__init__.py").write_text('__version__ = "0.0.9"\n')
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "0.0.9"], check=True)
+    subprocess.run([*git, "tag", "v0.1.0"], check=True)  # the tag sits on a commit of another version
+
+    def failed(**kw) -> dict[str, str]:
+        return {c.name: c.line() for c in release.checks(root, **kw) if not c.ok}
+
+    assert list(failed()) == ["tag"] and "git tag v0.1.0 holds version 0.0.9" in failed()["tag"]
+    assert "git tag -f v0.1.0" in failed()["tag"]
+    wrong = failed(version="0.2.0", ref="v0.2.0")  # pyproject says 0.1.0; badges and setup cells name v0.1.0
+    assert {"version", "badges"} <= set(wrong) and "01_tokenizer.py" in wrong["badges"]
+    assert "REPO_REF" in failed(ref="main")
+    twin = root / "notebooks/05_chat.ipynb"
+    twin.write_text(twin.read_text(encoding="utf-8").replace("05 ·", "05 -"), encoding="utf-8")
+    assert "05_chat.ipynb" in failed()["twins"]
+    proc = subprocess.run([sys.executable, "-m", "nbhelpers", "release-check", "--root", str(root)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "release check: 2 disagreement(s)" in proc.stdout

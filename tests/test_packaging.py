@@ -88,9 +88,8 @@ def test_setup_cell_installs_bitsandbytes_on_a_cuda_machine_only(tmp_path):
     import subprocess
     import sys
 
-    from test_platform import _wheel
+    from test_platform import FAKE_PACKAGE, _wheel, offline_cell
 
-    from nbhelpers import notebooks
 
     venv, wheels, gpu_bin = tmp_path / "venv", tmp_path / "wheels", tmp_path / "gpu-bin"
     wheels.mkdir()
@@ -98,14 +97,13 @@ def test_setup_cell_installs_bitsandbytes_on_a_cuda_machine_only(tmp_path):
     (gpu_bin / "nvidia-smi").write_text("#!/bin/sh\necho 'Tesla T4'\n")
     (gpu_bin / "nvidia-smi").chmod(0o755)
     _wheel(wheels, "bitsandbytes", "0.43.0", {"bitsandbytes/__init__.py": ""})
-    _wheel(wheels, "nbhelpers", "0.1", {"nbhelpers/__init__.py": "from . import platform\n",
-                                        "nbhelpers/platform.py": "def setup():\n    print('setup ran')\n"})
+    _wheel(wheels, "nbhelpers", "0.1", FAKE_PACKAGE)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels), PIP_DISABLE_PIP_VERSION_CHECK="1",
                PATH=f"{venv / 'bin'}:/usr/bin:/bin")
-    cell = notebooks.setup_cell().replace(notebooks.install_spec(), "nbhelpers")
+    cell = offline_cell()
 
     def has_bitsandbytes() -> bool:
         probe = "import importlib.util; print(importlib.util.find_spec('bitsandbytes') is not None)"
@@ -118,3 +116,38 @@ def test_setup_cell_installs_bitsandbytes_on_a_cuda_machine_only(tmp_path):
                          text=True, timeout=300, cwd=tmp_path)
     assert gpu.returncode == 0 and "setup ran" in gpu.stdout, gpu.stderr[-2000:]
     assert has_bitsandbytes()  # nbhelpers was there already: only bitsandbytes came in
+
+
+def test_evaluation_is_an_extra_that_only_06_installs():
+    """lm-eval's Japanese extra (neologdn compiles from source on 3.12 / 3.13) is 06's alone; CI keeps it."""
+    from nbhelpers import notebooks
+
+    assert not [d for d in PROJECT["dependencies"] if canonicalize_name(Requirement(d).name) == "lm-eval"]
+    assert PROJECT["optional-dependencies"]["eval"] == [notebooks.EVAL_REQUIREMENT]
+    assert notebooks.EVAL_REQUIREMENT in {str(r) for r in requirements_txt()}  # CI installs everything
+    for source in notebooks.discover():
+        text = source.read_text(encoding="utf-8")
+        evaluates = source.stem == "06_eval"
+        assert ("nbhelpers[eval] @ git+" in text) == evaluates, source.name
+        assert (notebooks.EVAL_REQUIREMENT in text) == evaluates, source.name
+        assert ("lm_eval" in text.split("# %% tags=[\"parameters\"]")[0]) == evaluates, source.name
+
+
+def test_a_missing_lm_eval_is_imported_lazily_and_says_how_to_install_it():
+    """Without the extra, nbhelpers.evaluation imports (perplexity works) and lm-eval's use names the extra."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+sys.modules["lm_eval"] = None  # not installed
+import nbhelpers.evaluation as ev, nbhelpers.launch, nbhelpers.runner
+assert ev.perplexity and "lm_eval" not in [m for m in sys.modules if sys.modules[m] is not None]
+try:
+    ev.run_lm_eval("nowhere", tasks=["x"])
+except ModuleNotFoundError as err:
+    print(err)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "lm-eval is not installed" in out.stdout and "pip install 'nbhelpers[eval]'" in out.stdout

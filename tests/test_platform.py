@@ -95,6 +95,38 @@ def test_session_elapsed_from_proc(tmp_path):
     assert platform.session_elapsed_minutes(tmp_path / "nowhere") == 0.0
 
 
+def _fake_proc(root, uptime_s: float, starts_s: dict) -> None:
+    """DIR/proc with an uptime and, per pid, a stat whose field 22 is its start (seconds after boot, in ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    (root / "proc/uptime").write_text(f"{uptime_s:.2f} 100.00\n")
+    for pid, start in starts_s.items():
+        (root / "proc" / str(pid)).mkdir(exist_ok=True)
+        fields = ["S"] + ["0"] * 18 + [str(int(start * ticks))] + ["0"] * 10
+        (root / "proc" / str(pid) / "stat").write_text(f"{pid} (proc name) " + " ".join(fields) + "\n")
+
+
+def test_session_clock_skips_a_pid_1_older_than_the_session_limit(tmp_path, capsys):
+    """A TPU VM's PID 1 may predate the session: its age would give every version the 5-minute minimum."""
+    tpu = Platform("kaggle", "tpu", "", tmp_path)
+    # PID 1 started 3 days ago, the notebook server (the kernel's parent) 20 minutes ago, the kernel 10
+    _fake_proc(tmp_path, 3 * 86400, {1: 0, os.getppid(): 3 * 86400 - 1200, os.getpid(): 3 * 86400 - 600})
+    clock = platform.session_clock(tmp_path, tpu.session_limit_minutes)
+    assert clock.elapsed_minutes == pytest.approx(20) and "parent process" in clock.source
+    assert platform.default_max_minutes(tpu) == pytest.approx(9 * 60 - 30 - 20, abs=0.1)
+    budget = platform.apply_session_limit(config.load("smoke").train, tpu).max_minutes
+    assert budget == pytest.approx(9 * 60 - 30 - 20, abs=0.1)
+    assert "clock: 20.0 min since the kernel's parent process" in capsys.readouterr().out
+    # a fresh container (Kaggle GPU, Colab): PID 1 is the session's start, as before
+    _fake_proc(tmp_path, 3600, {1: 600, os.getppid(): 700, os.getpid(): 800})
+    clock = platform.session_clock(tmp_path, tpu.session_limit_minutes)
+    assert clock.source == "PID 1 (the container)" and clock.elapsed_minutes == pytest.approx(50)
+    # both PID 1 and the parent older than the limit: the kernel's own start
+    _fake_proc(tmp_path, 3 * 86400, {1: 0, os.getppid(): 0, os.getpid(): 3 * 86400 - 300})
+    assert platform.session_clock(tmp_path, 540).elapsed_minutes == pytest.approx(5)
+    assert platform.session_clock(tmp_path / "nowhere", 540).source == "none"
+
+
 # ---------------------------------------------------------------- torch / torch_xla and setup
 
 
@@ -150,7 +182,9 @@ def test_badges_come_from_the_one_setting(fork):
     assert "(https://colab.research.google.com/github/someone/nbh-fork/blob/v0.2/notebooks/03_pretrain.ipynb)" in colab
     assert "(https://kaggle.com/kernels/welcome?src=https://github.com/someone/nbh-fork/blob/v0.2/notebooks/" \
            "03_pretrain.ipynb)" in kaggle
-    assert '"nbhelpers @ git+https://github.com/someone/nbh-fork@v0.2"' in notebooks.setup_cell()
+    cell = notebooks.setup_cell()
+    assert 'REPO_URL = "https://github.com/someone/nbh-fork"' in cell and 'REPO_REF = "v0.2"' in cell
+    assert 'f"nbhelpers @ git+{REPO_URL}@{REPO_REF}"' in cell
 
 
 def test_repo_url_must_be_github():
@@ -218,6 +252,43 @@ def _wheel(folder, name: str, version: str, files: dict[str, str], requires: tup
             zf.writestr(path, text)
 
 
+GIT_SOURCE = 'f"nbhelpers @ git+{REPO_URL}@{REPO_REF}"'  # the setup cell's install from the repository
+FAKE_PACKAGE = {"nbhelpers/__init__.py": "from . import doctor, platform\n",
+                "nbhelpers/platform.py": "def setup():\n    print('setup ran')\n",
+                "nbhelpers/doctor.py": "def short():\n    print('doctor ran')\n"}
+
+
+def offline_cell(stem: str = "") -> str:
+    """The setup cell installing `nbhelpers` from pip's configured wheels instead of the repository."""
+    cell = notebooks.setup_cell(stem=stem)
+    assert GIT_SOURCE.replace("nbhelpers @", "nbhelpers[eval] @" if stem == "06_eval" else "nbhelpers @") in cell
+    return cell.replace(GIT_SOURCE, '"nbhelpers"')
+
+
+@pytest.mark.slow
+def test_setup_cell_says_what_to_do_when_the_release_cannot_be_installed(tmp_path):
+    """REPO_REF not served (here: no index at all): the cell names the three ways out; a wheel attached as a
+    Kaggle input (a dataset) then installs without the repository."""
+    venv, root = tmp_path / "venv", tmp_path / "kg"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", NBHELPERS_PLATFORM_ROOT=str(root))
+    cell = notebooks.setup_cell()
+    failed = subprocess.run([py, "-c", cell], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert failed.returncode != 0
+    ref = nbhelpers.REPO_REF
+    for advice in (f"If it could not fetch {nbhelpers.REPO_URL} at {ref}", f"git push origin {ref}",
+                   "set REPO_REF above to a branch or commit", "upload a wheel of nbhelpers as a Kaggle dataset",
+                   "README: Installing from a wheel"):
+        assert advice in failed.stderr, failed.stderr[-3000:]
+    wheel_dir = root / "kaggle/input/datasets/alice/nbhelpers-wheel"
+    wheel_dir.mkdir(parents=True)
+    _wheel(wheel_dir, "nbhelpers", "0.1", FAKE_PACKAGE)
+    ok = subprocess.run([py, "-c", cell], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ok.returncode == 0 and "setup ran" in ok.stdout and "doctor ran" in ok.stdout, ok.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_setup_cell_installs_missing_dependencies_but_never_replaces_torch(tmp_path):
     """The setup cell's pip constraint, in a fresh venv with a fake 'platform' torch 1.0 and a newer 2.0 on offer."""
@@ -226,14 +297,13 @@ def test_setup_cell_installs_missing_dependencies_but_never_replaces_torch(tmp_p
     _wheel(wheels, "torch", "1.0", {"torch/__init__.py": "__version__ = '1.0'\n"})
     _wheel(wheels, "torch", "2.0", {"torch/__init__.py": "__version__ = '2.0'\n"})
     _wheel(wheels, "helperdep", "1.0", {"helperdep/__init__.py": ""})
-    package = {"nbhelpers/__init__.py": "from . import platform\n",
-               "nbhelpers/platform.py": "def setup():\n    print('setup ran')\n"}
+    package = FAKE_PACKAGE
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels), PIP_DISABLE_PIP_VERSION_CHECK="1")
     subprocess.run([py, "-m", "pip", "install", "-q", "torch==1.0"], env=env, check=True, timeout=300)
-    cell = notebooks.setup_cell().replace(notebooks.install_spec(), "nbhelpers")
+    cell = offline_cell()
 
     def torch_version() -> str:
         return subprocess.run([py, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True,
@@ -299,7 +369,7 @@ def test_scratch_dir_is_local_and_never_kept(tmp_path):
 def test_badges_and_setup_cells_pin_this_release():
     """REPO_REF is the release tag of this version: a notebook and the package its setup cell installs match."""
     assert f"v{nbhelpers.__version__}" == nbhelpers.REPO_REF
-    assert f"@v{nbhelpers.__version__}\"" in notebooks.setup_cell()
+    assert f'REPO_REF = "v{nbhelpers.__version__}"' in notebooks.setup_cell()
     for source in notebooks.discover():
         assert f"/blob/v{nbhelpers.__version__}/notebooks/{source.stem}.ipynb" in source.read_text(encoding="utf-8")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nbhelpers import notebooks, runner
+from nbhelpers import notebooks, rundir, runner
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebooks]
 
@@ -195,3 +195,78 @@ def test_colab_notebooks_in_separate_runtimes_share_only_drive(tmp_path):
     out_c = (tmp_path / "runtime-c/02_corpus.out.ipynb").read_text(encoding="utf-8")
     assert "RunDirError" in out_c and "is on Google Drive, which is not mounted" in out_c
     assert "allow access to Google Drive" in out_c and "RUN_DIR" in out_c
+
+
+FAKE_KAGGLEHUB = '''\
+"""Stands in for kagglehub: a notebook's newest output is FAKE_KAGGLEHUB/OWNER/SLUG (FAKE_KAGGLEHUB_FULL=fail:
+the whole output cannot be downloaded, as with Internet off after the small file was cached)."""
+import os
+
+
+def notebook_output_download(handle, path=None, **kwargs):
+    root = os.path.join(os.environ["FAKE_KAGGLEHUB"], handle)
+    if path is None and os.environ.get("FAKE_KAGGLEHUB_FULL") == "fail":
+        raise ConnectionError("Internet is off")
+    return os.path.join(root, path) if path else root
+'''
+
+
+def test_kaggle_version_that_mounts_a_stale_output_fetches_the_newest_or_says_what_to_attach(tmp_path):
+    """Version 3 of 03 mounts version 1's output (step 1) though version 2 reached step 2 (Kaggle's kernel source
+    has no version): it resumes from version 2's output through kagglehub, or stops naming what to attach."""
+    root = tmp_path / "kg"
+    (root / "kaggle/working").mkdir(parents=True)
+    (root / "kaggle/input").mkdir()
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "kagglehub.py").write_text(FAKE_KAGGLEHUB)
+    hub = tmp_path / "kagglehub-outputs"
+    env = _env(NBHELPERS_PLATFORM_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch",
+               KAGGLE_URL_BASE="https://www.kaggle.com", FAKE_KAGGLEHUB=str(hub),
+               PYTHONPATH=os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")]))
+    stop_soon = [*SHORT, "--set", "train.max_minutes=0.001"]
+
+    def said(proc: subprocess.CompletedProcess) -> str:
+        """What the runner and the executed 03 printed (its cells' outputs, JSON-decoded)."""
+        executed = root / "kaggle/working/runs/smoke/notebooks/03_pretrain.ipynb"
+        cells = json.loads(executed.read_text(encoding="utf-8"))["cells"] if executed.is_file() else []
+        outputs = [o for c in cells for o in c.get("outputs", [])]
+        texts = ["".join(o.get("text", "")) + "".join(o.get("evalue", "")) for o in outputs]
+        return proc.stdout + proc.stderr + "\n".join(texts)
+
+    assert _run(["--only", "01,02"], env).returncode == 0
+    _save_version(root, "nbhelpers-02-corpus")
+    proc = _run(["--only", "01,02,03", *stop_soon], env)  # version 1: step 1
+    assert proc.returncode == runner.EXIT_STOPPED, proc.stdout + proc.stderr
+    assert "pretrain: session 1 starts from step 0 (no checkpoint yet)" in said(proc)
+    _save_version(root, "nbhelpers-03-pretrain")
+    proc = _run(["--only", "01,02,03", *stop_soon], env)  # version 2: reads version 1, reaches step 2
+    assert proc.returncode == runner.EXIT_STOPPED, proc.stdout + proc.stderr
+    assert "pretrain: resuming from step 1 of the output of session 1 of alice/nbhelpers-03-pretrain" in said(proc)
+    # Kaggle keeps version 2's output as the kernel's newest; version 3 is saved with version 1's still mounted
+    (hub / "alice").mkdir(parents=True)
+    shutil.move(root / "kaggle/working", hub / "alice/nbhelpers-03-pretrain")
+    (root / "kaggle/working").mkdir()
+    sessions = [json.loads(line) for line in (hub / "alice/nbhelpers-03-pretrain/runs/smoke/pretrain/sessions.jsonl")
+                .read_text(encoding="utf-8").splitlines()]
+    assert sessions[-2:] == [{**sessions[-2], "session": 2, "start_step": 1},
+                             {**sessions[-1], "session": 2, "end_step": 2, "status": "time_budget"}]
+
+    refused = _run(["--only", "01,02,03", *stop_soon], {**env, "FAKE_KAGGLEHUB_FULL": "fail"})
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    text = said(refused)
+    assert "the inputs hold step 1 (session 1), but session 2" in text and "reached step 2" in text
+    assert "attach the newest version of alice/nbhelpers-03-pretrain's output" in text
+    assert not (root / "kaggle/working/runs/smoke/pretrain/checkpoints/step_00000002").exists()  # nothing retrained
+
+    shutil.rmtree(root / "kaggle/working")
+    (root / "kaggle/working").mkdir()
+    proc = _run(["--only", "01,02,03", *stop_soon], env)  # version 3 again, Internet on: fetches version 2's output
+    assert proc.returncode == runner.EXIT_STOPPED, proc.stdout + proc.stderr
+    text = said(proc)
+    assert "fetched the newest output of alice/nbhelpers-03-pretrain with kagglehub" in text
+    assert "pretrain: resuming from step 2 of the output of session 2" in text
+    assert "pretrain: session 3 starts from the checkpoint of step 2" in text and "stopped at step 3 of 30" in text
+    v3 = root / "kaggle/working/runs/smoke/pretrain"
+    assert [s["session"] for s in rundir.read_sessions(v3)] == [1, 2, 3]
+    assert rundir.read_sessions(v3)[-1]["start_step"] == 2

@@ -527,3 +527,142 @@ def test_a_run_recorded_under_another_profile_is_refused_naming_both(tmp_path, m
         RunDir.open(tmp_path / "run", config.load("colab_t4"))
     assert (tmp_path / "run" / "config.json").read_bytes() == before  # nothing rewritten
     assert RunDir.open(tmp_path / "run", config.load("smoke", ["train.lr=1e-3"])).root == (tmp_path / "run").resolve()
+# ---------------------------------------------------------------- a resume that cannot go stale
+
+
+def _sessions(stage_dir: Path, *spans: tuple[int, int]) -> None:
+    """sessions.jsonl with one session per (start, end) span, as begin_session / end_session write it."""
+    lines = []
+    for i, (start, end) in enumerate(spans, 1):
+        lines += [{"session": i, "start_step": start, "start_tokens": start * 64},
+                  {"session": i, "end_step": end, "end_tokens": end * 64, "status": "time_budget"}]
+    (stage_dir / rundir.SESSIONS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def _fake_kagglehub(monkeypatch, outputs: dict[str, Path], fail_full: bool = False) -> list:
+    """kagglehub.notebook_output_download serving `outputs` (handle -> the newest output's folder); calls listed."""
+    import types
+
+    calls = []
+
+    def notebook_output_download(handle, path=None, **_):
+        calls.append((handle, path))
+        if path is None and fail_full:
+            raise ConnectionError("Internet is off")
+        return str(outputs[handle] / path) if path else str(outputs[handle])
+
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(notebook_output_download=notebook_output_download))
+    return calls
+
+
+def _newer_version(tmp_path, cfg) -> Path:
+    """Version 2's output (steps 1 and 2, sessions 1 and 2), where kagglehub finds the kernel's newest output."""
+    newest = _stopped_version(tmp_path / "hub", cfg, steps=(1, 2))  # under hub/kaggle/input/..., not mounted here
+    _sessions(newest / "pretrain", (0, 1), (1, 2))
+    return newest.parent.parent  # the output's root (it holds runs/smoke)
+
+
+def test_a_stale_input_is_replaced_by_the_newest_output_through_kagglehub(tmp_path, monkeypatch, capsys):
+    """Version 3 mounted version 1's output (step 1) though version 2 reached step 2: it fetches version 2's."""
+    from nbhelpers import checkpoint
+
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    corpus = tmp_path / "kaggle/input/notebooks/alice/nbhelpers-02-corpus/runs/smoke"  # found first, no pretrain
+    corpus.mkdir(parents=True)
+    (corpus / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (corpus / "metrics.json").write_text(json.dumps({"tokenizer": {}, "corpus": {}}))
+    stale = _stopped_version(tmp_path, cfg, steps=(1,))
+    _sessions(stale / "pretrain", (0, 1))
+    newest = _newer_version(tmp_path, cfg)
+    calls = _fake_kagglehub(monkeypatch, {"alice/nbhelpers-03-pretrain": newest})
+    run = RunDir.open("", cfg)
+    latest = checkpoint.latest(run.pretrain / "checkpoints")
+    assert latest.name == "step_00000002" and latest.resolve().is_relative_to(newest.resolve())
+    assert calls[0] == ("alice/nbhelpers-03-pretrain", "runs/smoke/pretrain/sessions.jsonl")
+    out = capsys.readouterr().out
+    assert "session 2 (recorded in the newest output of alice/nbhelpers-03-pretrain (kagglehub))" in out
+    assert "pretrain: resuming from step 2 of the output of session 2 at" in out
+    assert [s["session"] for s in rundir.read_sessions(run.pretrain)] == [1, 2]  # the history carries on
+
+
+def test_a_stale_input_that_cannot_be_fetched_stops_saying_what_to_attach(tmp_path, monkeypatch):
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    stale = _stopped_version(tmp_path, cfg, steps=(1,))
+    _sessions(stale / "pretrain", (0, 1))
+    _fake_kagglehub(monkeypatch, {"alice/nbhelpers-03-pretrain": _newer_version(tmp_path, cfg)}, fail_full=True)
+    with pytest.raises(rundir.StaleResume) as err:
+        RunDir.open("", cfg)
+    text = str(err.value)
+    assert "the inputs hold step 1 (session 1), but session 2" in text and "reached step 2" in text
+    assert "attach the newest version of alice/nbhelpers-03-pretrain's output" in text and "save a new version" in text
+
+
+def test_a_session_that_already_started_from_the_inputs_checkpoint_marks_them_stale(tmp_path, monkeypatch):
+    """Without kagglehub: this run directory (an interactive session) records a session that resumed from the
+    input's step 1 and reached step 2, whose checkpoint is not here: retraining from step 1 would repeat it."""
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # not installed
+    stale = _stopped_version(tmp_path, cfg, steps=(1,))
+    _sessions(stale / "pretrain", (0, 1))
+    here = tmp_path / "kaggle/working/runs/smoke/pretrain"
+    here.mkdir(parents=True)
+    _sessions(here, (0, 1), (1, 2))
+    with pytest.raises(rundir.StaleResume, match="session 2 \\(recorded in this run directory\\)"):
+        RunDir.open("", cfg)
+
+
+def test_a_current_input_resumes_and_says_from_which_session_and_step(tmp_path, monkeypatch, capsys):
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    current = _stopped_version(tmp_path, cfg, steps=(1, 2))
+    _sessions(current / "pretrain", (0, 1), (1, 2))
+    _fake_kagglehub(monkeypatch, {"alice/nbhelpers-03-pretrain": current.parent.parent})  # the newest is mounted
+    RunDir.open("", cfg)
+    assert ("pretrain: resuming from step 2 of the output of session 2 of alice/nbhelpers-03-pretrain"
+            in capsys.readouterr().out)
+
+
+def test_each_session_records_where_it_started_and_ended(tmp_path, monkeypatch, capsys):
+    from nbhelpers import checkpoint
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: Platform("local", "cpu", "test", tmp_path))
+    run = RunDir.open(tmp_path / "run", config.load("smoke"))
+    first = rundir.begin_session(run, "pretrain")
+    assert "pretrain: session 1 starts from step 0 (no checkpoint yet)" in capsys.readouterr().out
+    checkpoint.save(run.pretrain / "checkpoints", 3, model=torch.nn.Linear(4, 4), optimizer=None, state={})
+    (run.pretrain / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 3, "tokens": 192}) + "\n")
+    rundir.end_session(run, "pretrain", first, 3, "time_budget")
+    second = rundir.begin_session(run, "pretrain")
+    assert second["session"] == 2 and second["start_step"] == 3 and second["start_tokens"] == 192
+    assert "session 2 starts from the checkpoint of step 3 in this run directory" in capsys.readouterr().out
+    sessions = rundir.read_sessions(run.pretrain)
+    assert [(s["session"], s["start_step"], s.get("end_step"), s.get("end_tokens")) for s in sessions] == [
+        (1, 0, 3, 192), (2, 3, None, None)]
+
+
+def test_sessions_that_left_no_newer_checkpoint_do_not_stop_the_resume(tmp_path, monkeypatch, capsys):
+    """A session that crashed before its first save (recorded here, or as the kernel's newest output) is no
+    reason to stop: nothing newer exists anywhere, so the run resumes from the input's step 1."""
+    from nbhelpers import checkpoint
+
+    cfg = config.load("smoke")
+    monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
+    stale = _stopped_version(tmp_path, cfg, steps=(1,))
+    _sessions(stale / "pretrain", (0, 1))
+    here = tmp_path / "kaggle/working/runs/smoke/pretrain"
+    here.mkdir(parents=True)
+    (here / rundir.SESSIONS_FILE).write_text(  # an editor run of this session that crashed before saving
+        (stale / "pretrain" / rundir.SESSIONS_FILE).read_text() + json.dumps({"session": 2, "start_step": 1}) + "\n")
+    crashed = _stopped_version(tmp_path / "hub", cfg, steps=(1,))  # version 2: started at 1, saved nothing
+    (crashed / "pretrain" / rundir.SESSIONS_FILE).write_text((here / rundir.SESSIONS_FILE).read_text())
+    _fake_kagglehub(monkeypatch, {"alice/nbhelpers-03-pretrain": crashed.parent.parent})
+    run = RunDir.open("", cfg)
+    assert checkpoint.latest(run.pretrain / "checkpoints").name == "step_00000001"
+    assert "holds no newer checkpoint (step 1), so this session resumes from step 1" in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # without kagglehub: this directory's record alone
+    (tmp_path / "kaggle/working/runs/smoke/pretrain/checkpoints").rename(tmp_path / "old-links")
+    RunDir.open("", cfg)  # no StaleResume

@@ -209,6 +209,19 @@ def jaqket_json_docs(repo_id: str = "kumapo/JAQKET", files: Mapping[str, str] | 
     return datasets.DatasetDict(splits)
 
 
+LM_EVAL_MISSING = ("lm-eval is not installed: it is nbhelpers' `eval` extra, which only 06 needs. Install it with "
+                   "`pip install 'nbhelpers[eval]'` (in a clone: `pip install -e '.[eval]'`), or run 06's setup cell, "
+                   "which installs it; then restart the kernel")
+
+
+def require_lm_eval() -> None:
+    """Raise ModuleNotFoundError saying how to install the `eval` extra when lm-eval is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise ModuleNotFoundError(LM_EVAL_MISSING, name="lm_eval")
+
+
 # ---------------------------------------------------------------- task definitions
 
 
@@ -217,6 +230,7 @@ REQUIRED_TASK_KEYS = ("task", "output_type", "doc_to_text", "doc_to_target", "me
 
 def validate_task_dir(directory: str | Path | None = None) -> list[str]:
     """Check every task YAML in a local task folder and its data; return the task names."""
+    require_lm_eval()
     from lm_eval.tasks._yaml_loader import load_yaml
 
     directory = Path(directory or LOCAL_TASK_DIR)
@@ -242,6 +256,7 @@ def validate_task_dir(directory: str | Path | None = None) -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def _task_manager(include: tuple[str, ...], defaults: bool) -> Any:
+    require_lm_eval()
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=list(include), include_defaults=defaults)
@@ -321,6 +336,7 @@ def run_lm_eval(
     programs for the whole evaluation instead of one per batch width and per generated token.
     Returns lm-eval's result dict (results, versions, n-shot, higher_is_better, ...).
     """
+    require_lm_eval()
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
