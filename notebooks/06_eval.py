@@ -50,6 +50,7 @@ if missing:
     importlib.invalidate_caches()
 import nbhelpers
 nbhelpers.platform.setup()
+print(nbhelpers.hub.export_hf_token())  # the platform's HF token for hub reads too (never shown): higher rate limits
 nbhelpers.doctor.short()
 
 # %% tags=["parameters"]
