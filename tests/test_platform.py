@@ -253,8 +253,9 @@ def _wheel(folder, name: str, version: str, files: dict[str, str], requires: tup
 
 
 GIT_SOURCE = 'f"nbhelpers @ git+{REPO_URL}@{REPO_REF}"'  # the setup cell's install from the repository
-FAKE_PACKAGE = {"nbhelpers/__init__.py": "from . import doctor, platform\n",
+FAKE_PACKAGE = {"nbhelpers/__init__.py": "from . import doctor, hub, platform\n",
                 "nbhelpers/platform.py": "def setup():\n    print('setup ran')\n",
+                "nbhelpers/hub.py": "def export_hf_token():\n    return 'token ran'\n",
                 "nbhelpers/doctor.py": "def short():\n    print('doctor ran')\n"}
 
 
@@ -286,7 +287,8 @@ def test_setup_cell_says_what_to_do_when_the_release_cannot_be_installed(tmp_pat
     wheel_dir.mkdir(parents=True)
     _wheel(wheel_dir, "nbhelpers", "0.1", FAKE_PACKAGE)
     ok = subprocess.run([py, "-c", cell], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert ok.returncode == 0 and "setup ran" in ok.stdout and "doctor ran" in ok.stdout, ok.stderr[-2000:]
+    assert ok.returncode == 0 and all(f"{part} ran" in ok.stdout for part in ("setup", "token", "doctor")), \
+        ok.stderr[-2000:]
 
 
 @pytest.mark.slow
