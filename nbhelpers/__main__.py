@@ -13,6 +13,7 @@ EPILOG = """examples:
   python -m nbhelpers run --profile smoke --run-dir runs/smoke --only 01,02 --set train.max_steps=50
   python -m nbhelpers run --profile colab_t4 --run-dir runs/t4 --only 03 --force
   python -m nbhelpers notebooks --check
+  python -m nbhelpers push --run-dir runs/smoke --stage sft --repo alice/ja-neox-sft --dry-run
   python -m nbhelpers kaggle --user alice --profile kaggle_tpu_v5e8
   python -m torch.distributed.run --standalone --nproc_per_node=2 -m nbhelpers train --stage pretrain \
       --profile kaggle_t4x2 --run-dir runs/t4x2
@@ -81,6 +82,20 @@ def _kaggle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    """`python -m nbhelpers push`: upload a stage's final/ (or list what would be uploaded)."""
+    from . import hub
+
+    try:
+        out = hub.push_stage(args.run_dir, args.stage, args.repo, public=args.public, dry_run=args.dry_run,
+                             dtype=args.dtype)
+    except (ValueError, FileNotFoundError, hub.PlatformError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(hub.format_plan(out, args.repo, args.public) if args.dry_run else f"uploaded: {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(
@@ -124,7 +139,18 @@ def main(argv: list[str] | None = None) -> int:
                       help="override a config field, e.g. train.micro_batch=4 (repeatable)")
     p_tr.add_argument("--deadline", type=float, default=None, help="Unix time by which to checkpoint and stop")
     p_tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_push = sub.add_parser("push", help="upload a run's pretrain/final or sft/final to the Hugging Face Hub "
+                            "(bf16 safetensors, tokenizer, model card), private unless --public")
+    p_push.add_argument("--run-dir", required=True, type=Path, help="the run directory")
+    p_push.add_argument("--stage", required=True, choices=["pretrain", "sft"], help="which final/ to upload")
+    p_push.add_argument("--repo", required=True, help="owner/name on the Hub (created if missing)")
+    p_push.add_argument("--public", action="store_true", help="make a new repository public (default: private)")
+    p_push.add_argument("--dry-run", action="store_true", help="list the files and sizes; upload nothing")
+    p_push.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"], help="weights' precision (default bf16)")
     args = parser.parse_args(argv)
+
+    if args.command == "push":
+        return _push(args)
 
     if args.command == "train":
         from .launch import worker_main
