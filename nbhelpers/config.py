@@ -281,6 +281,7 @@ def _parts_hold_a_block(cfg: Any) -> str | None:
 BACKENDS = ("auto", "cpu", "cuda", "xla")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 OPTIMIZERS = ("adamw", "adamw8bit", "muon")
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # trackers.py: a live view beside metrics.jsonl
 
 
 def precision_problem(backend: str, precision: str) -> str | None:
@@ -328,6 +329,8 @@ class TrainConfig:
     seed: int = setting(1234, ge=0)
     sample_prompts: tuple[str, ...] = ("太陽は何色ですか？", "日本の首都は", "1たす2は")
     sample_tokens: int = setting(32, ge=1)
+    # a live view of metrics.jsonl (which stays the record): none | tensorboard | wandb | trackio, installed on demand
+    report_to: str = setting("none", choices=REPORT_TO)
 
 
 @cross_rule("train.backend", "train.precision")
