@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -134,5 +135,22 @@ def write_card(root: str | Path, stage: str, repo_id: str | None = None, base_mo
 
 
 def write_cards(root: str | Path) -> list[Path]:
-    """Refresh the card of every stage that has a final model (06 calls it after writing results.json)."""
-    return [write_card(root, s) for s in STAGE_NAMES if (Path(root) / s / "final" / "config.json").is_file()]
+    """Refresh the card of every stage that has a final model (06 calls it after writing results.json).
+
+    A final/ that cannot be written (a Kaggle input linked read-only into this run) gets its card in
+    eval/<stage>_README.md instead, and `python -m nbhelpers push` writes a fresh one into the upload anyway.
+    """
+    written = []
+    for stage in STAGE_NAMES:
+        if not (Path(root) / stage / "final" / "config.json").is_file():
+            continue
+        try:
+            written.append(write_card(root, stage))
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            path = Path(root) / "eval" / f"{stage}_{CARD_FILE}"
+            atomic_write_text(path, render_card(root, stage))
+            print(f"{Path(root) / stage / 'final'} is read-only: its model card is in {path}")
+            written.append(path)
+    return written

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -95,3 +98,17 @@ def test_sample_answers_from_saved_models(run):
                                  max_new_tokens=3)
     assert list(rows[0]) == ["prompt", "pretrain", "sft"] and rows[0]["prompt"] == "日本の首都は"
     assert all(isinstance(rows[0][m], str) for m in ("pretrain", "sft"))
+
+
+def test_a_read_only_final_gets_its_card_beside_the_results(tmp_path, read_only):
+    """A finished stage linked from a Kaggle input is read-only (EROFS): its card goes to eval/ instead."""
+    run = make_run(tmp_path / "run", stages=("pretrain",))
+    final = run / "pretrain" / "final"
+    before = sorted(p.name for p in final.iterdir())
+    code = "import sys; from nbhelpers import model_card; print(model_card.write_cards(sys.argv[1]))"
+    proc = subprocess.run([*read_only([final]), sys.executable, "-c", code, str(run)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "is read-only" in proc.stdout and "pretrain_README.md" in proc.stdout
+    assert "## Evaluation" in (run / "eval" / "pretrain_README.md").read_text()
+    assert sorted(p.name for p in final.iterdir()) == before
