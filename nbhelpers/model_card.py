@@ -54,7 +54,7 @@ def _architecture(folder: Path) -> list[list[Any]]:
     return [[k, cfg[k]] for k in ARCH_FIELDS if k in cfg]
 
 
-def _prompt_section(config: dict[str, Any], stage: str, repo_id: str) -> str:
+def _prompt_section(config: dict[str, Any], stage: str, repo_id: str, folder: Path) -> str:
     sft = config.get("sft", {}) or {}
     template = sft.get("template", "{prompt}")
     prefix = sft.get("prompt_prefix", "eos")
@@ -67,23 +67,46 @@ def _prompt_section(config: dict[str, Any], stage: str, repo_id: str) -> str:
             'ids = tokenizer("日本の首都は", return_tensors="pt")',
             "out = model.generate(**ids, max_new_tokens=40, do_sample=True, top_p=0.9)",
             "print(tokenizer.decode(out[0], skip_special_tokens=True))", "```"])
-    return "\n".join([
-        f"Tuned on one format (`sft.template` of the run, with the {prefix!r} prompt prefix before it); only the "
-        "answer and the EOS after it were trained:", "", "```text", template.replace("{prompt}", "{prompt}"), "```",
-        "", "The tokenizer's chat template writes the same text when it carries one (`tokenizer.chat_template`); "
-        "`nbhelpers.generate.generate` writes it from the template above:", "", "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
-        f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
-        'messages = [{"role": "user", "content": "日本の首都はどこですか？"}]',
-        'ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
-        'return_dict=True)',
-        "out = model.generate(**ids, max_new_tokens=128, eos_token_id=tokenizer.eos_token_id)",
-        'print(tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))', "",
-        "# or, with nbhelpers installed (the same prompt, greedy, stops at EOS):",
-        "import nbhelpers",
-        f"print(nbhelpers.generate.generate(model, tokenizer, \"日本の首都はどこですか？\", template={json.dumps(template, ensure_ascii=False)}, "
-        f"prefix={prefix!r}, max_new_tokens=128))", "```"])
+    has_template = _has_chat_template(folder)
+    lines = [
+        f"Tuned on one format (the run's `sft.template`, after a {prefix!r} prompt prefix); only the answer and "
+        "the EOS after it were trained:", "", "```text", template, "```", ""]
+    if has_template:
+        lines += ["The tokenizer carries a chat template that writes exactly this prompt:", "", "```python",
+                  "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                  f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+                  f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
+                  'messages = [{"role": "user", "content": "日本の首都はどこですか？"}]',
+                  'ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+                  'return_dict=True)',
+                  "out = model.generate(**ids, max_new_tokens=128, eos_token_id=tokenizer.eos_token_id)",
+                  'print(tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))', "```", ""]
+    else:
+        lines += ["This tokenizer carries no chat template: write the prompt yourself, after the prefix token:", "",
+                  "```python", "import torch", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                  f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+                  f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
+                  f"template = {json.dumps(template, ensure_ascii=False)}",
+                  f'prefix = {{"eos": [tokenizer.eos_token_id], "bos": [tokenizer.bos_token_id], "none": []}}'
+                  f'[{prefix!r}]',
+                  'prompt = template.format(prompt="日本の首都はどこですか？")',
+                  "ids = torch.tensor([prefix + tokenizer(prompt, add_special_tokens=False)[\"input_ids\"]])",
+                  "out = model.generate(ids, max_new_tokens=128, eos_token_id=tokenizer.eos_token_id)",
+                  "print(tokenizer.decode(out[0][ids.shape[1]:], skip_special_tokens=True))", "```", ""]
+    lines += ["With nbhelpers installed, its own generation writes the same prompt (greedy, stops at EOS):", "",
+              "```python", "import nbhelpers", "",
+              f"answer = nbhelpers.generate.generate(model, tokenizer, \"日本の首都はどこですか？\", "
+              f"template={json.dumps(template, ensure_ascii=False)}, prefix={prefix!r}, max_new_tokens=128)",
+              "print(answer)", "```"]
+    return "\n".join(lines)
+
+
+def _has_chat_template(folder: Path) -> bool:
+    """Whether the saved tokenizer carries a chat template (chat_template.jinja or tokenizer_config.json's key)."""
+    if (folder / "chat_template.jinja").is_file():
+        return True
+    cfg = folder / "tokenizer_config.json"
+    return cfg.is_file() and bool(read_json(cfg).get("chat_template"))
 
 
 LIMITATIONS = [
@@ -119,7 +142,7 @@ def render_card(root: str | Path, stage: str, repo_id: str | None = None, base_m
             "## Training", "", table(TRAINING_HEADER, rows) if rows else "No training records were found.", "",
             "## Data", "", data_section(rec, stage), "", licence_note, "",
             "## Evaluation", "", evaluation or "Not evaluated yet: notebook 06 writes this section.", "",
-            "## How to prompt it", "", _prompt_section(rec.config, stage, name), "",
+            "## How to prompt it", "", _prompt_section(rec.config, stage, name, folder), "",
             "## Limitations", "", *[f"- {line}" for line in LIMITATIONS], "",
             f"Generated by nbhelpers from the records in `{Path(rec.root).name}/` (config.json, metrics.json, "
             "metrics.jsonl, eval/results.json); figures are not edited by hand."]

@@ -51,7 +51,7 @@ def test_card_metadata_and_sections_come_from_the_records(run, stage):
     assert "## Evaluation" in body and f"| {stage} | corpus_val | 1,234 |" in body
     assert "## Limitations" in body and "from_pretrained(\"me/model\")" in body
     if stage == "sft":
-        assert "apply_chat_template" in body and "nbhelpers.generate.generate" in body and "### 指示:" in body
+        assert "nbhelpers.generate.generate" in body and "### 指示:" in body and "template.format" in body
 
 
 def test_card_before_06_says_evaluation_is_pending_and_06_refreshes_it(tmp_path):
@@ -112,3 +112,35 @@ def test_a_read_only_final_gets_its_card_beside_the_results(tmp_path, read_only)
     assert "is read-only" in proc.stdout and "pretrain_README.md" in proc.stdout
     assert "## Evaluation" in (run / "eval" / "pretrain_README.md").read_text()
     assert sorted(p.name for p in final.iterdir()) == before
+
+
+def _code_blocks(card: str) -> list[str]:
+    return [block.split("\n", 1)[1] for block in card.split("```python")[1:] for block in [block.split("```")[0]]]
+
+
+@pytest.mark.parametrize("chat_template", [False, True], ids=["format-string", "chat-template"])
+def test_the_cards_prompt_examples_run_as_written(tmp_path, chat_template, capsys):
+    """Each Python block of the sft card, run with the repository name pointing at the saved folder."""
+    run = make_run(tmp_path / "run", stages=("pretrain", "sft"), evaluated=False)
+    final = run / "sft" / "final"
+    if chat_template:  # what the chat-template work writes: the tuning format, EOS first
+        cfg = json.loads((final / "tokenizer_config.json").read_text())
+        cfg["chat_template"] = ("{{ eos_token }}{% for m in messages %}### 指示:\n{{ m['content'] }}\n\n### 応答:\n"
+                                "{% endfor %}")
+        (final / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False))
+    card = model_card.render_card(run, "sft", repo_id=str(final))
+    assert ("apply_chat_template" in card) == chat_template and ("template.format" in card) != chat_template
+    blocks = _code_blocks(card)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block.replace("max_new_tokens=128", "max_new_tokens=4"), "card", "exec"), namespace)
+    assert isinstance(namespace["answer"], str) and capsys.readouterr().out.count("\n") >= 2
+
+
+def test_the_base_model_cards_example_runs_as_written(tmp_path, capsys):
+    run = make_run(tmp_path / "run", stages=("pretrain",), evaluated=False)
+    blocks = _code_blocks(model_card.render_card(run, "pretrain", repo_id=str(run / "pretrain" / "final")))
+    assert len(blocks) == 1
+    exec(compile(blocks[0].replace("max_new_tokens=40", "max_new_tokens=4"), "card", "exec"), {})
+    assert capsys.readouterr().out.strip()
