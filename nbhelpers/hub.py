@@ -98,8 +98,8 @@ def plan_upload(folder: str | os.PathLike, dtype: str = "bf16", card: bool = Tru
     files = [PushFile(p.name, _half_size(p), f"{dtype} from {p.stat().st_size:,} bytes on disk")
              for p in _weights(folder)]
     for p in _copied(folder):
-        note = "with chat_template" if p.name == "tokenizer_config.json" and "chat_template" in p.read_text(
-            encoding="utf-8") else ""
+        note = ("the chat template" if p.name == "chat_template.jinja" else "with chat_template"
+                if p.name == "tokenizer_config.json" and "chat_template" in p.read_text(encoding="utf-8") else "")
         files.append(PushFile(p.name, p.stat().st_size, note))
     if card:
         files.append(PushFile("README.md", 0, "model card, written from the run's records"))

@@ -127,3 +127,14 @@ def test_no_token_says_where_to_put_one(run, local_hub, monkeypatch, capsys):
     assert main(["push", "--run-dir", str(run), "--stage", "sft", "--repo", "me/x"]) == 1
     assert "Secrets" in capsys.readouterr().err and local_hub.state.requests == []
     assert sorted(p.name for p in (run / "sft" / "final").iterdir()) == before
+
+
+def test_the_chat_template_travels_with_the_tokenizer(tmp_path, local_hub):
+    run = make_run(tmp_path / "run", evaluated=False)
+    template = "{{ eos_token }}{% for m in messages %}### 指示:\n{{ m['content'] }}\n\n### 応答:\n{% endfor %}"
+    (run / "sft" / "final" / "chat_template.jinja").write_text(template, encoding="utf-8")
+    notes = {f.path: f.note for f in hub.plan_upload(run / "sft" / "final")}
+    assert notes["chat_template.jinja"] == "the chat template"
+    hub.push_stage(run, "sft", "me/chat")
+    files = local_hub.state.repos["me/chat"]["files"]
+    assert files["chat_template.jinja"].decode() == template and "apply_chat_template" in files["README.md"].decode()
