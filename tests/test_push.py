@@ -122,7 +122,6 @@ def test_a_stage_without_final_names_the_notebook(tmp_path, local_hub, capsys):
 
 def test_no_token_says_where_to_put_one(run, local_hub, monkeypatch, capsys):
     monkeypatch.delenv("HF_TOKEN")
-    monkeypatch.setattr(hub, "hf_token", lambda *a, **k: None)
     before = sorted(p.name for p in (run / "sft" / "final").iterdir())
     assert main(["push", "--run-dir", str(run), "--stage", "sft", "--repo", "me/x"]) == 1
     assert "Secrets" in capsys.readouterr().err and local_hub.state.requests == []
