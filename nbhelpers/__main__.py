@@ -18,6 +18,7 @@ EPILOG = """examples:
   python -m nbhelpers plan --profile colab_t4 --set model.preset=seed_1b --set train.gradient_checkpointing=true --json
   python -m nbhelpers doctor
   python -m nbhelpers release-check
+  python -m nbhelpers push --run-dir runs/smoke --stage sft --repo alice/ja-neox-sft --dry-run
   python -m nbhelpers kaggle --user alice --profile kaggle_tpu_v5e8
   python -m torch.distributed.run --standalone --nproc_per_node=2 -m nbhelpers train --stage pretrain \
       --profile kaggle_t4x2 --run-dir runs/t4x2
@@ -144,6 +145,8 @@ def _chat(args: argparse.Namespace) -> int:
     if args.stage == "pretrain":
         print("(the base model was never tuned to answer: expect it to continue your text)", flush=True)
     return chat.repl(session, stream=not args.no_stream)
+
+
 PLAN_EPILOG = """examples:
   python -m nbhelpers plan --profile colab_t4
   python -m nbhelpers plan --profile kaggle_t4x2 --hours 30
@@ -205,6 +208,20 @@ def _plan(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in plan.rows())
     for key, value in plan.rows():
         print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    """`python -m nbhelpers push`: upload a stage's final/ (or list what would be uploaded)."""
+    from . import hub
+
+    try:
+        out = hub.push_stage(args.run_dir, args.stage, args.repo, public=args.public, dry_run=args.dry_run,
+                             dtype=args.dtype)
+    except (ValueError, FileNotFoundError, hub.PlatformError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(hub.format_plan(out, args.repo, args.public) if args.dry_run else f"uploaded: {out}")
     return 0
 
 
@@ -284,8 +301,17 @@ def main(argv: list[str] | None = None) -> int:
                       "within this many hours")
     p_pl.add_argument("--json", action="store_true", help="print one JSON object")
     p_pl.add_argument("--table", action="store_true", help="print the README's table of what each profile finishes")
+    p_push = sub.add_parser("push", help="upload a run's pretrain/final or sft/final to the Hugging Face Hub "
+                            "(bf16 safetensors, tokenizer, model card), private unless --public")
+    p_push.add_argument("--run-dir", required=True, type=Path, help="the run directory")
+    p_push.add_argument("--stage", required=True, choices=["pretrain", "sft"], help="which final/ to upload")
+    p_push.add_argument("--repo", required=True, help="owner/name on the Hub (created if missing)")
+    p_push.add_argument("--public", action="store_true", help="make a new repository public (default: private)")
+    p_push.add_argument("--dry-run", action="store_true", help="list the files and sizes; upload nothing")
+    p_push.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"], help="weights' precision (default bf16)")
     args = parser.parse_args(argv)
-
+    if args.command == "push":
+        return _push(args)
     if args.command == "chat":
         return _chat(args)
     if args.command == "plan":

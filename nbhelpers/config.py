@@ -308,6 +308,7 @@ def _val_within_the_budget(cfg: Any) -> str | None:
 BACKENDS = ("auto", "cpu", "cuda", "xla")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 OPTIMIZERS = ("adamw", "adamw8bit", "muon")
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # trackers.py: a live view beside metrics.jsonl
 
 
 def precision_problem(backend: str, precision: str) -> str | None:
@@ -364,6 +365,8 @@ class TrainConfig:
     finish: bool = False  # anneal a stopped run now: decay over the next decay_fraction x its steps, write final/
     save_minutes: float = setting(0.0, ge=0)  # also checkpoint every this many minutes of training; 0 = off
     eval_minutes: float = setting(0.0, ge=0)  # also evaluate every this many minutes of training; 0 = off
+    # a live view of metrics.jsonl (which stays the record): none | tensorboard | wandb | trackio, installed on demand
+    report_to: str = setting("none", choices=REPORT_TO)
 
 
 @cross_rule("train.backend", "train.precision")

@@ -190,6 +190,7 @@ class _Metrics:
     def __init__(self, path: Path, enabled: bool, keep_until: int) -> None:
         self.path, self.enabled = path, enabled
         self._fh = None
+        self.tracker: Any = None  # trackers.Tracker (train.report_to): a live copy of each record
         if enabled:
             kept = [r for r in read_metrics(path) if r.get("step", 0) <= keep_until] if keep_until >= 0 else []
             # a resumed run drops what the killed session logged after its checkpoint: it is logged again
@@ -202,10 +203,15 @@ class _Metrics:
         if self._fh is not None:
             self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._fh.flush()
+        if self.tracker is not None:
+            self.tracker.log(record)
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
 
 @dataclass
@@ -377,6 +383,10 @@ class _Trainer:
 
         # outputs (closed at the end of run)
         self.metrics = _Metrics(out_dir / METRICS_FILE, self.main, keep_until=self.start if self.resumed else -1)
+        if self.main and getattr(cfg, "report_to", "none") != "none":
+            from .trackers import open_tracker
+
+            self.metrics.tracker = open_tracker(cfg.report_to, out_dir, dataclasses.asdict(cfg))
         # progress=False: no bar and no lines under it (tqdm.write would print even for a disabled bar)
         self.bar = (tqdm(total=self.total, initial=self.start, desc="train", dynamic_ncols=True)
                     if self.main and progress else None)

@@ -60,6 +60,9 @@ PROFILE = "auto"  # auto (the platform's, printed below) | smoke | colab_t4 | ka
 RUN_DIR = ""
 # OVERRIDES: config overrides, e.g. ["model.preset=small_160m", "train.lr=3e-4", "train.max_minutes=60"]
 OVERRIDES = []
+# HUB_REPO: "owner/name" uploads pretrain/final (bf16 weights, tokenizer, model card) to the Hugging Face Hub,
+# private; the token comes from the platform's secret HF_TOKEN. "" = no upload
+HUB_REPO = ""
 # PLAN_MFU: assumed share of what the device sustains (a T4: 20 TFLOP/s; else its peak) for the plan before training
 # (0.2 to 0.5); 0 = the profile's stated share (T4: 35%, TPU: 30%); after training the measured throughput is used
 PLAN_MFU = 0.0
@@ -221,3 +224,14 @@ else:
     }
     run.record("pretrain", figures)
     display(pd.Series(figures).to_frame("pretrain"))
+
+# %% [markdown]
+# The model card (`pretrain/final/README.md`: Hub metadata, architecture, tokens and hours, the data with each
+# source's licence, how to prompt it, limitations) is written from the run's records; 06 adds the evaluation.
+# With `HUB_REPO` set the model is uploaded (private) with it: `python -m nbhelpers push` does the same later.
+
+# %%
+if result.status == "done":
+    print("model card:", nbhelpers.model_card.write_card(run.root, "pretrain"))
+    if HUB_REPO:
+        print(nbhelpers.hub.push_stage(run.root, "pretrain", HUB_REPO))

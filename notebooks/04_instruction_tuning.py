@@ -57,7 +57,8 @@ PROFILE = "auto"  # auto (the platform's, printed below) | smoke | colab_t4 | ka
 RUN_DIR = ""
 # OVERRIDES: config overrides, e.g. ["sft.lr=1e-5", "sft.replay_ratio=0.3", "sft.data=[\"files:my.jsonl\"]"]
 OVERRIDES = []
-# HUB_REPO: "user/name" uploads sft/final (model + tokenizer) to the Hugging Face hub, private; "" = no upload
+# HUB_REPO: "owner/name" uploads sft/final (bf16 weights, tokenizer, chat template, model card) to the Hugging Face
+# Hub, private; the token comes from the platform's secret HF_TOKEN. "" = no upload
 HUB_REPO = ""
 
 # %%
@@ -166,12 +167,15 @@ if finished:
     display(figures)
 
 # %% [markdown]
-# Optional: upload the tuned model and its tokenizer to the Hugging Face hub. The token comes from Kaggle's
+# The model card (`sft/final/README.md`) is written from the run's records; with `HUB_REPO` set the tuned model
+# is uploaded with it (private, bf16 safetensors, tokenizer and chat template). The token comes from Kaggle's
 # secrets, Colab's userdata or `HF_TOKEN`, and is never printed. After a stop by the time budget this cell says
 # where tuning stopped and how to continue.
 
 # %%
 if not finished:  # the session's time is up and the checkpoint saved: a clean end, not an error
     print(run.stop("sft", result.step, result.total_steps))
-elif HUB_REPO:
-    print(nbhelpers.hub.push_to_hub(run.sft / "final", HUB_REPO))
+else:
+    print("model card:", nbhelpers.model_card.write_card(run.root, "sft"))
+    if HUB_REPO:
+        print(nbhelpers.hub.push_stage(run.root, "sft", HUB_REPO))

@@ -16,8 +16,10 @@
 # Scores the pre-trained model and, when 04 has run, the instruction-tuned one: perplexity on held-out texts
 # (the corpus's validation shard decoded back into documents, and prose written for this project) and the
 # lm-evaluation-harness Japanese tasks JAQKET v2 (1-shot), JCommonsenseQA (3-shot) and JSQuAD (2-shot). The
-# smoke profile runs offline copies of those tasks with a few examples each. Ends with a summary of the whole run.
-# Reads: `pretrain/final/`, `sft/final/`, `corpus/`. Writes: `eval/` (results.json, charts).
+# smoke profile runs offline copies of those tasks with a few examples each. Ends with the run's report card
+# (`eval/report.md`) and refreshes the model cards' evaluation sections.
+# Reads: `pretrain/final/`, `sft/final/`, `corpus/`. Writes: `eval/` (results.json, report.md, charts), the
+# `final/README.md` model cards.
 #
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/06_eval.ipynb)
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/nbhelpers/nbhelpers/blob/v0.1.0/notebooks/06_eval.ipynb)
@@ -131,15 +133,32 @@ if lm:
     nbhelpers.plots.plot_lm_eval({m: nbhelpers.evaluation.headline_scores(r) for m, r in lm.items()},
                                  path=run.eval / "lm_eval.png")
 
+# %% [markdown]
+# ## Answers before and after tuning
+#
+# The same prompts (fixed questions and arithmetic word problems) to each model, greedy, in the tuning format.
+
+# %%
+samples = nbhelpers.report.sample_answers(models, tokenizer, nbhelpers.generate.demo_prompts(), cfg.sft.template,
+                                          cfg.sft.prompt_prefix, cfg.sft.max_new_tokens, device=device)
+display(pd.DataFrame(samples))
+
 # %%
 nbhelpers.evaluation.save_results(run.eval / "results.json", ppl, lm, texts={k: len(v) for k, v in texts.items()},
-                                  local_tasks=cfg.eval.local_tasks)
+                                  local_tasks=cfg.eval.local_tasks, samples=samples)
 figures = nbhelpers.evaluation.eval_figures(ppl, lm)
 run.record("eval", figures)
 display(figures)
 
 # %% [markdown]
 # ## The run at a glance
+#
+# `eval/report.md`: configuration, data and its shares with licences, tokens, hours, losses, bits per byte, the
+# lm-eval tables and the sample answers, all from the run's records. The model cards get the same evaluation.
 
 # %%
 print(nbhelpers.evaluation.run_summary(run))
+report_path = nbhelpers.report.write_report(run.root)
+cards = nbhelpers.model_card.write_cards(run.root)
+print("report card:", report_path, "\nmodel cards:", *cards)
+display(Markdown(report_path.read_text(encoding="utf-8")))

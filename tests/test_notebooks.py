@@ -58,6 +58,18 @@ def test_smoke_pipeline_runs_every_notebook_and_records_each_stage(smoke_run):
                 assert (run_dir / rel).exists(), rel
 
 
+def test_06_writes_the_report_card_and_both_model_cards(smoke_run):
+    run_dir, _, _ = smoke_run
+    report = (run_dir / "eval" / "report.md").read_text(encoding="utf-8")
+    for heading in ("## Configuration", "## Data", "## Training", "## Evaluation", "## Sample answers"):
+        assert heading in report
+    assert "| profile | smoke |" in report and "| pretrain |" in report and "| sft |" in report
+    for stage in ("pretrain", "sft"):
+        card = (run_dir / stage / "final" / "README.md").read_text(encoding="utf-8")
+        assert card.startswith("---\n") and "language: ja" in card and "library_name: transformers" in card
+        assert f"| {stage} | corpus_val |" in card  # 06's evaluation, refreshed into the card
+
+
 def test_executed_notebooks_hold_no_secret(smoke_run):
     run_dir, out, _ = smoke_run
     assert FAKE_TOKEN not in out
