@@ -151,29 +151,26 @@ def render_card(root: str | Path, stage: str, repo_id: str | None = None, base_m
 
 
 def write_card(root: str | Path, stage: str, repo_id: str | None = None, base_model: str | None = None) -> Path:
-    """Write `root/stage/final/README.md` from the run's records; return its path."""
+    """Write `root/stage/final/README.md` from the run's records; return its path.
+
+    A final/ that cannot be written (a stage finished by an earlier Kaggle version, linked read-only into this
+    run) gets its card in eval/<stage>_README.md instead, and `python -m nbhelpers push` writes a fresh one into
+    the upload anyway.
+    """
+    text = render_card(root, stage, repo_id, base_model)
     path = final_dir(root, stage) / CARD_FILE
-    atomic_write_text(path, render_card(root, stage, repo_id, base_model))
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        path = Path(root) / "eval" / f"{stage}_{CARD_FILE}"
+        atomic_write_text(path, text)
+        print(f"{Path(root) / stage / 'final'} is read-only: its model card is in {path}")
     return path
 
 
 def write_cards(root: str | Path) -> list[Path]:
-    """Refresh the card of every stage that has a final model (06 calls it after writing results.json).
-
-    A final/ that cannot be written (a Kaggle input linked read-only into this run) gets its card in
-    eval/<stage>_README.md instead, and `python -m nbhelpers push` writes a fresh one into the upload anyway.
-    """
-    written = []
-    for stage in STAGE_NAMES:
-        if not (Path(root) / stage / "final" / "config.json").is_file():
-            continue
-        try:
-            written.append(write_card(root, stage))
-        except OSError as err:
-            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise
-            path = Path(root) / "eval" / f"{stage}_{CARD_FILE}"
-            atomic_write_text(path, render_card(root, stage))
-            print(f"{Path(root) / stage / 'final'} is read-only: its model card is in {path}")
-            written.append(path)
-    return written
+    """Refresh the card of every stage that has a final model (06 calls it after writing results.json)."""
+    return [write_card(root, stage) for stage in STAGE_NAMES
+            if (Path(root) / stage / "final" / "config.json").is_file()]
