@@ -296,6 +296,7 @@ def test_interrupted_builds_keep_what_was_complete(tmp_path, prose_source, token
     assert not list((out / "parts").glob("*.tmp"))
 
 
+@pytest.mark.filterwarnings("ignore:This process.*is multi-threaded, use of fork:DeprecationWarning")  # on purpose
 def test_a_worker_killed_mid_part_is_named_and_the_parts_before_kept(tmp_path, prose_source, tokenizer_dir,
                                                                      monkeypatch):
     import multiprocessing
