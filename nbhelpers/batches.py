@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .layout import TOKEN_DTYPE
+
 
 class BlockReader(Protocol):
     """A corpus split: `len(reader)` blocks, `reader[i]` -> np.ndarray (block_len,) uint16."""
@@ -146,7 +148,7 @@ class ArrayBlocks:
     """A block reader over an in-memory (n_blocks, block_len) array: tests and small data."""
 
     def __init__(self, blocks: np.ndarray) -> None:
-        self.blocks = np.asarray(blocks, dtype=np.uint16)
+        self.blocks = np.asarray(blocks, dtype=TOKEN_DTYPE)
         if self.blocks.ndim != 2:
             raise ValueError(f"blocks must be 2-D (n_blocks, block_len), got shape {self.blocks.shape}")
 

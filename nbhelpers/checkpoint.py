@@ -50,10 +50,11 @@ from safetensors.torch import save_file
 
 from . import quota
 from .files import atomic_write_text
+from .layout import STATE_FILE as STATE_FILE
+from .layout import STEP_PREFIX as PREFIX
+from .layout import step_dir
 
-PREFIX = "step_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
-STATE_FILE = "state.json"
 FORMAT = 3  # 1 (unnumbered): pickled .pt parts, no file list; 2: state.json without its own CRC (still read)
 STATE_CRC = "state_crc32"  # state.json's key holding the CRC-32 of the rest of state.json
 ASIDE = "incomplete-"  # prefix of checkpoints set aside by load_latest: kept for inspection, never loaded
@@ -101,7 +102,7 @@ before_commit: Callable[[Path, int], None] = lambda tmp, step: None  # noqa: E73
 
 def checkpoint_dir(root: str | os.PathLike, step: int) -> Path:
     """Directory of the checkpoint after `step` optimizer steps."""
-    return Path(root) / f"{PREFIX}{step:08d}"
+    return Path(root) / step_dir(step)
 
 
 def list_checkpoints(root: str | os.PathLike) -> list[Path]:

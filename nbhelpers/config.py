@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
+from . import registry
+
 # Seed corpus mixture: the report mixes Wikipedia, Wikibooks, C4 (ja) and JaMARD by ratio.
 SEED_MIXTURE = {"wikipedia_ja": 0.45, "wikibooks_ja": 0.05, "c4_ja": 0.40, "jamard": 0.10}
 # The real profiles tune on a Japanese hub instruction set plus the bundled and arithmetic pairs.
@@ -159,12 +161,10 @@ def _mixture_problem(mixture: dict[str, float]) -> str | None:
     """Known source names and at least one positive weight (weights are checked >= 0 by the bounds)."""
     if not mixture:
         return "a non-empty dict of source name -> weight"
-    from . import sources  # the registry is the one list of names; it imports nothing of ours above config
-
     for name in mixture:
         try:
-            sources.resolve(name)
-        except sources.SourceError as err:
+            registry.resolve(name)
+        except registry.SourceError as err:
             return f"known source names: {err}"
     if sum(mixture.values()) <= 0:
         return "at least one positive weight (all weights are zero)"
@@ -259,6 +259,23 @@ class ModelConfig:
 def model_value(cfg: ModelConfig, name: str) -> int:
     """An architecture field of `cfg`, or its preset's value when it is 0 (the preset must be known)."""
     return getattr(cfg, name) or getattr(PRESETS[cfg.preset], name)
+
+
+def model_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
+    """Parameter count by part for GPT-NeoX (biases on every linear but the output head, two LayerNorms per layer);
+    arithmetic on the configuration, so the corpus budget (tokens per parameter) needs no model built."""
+    h, inter, n_layers = (model_value(cfg, n) for n in ("hidden_size", "intermediate_size", "num_hidden_layers"))
+    attention = (h * 3 * h + 3 * h) + (h * h + h)  # fused QKV projection and output projection, with biases
+    mlp = (h * inter + inter) + (inter * h + h)  # up and down projections, with biases
+    norms = 2 * (2 * h)  # input and post-attention LayerNorm: weight + bias each
+    parts = {
+        "embed_in": vocab_size * h,
+        "layers": n_layers * (attention + mlp + norms),
+        "final_norm": 2 * h,
+        "embed_out": vocab_size * h,  # untied, no bias
+    }
+    parts["total"] = sum(parts.values())
+    return parts
 
 
 @cross_rule("model.hidden_size", "model.num_attention_heads")
@@ -417,10 +434,8 @@ def template_problem(template: str, marker: str) -> str | None:
 def _data_problem(names: tuple[str, ...]) -> str | None:
     if not names:
         return "at least one instruction data name"
-    from . import sft  # the data names are sft's; imported only here, when a configuration is checked
-
     for name in names:
-        problem = sft.data_name_problem(name)
+        problem = registry.data_name_problem(name)
         if problem:
             return f"instruction data names ({problem})"
     return None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import platform, quota, rundir
 from .files import read_json
+from .layout import RUN_METRICS
 from .platform import Platform
 
 VERDICTS = ("ok", "info", "warn", "fail")
@@ -170,7 +171,7 @@ def input_runs_report(plat: Platform, name: str | None = None) -> list[Finding]:
             if step is not None or sessions:
                 steps.append(f"{stage} step {step if step is not None else '-'}"
                              + (f" (session {sessions[-1].get('session')})" if sessions else ""))
-        finished = sorted(read_json(run / "metrics.json")) if (run / "metrics.json").is_file() else []
+        finished = sorted(read_json(run / RUN_METRICS)) if (run / RUN_METRICS).is_file() else []
         detail = f"{run.relative_to(plat.inputs)}: finished {', '.join(finished) or 'nothing'}"
         found.append(Finding("input", "ok", detail + (f"; {', '.join(steps)}" if steps else "")))
     return found

@@ -30,6 +30,7 @@ from typing import Any
 
 from . import config as config_mod
 from .files import atomic_write_text, read_json
+from .layout import CONFIG_FILE, STAGE_METRICS
 from .loop import BadStepsError, TrainingError, TrainResult
 from .rundir import RunDir
 
@@ -191,7 +192,7 @@ def train_stage(run: RunDir, stage: str = "pretrain", nproc: int | None = None, 
     out = stage_dir(run, stage)
     choice = device.select(cfg.train)
     n = resolve_nproc(cfg.train, choice, nproc)
-    curve = LiveCurve(out / "metrics.jsonl") if live else None
+    curve = LiveCurve(out / STAGE_METRICS) if live else None
     session = begin_session(run, stage)  # where this session starts, kept in the output for the next one's check
     if n == 1:
         result = run_job(JOBS[stage](cfg, run, choice=choice), progress=progress, on_eval=curve)
@@ -215,7 +216,7 @@ def finished_result(run: RunDir, stage: str) -> TrainResult | None:
     folder = run.root / stage
     if not folder.is_symlink() or not run.is_complete(stage):
         return None
-    metrics = folder / "metrics.jsonl"
+    metrics = folder / STAGE_METRICS
     records = read_metrics(metrics)
     train = [r for r in records if r.get("kind") == "train"]
     evals = {r.get("split"): r for r in records if r.get("kind") == "eval"}
@@ -389,7 +390,7 @@ def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, ove
     if profile:
         cfg = config_mod.load(profile, overrides)
     else:  # the configuration the notebook recorded in the run directory
-        cfg = config_mod.apply_overrides(config_mod.from_dict(read_json(root / "config.json")), overrides)
+        cfg = config_mod.apply_overrides(config_mod.from_dict(read_json(root / CONFIG_FILE)), overrides)
     run = RunDir(root, cfg)  # not RunDir.open: the notebook already created and linked it
     out = stage_dir(run, stage)
     rank = dist_rank_world()[0]

@@ -56,9 +56,8 @@ from . import checkpoint as ckpt
 from . import optim
 from .batches import BatchSource, DataExhausted, DataSourceError, join_state, split_state
 from .config import TrainConfig
+from .layout import STAGE_METRICS as METRICS_FILE
 from .token_bytes import TokenBytes, bits_per_byte
-
-METRICS_FILE = "metrics.jsonl"
 
 
 def enable_checkpointing(model: Any) -> Any:

@@ -6,11 +6,10 @@ from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from .config import PRESETS as PRESETS  # re-exported: the presets are declared with model.preset, in config.py
-from .config import ModelConfig, check_section, model_value
+from .config import ModelConfig, check_section, model_parameters, model_value
 from .config import Preset as Preset
 
 if TYPE_CHECKING:  # torch and transformers load only when a model is built
-    import torch
     from transformers import GPTNeoXForCausalLM
 
 
@@ -98,21 +97,8 @@ def count_parameters(model_or_cfg: Any, vocab_size: int | None = None, *, traina
 
 
 def parameter_breakdown(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
-    """Parameter count by part for GPT-NeoX (biases on every linear but the output head, two LayerNorms per layer)."""
-    c = resolve(cfg)
-    h, inter, n_layers, v = c.hidden_size, c.intermediate_size, c.num_hidden_layers, vocab_size
-    attention = (h * 3 * h + 3 * h) + (h * h + h)  # fused QKV projection and output projection, with biases
-    mlp = (h * inter + inter) + (inter * h + h)  # up and down projections, with biases
-    norms = 2 * (2 * h)  # input and post-attention LayerNorm: weight + bias each
-    per_layer = attention + mlp + norms
-    parts = {
-        "embed_in": v * h,
-        "layers": n_layers * per_layer,
-        "final_norm": 2 * h,
-        "embed_out": v * h,  # untied, no bias
-    }
-    parts["total"] = sum(parts.values())
-    return parts
+    """Parameter count by part for GPT-NeoX (config.model_parameters, after the model's rules are checked)."""
+    return model_parameters(resolve(cfg), vocab_size)
 
 
 def check_compatible(cfg: ModelConfig | Any, *, seq_len: int | None = None, vocab_size: int | None = None,
@@ -144,8 +130,3 @@ def describe(cfg: ModelConfig, vocab_size: int) -> dict[str, Any]:
     out["vocab_size"] = vocab_size
     out["parameters"] = parameter_breakdown(c, vocab_size)["total"]
     return out
-
-
-def parameter_dtype_bytes(model: torch.nn.Module) -> int:
-    """Bytes the model's parameters occupy in their current dtypes."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())

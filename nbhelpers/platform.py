@@ -25,9 +25,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import TrainConfig
+if TYPE_CHECKING:  # a type only: platform sits below config (config's profiles are named after platforms)
+    from .config import TrainConfig
 
 PLATFORMS = ("kaggle", "colab", "local")
 ACCELERATORS = ("tpu", "gpu", "cpu")
@@ -460,6 +461,11 @@ def apply_session_limit(train_cfg: TrainConfig, platform: Platform | None = None
 
 
 # ---------------------------------------------------------------- torch / torch_xla pair and the setup cell
+
+
+def xla_installed() -> bool:
+    """True when torch_xla can be imported (Kaggle's TPU image), checked without importing it."""
+    return importlib.util.find_spec("torch_xla") is not None
 
 
 def _version(dist: str) -> str | None:

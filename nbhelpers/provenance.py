@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import atomic_write_text, read_json
+from .layout import CONFIG_FILE, MANIFEST, STEP_PREFIX
 
 if TYPE_CHECKING:
     from .rundir import RunDir
@@ -84,7 +85,7 @@ def check_model(run: RunDir, stage: str) -> None:
     """
     final = getattr(run, stage) / "final"
     notebook = MODEL_NOTEBOOK[stage]
-    saved = read_json(final / "config.json")
+    saved = read_json(final / CONFIG_FILE)
     from .checkpoint import safetensors_problem  # torch and safetensors: only for a stage that reads a model
 
     for weights in sorted(final.glob("*.safetensors")):
@@ -120,7 +121,7 @@ def check(run: RunDir, stage: str) -> None:
         check_model(run, "pretrain")
     if stage == "sft":
         check_model(run, "sft")
-    if stage in ("corpus", "pretrain", "sft") and (run.corpus / "manifest.json").exists():
+    if stage in ("corpus", "pretrain", "sft") and (run.corpus / MANIFEST).exists():
         check_corpus(run)  # 03 trains on it; 04 replays it; 06 scores its held-out blocks
 
 
@@ -130,7 +131,7 @@ def stage_inputs(run: RunDir, stage: str) -> dict[str, Any]:
     tok_hash, tok_vocab = _tokenizer(run)
     out: dict[str, Any] = {"tokenizer": tok_hash or tok_vocab}
     if stage == "pretrain":
-        manifest = read_json(run.corpus / "manifest.json")
+        manifest = read_json(run.corpus / MANIFEST)
         # the stream's identity, not its length: a corpus grown by a later part continues the same stream
         out.update(model=dataclasses.asdict(cfg.model), corpus=manifest.get("fingerprint") or manifest.get("config"),
                    data_seed=cfg.train.seed)
@@ -150,7 +151,7 @@ def check_resume(run: RunDir, stage: str, write: bool = True) -> None:
     folder = getattr(run, stage)
     path = folder / INPUTS_FILE
     now = stage_inputs(run, stage)
-    has_checkpoints = any((folder / "checkpoints").glob("step_*"))
+    has_checkpoints = any((folder / "checkpoints").glob(f"{STEP_PREFIX}*"))
     if has_checkpoints and path.is_file():
         before = read_json(path)
         differ = _differences(before, now)

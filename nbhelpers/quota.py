@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import platform as platforms  # `platform` is a parameter name here
+from .layout import STATE_FILE, STEP_PREFIX
 from .platform import KAGGLE_OUTPUT_LIMIT_BYTES, Platform
 
 # Bytes per parameter of a checkpoint when none exists yet to measure: fp32 weights plus AdamW's two
@@ -55,7 +56,7 @@ def estimate_checkpoint_bytes(n_params: int, optimizer: str = "adamw") -> int:
 
 def estimate_save_bytes(root: str | os.PathLike, model: Any = None, optimizer: str = "adamw") -> int:
     """Bytes the next checkpoint under `root` will take: the newest one's size, or an estimate from the model."""
-    complete = sorted(p for p in Path(root).glob("step_*") if (p / "state.json").is_file()) if Path(root).is_dir() else []
+    complete = sorted(p for p in Path(root).glob(f"{STEP_PREFIX}*") if (p / STATE_FILE).is_file()) if Path(root).is_dir() else []
     if complete:
         return dir_bytes(complete[-1])
     if model is None:

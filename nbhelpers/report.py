@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_text, read_json
+from .layout import CONFIG_FILE, RUN_METRICS, STAGE_METRICS
 from .licences import licence_of
 
 REPORT_FILE = "report.md"
@@ -87,11 +88,11 @@ def load_records(root: str | Path) -> RunRecords:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory")
-    cfg_path, metrics_path, results_path = root / "config.json", root / "metrics.json", root / "eval" / RESULTS_FILE
+    cfg_path, metrics_path, results_path = root / CONFIG_FILE, root / RUN_METRICS, root / "eval" / RESULTS_FILE
     config = read_json(cfg_path) if cfg_path.is_file() else {}
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-    stages = {s: stage_record(root / s / "metrics.jsonl") for s in ("pretrain", "sft")
-              if (root / s / "metrics.jsonl").is_file()}
+    stages = {s: stage_record(root / s / STAGE_METRICS) for s in ("pretrain", "sft")
+              if (root / s / STAGE_METRICS).is_file()}
     results = read_json(results_path) if results_path.is_file() else None
     return RunRecords(root, config, metrics, stages, results)
 

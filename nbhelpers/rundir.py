@@ -43,6 +43,7 @@ from . import config as config_mod
 from . import platform
 from .config import RunConfig
 from .files import atomic_write_text, read_json, write_text_if_changed
+from .layout import CONFIG_FILE, RUN_METRICS, SESSIONS_FILE, STAGE_METRICS, STATE_FILE, STEP_PREFIX, XLA_CACHE, step_dir
 
 # Stage name -> (notebook, config sections its output depends on, files that must exist when done).
 STAGES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
@@ -55,14 +56,11 @@ STAGES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 TRAINING_STAGES = ("pretrain", "sft")  # the stages that checkpoint and resume (03, 04)
 IDENTITY = ("tokenizer", "corpus", "model")  # sections that make an input's checkpoints this run's
-CONFIG_FILE = "config.json"
 CONFIG_SUM = "config.json.sha256"  # `sha256sum -c` format: what nbhelpers last wrote to config.json (a hand edit shows)
 LOCK_FILE = "run.lock"  # the run holding this run directory: pid, host, since (one run per run directory)
 LOCK_BEAT_S = 60.0  # the holder touches its lock this often
 LOCK_STALE_S = 600.0  # a lock of another host untouched this long is a run that is gone (a Colab runtime ended)
 STOP_FILE = "stopped.json"  # in a stage folder: the stage stopped by its time budget, to be continued
-STAGE_METRICS = "metrics.jsonl"  # the loop's metrics history in a stage folder (loop.METRICS_FILE)
-SESSIONS_FILE = "sessions.jsonl"  # in a training stage's folder: each session's start and end (steps, tokens)
 INPUT_DEPTH = 6  # /kaggle/input/notebooks/OWNER/SLUG/runs/NAME is 5 levels down; a dataset may add one
 
 
@@ -165,7 +163,7 @@ def _walk_dirs(top: Path, depth: int) -> Iterator[Path]:
 
 
 def _is_run(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() or (path / "metrics.json").is_file()
+    return (path / CONFIG_FILE).is_file() or (path / RUN_METRICS).is_file()
 
 
 def input_runs(name: str, plat: platform.Platform | None = None) -> list[Path]:
@@ -196,7 +194,7 @@ def link_inputs(run: RunDir, plat: platform.Platform | None = None) -> list[str]
     metrics = run.metrics()
     ours = run.config.to_dict()
     for source in input_runs(run.root.name, plat):
-        theirs = read_json(source / "metrics.json") if (source / "metrics.json").is_file() else {}
+        theirs = read_json(source / RUN_METRICS) if (source / RUN_METRICS).is_file() else {}
         their_config = _input_config(source)
         for stage, (notebook, sections, files) in STAGES.items():
             if stage in metrics or stage not in theirs:
@@ -253,13 +251,13 @@ def _last_step(metrics_file: Path) -> int:
     return last
 
 
-_STEP_DIR = re.compile(r"^step_(\d+)$")  # checkpoint.PREFIX; read here without importing torch
+_STEP_DIR = re.compile(rf"^{STEP_PREFIX}(\d+)$")  # read here without importing torch (checkpoint does)
 
 
 def newest_step(checkpoints: Path) -> int | None:
     """The highest step of a committed checkpoint (a step_N folder with its state.json) under `checkpoints`."""
     steps = [int(m.group(1)) for p in (checkpoints.iterdir() if checkpoints.is_dir() else [])
-             if (m := _STEP_DIR.match(p.name)) and (p / "state.json").is_file()]
+             if (m := _STEP_DIR.match(p.name)) and (p / STATE_FILE).is_file()]
     return max(steps, default=None)
 
 
@@ -297,7 +295,7 @@ def begin_session(run: RunDir, stage: str) -> dict[str, Any]:
     folder = run.root / stage
     ckpts = folder / "checkpoints"
     step = newest_step(ckpts) or 0
-    newest = ckpts / f"step_{step:08d}"
+    newest = ckpts / step_dir(step)
     source = str(Path(os.readlink(newest)).parent.parent.parent) if newest.is_symlink() else "this run directory"
     sessions = read_sessions(folder)
     record = {"session": (int(sessions[-1]["session"]) + 1) if sessions else 1, "start_step": step,
@@ -478,7 +476,6 @@ def link_checkpoints(run: RunDir, plat: platform.Platform | None = None) -> dict
     return resumed
 
 
-XLA_CACHE = "xla_cache"  # torch_xla's compiled programs under the run directory (nbhelpers.xla.CACHE_DIR)
 
 
 def _xla_host() -> bool:
@@ -709,7 +706,7 @@ class RunDir:
 
     @property
     def metrics_path(self) -> Path:
-        return self.root / "metrics.json"
+        return self.root / RUN_METRICS
 
     def metrics(self) -> dict[str, Any]:
         """All stages' headline figures so far."""

@@ -26,13 +26,12 @@ from . import arithmetic, sources
 from .chat_format import ChatFormatError, chat_template, check_messages
 from .collator import IGNORE, Collator, OverflowStats, build_conversation, build_example, check_template, special_id
 from .config import RunConfig, SFTConfig, TrainConfig, check_value
+from .registry import InstructionDataError as InstructionDataError  # re-exported: config checks the names below it
+from .registry import data_name_problem as data_name_problem
+from .registry import hub_fields, instruction_source
 
 BUNDLED_FILE = "instructions_ja.jsonl"
 MIN_STEPS = 50  # fewer optimizer steps than this rarely teach the response format and EOS
-
-
-class InstructionDataError(ValueError):
-    """Instruction data that cannot be used: the message names the file (or dataset) and line (or row)."""
 
 
 @dataclass(frozen=True)
@@ -160,55 +159,10 @@ def read_jsonl(path: str | Path, source: str | None = None, on_invalid: str = "e
 # ---------------------------------------------------------------- sources
 
 
-def _hub_fields(spec: str, name: str) -> tuple[list[str], str]:
-    """'instruction+input>output' -> (['instruction', 'input'], 'output'); 'messages' (one field) -> ([], 'messages'),
-    a column of conversations ([{"role", "content"}, ...]) tuned through the chat template."""
-    if spec and ">" not in spec and "+" not in spec:
-        return [], spec
-    if ">" not in spec:
-        raise InstructionDataError(f"{name}: an instruction dataset needs fields as PROMPT[+CONTEXT]>TARGET (for "
-                                   f"example instruction+input>output) or one messages field, got {spec!r}")
-    left, target = spec.split(">", 1)
-    prompt_fields = [f for f in left.split("+") if f]
-    if not prompt_fields or not target:
-        raise InstructionDataError(f"{name}: bad field spec {spec!r}; expected PROMPT[+CONTEXT]>TARGET")
-    return prompt_fields, target
-
-
-def _hub_source(name: str) -> sources.Source:
-    """`hub:ID[@CONFIG]#FIELDS` or a registry entry of kind hub whose text_field is the field spec."""
-    if name.startswith("hub:"):
-        location, _, spec = name[4:].partition("#")
-        location, _, config = location.partition("@")
-        return sources.Source(name, "hub", location, config=config or None, text_field=spec or "prompt>target")
-    try:
-        src = sources.resolve(name)
-    except sources.SourceError as err:
-        raise InstructionDataError(f"{err}; for instructions also bundled_instructions, arithmetic_instructions, "
-                                   "files:GLOB (JSONL of prompt/target or messages) or hub:ID#PROMPT>TARGET (or hub:ID#MESSAGES)") from None
-    if src.kind != "hub" or ">" not in src.text_field:
-        raise InstructionDataError(f"source {name!r} is a text corpus, not an instruction dataset (its fields "
-                                   f"{src.text_field!r} name no PROMPT>TARGET)")
-    return src
-
-
-def data_name_problem(name: str) -> str | None:
-    """What is wrong with an `sft.data` name, without reading any data (config checks it at load), or None."""
-    if name in ("bundled_instructions", "arithmetic_instructions") or name.startswith("files:") \
-            or name.endswith((".jsonl", ".jsonl.gz")):
-        return None
-    try:
-        src = _hub_source(name)
-        _hub_fields(src.text_field, src.name)
-    except InstructionDataError as err:
-        return str(err)
-    return None
-
-
 def read_hub(src: sources.Source, limit: int = 0, on_invalid: str = "error",
              errors: list[str] | None = None) -> list[Example]:
     """Examples from a hub instruction dataset: prompt fields joined by a blank line, the target field as is."""
-    prompt_fields, target_field = _hub_fields(src.text_field, src.name)
+    prompt_fields, target_field = hub_fields(src.text_field, src.name)
     try:  # the corpus sources' loading call: no loading scripts, $NBHELPERS_HUB_MIRROR honoured
         rows = iter(sources.open_hub(src))
         first = next(rows, None)
@@ -265,7 +219,7 @@ def load_source(name: str, cfg: SFTConfig, errors: list[str] | None = None) -> l
             raise InstructionDataError(f"{name}: {pattern!r} matches no regular file, only {'; '.join(others)}")
         sources.warn_skipped(others)
         return [ex for p in paths for ex in read_jsonl(p, name, cfg.on_invalid, errors)]
-    src = _hub_source(name)
+    src = instruction_source(name)
     return read_hub(src, cfg.max_examples, cfg.on_invalid, errors)
 
 

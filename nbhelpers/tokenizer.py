@@ -42,9 +42,9 @@ from typing import Any
 
 from .config import NORMALIZATIONS as NORMALIZATIONS  # re-exported: declared with the field, in config.py
 from .config import TokenizerConfig, check_section
+from .layout import SPM_FILE as SPM_FILE
 from .sources import BadUTF8, file_hint
 
-SPM_FILE = "spm.model"
 SETTINGS_FILE = "nbhelpers_tokenizer.json"
 SPECIAL_TOKENS = {"unk": (0, "<unk>"), "pad": (1, "<pad>"), "bos": (2, "<s>"), "eos": (3, "</s>")}
 SCORE_STEP = 1 / 32  # piece scores are rounded to this so both libraries sum path scores exactly
@@ -325,7 +325,7 @@ def train_tokenizer(inputs: Any, out_dir: str | os.PathLike, config: TokenizerCo
                                            minloglevel=0 if verbose else 2, **args)
         except RuntimeError as err:
             raise _explain_training_error(err, cfg, chars, lines) from None
-        model_bytes = _finalize_model((Path(tmp) / "spm.model").read_bytes())
+        model_bytes = _finalize_model((Path(tmp) / SPM_FILE).read_bytes())
     (out / SPM_FILE).write_bytes(model_bytes)
     return export_hf(out, cfg)
 

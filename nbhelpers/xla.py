@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from .rundir import XLA_CACHE
+from .layout import XLA_CACHE
 
 # The attention implementation the XLA backend uses (see the module docstring for the measurement).
 ATTN_IMPLEMENTATION = "eager"

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import CorpusConfig, RunConfig
+from ..config import CorpusConfig, RunConfig, model_parameters
 from ..files import atomic_write_text
+from ..layout import SPM_FILE
 from ..tokenizer import tokenizer_hash
 from .mixing import Mixer, validate_mixture
 from .packing import check_vocab
@@ -86,9 +87,7 @@ def token_budget(cfg: RunConfig | CorpusConfig, vocab_size: int | None = None, n
             if not isinstance(cfg, RunConfig) or vocab_size is None:
                 raise CorpusBuildError("corpus.token_budget=0 (Chinchilla) needs the model: pass the RunConfig and "
                                        "the tokenizer's vocab_size, or n_params")
-            from ..model import count_parameters
-
-            n_params = count_parameters(cfg.model, vocab_size)
+            n_params = model_parameters(cfg.model, vocab_size)["total"]
         total, rule = int(corpus.tokens_per_param * n_params), "chinchilla"
     blocks = total // corpus.block_len
     return TokenBudget(total, blocks, per_part, max(1, math.ceil(blocks / per_part)), rule, n_params,
@@ -164,7 +163,7 @@ def _cleanup(out: Path, manifest: dict) -> None:
 
 def _tokenizer(tokenizer_dir: str | os.PathLike) -> tuple[Path, int, int]:
     """(spm.model, vocabulary, EOS id) of a trained tokenizer; named errors when it is missing or unusable."""
-    model_file = Path(tokenizer_dir) / "spm.model"
+    model_file = Path(tokenizer_dir) / SPM_FILE
     if not model_file.exists():
         raise FileNotFoundError(f"{model_file} not found; train the tokenizer first (notebooks/01_tokenizer)")
     import sentencepiece

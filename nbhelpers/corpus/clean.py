@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..layout import TOKEN_DTYPE
+
 # Sentence punctuation, brackets and their kin, in the forms NFKC leaves (（→( ！→! ，→, ［→[ ～→~ …→...).
 KEEP = set(
     "。、・「」『』【】〈〉《》〔〕〘〙〚〛()[]{}!?,.:;'\"“”‘’〝〟〜~-‐–—―/"
@@ -265,7 +267,7 @@ def clean_batch(raw: list[str], symbol_level: float, math: bool, min_chars: int,
         lengths = np.zeros(n + 1, dtype=np.int64)  # (n+1,): 0, then each document's tokens (0 where dropped)
         lengths[np.array(kept_idx, dtype=np.int64) + 1] = [len(seq) for seq in ids]
         offsets = np.cumsum(lengths).tolist()
-        tokens = np.concatenate(ids).astype(np.uint16) if ids else np.zeros(0, np.uint16)  # (offsets[-1],)
+        tokens = np.concatenate(ids).astype(TOKEN_DTYPE) if ids else np.zeros(0, TOKEN_DTYPE)  # (offsets[-1],)
     return CleanedBatch(steps, hashes, steps[:, 3].tolist(), texts, tokens, offsets, samples)
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-DTYPE = np.uint16
+from ..layout import TOKEN_DTYPE as DTYPE  # re-exported: the ids' type on disk
+
 MAX_VOCAB = int(np.iinfo(DTYPE).max) + 1  # 65536 ids fit in uint16
 
 

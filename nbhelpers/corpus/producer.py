@@ -32,6 +32,7 @@ import numpy as np
 
 from ..config import CorpusConfig, RunConfig
 from ..files import atomic_write_text, read_json
+from ..layout import SPM_FILE
 from .mixing import Mixer, cpu_count
 from .parts import PartStore, same_state
 from .workers import bind_to_parent
@@ -251,7 +252,7 @@ def corpus_stream(corpus: CorpusConfig, tokenizer_dir: str | os.PathLike, corpus
     if manifest["fingerprint"] != fp:
         raise CorpusMissing(f"{corpus_dir}: built with other corpus settings or another tokenizer than this run's "
                             "configuration; run notebooks/02_corpus again")
-    stream = Stream(corpus=dataclasses.asdict(corpus), model_file=str(Path(tokenizer_dir) / "spm.model"),
+    stream = Stream(corpus=dataclasses.asdict(corpus), model_file=str(Path(tokenizer_dir) / SPM_FILE),
                     root=str(root), fingerprint=fp, block_len=int(manifest["block_len"]),
                     part_blocks=part_blocks(corpus), workers=workers, ahead=corpus.parts_ahead, cleaning=cleaning)
     return stream, start, hashes

@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..files import read_json
-
-MANIFEST = "manifest.json"
-DTYPE = np.uint16
+from ..layout import MANIFEST as MANIFEST
+from ..layout import TOKEN_DTYPE as DTYPE
 
 
 class CorpusMissing(FileNotFoundError):

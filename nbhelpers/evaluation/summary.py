@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..layout import RUN_METRICS
+
 STAGE_TITLES = {
     "tokenizer": "01 tokenizer",
     "corpus": "02 corpus",
@@ -65,7 +67,7 @@ def load_metrics(source: Mapping[str, Any] | str | Path | Any) -> dict[str, Any]
         return source.metrics()
     path = Path(source)
     if path.is_dir():
-        path = path / "metrics.json"
+        path = path / RUN_METRICS
     if not path.exists():
         return {}
     try:

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..layout import MANIFEST
+
 PROSE_PATH = Path(__file__).resolve().parent.parent / "data" / "lm_eval_tasks" / "data" / "heldout_prose.json"
 
 
@@ -60,7 +62,7 @@ def texts_from_blocks(blocks: Iterable[Any], tokenizer: Any, n: int, *, min_char
 def validation_texts(corpus_dir: str | Path | None, tokenizer: Any, n: int) -> dict[str, list[str]]:
     """Text sets to score: `corpus_val` (when a corpus exists) and `heldout_prose`, `n` texts each."""
     sets: dict[str, list[str]] = {}
-    if corpus_dir is not None and (Path(corpus_dir) / "manifest.json").exists():
+    if corpus_dir is not None and (Path(corpus_dir) / MANIFEST).exists():
         from ..corpus import load_corpus
 
         corpus = load_corpus(corpus_dir)
