@@ -151,7 +151,7 @@ PLAN_EPILOG = """examples:
   python -m nbhelpers plan --profile colab_t4
   python -m nbhelpers plan --profile kaggle_t4x2 --hours 30
   python -m nbhelpers plan --profile auto --json
-  python -m nbhelpers plan --table        # the README's "which model can I finish" table
+  python -m nbhelpers plan --table        # docs/TRAINING.md's "which model can I finish" table
 
 The plan is for the profile's own hardware (a T4, two T4s, a TPU v5e-8), wherever this runs: memory per device
 and whether it fits, the projected throughput (the stated MFU of what the device sustains), training hours,
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     p_pl.add_argument("--hours", type=float, default=None, help="pick the shape and token budget that train "
                       "within this many hours")
     p_pl.add_argument("--json", action="store_true", help="print one JSON object")
-    p_pl.add_argument("--table", action="store_true", help="print the README's table of what each profile finishes")
+    p_pl.add_argument("--table", action="store_true", help="print docs/TRAINING.md's table of what each profile finishes")
     p_push = sub.add_parser("push", help="upload a run's pretrain/final or sft/final to the Hugging Face Hub "
                             "(bf16 safetensors, tokenizer, model card), private unless --public")
     p_push.add_argument("--run-dir", required=True, type=Path, help="the run directory")

@@ -27,7 +27,7 @@ CELL_MARKER = re.compile(r"^# %%")
 GPU_REQUIREMENT = "bitsandbytes>=0.43"  # pyproject.toml's `gpu` extra (a test keeps the two equal)
 EVAL_REQUIREMENT = "lm-eval[hf,japanese-leaderboard]>=0.4.13"  # pyproject.toml's `eval` extra (a test keeps them equal)
 EVAL_NOTEBOOKS = ("06_eval",)  # the notebooks whose setup cell installs the `eval` extra
-WHEEL_HELP = "README: Installing from a wheel"
+WHEEL_HELP = "docs/PLATFORMS.md: Installing from a wheel"
 SETUP_TEMPLATE = """\
 # Setup (Kaggle, Colab or local): install nbhelpers<<extra>> when it is missing (a wheel attached as a Kaggle input,
 # else REPO_URL at REPO_REF) and on a CUDA GPU the bitsandbytes its 8-bit AdamW needs, keeping the platform's

@@ -637,7 +637,7 @@ def choose_shape(cfg: RunConfig, hours: float, vocab_size: int | None = None,
 
 
 def finish_table(vocab_size: int | None = None) -> str:
-    """The README's "which model can I finish" table: each real profile's default and the seed's model."""
+    """docs/TRAINING.md's "which model can I finish" table: each real profile's default and the seed's model."""
     lines = ["| profile | model | parameters | tokens | training hours | sessions | weeks of the free quota | fits |",
              "|---|---|---|---|---|---|---|---|"]
     for name, target in TARGETS.items():

@@ -47,7 +47,7 @@ if missing:
                            f"{REPO_URL} at {REPO_REF}, that release is not published there: push the repository and "
                            f"its tag (git push origin {REPO_REF}), or set REPO_REF above to a branch or commit that "
                            "exists, or upload a wheel of nbhelpers as a Kaggle dataset and add it as an input "
-                           "(README: Installing from a wheel); then run this cell again")
+                           "(docs/PLATFORMS.md: Installing from a wheel); then run this cell again")
     importlib.invalidate_caches()
 import nbhelpers
 nbhelpers.platform.setup()

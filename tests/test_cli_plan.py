@@ -65,10 +65,10 @@ def test_plan_refuses_bad_input_with_a_message(capsys):
     assert main(["plan", "--profile", "colab_t4", "--hours", "-1"]) == 1
 
 
-def test_plan_table_is_the_readme_table(capsys):
+def test_plan_table_is_the_training_doc_table(capsys):
     assert main(["plan", "--table"]) == 0
     table = capsys.readouterr().out.strip()
-    assert table == planner.finish_table() and table in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert table == planner.finish_table() and table in (ROOT / "docs" / "TRAINING.md").read_text(encoding="utf-8")
 
 
 def test_plan_auto_plans_for_the_platform_it_runs_on(tmp_path, monkeypatch, capsys):

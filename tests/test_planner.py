@@ -250,7 +250,9 @@ def test_t4_throughput_is_projected_from_what_the_t4_sustains():
     assert plan.peak_flops_total == 65e12  # measured MFU still divides by the datasheet peak
 
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+TRAINING = ROOT / "docs" / "TRAINING.md"  # the hardware and "which model can I finish" tables live here
 
 
 @pytest.mark.parametrize("profile, device, mfu, session_h, quota_h", [
@@ -259,12 +261,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
     ("kaggle_tpu_v5e8", choice("xla", "XLA TPU v5 lite x8", "bf16", devices=8, memory=16 * 10**9, attn="eager"),
      0.30, 9, 20),
 ])
-def test_readme_hardware_table_follows_the_planner(profile, device, mfu, session_h, quota_h):
-    """The README's memory, throughput, hours, sessions and weeks are the planner's, for each real profile."""
+def test_training_doc_hardware_table_follows_the_planner(profile, device, mfu, session_h, quota_h):
+    """docs/TRAINING.md's memory, throughput, hours, sessions and weeks are the planner's, for each real profile."""
     seed = T4_SEED if profile != "kaggle_tpu_v5e8" else ()  # the table is the seed's model on each profile
     plan = make_plan(config.load(profile, seed), 32000, device, assumed_mfu=mfu, processes=device.num_devices,
                      session_minutes=session_h * 60)
-    [row] = [ln for ln in README.read_text(encoding="utf-8").splitlines() if ln.startswith(f"| `{profile}` |")]
+    [row] = [ln for ln in TRAINING.read_text(encoding="utf-8").splitlines() if ln.startswith(f"| `{profile}` |")]
     cells = [c.strip() for c in row.strip("|").split("|")]
     used, usable = plan.memory.total / GiB, plan.usable_bytes / GiB
     assert cells[1].startswith(f"{used:.1f} of {usable:.1f} GiB ({used / usable:.0%})")
@@ -370,8 +372,36 @@ def test_choose_shape_picks_the_largest_dial_shape_within_the_hours():
         choose_shape(cfg, 0)
 
 
-def test_readme_finish_table_is_the_planners():
+def test_training_doc_finish_table_is_the_planners():
     """Regenerate the "which model can I finish" table (python -m nbhelpers plan --table) and compare."""
     table = finish_table()
-    assert table in README.read_text(encoding="utf-8")
+    assert table in TRAINING.read_text(encoding="utf-8")
     assert "| `colab_t4` (default) | d10 |" in table and "| `kaggle_tpu_v5e8` (default) | seed_1b |" in table
+
+
+def _millions(n: float) -> str:
+    return f"{n / 1e6:,.0f}M" if n >= 1e7 else f"{n / 1e6:.1f}M"
+
+
+def _tokens(n: float) -> str:
+    return f"{n / 1e9:,.2f}B" if n >= 1e8 else f"{n / 1e6:.1f}M"
+
+
+@pytest.mark.parametrize("platform, profile", [("Kaggle TPU v5e-8", "kaggle_tpu_v5e8"), ("Kaggle T4 x2", "kaggle_t4x2"),
+                                               ("Colab T4", "colab_t4"), ("your computer (CPU)", "smoke")])
+def test_readme_choose_your_path_table_is_the_planners(platform, profile, monkeypatch):
+    """The README's choose-your-path row: hours, sessions, weeks and the model's size and tokens, from plan_profile."""
+    _no_local_device(monkeypatch)
+    rows = [ln for ln in README.read_text(encoding="utf-8").splitlines() if ln.startswith(f"| {platform} | `{profile}` |")]
+    assert len(rows) == 1, f"README: no single choose-your-path row for {platform} / {profile}"
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    if profile == "smoke":  # the CPU's hours are the machine's own: only the model and its tokens are the planner's
+        cfg = config.load(profile)
+        plan = plan_profile(cfg, choice=choice("cpu", "CPU", "fp32", memory=8 * GiB), tokens_per_s=1000.0)
+        assert cells[3].startswith("none")
+    else:
+        plan = plan_profile(config.load(profile))
+        assert cells[3] == (f"{plan.hours:,.1f} h of training: {plan.sessions} sessions of "
+                            f"{plan.session_minutes / 60:g} h, {plan.weeks:.1f} weeks of quota")
+    assert cells[4].startswith(f"`{plan.preset}`: {_millions(plan.parameters)} parameters, "
+                               f"{_tokens(plan.budget_tokens)} tokens")

@@ -281,7 +281,7 @@ def test_setup_cell_says_what_to_do_when_the_release_cannot_be_installed(tmp_pat
     ref = nbhelpers.REPO_REF
     for advice in (f"If it could not fetch {nbhelpers.REPO_URL} at {ref}", f"git push origin {ref}",
                    "set REPO_REF above to a branch or commit", "upload a wheel of nbhelpers as a Kaggle dataset",
-                   "README: Installing from a wheel"):
+                   "docs/PLATFORMS.md: Installing from a wheel"):
         assert advice in failed.stderr, failed.stderr[-3000:]
     wheel_dir = root / "kaggle/input/datasets/alice/nbhelpers-wheel"
     wheel_dir.mkdir(parents=True)
