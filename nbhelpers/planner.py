@@ -17,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import ModelConfig, RunConfig
+from .dist import world_size
 from .model import parameter_breakdown, resolve
 from .quota import weekly_quota
 
@@ -429,7 +429,7 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
     fpt = flops_per_token(mc, vocab_size, seq_len)
     # devices that train: every chip under XLA SPMD (one process); on CUDA the torchrun ranks (WORLD_SIZE), since a
     # notebook kernel alone drives one GPU however many are visible
-    ranks = processes or int(os.environ.get("WORLD_SIZE", "1"))
+    ranks = processes or world_size()
     devices = {"xla": choice.num_devices, "cuda": ranks}.get(choice.backend, 1)
     shards = devices if (choice.backend == "xla" and cfg.train.fsdp) else 1
     bpd = batch_per_device(cfg, choice)
