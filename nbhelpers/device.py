@@ -6,7 +6,6 @@ it is installed and a TPU / PJRT device is configured (or the XLA backend is ask
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 from .config import BACKENDS as BACKENDS  # re-exported: the choices are declared with the field, in config.py
 from .config import PRECISIONS as PRECISIONS
 from .config import TrainConfig, check_section, precision_problem
+from .dist import local_rank
+from .platform import xla_installed as xla_installed  # the one probe; select() looks it up here (tests patch it)
 
 
 class DeviceError(RuntimeError):
@@ -73,11 +74,6 @@ def cuda_info(index: int = 0) -> CudaInfo | None:
         return None
     props = torch.cuda.get_device_properties(index)
     return CudaInfo(props.name, (props.major, props.minor), int(props.total_memory), torch.cuda.device_count())
-
-
-def xla_installed() -> bool:
-    """True when torch_xla can be imported (checked without importing it)."""
-    return importlib.util.find_spec("torch_xla") is not None
 
 
 def xla_configured() -> bool:
@@ -190,11 +186,6 @@ def cpu_matmul_probe() -> MatmulProbe:
 # ---------------------------------------------------------------- the choice
 
 
-def _local_rank() -> int:
-    """This process's GPU under torchrun (LOCAL_RANK), 0 otherwise."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def select(train_cfg: TrainConfig) -> DeviceChoice:
     """Pick backend and precision from `train.backend` / `train.precision` (auto: the best this machine has)."""
     backend, precision = train_cfg.backend, train_cfg.precision
@@ -203,7 +194,7 @@ def select(train_cfg: TrainConfig) -> DeviceChoice:
     if backend == "xla" or (backend == "auto" and xla_installed() and xla_configured()):
         return _select_xla(precision, asked=backend == "xla")
     if backend == "cuda" or backend == "auto":
-        info = cuda_info(_local_rank())
+        info = cuda_info(local_rank())
         if info is not None:
             return _select_cuda(info, precision)
         if backend == "cuda":
@@ -246,7 +237,7 @@ def _select_cuda(info: CudaInfo, precision: str) -> DeviceChoice:
     else:
         chosen = precision
         how = f"{chosen} as train.precision asks" + (" with a GradScaler" if chosen == "fp16" else "")
-    rank = _local_rank()
+    rank = local_rank()
     return DeviceChoice(
         backend="cuda", device=f"cuda:{rank}", name=info.name, precision=chosen, use_grad_scaler=chosen == "fp16",
         attn_implementation="sdpa", num_devices=info.count, memory_bytes=info.memory_bytes,

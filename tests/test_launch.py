@@ -108,7 +108,7 @@ def test_the_job_carries_the_planners_peak_into_the_loops_mfu(tmp_path, monkeypa
     """MFU's peak comes from the planner (measured there on a CPU, once per process), not from the loop."""
     from nbhelpers import planner
 
-    monkeypatch.setattr(planner, "cpu_peak_flops", lambda precision="fp32": 2.5e9)
+    monkeypatch.setattr(planner.flops, "cpu_peak_flops", lambda precision="fp32": 2.5e9)
     run = prepared_run(tmp_path / "peak", ["train.micro_batch=4", "train.max_steps=2", "train.eval_every=0"])
     job = launch.pretrain_job(run.config, run, choice=choice())
     assert job.peak_flops == 2.5e9

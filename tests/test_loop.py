@@ -255,7 +255,7 @@ def test_the_loop_measures_no_peak_mfu_needs_the_callers(tmp_path, monkeypatch):
     def no_benchmark(*args, **kwargs):
         raise AssertionError("the loop ran the CPU matmul benchmark")
 
-    monkeypatch.setattr(planner, "measure_cpu_peak_flops", no_benchmark)
+    monkeypatch.setattr(planner.flops, "measure_cpu_peak_flops", no_benchmark)
     src = PackedBatches(ArrayBlocks(blocks()), 4, seed=3)
     result = loop.train(tiny_model(), src, train_cfg(max_steps=2), tmp_path, device_choice=cpu_choice(),
                         progress=False)

@@ -139,7 +139,7 @@ def test_torch_xla_pair():
 
 def test_setup_stops_on_a_broken_tpu_image(monkeypatch, capsys):
     versions = {"torch": "2.10.0", "torch_xla": "2.9.0"}
-    monkeypatch.setattr(platform, "_version", versions.get)
+    monkeypatch.setattr(platform.torch_pair, "_version", versions.get)
     with pytest.raises(platform.PlatformError, match="Factory reset"):
         platform.setup(Platform("kaggle", "tpu", "test"))
     platform.setup(Platform("local", "cpu", "test"))  # off a TPU: a warning, not an error

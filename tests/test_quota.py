@@ -86,17 +86,17 @@ def test_checkpoint_save_checks_the_quota(tmp_path, monkeypatch):
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
     model = torch.nn.Linear(8, 8)
     assert quota.estimate_save_bytes(working / "ckpt", model) == 12 * (8 * 8 + 8)
-    monkeypatch.setattr(platform, "KAGGLE_OUTPUT_LIMIT_BYTES", 10**9)
+    monkeypatch.setattr(platform.facts, "KAGGLE_OUTPUT_LIMIT_BYTES", 10**9)
     with warnings.catch_warnings():
         warnings.simplefilter("error", quota.OutputQuotaWarning)
         checkpoint.save(working / "ckpt", 1, model=model, optimizer=None, state={})
     first = quota.dir_bytes(working / "ckpt/step_00000001")
     assert quota.estimate_save_bytes(working / "ckpt", model) == first
-    monkeypatch.setattr(platform, "KAGGLE_OUTPUT_LIMIT_BYTES", first + first // 2)
+    monkeypatch.setattr(platform.facts, "KAGGLE_OUTPUT_LIMIT_BYTES", first + first // 2)
     with pytest.warns(quota.OutputQuotaWarning, match="keep_last"):
         checkpoint.save(working / "ckpt", 2, model=model, optimizer=None, state={})
     # room for two: with keep_last=2 the oldest goes early, before the third save, instead of passing the limit
-    monkeypatch.setattr(platform, "KAGGLE_OUTPUT_LIMIT_BYTES", 2 * first + first // 2)
+    monkeypatch.setattr(platform.facts, "KAGGLE_OUTPUT_LIMIT_BYTES", 2 * first + first // 2)
     with pytest.warns(quota.OutputQuotaWarning, match="before its turn") as caught:
         checkpoint.save(working / "ckpt", 3, model=model, optimizer=None, state={}, keep_last=2)
     assert not any("over Kaggle" in str(w.message) for w in caught)
