@@ -179,13 +179,13 @@ def test_plain_text_files_stream_in_chunks_with_the_same_documents(tmp_path, mon
     text = "一つ目\n続き\n\n\n  \n二つ目 \r\n\r\n三つ目\n \t\n四つ目\n\u3000\n\n五つ目" * 7 + "\n最後の段落"
     path = tmp_path / "a.txt"
     path.write_bytes(text.encode("utf-8"))
-    whole = list(sources._split_paragraphs(text))
+    whole = list(sources.split_paragraphs(text))
     for chunk in (1, 5, 16, 1 << 22):  # chunks of a few bytes cut documents and breaks anywhere
-        monkeypatch.setattr(sources, "TEXT_CHUNK", chunk)
+        monkeypatch.setattr(sources.local, "TEXT_CHUNK", chunk)
         assert list(sources.iter_texts(f"files:{path}")) == whole
     bad = tmp_path / "b.txt"
     bad.write_bytes(("段落です。\n\n" * 20).encode("utf-8") + b"\xff\n")
-    monkeypatch.setattr(sources, "TEXT_CHUNK", 16)
+    monkeypatch.setattr(sources.local, "TEXT_CHUNK", 16)
     with pytest.raises(BadUTF8, match=r"b.txt: not UTF-8 at byte offset 340"):
         list(sources.iter_texts(f"files:{bad}"))
     skipped = Counter()
@@ -202,7 +202,7 @@ def test_plain_text_pieces_give_the_streamed_documents_wherever_they_are_cut(tmp
     text = "".join(p + breaks[int(rng.integers(len(breaks)))] for p in paras) + "末尾"
     path = tmp_path / "a.txt"
     path.write_bytes(text.encode("utf-8"))
-    whole = list(sources._split_paragraphs(text))
+    whole = list(sources.split_paragraphs(text))
     src = sources.resolve(f"files:{path}")
     assert pieces.sliceable(src) and pieces.sliceable(sources.resolve("arithmetic"))
     for first, size in ((1, 1), (7, 50), (100, 1000), (1 << 20, 1 << 20)):  # cuts land anywhere, even inside a character
@@ -288,8 +288,8 @@ def test_generated_pieces_are_the_same_whoever_makes_them():
 def test_plain_text_source_resumes_inside_a_piece_and_repeats_epochs(tmp_path, monkeypatch, workers):
     from nbhelpers import sources
 
-    monkeypatch.setattr(sources, "FIRST_RANGE_BYTES", 200)
-    monkeypatch.setattr(sources, "RANGE_BYTES", 700)
+    monkeypatch.setattr(sources.slices, "FIRST_RANGE_BYTES", 200)
+    monkeypatch.setattr(sources.slices, "RANGE_BYTES", 700)
     path = tmp_path / "a.txt"
     path.write_text("\n\n".join(_prose(120)), encoding="utf-8")
     cfg = _cfg({f"files:{path}": 0.6, "arithmetic": 0.4}, shuffle_buffer=64, workers=workers)
@@ -326,7 +326,7 @@ def hub_source(tmp_path, monkeypatch):
         opened.append(src.name)
         return datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
 
-    monkeypatch.setattr(sources, "open_hub", open_hub)
+    monkeypatch.setattr(sources.hub, "open_hub", open_hub)
     return "test_hub", opened
 
 
@@ -395,7 +395,7 @@ def test_a_hub_row_of_several_documents_resumes_between_them(tmp_path, monkeypat
     pq.write_table(pa.table({"q": questions, "a": answers}), path, row_group_size=7)
     monkeypatch.setitem(sources.REGISTRY, "test_rows", sources.Source("test_rows", "hub", "local/rows",
                                                                        text_field="q+a", math=True))
-    monkeypatch.setattr(sources, "open_hub", lambda src: datasets.load_dataset(
+    monkeypatch.setattr(sources.hub, "open_hub", lambda src: datasets.load_dataset(
         "parquet", data_files=[str(path)], split="train", streaming=True))
     cfg = _cfg({"test_rows": 1.0}, shuffle_buffer=0, dedup=False, on_exhausted="stop")
     with Mixer(cfg) as mixer:

@@ -67,8 +67,8 @@ def any_source(tmp_path, request, monkeypatch):
     """The prose documents in each format; slices and streamed pieces are tiny so that a part spans many."""
     from nbhelpers.corpus import pieces
 
-    monkeypatch.setattr(sources, "FIRST_RANGE_BYTES", 300)
-    monkeypatch.setattr(sources, "RANGE_BYTES", 2000)
+    monkeypatch.setattr(sources.slices, "FIRST_RANGE_BYTES", 300)
+    monkeypatch.setattr(sources.slices, "RANGE_BYTES", 2000)
     monkeypatch.setattr(pieces, "FIRST_STREAM_CHARS", 200)
     monkeypatch.setattr(pieces, "STREAM_CHARS", 900)
     docs = _docs(400)

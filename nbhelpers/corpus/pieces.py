@@ -78,7 +78,7 @@ def read_piece(piece: Piece) -> list[str]:
     if piece.kind == "parquet":
         docs = src_mod.row_group_docs(piece.path, piece.field, piece.start, piece.end)
     elif piece.kind == "debian":
-        docs = list(src_mod._split_paragraphs(src_mod.read_debian_file(Path(piece.path))))
+        docs = list(src_mod.split_paragraphs(src_mod.read_debian_file(Path(piece.path))))
     else:
         docs = src_mod.range_docs(piece.kind, piece.path, piece.start, piece.end, piece.field)
     if piece.seed:
@@ -118,7 +118,7 @@ def _utf8_ok(path: Path, on_bad_utf8: str, skipped: Counter | None, checked: dic
 
 def _debian_utf8(path: Path) -> bool:
     try:
-        src_mod.decode_utf8(src_mod._read_bytes(path), path)
+        src_mod.decode_utf8(src_mod.read_bytes(path), path)
     except src_mod.BadUTF8:
         return False
     return True
@@ -231,7 +231,7 @@ class _HubReader:
             self.given, self.buffer = position["in_row"], self.buffer[position["in_row"]:]
 
     def _open(self, state: dict | None) -> None:
-        self.ds = src_mod.open_hub(self.src)
+        self.ds = src_mod.hub.open_hub(self.src)
         if state is not None:
             self.ds.load_state_dict(state)
         self.rows = iter(self.ds)
@@ -322,8 +322,8 @@ class _FileReader:
 
     def _docs(self, path: Path) -> Iterator[str]:
         if path.name.endswith((".jsonl", ".jsonl.gz")):
-            return src_mod._read_jsonl(path, self.src.text_field)
-        return src_mod._stream_paragraphs(path)
+            return src_mod.read_jsonl(path, self.src.text_field)
+        return src_mod.stream_paragraphs(path)
 
     def position(self) -> dict:
         return {"file": self.file, "doc": self.doc}
