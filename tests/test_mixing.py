@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from nbhelpers.config import CorpusConfig
-from nbhelpers.corpus import Document, Mixer, MixtureError, mixed_documents, pieces, validate_mixture
-from nbhelpers.corpus.mixing import HashSet
+from nbhelpers.corpus import Document, Mixer, MixtureError, mixed_documents, pieces, reading, validate_mixture
+from nbhelpers.corpus.dedup import HashSet
 from nbhelpers.sources import BadUTF8, SourceError
 
 
@@ -164,9 +164,9 @@ def test_hash_set_is_exact_across_merges():
 
 
 def test_duplicates_found_across_merges_of_the_hash_memory(tmp_path, monkeypatch):
-    from nbhelpers.corpus import mixing
+    from nbhelpers.corpus import dedup
 
-    monkeypatch.setattr(mixing, "DEDUP_BUFFER", 3)  # merge into the sorted array every 3 documents
+    monkeypatch.setattr(dedup, "DEDUP_BUFFER", 3)  # merge into the sorted array every 3 documents
     docs = _prose(40)
     src = f"files:{_jsonl(tmp_path / 'a.jsonl', docs + docs[::-1] + docs[5:9])}"
     out = [doc for _, doc, _ in Mixer(_cfg({src: 1.0}, on_exhausted="stop"))]
@@ -332,8 +332,8 @@ def hub_source(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_hub_stream_resumes_inside_a_piece_from_datasets_own_position(hub_source, monkeypatch, workers):
-    monkeypatch.setattr(pieces, "FIRST_STREAM_CHARS", 300)
-    monkeypatch.setattr(pieces, "STREAM_CHARS", 2000)
+    monkeypatch.setattr(reading, "FIRST_STREAM_CHARS", 300)
+    monkeypatch.setattr(reading, "STREAM_CHARS", 2000)
     name, opened = hub_source
     cfg = _cfg({name: 0.6, "arithmetic": 0.4}, shuffle_buffer=16, workers=workers)
     with Mixer(cfg) as mixer:
@@ -351,7 +351,7 @@ def test_a_hub_stream_resumes_inside_a_piece_from_datasets_own_position(hub_sour
 def test_hub_read_failures_are_retried_from_the_last_row_then_named(hub_source, monkeypatch):
     import datasets
 
-    monkeypatch.setattr(pieces, "HUB_WAIT_S", 0.001)
+    monkeypatch.setattr(reading, "HUB_WAIT_S", 0.001)
     name, opened = hub_source
     cfg = _cfg({name: 1.0}, on_exhausted="stop")
     want = [str(d) for _, d, _ in Mixer(cfg)]
@@ -374,7 +374,7 @@ def test_hub_read_failures_are_retried_from_the_last_row_then_named(hub_source, 
     assert [str(d) for _, d, _ in Mixer(cfg)] == want  # nothing lost, nothing repeated
     assert len(opened) == 3  # opened once, then again for each retry
     failures.update(left=10**9, at=0)  # the hub is gone: no reading gets a row
-    with pytest.raises(pieces.SourceStreamError, match=r"source 'test_hub' \(local/test\): reading the hub stream "
+    with pytest.raises(reading.SourceStreamError, match=r"source 'test_hub' \(local/test\): reading the hub stream "
                                                        r"failed 6 times in a row; last error ConnectionError: Read"):
         list(Mixer(cfg))
 
@@ -387,8 +387,8 @@ def test_a_hub_row_of_several_documents_resumes_between_them(tmp_path, monkeypat
 
     from nbhelpers import sources
 
-    monkeypatch.setattr(pieces, "FIRST_STREAM_CHARS", 100)
-    monkeypatch.setattr(pieces, "STREAM_CHARS", 400)
+    monkeypatch.setattr(reading, "FIRST_STREAM_CHARS", 100)
+    monkeypatch.setattr(reading, "STREAM_CHARS", 400)
     path = tmp_path / "train.parquet"
     questions = [f"問題{i}: りんごが{i}個あります。" for i in range(60)]
     answers = [[f"答え{i}-{k}: 計算すると{i + k}個になります。" for k in range(1 + i % 4)] for i in range(60)]
@@ -408,7 +408,7 @@ def test_a_hub_row_of_several_documents_resumes_between_them(tmp_path, monkeypat
         with Mixer(cfg, state=state) as mixer:
             tail = [str(d) for _, d, _ in mixer]
         assert head + tail == stream, cut
-    starts = [pos for _, _, pos, piece in pieces.piece_stream(
+    starts = [pos for _, _, pos, piece in reading.piece_stream(
         sources.resolve("test_rows"), "test_rows", seed=0, shuffle_buffer=0, on_exhausted="stop", on_bad_utf8="error")
         if piece is not None]
     assert any(pos["in_row"] for pos in starts)  # some pieces start between two documents of one row
@@ -466,9 +466,9 @@ def test_a_rate_limited_hub_stream_waits_as_the_server_asks_without_using_up_its
     cfg = _cfg({name: 1.0}, on_exhausted="stop")
     want = [str(d) for _, d, _ in Mixer(cfg)]
     real_iter = datasets.IterableDataset.__iter__
-    limits = {"left": pieces.HUB_RETRIES + 3, "at": 20}  # more 429s in a row than retries: waited out
+    limits = {"left": reading.HUB_RETRIES + 3, "at": 20}  # more 429s in a row than retries: waited out
     waits = []
-    monkeypatch.setattr(pieces, "_pause", lambda stop, seconds: waits.append(seconds) or False)  # not in real time
+    monkeypatch.setattr(reading, "_pause", lambda stop, seconds: waits.append(seconds) or False)  # not in real time
 
     def limited_iter(self):
         rows = real_iter(self)
@@ -483,9 +483,9 @@ def test_a_rate_limited_hub_stream_waits_as_the_server_asks_without_using_up_its
 
     monkeypatch.setattr(datasets.IterableDataset, "__iter__", limited_iter)
     assert [str(d) for _, d, _ in Mixer(cfg)] == want  # nothing lost, nothing repeated
-    assert waits.count(42.0) == pieces.HUB_RETRIES + 3  # each wait what the server asked
+    assert waits.count(42.0) == reading.HUB_RETRIES + 3  # each wait what the server asked
     assert "rate limit (HTTP 429; the server asks for 42 s); waiting 42 s" in capsys.readouterr().out
     monkeypatch.setattr(src_mod, "HUB_WAIT_BUDGET_S", 100.0)  # a limit that never clears ends, naming the source
     limits.update(left=10**9, at=0)
-    with pytest.raises(pieces.SourceStreamError, match=r"source 'test_hub'.*429"):
+    with pytest.raises(reading.SourceStreamError, match=r"source 'test_hub'.*429"):
         list(Mixer(cfg))

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..config import CorpusConfig, RunConfig, model_parameters
 from ..files import atomic_file, atomic_write_text
-from ..layout import SPM_FILE
+from ..layout import SPM_FILE, TOKEN_DTYPE
 from ..tokenizer import tokenizer_hash
 from .mixing import Mixer, validate_mixture
 from .packing import check_vocab
@@ -225,7 +225,7 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
         val_sha, dedup_sha = file_sha256(out / f"val-{fp}.bin"), file_sha256(out / dedup_file)  # once, when written
         requested = validate_mixture(corpus.mixture)
         manifest = {
-            "format": FORMAT, "fingerprint": fp, "block_len": corpus.block_len, "dtype": "uint16",
+            "format": FORMAT, "fingerprint": fp, "block_len": corpus.block_len, "dtype": np.dtype(TOKEN_DTYPE).name,
             "vocab_size": vocab, "eos_id": eos, "tokenizer_hash": tok_hash, "cleaning": cleaning,
             "budget": dataclasses.asdict(budget), "config": dataclasses.asdict(corpus),
             "val": {"file": f"val-{fp}.bin", "blocks": n, "tokens": n * corpus.block_len, "documents": w.documents,

@@ -20,10 +20,12 @@ from ..registry import SourceError as SourceError
 from ..registry import registry_table as registry_table
 from ..registry import resolve as resolve
 from . import debian, hub, local
+from .debian import debian_docs as debian_docs
 from .debian import debian_files as debian_files
 from .debian import html_text as html_text
 from .debian import man_text as man_text
 from .debian import read_debian_file as read_debian_file
+from .debian import require_debian_files as require_debian_files
 from .encoding import BOM as BOM
 from .encoding import SNIFF_BYTES as SNIFF_BYTES
 from .encoding import BadUTF8 as BadUTF8
@@ -50,6 +52,7 @@ from .hub import retry_after_s as retry_after_s
 from .local import _WARNED as _WARNED  # noqa: F401  (tests patch sources.local._WARNED)
 from .local import TEXT_CHUNK as TEXT_CHUNK
 from .local import NotAFileWarning as NotAFileWarning
+from .local import file_docs as file_docs
 from .local import parquet_file as parquet_file
 from .local import paths as paths
 from .local import read_bytes as read_bytes

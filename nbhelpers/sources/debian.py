@@ -75,6 +75,15 @@ def debian_files() -> list[Path]:
     return files
 
 
+def require_debian_files() -> list[Path]:
+    """debian_files(), or a SourceError saying which packages to install when there are none."""
+    files = debian_files()
+    if not files:
+        raise SourceError("source 'debian_ja': no files; install them with "
+                          "`apt-get install debian-reference-ja manpages-ja`")
+    return files
+
+
 def read_debian_file(path: Path) -> str:
     """One Debian file as plain text (book, HTML chapter or man page)."""
     text = decode_utf8(read_bytes(path), path)
@@ -85,15 +94,16 @@ def read_debian_file(path: Path) -> str:
     return text
 
 
+def debian_docs(path: Path) -> list[str]:
+    """The documents (paragraphs) of one Debian file: what iter_texts and a corpus piece of it give."""
+    return list(split_paragraphs(read_debian_file(path)))
+
+
 def iter_debian(on_bad_utf8: str, skipped: Counter | None) -> Iterator[str]:
     """The paragraphs of Debian's Japanese files, file by file; a missing package set is a SourceError."""
-    files = debian_files()
-    if not files:
-        raise SourceError("source 'debian_ja': no files; install them with "
-                          "`apt-get install debian-reference-ja manpages-ja`")
-    for path in files:
+    for path in require_debian_files():
         try:
-            yield from split_paragraphs(read_debian_file(path))
+            yield from debian_docs(path)
         except BadUTF8:
             if on_bad_utf8 == "error":
                 raise

@@ -172,15 +172,28 @@ def iter_files(src: Source, on_bad_utf8: str, skipped: Counter | None) -> Iterat
             if skipped is not None:
                 skipped[str(path)] += 1
             continue
-        if path.name.endswith((".jsonl", ".jsonl.gz")):
-            yield from read_jsonl(path, src.text_field)
-        elif path.suffix == ".parquet":  # Arrow strings are UTF-8 already
-            table = parquet_file(path, src.text_field)
-            with parquet_errors(path):
-                for batch in table.iter_batches(columns=[src.text_field], batch_size=1024):
-                    yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
-        else:
-            yield from stream_paragraphs(path)
+        yield from file_docs(path, src.text_field)
+
+
+def file_docs(path: Path, field: str) -> Iterator[str]:
+    """One local file's documents, front to back: JSON lines, a parquet text column, or blank-line paragraphs.
+
+    The one way a whole file is read: `iter_texts` and the corpus's reader of unsliceable (gzipped) sources
+    both call it; the corpus's slices (slices.py) give the same documents a piece at a time.
+    """
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        return read_jsonl(path, field)
+    if path.suffix == ".parquet":
+        return _parquet_docs(path, field)
+    return stream_paragraphs(path)
+
+
+def _parquet_docs(path: Path, field: str) -> Iterator[str]:
+    """The texts of a parquet file's column, batch by batch (Arrow strings are UTF-8 already; nulls skipped)."""
+    table = parquet_file(path, field)
+    with parquet_errors(path):
+        for batch in table.iter_batches(columns=[field], batch_size=1024):
+            yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
 
 
 @contextlib.contextmanager
