@@ -189,7 +189,7 @@ class SourceFeed:
         this source stays the one furthest below its quota (its units / weight below `other_key`, the lowest
         key of the other sources, or equal to it with a lower mixture index) and fewer than `room` tokens are
         taken: the document that reaches `room` is the run's last. Runs end at batch ends. One call replaces
-        the per-document calls of `next` (about 5 us each), so packing costs a slice per run, not per document.
+        the per-document calls of `next` (about 5 us each), so packing costs one array view per run, not per document.
         Returns (the documents' tokens joined, each ending with EOS; the number of documents).
         """
         w = self.weight

@@ -12,7 +12,7 @@ the characters, quota mixing 0.800.
 Each source is read in pieces (`pieces.py`: slices a worker reads by itself, or documents a reader thread
 read from a stream); each piece is cleaned, hashed and tokenized in one worker task (workers > 1) or in this
 process (workers = 1), with the same output. This process only deduplicates, mixes and hands out runs of
-documents (`Mixer.take`: the documents one source gives in a row, as one slice of its piece's token array, so
+documents (`Mixer.take`: the documents one source gives in a row, as one view of its piece's token array, so
 that it spends about 1 us per document, not 5), and takes the pieces back in stream order.
 
 Where the stream stands (`Mixer.state()` and the duplicate memory's hashes) is all a later session needs to

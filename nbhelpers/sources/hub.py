@@ -59,7 +59,7 @@ def open_hub(src: Source) -> Any:
     import datasets
 
     local = _mirror_dir(src)
-    if src.shards:
+    if src.file_count:
         return _open_listed(src, local)
     if not src.files:
         return datasets.load_dataset(local or src.location, src.config, split=src.split, revision=src.revision,
@@ -73,13 +73,13 @@ def open_hub(src: Source) -> Any:
 
 
 def files_glob(src: Source) -> str:
-    """The source's `files` as one glob (a listed source's shard number as *), for `hf download --include`."""
-    return re.sub(r"\{shard[^}]*\}", "*", src.files).format(split=src.split)
+    """The source's `files` as one glob (a listed source's file number as *), for `hf download --include`."""
+    return re.sub(r"\{index[^}]*\}", "*", src.files).format(split=src.split)
 
 
 def hub_file_names(src: Source) -> list[str]:
-    """The data files of a listed hub source (`shards` > 0): its `files` pattern for shard 0, 1, ..."""
-    return [src.files.format(split=src.split, shard=i) for i in range(src.shards)]
+    """The data files of a listed hub source (`file_count` > 0): its `files` pattern for index 0, 1, ..."""
+    return [src.files.format(split=src.split, index=i) for i in range(src.file_count)]
 
 
 def hub_endpoint() -> str:
@@ -94,7 +94,7 @@ def hub_file_url(src: Source, name: str) -> str:
 
 
 def _open_listed(src: Source, local: str | None) -> Any:
-    """A listed source's rows as a resumable IterableDataset: one shard per file name, each fetched when read."""
+    """A listed source's rows as a resumable IterableDataset: one datasets shard per file, each fetched when read."""
     import datasets
 
     names = hub_file_names(src)
