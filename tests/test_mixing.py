@@ -249,6 +249,26 @@ def test_parquet_pieces_are_runs_of_row_groups_with_the_streamed_documents(tmp_p
         list(pieces.iter_slices(f"files:{path}"))
 
 
+def test_a_glob_with_gzip_and_parquet_reads_each_file_by_its_kind_on_both_paths(tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nbhelpers import sources
+
+    texts = [f"{i}番目の記事です。" * 3 for i in range(40)]
+    pq.write_table(pa.table({"text": texts[:20]}), tmp_path / "a.parquet", row_group_size=8)
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in texts[20:]).encode()))
+    src = sources.resolve(f"files:{tmp_path}/*")
+    assert not pieces.sliceable(src)  # the gzip file: the whole glob is read front to back by a reader thread
+    for on_bad_utf8 in ("error", "skip"):  # skip checks text files whole; a parquet file is not text and is read
+        streamed = [d for _, _, _, piece in reading.piece_stream(
+            src, "g", seed=0, shuffle_buffer=0, on_exhausted="stop", on_bad_utf8=on_bad_utf8) if piece
+            for d in pieces.read_piece(piece)]
+        assert streamed == list(sources.iter_texts(src, on_bad_utf8=on_bad_utf8)) == texts
+
+
 def test_jsonl_pieces_give_the_streamed_documents_and_name_bad_lines_alike(tmp_path):
     from nbhelpers import sources
 

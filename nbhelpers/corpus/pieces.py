@@ -73,8 +73,11 @@ def sliceable(src: Source) -> bool:
 
 def utf8_ok(path: Path, on_bad_utf8: str, skipped: Counter | None, checked: dict[str, bool] | None,
              check: Any = src_mod.utf8_valid) -> bool:
-    """With on_bad_utf8="skip", whether a file is whole UTF-8 (decided once: `checked` keeps the verdicts)."""
-    if on_bad_utf8 != "skip":
+    """With on_bad_utf8="skip", whether a file is whole UTF-8 (decided once: `checked` keeps the verdicts).
+
+    A parquet file is not text (its strings are UTF-8 already): it is always read, as sources.iter_texts does.
+    """
+    if on_bad_utf8 != "skip" or path.suffix == ".parquet":
         return True
     ok = checked.get(str(path)) if checked is not None else None
     if ok is None:
