@@ -24,7 +24,7 @@ class Source:
     licence: str = ""
     description: str = ""
     files: str = ""  # hub: the split's data files in the repository (glob, {split} = split), read directly
-    shards: int = 0  # hub: `files` names shard {shard} of this many: that list is read, the folder never listed
+    file_count: int = 0  # hub: `files` names file {index} of this many: that list is read, the folder never listed
 
 
 # The report's four corpora plus the offline sources. Edit weights in CorpusConfig.mixture, not here.
@@ -34,8 +34,8 @@ class Source:
 # (not every configuration of a repository with hundreds), and a partial local copy reads the same way. What
 # each entry relies on, as found on the hub (tests/test_hub_contracts.py builds local copies in these formats
 # and reads them through open_hub):
-# - wikimedia/wikipedia: parquet, README `configs:` map 20231101.ja to 20231101.ja/train-*, 15 shards
-#   train-000NN-of-00015.parquet; fields id, url, title, text. Public projects that download these shards pin
+# - wikimedia/wikipedia: parquet, README `configs:` map 20231101.ja to 20231101.ja/train-*, 15 files
+#   train-000NN-of-00015.parquet; fields id, url, title, text. Public projects that download these files pin
 #   this revision and these names.
 # - hpprc/jawiki-books: parquet, one README config (path 2024-04-01/train-*, file train-00000-of-00001.parquet,
 #   74 MB); fields id, url, title, text (and paragraphs). Repository tree and README at commit 337c80f on the
@@ -65,7 +65,7 @@ REGISTRY: dict[str, Source] = {
         Source("wikibooks_ja", "hub", "hpprc/jawiki-books", revision="main", files="2024-04-01/train-*.parquet",
                licence="CC BY-SA 3.0", description="Japanese Wikibooks textbooks"),
         Source("c4_ja", "hub", "allenai/c4", config="ja", revision="main",
-               files="multilingual/c4-ja.tfrecord-{shard:05d}-of-01024.json.gz", shards=1024,
+               files="multilingual/c4-ja.tfrecord-{index:05d}-of-01024.json.gz", file_count=1024,
                licence="ODC-BY", description="Japanese part of multilingual C4 (mC4), web text"),
         Source("jamard", "hub", "elyza/JaMARD", revision="82e107d209dec19e17a76d76425452c81b192755",
                files="data/{split}.parquet", text_field="instruction+true_responses", math=True,

@@ -64,6 +64,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
 
+def test_an_atomic_file_appears_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "part-000.bin"
+    with files.atomic_file(path) as fh:
+        fh.write(b"\1" * 10)
+        assert not path.exists()  # a reader sees nothing until the block ends
+        assert [p.suffix for p in tmp_path.iterdir()] == [".tmp"]
+    assert path.read_bytes() == b"\1" * 10
+    with pytest.raises(RuntimeError, match="killed"), files.atomic_file(path) as fh:
+        fh.write(b"\2" * 4)
+        raise RuntimeError("killed")
+    assert path.read_bytes() == b"\1" * 10  # the old content, and no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-000.bin"]
+
+
 def test_read_json_names_the_broken_file(tmp_path):
     (tmp_path / "m.json").write_text("{oops")
     with pytest.raises(ValueError, match="m.json: not valid JSON"):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from nbhelpers.config import CorpusConfig
-from nbhelpers.corpus import Document, Mixer, MixtureError, mixed_documents, pieces, validate_mixture
-from nbhelpers.corpus.mixing import HashSet
+from nbhelpers.corpus import Document, Mixer, MixtureError, mixed_documents, pieces, reading, validate_mixture
+from nbhelpers.corpus.dedup import HashSet
 from nbhelpers.sources import BadUTF8, SourceError
 
 
@@ -164,9 +164,9 @@ def test_hash_set_is_exact_across_merges():
 
 
 def test_duplicates_found_across_merges_of_the_hash_memory(tmp_path, monkeypatch):
-    from nbhelpers.corpus import mixing
+    from nbhelpers.corpus import dedup
 
-    monkeypatch.setattr(mixing, "DEDUP_BUFFER", 3)  # merge into the sorted array every 3 documents
+    monkeypatch.setattr(dedup, "DEDUP_BUFFER", 3)  # merge into the sorted array every 3 documents
     docs = _prose(40)
     src = f"files:{_jsonl(tmp_path / 'a.jsonl', docs + docs[::-1] + docs[5:9])}"
     out = [doc for _, doc, _ in Mixer(_cfg({src: 1.0}, on_exhausted="stop"))]
@@ -179,13 +179,13 @@ def test_plain_text_files_stream_in_chunks_with_the_same_documents(tmp_path, mon
     text = "一つ目\n続き\n\n\n  \n二つ目 \r\n\r\n三つ目\n \t\n四つ目\n\u3000\n\n五つ目" * 7 + "\n最後の段落"
     path = tmp_path / "a.txt"
     path.write_bytes(text.encode("utf-8"))
-    whole = list(sources._split_paragraphs(text))
+    whole = list(sources.split_paragraphs(text))
     for chunk in (1, 5, 16, 1 << 22):  # chunks of a few bytes cut documents and breaks anywhere
-        monkeypatch.setattr(sources, "TEXT_CHUNK", chunk)
+        monkeypatch.setattr(sources.local, "TEXT_CHUNK", chunk)
         assert list(sources.iter_texts(f"files:{path}")) == whole
     bad = tmp_path / "b.txt"
     bad.write_bytes(("段落です。\n\n" * 20).encode("utf-8") + b"\xff\n")
-    monkeypatch.setattr(sources, "TEXT_CHUNK", 16)
+    monkeypatch.setattr(sources.local, "TEXT_CHUNK", 16)
     with pytest.raises(BadUTF8, match=r"b.txt: not UTF-8 at byte offset 340"):
         list(sources.iter_texts(f"files:{bad}"))
     skipped = Counter()
@@ -202,7 +202,7 @@ def test_plain_text_pieces_give_the_streamed_documents_wherever_they_are_cut(tmp
     text = "".join(p + breaks[int(rng.integers(len(breaks)))] for p in paras) + "末尾"
     path = tmp_path / "a.txt"
     path.write_bytes(text.encode("utf-8"))
-    whole = list(sources._split_paragraphs(text))
+    whole = list(sources.split_paragraphs(text))
     src = sources.resolve(f"files:{path}")
     assert pieces.sliceable(src) and pieces.sliceable(sources.resolve("arithmetic"))
     for first, size in ((1, 1), (7, 50), (100, 1000), (1 << 20, 1 << 20)):  # cuts land anywhere, even inside a character
@@ -249,6 +249,26 @@ def test_parquet_pieces_are_runs_of_row_groups_with_the_streamed_documents(tmp_p
         list(pieces.iter_slices(f"files:{path}"))
 
 
+def test_a_glob_with_gzip_and_parquet_reads_each_file_by_its_kind_on_both_paths(tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nbhelpers import sources
+
+    texts = [f"{i}番目の記事です。" * 3 for i in range(40)]
+    pq.write_table(pa.table({"text": texts[:20]}), tmp_path / "a.parquet", row_group_size=8)
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in texts[20:]).encode()))
+    src = sources.resolve(f"files:{tmp_path}/*")
+    assert not pieces.sliceable(src)  # the gzip file: the whole glob is read front to back by a reader thread
+    for on_bad_utf8 in ("error", "skip"):  # skip checks text files whole; a parquet file is not text and is read
+        streamed = [d for _, _, _, piece in reading.piece_stream(
+            src, "g", seed=0, shuffle_buffer=0, on_exhausted="stop", on_bad_utf8=on_bad_utf8) if piece
+            for d in pieces.read_piece(piece)]
+        assert streamed == list(sources.iter_texts(src, on_bad_utf8=on_bad_utf8)) == texts
+
+
 def test_jsonl_pieces_give_the_streamed_documents_and_name_bad_lines_alike(tmp_path):
     from nbhelpers import sources
 
@@ -288,8 +308,8 @@ def test_generated_pieces_are_the_same_whoever_makes_them():
 def test_plain_text_source_resumes_inside_a_piece_and_repeats_epochs(tmp_path, monkeypatch, workers):
     from nbhelpers import sources
 
-    monkeypatch.setattr(sources, "FIRST_RANGE_BYTES", 200)
-    monkeypatch.setattr(sources, "RANGE_BYTES", 700)
+    monkeypatch.setattr(sources.slices, "FIRST_RANGE_BYTES", 200)
+    monkeypatch.setattr(sources.slices, "RANGE_BYTES", 700)
     path = tmp_path / "a.txt"
     path.write_text("\n\n".join(_prose(120)), encoding="utf-8")
     cfg = _cfg({f"files:{path}": 0.6, "arithmetic": 0.4}, shuffle_buffer=64, workers=workers)
@@ -326,14 +346,14 @@ def hub_source(tmp_path, monkeypatch):
         opened.append(src.name)
         return datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
 
-    monkeypatch.setattr(sources, "open_hub", open_hub)
+    monkeypatch.setattr(sources.hub, "open_hub", open_hub)
     return "test_hub", opened
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_hub_stream_resumes_inside_a_piece_from_datasets_own_position(hub_source, monkeypatch, workers):
-    monkeypatch.setattr(pieces, "FIRST_STREAM_CHARS", 300)
-    monkeypatch.setattr(pieces, "STREAM_CHARS", 2000)
+    monkeypatch.setattr(reading, "FIRST_STREAM_CHARS", 300)
+    monkeypatch.setattr(reading, "STREAM_CHARS", 2000)
     name, opened = hub_source
     cfg = _cfg({name: 0.6, "arithmetic": 0.4}, shuffle_buffer=16, workers=workers)
     with Mixer(cfg) as mixer:
@@ -351,7 +371,7 @@ def test_a_hub_stream_resumes_inside_a_piece_from_datasets_own_position(hub_sour
 def test_hub_read_failures_are_retried_from_the_last_row_then_named(hub_source, monkeypatch):
     import datasets
 
-    monkeypatch.setattr(pieces, "HUB_WAIT_S", 0.001)
+    monkeypatch.setattr(reading, "HUB_WAIT_S", 0.001)
     name, opened = hub_source
     cfg = _cfg({name: 1.0}, on_exhausted="stop")
     want = [str(d) for _, d, _ in Mixer(cfg)]
@@ -374,7 +394,7 @@ def test_hub_read_failures_are_retried_from_the_last_row_then_named(hub_source, 
     assert [str(d) for _, d, _ in Mixer(cfg)] == want  # nothing lost, nothing repeated
     assert len(opened) == 3  # opened once, then again for each retry
     failures.update(left=10**9, at=0)  # the hub is gone: no reading gets a row
-    with pytest.raises(pieces.SourceStreamError, match=r"source 'test_hub' \(local/test\): reading the hub stream "
+    with pytest.raises(reading.SourceStreamError, match=r"source 'test_hub' \(local/test\): reading the hub stream "
                                                        r"failed 6 times in a row; last error ConnectionError: Read"):
         list(Mixer(cfg))
 
@@ -387,15 +407,15 @@ def test_a_hub_row_of_several_documents_resumes_between_them(tmp_path, monkeypat
 
     from nbhelpers import sources
 
-    monkeypatch.setattr(pieces, "FIRST_STREAM_CHARS", 100)
-    monkeypatch.setattr(pieces, "STREAM_CHARS", 400)
+    monkeypatch.setattr(reading, "FIRST_STREAM_CHARS", 100)
+    monkeypatch.setattr(reading, "STREAM_CHARS", 400)
     path = tmp_path / "train.parquet"
     questions = [f"問題{i}: りんごが{i}個あります。" for i in range(60)]
     answers = [[f"答え{i}-{k}: 計算すると{i + k}個になります。" for k in range(1 + i % 4)] for i in range(60)]
     pq.write_table(pa.table({"q": questions, "a": answers}), path, row_group_size=7)
     monkeypatch.setitem(sources.REGISTRY, "test_rows", sources.Source("test_rows", "hub", "local/rows",
                                                                        text_field="q+a", math=True))
-    monkeypatch.setattr(sources, "open_hub", lambda src: datasets.load_dataset(
+    monkeypatch.setattr(sources.hub, "open_hub", lambda src: datasets.load_dataset(
         "parquet", data_files=[str(path)], split="train", streaming=True))
     cfg = _cfg({"test_rows": 1.0}, shuffle_buffer=0, dedup=False, on_exhausted="stop")
     with Mixer(cfg) as mixer:
@@ -408,7 +428,7 @@ def test_a_hub_row_of_several_documents_resumes_between_them(tmp_path, monkeypat
         with Mixer(cfg, state=state) as mixer:
             tail = [str(d) for _, d, _ in mixer]
         assert head + tail == stream, cut
-    starts = [pos for _, _, pos, piece in pieces.piece_stream(
+    starts = [pos for _, _, pos, piece in reading.piece_stream(
         sources.resolve("test_rows"), "test_rows", seed=0, shuffle_buffer=0, on_exhausted="stop", on_bad_utf8="error")
         if piece is not None]
     assert any(pos["in_row"] for pos in starts)  # some pieces start between two documents of one row
@@ -466,9 +486,9 @@ def test_a_rate_limited_hub_stream_waits_as_the_server_asks_without_using_up_its
     cfg = _cfg({name: 1.0}, on_exhausted="stop")
     want = [str(d) for _, d, _ in Mixer(cfg)]
     real_iter = datasets.IterableDataset.__iter__
-    limits = {"left": pieces.HUB_RETRIES + 3, "at": 20}  # more 429s in a row than retries: waited out
+    limits = {"left": reading.HUB_RETRIES + 3, "at": 20}  # more 429s in a row than retries: waited out
     waits = []
-    monkeypatch.setattr(pieces, "_pause", lambda stop, seconds: waits.append(seconds) or False)  # not in real time
+    monkeypatch.setattr(reading, "_pause", lambda stop, seconds: waits.append(seconds) or False)  # not in real time
 
     def limited_iter(self):
         rows = real_iter(self)
@@ -483,9 +503,9 @@ def test_a_rate_limited_hub_stream_waits_as_the_server_asks_without_using_up_its
 
     monkeypatch.setattr(datasets.IterableDataset, "__iter__", limited_iter)
     assert [str(d) for _, d, _ in Mixer(cfg)] == want  # nothing lost, nothing repeated
-    assert waits.count(42.0) == pieces.HUB_RETRIES + 3  # each wait what the server asked
+    assert waits.count(42.0) == reading.HUB_RETRIES + 3  # each wait what the server asked
     assert "rate limit (HTTP 429; the server asks for 42 s); waiting 42 s" in capsys.readouterr().out
     monkeypatch.setattr(src_mod, "HUB_WAIT_BUDGET_S", 100.0)  # a limit that never clears ends, naming the source
     limits.update(left=10**9, at=0)
-    with pytest.raises(pieces.SourceStreamError, match=r"source 'test_hub'.*429"):
+    with pytest.raises(reading.SourceStreamError, match=r"source 'test_hub'.*429"):
         list(Mixer(cfg))

@@ -71,7 +71,7 @@ def odd_dir(tmp_path, monkeypatch, request):
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(d / "f.txt"))
     request.addfinalizer(sock.close)
-    monkeypatch.setattr(sources, "_WARNED", set(), raising=False)  # each test sees its own warnings
+    monkeypatch.setattr(sources.local, "_WARNED", set())  # each test sees its own warnings
     return d
 
 
@@ -100,7 +100,7 @@ def test_instruction_files_glob_skips_a_fifo(tmp_path, monkeypatch):
     d.mkdir()
     (d / "a.jsonl").write_text("\n".join(json.dumps({"prompt": f"p{i}", "target": f"t{i}"}) for i in range(10)))
     os.mkfifo(d / "b.jsonl")
-    monkeypatch.setattr(sources, "_WARNED", set(), raising=False)
+    monkeypatch.setattr(sources.local, "_WARNED", set())
     cfg = config.SFTConfig(data=(f"files:{d}/*.jsonl",), heldout_fraction=0.1)
     with pytest.warns(UserWarning, match=r"b.jsonl \(a FIFO\)"):
         data = _within(20, lambda: sft.load_instructions(cfg), unblock=[d / "b.jsonl"])
@@ -171,12 +171,12 @@ def test_shift_jis_and_euc_jp_are_refused_with_the_right_iconv_command(tmp_path,
 
 
 def test_a_tokenizer_training_file_in_shift_jis_gets_the_iconv_command(tmp_path):
-    from nbhelpers import tokenizer
+    import nbhelpers.tokenizer.sample as sample
 
     path = tmp_path / "train.txt"
     path.write_bytes(JAPANESE.encode("cp932"))
     with pytest.raises(sources.BadUTF8, match=r"train\.txt: not UTF-8 .*it looks like Shift-JIS .*iconv -f cp932"):
-        list(tokenizer._file_lines(path))
+        list(sample._file_lines(path))
 
 
 def test_a_damaged_byte_in_utf8_gets_no_wrong_encoding_hint(tmp_path):
@@ -198,8 +198,8 @@ def test_cr_and_crlf_line_ends_split_documents_as_lf_does(tmp_path, end, monkeyp
     assert _all_readers(other) == (expected, expected)
     # small chunks and slices: a cut never falls between the CR and LF of a CRLF, nor splits a blank line
     for chunk in (7, 64, 1000):
-        monkeypatch.setattr(sources, "TEXT_CHUNK", chunk)
-        assert list(sources._stream_paragraphs(other)) == expected
+        monkeypatch.setattr(sources.local, "TEXT_CHUNK", chunk)
+        assert list(sources.stream_paragraphs(other)) == expected
     small = [(s, e) for s, e in sources.text_ranges(other, first=50, size=300)]
     assert len(small) > 10
     assert [d for s, e in small for d in sources.range_docs("text", str(other), s, e)] == expected

@@ -210,7 +210,7 @@ def test_c4_reads_its_listed_files_and_waits_out_a_429_as_the_server_asks(rate_l
     import dataclasses
 
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
-    two = dataclasses.replace(sources.resolve("c4_ja"), shards=2)  # the registry's names, the first two of 1024
+    two = dataclasses.replace(sources.resolve("c4_ja"), file_count=2)  # the registry's names, the first two of 1024
     assert list(sources.iter_texts(two)) == [f"ファイル{i}の文書{k}です。" for i in range(2) for k in range(3)]
     paths = [p for p, _, _ in rate_limited_hub]
     assert all("/resolve/main/multilingual/c4-ja.tfrecord-0000" in p for p in paths)  # file fetches only: no listing
@@ -223,7 +223,7 @@ def test_c4_reads_its_listed_files_and_waits_out_a_429_as_the_server_asks(rate_l
 def test_a_missing_listed_file_is_named_at_once(rate_limited_hub):
     import dataclasses
 
-    three = dataclasses.replace(sources.resolve("c4_ja"), shards=3)
+    three = dataclasses.replace(sources.resolve("c4_ja"), file_count=3)
     with pytest.raises(Exception, match="404"):
         list(sources.iter_texts(three))
     assert sum("00002" in p for p, _, _ in rate_limited_hub) == 1  # not retried: a missing file is not a limit
@@ -243,7 +243,7 @@ def test_the_corpus_reader_streams_the_listed_files_through_a_429(rate_limited_h
     from nbhelpers.config import CorpusConfig
     from nbhelpers.corpus import mixed_documents
 
-    monkeypatch.setitem(sources.REGISTRY, "c4_ja", dataclasses.replace(sources.resolve("c4_ja"), shards=2))
+    monkeypatch.setitem(sources.REGISTRY, "c4_ja", dataclasses.replace(sources.resolve("c4_ja"), file_count=2))
     cfg = CorpusConfig(mixture={"c4_ja": 1.0}, min_chars=5, workers=1, shuffle_buffer=0, seed=3,
                        on_exhausted="stop", dedup=False)
     docs = sorted(str(d) for d in mixed_documents(cfg))

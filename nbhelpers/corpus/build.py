@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from ..config import CorpusConfig, RunConfig, model_parameters
-from ..files import atomic_write_text
-from ..layout import SPM_FILE
+from ..files import atomic_file, atomic_write_text
+from ..layout import SPM_FILE, TOKEN_DTYPE
 from ..tokenizer import tokenizer_hash
 from .mixing import Mixer, validate_mixture
 from .packing import check_vocab
@@ -206,7 +206,8 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
         _cleanup(out, old)
         return old
     check_val_budget(corpus, budget)
-    for stale in [*out.glob("val-*.tmp"), *out.glob("dedup-*.tmp")]:  # a killed build's (a typo'd size: gigabytes)
+    # a killed build's temporaries (a typo'd size: gigabytes); files.atomic_file names them .NAME.XXXX.tmp
+    for stale in [p for pattern in ("val-*.tmp", "dedup-*.tmp", ".val-*.tmp", ".dedup-*.tmp") for p in out.glob(pattern)]:
         stale.unlink(missing_ok=True)
 
     started = time.time()
@@ -219,16 +220,12 @@ def build_corpus(cfg: RunConfig | CorpusConfig, tokenizer_dir: str | os.PathLike
                                    f"{corpus.val_blocks} blocks); lower corpus.val_blocks or add text")
         start = stream_state(mixer)
         dedup_file = f"dedup-{fp}.u64"
-        tmp = out / (dedup_file + ".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_file(out / dedup_file) as fh:
             (mixer.dedup.array() if mixer.dedup is not None else np.zeros(0, np.uint64)).tofile(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out / dedup_file)
         val_sha, dedup_sha = file_sha256(out / f"val-{fp}.bin"), file_sha256(out / dedup_file)  # once, when written
         requested = validate_mixture(corpus.mixture)
         manifest = {
-            "format": FORMAT, "fingerprint": fp, "block_len": corpus.block_len, "dtype": "uint16",
+            "format": FORMAT, "fingerprint": fp, "block_len": corpus.block_len, "dtype": np.dtype(TOKEN_DTYPE).name,
             "vocab_size": vocab, "eos_id": eos, "tokenizer_hash": tok_hash, "cleaning": cleaning,
             "budget": dataclasses.asdict(budget), "config": dataclasses.asdict(corpus),
             "val": {"file": f"val-{fp}.bin", "blocks": n, "tokens": n * corpus.block_len, "documents": w.documents,

@@ -7,9 +7,8 @@ next shard starts with the next document. Nothing is padded.
 
 from __future__ import annotations
 
-import os
 from collections import deque
-from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -30,12 +29,15 @@ def check_vocab(vocab_size: int) -> None:
 
 
 class BlockWriter:
-    """Copies documents into a fixed buffer and writes whole blocks to `path`; memory is the buffer only."""
+    """Copies documents into a fixed buffer and writes whole blocks to `fh`; memory is the buffer only.
 
-    def __init__(self, path: str | os.PathLike, block_len: int, blocks: int, buffer_tokens: int = 1 << 20) -> None:
+    `fh` is a binary file open for writing (files.atomic_file: the shard appears whole or not at all).
+    """
+
+    def __init__(self, fh: BinaryIO, block_len: int, blocks: int, buffer_tokens: int = 1 << 20) -> None:
         if block_len <= 0 or blocks <= 0:
             raise ValueError(f"block_len and blocks must be positive, got {block_len} and {blocks}")
-        self.path = Path(path)
+        self.fh = fh
         self.block_len = block_len
         self.target = blocks * block_len  # tokens this shard will hold
         self.buf = np.empty(max(block_len, buffer_tokens // block_len * block_len), dtype=DTYPE)  # (n * block_len,)
@@ -45,7 +47,6 @@ class BlockWriter:
         self.tail_dropped = 0
         self.tokens_by_source: dict[str, int] = {}
         self.recent: deque = deque(maxlen=block_len)  # the last runs (of one token or more): enough for one block
-        self.fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/abort()
 
     @property
     def full(self) -> bool:
@@ -90,7 +91,7 @@ class BlockWriter:
         self.pos = 0
 
     def finish(self) -> int:
-        """Write what remains (whole blocks: a stream that ended early loses its partial block), sync, close."""
+        """Write what remains (whole blocks: a stream that ended early loses its partial block); returns the blocks."""
         partial = (self.written + self.pos) % self.block_len
         self.pos -= partial
         self.tail_dropped += partial
@@ -101,15 +102,6 @@ class BlockWriter:
             if not partial:
                 break
         self._flush()
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
         if self.written % self.block_len:
             raise AssertionError("BlockWriter wrote a partial block")  # unreachable: target is a block multiple
         return self.written // self.block_len
-
-    def abort(self) -> None:
-        """Close and delete the partly written file."""
-        if not self.fh.closed:
-            self.fh.close()
-        self.path.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files import atomic_write_text, read_json
+from ..files import atomic_file, atomic_write_text, read_json
 from .mixing import Mixer
 from .packing import DTYPE, BlockWriter
 
@@ -53,16 +53,11 @@ def fill(writer: BlockWriter, mixer: Mixer, bar: Any = None) -> bool:
 
 
 def write_shard(path: Path, block_len: int, blocks: int, mixer: Mixer, bar: Any = None) -> tuple[BlockWriter, bool, int]:
-    """Write one shard atomically (tmp + rename); returns the writer, whether it filled, and its block count."""
-    tmp = path.with_name(path.name + ".tmp")
-    writer = BlockWriter(tmp, block_len, blocks)
-    try:
+    """Write one shard atomically (files.atomic_file); returns the writer, whether it filled, and its block count."""
+    with atomic_file(path) as fh:
+        writer = BlockWriter(fh, block_len, blocks)
         filled = fill(writer, mixer, bar)
         n = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    os.replace(tmp, path)
     return writer, filled, n
 
 
@@ -184,13 +179,8 @@ class PartStore:
 
     def write_dedup(self, hashes: np.ndarray) -> None:
         """Replace the log with `hashes` (atomically)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.dedup_path.with_name(DEDUP_FILE + ".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_file(self.dedup_path) as fh:
             np.asarray(hashes, dtype=np.uint64).tofile(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.dedup_path)
 
     def append_dedup(self, hashes: np.ndarray, at: int) -> None:
         """Write `hashes` as log entries `at`, `at + 1`, ... (what a killed producer appended after `at` is cut)."""

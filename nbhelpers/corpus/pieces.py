@@ -1,33 +1,21 @@
-"""How each source is read: in pieces, epoch after epoch, each piece with the position a resume starts it from.
+"""Pieces, the unit of reading and of cleaning (one worker task), and the plan of a sliceable source's epoch.
 
-A piece is the unit of reading and of cleaning (one worker task). Two kinds of source, one sequence:
-
-- Sliceable sources (plain-text, JSONL and parquet files, the bundled prose, Debian's texts, generated problems)
-  are planned as slices (`Piece`: a byte range, a run of row groups, one Debian file, numbered problems) that a
-  worker reads by itself, so no document crosses a process boundary. The plan of an epoch is a pure function
-  of the source and the seed, so a resume at piece `seq` plans again and passes over the first `seq` pieces.
-  With a shuffle, each piece's documents are shuffled, and the pieces in windows of WINDOW (the first SMALL
-  stay first: they are small and get the first tokens out fast).
-- Streamed sources (the hub, gzipped files) can only be read front to back. A reader thread reads them in
-  pieces of up to STREAM_CHARS characters (and `shuffle_buffer` documents), shuffles each piece, and records the
-  reader's position before it (`datasets`' own `IterableDataset.state_dict()` for the hub, file and document
-  numbers for gzipped files), so a resume reopens the stream at that position and reads the piece again. A hub
-  read that fails is retried HUB_RETRIES times with doubling waits from the last position, then
-  `SourceStreamError` names the source (2 + 4 + ... + 32 s: about a minute of waiting); the hub's rate limit
-  (HTTP 429) waits what its Retry-After asks, up to `sources.HUB_WAIT_BUDGET_S` in all, without counting.
-  Errors that are not the network's (a missing configuration, a loading script) are named at once.
-
-`piece_stream` yields (epoch, seq, position, piece) for one source, forever for `on_exhausted="repeat"`, with
-`piece=None` at each epoch's end.
+Sliceable sources (plain-text, JSONL and parquet files, the bundled prose, Debian's texts, generated problems)
+are planned as slices (`Piece`: a byte range, a run of row groups, one Debian file, numbered problems) that a
+worker reads by itself (`read_piece`), so no document crosses a process boundary. The plan of an epoch is a
+pure function of the source and the seed, so a resume at piece `seq` plans again and passes over the first
+`seq` pieces. With a shuffle, each piece's documents are shuffled, and the pieces in windows of WINDOW (the
+first SMALL stay first: they are small and get the first tokens out fast). Streamed sources (the hub, gzipped
+files) are read into pieces by a reader thread: reading.py, whose `piece_stream` gives both kinds as one
+sequence.
 """
+
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import queue
 import random
-import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -37,22 +25,12 @@ from typing import Any
 
 from .. import arithmetic
 from .. import sources as src_mod
-from ..sources import Source, SourceError
+from ..sources import Source
 
 PIECE_PROBLEMS = 512  # generated problems per piece (about 60,000 characters)
 FIRST_PIECE_PROBLEMS = 64
-STREAM_CHARS = 1_000_000  # characters in a piece of a streamed source (at most `shuffle_buffer` documents)
-PIECE_DOCS = 4096  # documents in a piece of a streamed source read without a shuffle
-FIRST_STREAM_CHARS = 8_000  # the first pieces of a stream are smaller (sizes double up to STREAM_CHARS)
 WINDOW = 32  # slices of a sliceable source shuffled together (about 6 MB of text), besides each slice's documents
 SMALL = 3  # the first slices of a file are small (24, 48, 96 KB) and are not moved by the shuffle
-HUB_RETRIES = 5  # a failed hub read is tried again this many times, waiting HUB_WAIT_S, then twice as long, ...
-HUB_WAIT_S = 2.0
-READ_AHEAD = 2  # pieces a streamed source's reader thread holds ready
-
-
-class SourceStreamError(SourceError):
-    """A streamed source that kept failing after its retries: the message names the source and the last error."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +56,7 @@ def read_piece(piece: Piece) -> list[str]:
     if piece.kind == "parquet":
         docs = src_mod.row_group_docs(piece.path, piece.field, piece.start, piece.end)
     elif piece.kind == "debian":
-        docs = list(src_mod._split_paragraphs(src_mod.read_debian_file(Path(piece.path))))
+        docs = src_mod.debian_docs(Path(piece.path))
     else:
         docs = src_mod.range_docs(piece.kind, piece.path, piece.start, piece.end, piece.field)
     if piece.seed:
@@ -93,18 +71,13 @@ def sliceable(src: Source) -> bool:
     return src.kind in ("files", "bundled") and all(src_mod.file_kind(p) for p in src_mod.paths(src))
 
 
-def _debian_files() -> list[Path]:
-    files = src_mod.debian_files()
-    if not files:
-        raise SourceError("source 'debian_ja': no files; install them with "
-                          "`apt-get install debian-reference-ja manpages-ja`")
-    return files
-
-
-def _utf8_ok(path: Path, on_bad_utf8: str, skipped: Counter | None, checked: dict[str, bool] | None,
+def utf8_ok(path: Path, on_bad_utf8: str, skipped: Counter | None, checked: dict[str, bool] | None,
              check: Any = src_mod.utf8_valid) -> bool:
-    """With on_bad_utf8="skip", whether a file is whole UTF-8 (decided once: `checked` keeps the verdicts)."""
-    if on_bad_utf8 != "skip":
+    """With on_bad_utf8="skip", whether a file is whole UTF-8 (decided once: `checked` keeps the verdicts).
+
+    A parquet file is not text (its strings are UTF-8 already): it is always read, as sources.iter_texts does.
+    """
+    if on_bad_utf8 != "skip" or path.suffix == ".parquet":
         return True
     ok = checked.get(str(path)) if checked is not None else None
     if ok is None:
@@ -118,7 +91,7 @@ def _utf8_ok(path: Path, on_bad_utf8: str, skipped: Counter | None, checked: dic
 
 def _debian_utf8(path: Path) -> bool:
     try:
-        src_mod.decode_utf8(src_mod._read_bytes(path), path)
+        src_mod.decode_utf8(src_mod.read_bytes(path), path)
     except src_mod.BadUTF8:
         return False
     return True
@@ -139,8 +112,8 @@ def iter_slices(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
             yield Piece("arithmetic", "", start, start + n, (seed * 1_000_003 + start) & 0x7FFFFFFFFFFFFFFF)
             start, n = start + n, min(2 * n, PIECE_PROBLEMS)
     if src.kind == "debian":  # one file a piece: the HTML and troff parsing runs in the workers
-        for path in _debian_files():
-            if _utf8_ok(path, on_bad_utf8, skipped, checked, _debian_utf8):
+        for path in src_mod.require_debian_files():
+            if utf8_ok(path, on_bad_utf8, skipped, checked, _debian_utf8):
                 yield Piece("debian", str(path))
         return
     for path in src_mod.paths(src):
@@ -149,7 +122,7 @@ def iter_slices(source: Source | str, seed: int = 0, on_bad_utf8: str = "error",
             for start, end in src_mod.row_group_ranges(path, src.text_field):
                 yield Piece("parquet", str(path), start, end, 0, src.text_field)
             continue
-        if not _utf8_ok(path, on_bad_utf8, skipped, checked):  # a file is skipped whole, before any of it is used
+        if not utf8_ok(path, on_bad_utf8, skipped, checked):  # a file is skipped whole, before any of it is used
             continue
         ends = src_mod.LINE_ENDS if kind == "jsonl" else src_mod.PARAGRAPH_ENDS
         for start, end in src_mod.text_ranges(path, ends=ends):
@@ -178,7 +151,7 @@ def epoch_seed(seed: int, epoch: int, name: str) -> int:
     return (seed + 1009 * epoch) ^ zlib.crc32(name.encode())
 
 
-def _planned(src: Source, name: str, seed: int, epoch: int, shuffle: bool, on_bad_utf8: str, skipped: Counter,
+def plan_epoch(src: Source, name: str, seed: int, epoch: int, shuffle: bool, on_bad_utf8: str, skipped: Counter,
              checked: dict[str, bool]) -> Iterator[Piece]:
     """An epoch of a sliceable source in reading order: each slice's documents and the slices shuffled by seed."""
     pieces = iter_slices(src, seed + 1009 * epoch, on_bad_utf8, skipped, checked)
@@ -189,262 +162,3 @@ def _planned(src: Source, name: str, seed: int, epoch: int, shuffle: bool, on_ba
     seeded = (dataclasses.replace(p, seed=seeds.getrandbits(62) | 1) for p in pieces)
     head = list(itertools.islice(seeded, SMALL))  # the first, small slices stay first (their documents are shuffled)
     return itertools.chain(head, _shuffled(seeded, WINDOW, random.Random(rng_seed)))
-
-
-# ---------------------------------------------------------------- streamed sources
-
-
-def _transient(err: BaseException) -> bool:
-    """Whether a hub read failed the way a network does (worth reading again) rather than for good."""
-    status, _ = src_mod.http_status(err)
-    if status is not None:  # an HTTP answer: a rate limit or a server's bad moment is read again, a missing file not
-        return status in src_mod.HUB_RETRY_STATUS
-    if isinstance(err, (OSError, TimeoutError)):  # connection resets, timeouts, requests' and the hub's HTTP errors
-        return True
-    kind = type(err)
-    return kind.__module__.split(".")[0] in ("httpx", "httpcore", "aiohttp", "requests", "urllib3", "fsspec") \
-        or any(w in kind.__name__ for w in ("Timeout", "Connection", "Transport"))
-
-
-def _pause(stop: threading.Event, seconds: float) -> bool:
-    """Wait `seconds` before reading the hub again; True when the reader was stopped meanwhile."""
-    return stop.wait(seconds)
-
-
-class _HubReader:
-    """A hub dataset read row by row; its position is `datasets`' own resumable state; failed reads are retried.
-
-    A row may hold several documents (`sources.hub_texts`): the position of a document inside a row is the
-    state before the row plus how many of its documents were given.
-    """
-
-    def __init__(self, src: Source, position: dict | None, stop: threading.Event) -> None:
-        self.src, self.stop = src, stop
-        self.ds: Any = None  # opened by the first read (which is retried like any other)
-        self.rows: Any = None
-        self.row_state: dict | None = position["hub"] if position else None  # datasets' state before the row given
-        self.buffer: list[str] = []  # that row's documents not given yet
-        self.given = 0
-        self.first = position is None  # an epoch's first row is checked for the text fields
-        if position and position.get("in_row"):  # resuming inside a row: read it again, pass what was given
-            self._fill()
-            self.given, self.buffer = position["in_row"], self.buffer[position["in_row"]:]
-
-    def _open(self, state: dict | None) -> None:
-        self.ds = src_mod.open_hub(self.src)
-        if state is not None:
-            self.ds.load_state_dict(state)
-        self.rows = iter(self.ds)
-
-    def position(self) -> dict:
-        if self.buffer:
-            return {"hub": self.row_state, "in_row": self.given}
-        return {"hub": self.ds.state_dict() if self.ds is not None else self.row_state, "in_row": 0}
-
-    def _row(self) -> dict | None:
-        """The next row, reading again from the last position when the hub fails (HUB_RETRIES times)."""
-        attempt, limited = 0, 0.0
-        while True:
-            try:
-                if self.rows is None:
-                    self._open(self.row_state)
-                return next(self.rows, None)
-            except SourceError:
-                raise
-            except Exception as err:  # noqa: BLE001 - classified: a network failure is read again
-                if not _transient(err):
-                    raise src_mod.hub_error(self.src, err) from err
-                status, headers = src_mod.http_status(err)
-                # a rate limit clears within its window: it waits as the server asks, up to a budget, uncounted
-                rate_limited = status == 429 and limited < src_mod.HUB_WAIT_BUDGET_S
-                if attempt == HUB_RETRIES and not rate_limited:
-                    raise SourceStreamError(
-                        f"source {self.src.name!r} ({self.src.location}): reading the hub stream failed "
-                        f"{HUB_RETRIES + 1} times in a row; last error {type(err).__name__}: {str(err)[:300]}"
-                    ) from err
-                wait = src_mod.hub_wait(err, attempt, f"source {self.src.name!r}", HUB_WAIT_S)
-                wait = HUB_WAIT_S * 2**attempt if wait is None else wait
-                if _pause(self.stop, wait):
-                    return None
-                if rate_limited:
-                    limited += wait
-                else:
-                    attempt += 1
-                self.rows = None  # open again at the position after the last row it gave
-
-    def _fill(self) -> bool:
-        """Read rows until one gives documents; False at the end of the dataset."""
-        while not self.buffer:
-            if self.ds is not None:
-                self.row_state = self.ds.state_dict()
-            row = self._row()
-            if self.first:
-                src_mod.check_first_row(self.src, row)
-                self.first = False
-            if row is None:
-                return False
-            self.buffer, self.given = src_mod.hub_texts(self.src, row), 0
-        return True
-
-    def next(self) -> str | None:
-        """The next document, or None at the end of the dataset."""
-        if not self._fill():
-            return None
-        self.given += 1
-        return self.buffer.pop(0)
-
-    def close(self) -> None:
-        close = getattr(self.rows, "close", None)
-        if close is not None:
-            close()
-
-
-class _FileReader:
-    """Files read front to back (gzipped ones cannot be sliced); `position()` is (file, documents into it)."""
-
-    def __init__(self, src: Source, position: dict | None, on_bad_utf8: str, skipped: Counter,
-                 checked: dict[str, bool]) -> None:
-        self.src, self.on_bad_utf8, self.skipped, self.checked = src, on_bad_utf8, skipped, checked
-        self.files = src_mod.paths(src)
-        self.file, self.doc = (position["file"], position["doc"]) if position else (0, 0)
-        self.docs: Iterator[str] | None = None
-
-    def _open(self) -> Iterator[str] | None:
-        while self.file < len(self.files):
-            path = self.files[self.file]
-            if _utf8_ok(path, self.on_bad_utf8, self.skipped, self.checked):
-                docs = self._docs(path)
-                for _ in itertools.islice(docs, self.doc):  # a resume inside this file: pass its first documents
-                    pass
-                return docs
-            self.file, self.doc = self.file + 1, 0
-        return None
-
-    def _docs(self, path: Path) -> Iterator[str]:
-        if path.name.endswith((".jsonl", ".jsonl.gz")):
-            return src_mod._read_jsonl(path, self.src.text_field)
-        return src_mod._stream_paragraphs(path)
-
-    def position(self) -> dict:
-        return {"file": self.file, "doc": self.doc}
-
-    def next(self) -> str | None:
-        while True:
-            if self.docs is None:
-                self.docs = self._open()
-                if self.docs is None:
-                    return None
-            try:
-                doc = next(self.docs, None)
-            except (EOFError, OSError, zlib.error) as err:  # a truncated or corrupt gzip file
-                raise SourceError(f"{self.files[self.file]}: cannot be read after document {self.doc} "
-                                  f"({type(err).__name__}: {err})") from None
-            if doc is not None:
-                self.doc += 1
-                return doc
-            self.docs, self.file, self.doc = None, self.file + 1, 0
-
-    def close(self) -> None:
-        self.docs = None
-
-
-class StreamedPieces:
-    """A reader thread that reads one epoch of a streamed source into pieces ahead of their use.
-
-    Iterating gives (seq, position, piece) in order; an error in the thread is raised here, after the pieces
-    read before it. `close()` stops the thread.
-    """
-
-    def __init__(self, src: Source, name: str, seed: int, epoch: int, seq: int, position: dict | None,
-                 shuffle_docs: int, on_bad_utf8: str, skipped: Counter, checked: dict[str, bool]) -> None:
-        self.stop = threading.Event()
-        self.queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
-        args = (src, name, seed, epoch, seq, position, shuffle_docs, on_bad_utf8, skipped, checked)
-        self.thread = threading.Thread(target=self._run, args=args, name=f"read {name}", daemon=True)
-        self.thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, src: Source, name: str, seed: int, epoch: int, seq: int, position: dict | None,
-             shuffle_docs: int, on_bad_utf8: str, skipped: Counter, checked: dict[str, bool]) -> None:
-        reader: Any = None
-        try:
-            if src.kind == "hub":
-                reader = _HubReader(src, position, self.stop)
-            else:
-                reader = _FileReader(src, position, on_bad_utf8, skipped, checked)
-            base = epoch_seed(seed, epoch, name)
-            while not self.stop.is_set():
-                start = reader.position()
-                limit = min(FIRST_STREAM_CHARS << min(seq, 20), STREAM_CHARS)  # piece `seq` has the same size always
-                docs: list[str] = []
-                chars = 0
-                while chars < limit and len(docs) < (shuffle_docs if shuffle_docs > 1 else PIECE_DOCS):
-                    doc = reader.next()
-                    if doc is None:
-                        break
-                    docs.append(doc)
-                    chars += len(doc)
-                if not docs:
-                    break
-                if shuffle_docs > 1:
-                    random.Random(base * 1_000_003 + seq).shuffle(docs)
-                if not self._put((seq, start, Piece("docs", docs=tuple(docs)))):
-                    return
-                seq += 1
-            self._put(None)
-        except BaseException as err:  # noqa: BLE001 - raised in the reading thread's consumer, in order
-            self._put(err)
-        finally:
-            if reader is not None:
-                reader.close()
-
-    def __iter__(self) -> Iterator[tuple[int, dict, Piece]]:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self.stop.set()
-
-
-def piece_stream(src: Source, name: str, *, seed: int, shuffle_buffer: int, on_exhausted: str, on_bad_utf8: str,
-                 epoch: int = 0, seq: int = 0, position: dict | None = None, skipped: Counter | None = None,
-                 checked: dict[str, bool] | None = None) -> Iterator[tuple[int, int, dict | None, Piece | None]]:
-    """(epoch, seq, position, piece) for every piece of a source from piece `seq` of `epoch` on; None ends an epoch.
-
-    `position` is where a streamed source's piece `seq` starts (None for sliceable sources, whose epochs are
-    planned again). Epochs follow each other while `on_exhausted` is "repeat".
-    """
-    skipped = Counter() if skipped is None else skipped
-    checked = {} if checked is None else checked
-    while True:
-        if sliceable(src):
-            planned = _planned(src, name, seed, epoch, shuffle_buffer > 1, on_bad_utf8, skipped, checked)
-            for k, piece in enumerate(planned):
-                if k >= seq:
-                    yield epoch, k, None, piece
-        else:
-            reader = StreamedPieces(src, name, seed, epoch, seq, position, shuffle_buffer, on_bad_utf8, skipped,
-                                    checked)
-            try:
-                for k, start, piece in reader:
-                    yield epoch, k, start, piece
-            finally:
-                reader.close()
-        yield epoch, -1, None, None
-        if on_exhausted != "repeat":
-            return
-        epoch, seq, position = epoch + 1, 0, None
-

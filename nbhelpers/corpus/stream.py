@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..batches import DataExhausted, DataSourceError, rank_world
+from ..dist import local_rank
 from .mixing import cpu_count
 from .parts import read_complete, same_state
 from .producer import Producer, Stream, run_token, stop_process
@@ -73,7 +74,9 @@ class StreamBatches:
         self.B = int(micro_batch)
         self.seed = int(seed)
         self.rank, self.world = rank_world(micro_batch, rank, world_size)
-        self.owner = int(os.environ.get("LOCAL_RANK", self.rank)) == 0 if owner is None else owner
+        # torchrun sets LOCAL_RANK; processes started without it have one owner, the global rank 0
+        on_host = local_rank() if "LOCAL_RANK" in os.environ else self.rank
+        self.owner = on_host == 0 if owner is None else owner
         self._len = int(total_blocks) // (self.B * self.world)
         if self._len == 0:
             raise ValueError(f"the token budget's {total_blocks} blocks cannot fill one micro-batch of {self.B} on "
@@ -303,7 +306,7 @@ def replay_blocks(cfg: Any, run_root: Any, trainers: int = 1) -> np.ndarray:
 
     stream, start, hashes, _ = open_stream(cfg, run_root, trainers=trainers)
     source = StreamBatches(stream, start, hashes, 1, stream.part_blocks, rank=0, world_size=1, last_part=0,
-                           owner=int(os.environ.get("LOCAL_RANK", 0)) == 0)
+                           owner=local_rank() == 0)
     try:
         meta, blocks, _ = source._part(0)
         return np.array(blocks)  # a copy: the folder may be cleaned once the producer is gone
