@@ -19,6 +19,13 @@ STEP_PREFIX = "step_"
 STATE_FILE = "state.json"  # in a checkpoint: step, data position, RNG; written last, so its presence means complete
 MANIFEST = "manifest.json"  # the corpus: its settings, files and checksums
 SPM_FILE = "spm.model"  # the tokenizer's SentencePiece model
+TOKENIZER = "tokenizer"  # stage 01's folder: spm.model and the HF tokenizer files
+CORPUS = "corpus"  # stage 02's folder: the validation shard, manifest.json, the stream's start
+PRETRAIN = "pretrain"  # stage 03's folder (a training stage: checkpoints/, metrics.jsonl, final/)
+SFT = "sft"  # stage 04's folder, shaped like pretrain/
+EVAL = "eval"  # stage 06's folder: results.json, report.md
+RESULTS_FILE = "results.json"  # in eval/: the evaluation's figures
+RUN_NOTEBOOKS = "notebooks"  # the run's executed notebooks
 XLA_CACHE = "xla_cache"  # torch_xla's compiled programs, reused by the next session (carried on Kaggle)
 TOKEN_DTYPE = np.uint16  # token ids on disk: the vocabulary (32,000 at most by the rules) fits 16 bits
 
