@@ -10,8 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 CONFIG_FILE = "config.json"  # the run's resolved configuration (and, in final/, the model's HF configuration)
+CONFIG_SUM = "config.json.sha256"  # `sha256sum -c` format: what nbhelpers last wrote to config.json (a hand edit shows)
+LOCK_FILE = "run.lock"  # the run holding this run directory: pid, host, since (one run per run directory)
 RUN_METRICS = "metrics.json"  # one object: each stage's headline figures
 STAGE_METRICS = "metrics.jsonl"  # a training stage's history: one record per log, eval and event
+STOP_FILE = "stopped.json"  # in a training stage's folder: the stage stopped by its time budget, to continue
+INPUTS_FILE = "inputs.json"  # in a training stage's folder: what its checkpoints were trained from
 SESSIONS_FILE = "sessions.jsonl"  # a training stage's sessions: each one's start and end (steps, tokens)
 FINAL = "final"  # a stage's finished model: AutoModelForCausalLM.from_pretrained(this)
 CHECKPOINTS = "checkpoints"  # a training stage's resumable states, one step_NNNNNNNN/ folder each

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import atomic_write_text, read_json
-from .layout import CHECKPOINTS, CONFIG_FILE, CORPUS, FINAL, MANIFEST, PRETRAIN, SFT, SPM_FILE, STEP_PREFIX
+from .layout import CHECKPOINTS, CONFIG_FILE, CORPUS, FINAL, INPUTS_FILE, MANIFEST, PRETRAIN, SFT, SPM_FILE, STEP_PREFIX
 
 if TYPE_CHECKING:
     from .rundir import RunDir
 
 MODEL_NOTEBOOK = {PRETRAIN: "03_pretrain", SFT: "04_instruction_tuning"}
-INPUTS_FILE = "inputs.json"  # in pretrain/ and sft/: what the checkpoints there were trained from
 # sft settings that change which rows are trained (the schedule's may change between sessions: it is re-planned)
 SFT_DATA_FIELDS = ("data", "template", "response_marker", "prompt_prefix", "max_length", "overflow", "on_invalid",
                    "max_examples", "arithmetic_pairs", "replay_ratio", "replay_len", "heldout_fraction", "micro_batch",

@@ -22,13 +22,15 @@ depth up to INPUT_DEPTH under /kaggle/input, which covers the layout of 2025 onw
 
 Modules: `run` (the RunDir object), `stages` (the stage table and errors), `location` (where it is), `inputs`
 (Kaggle's inputs), `resume` (an earlier version's checkpoints, stale inputs), `sessions` (sessions.jsonl),
-`lock` (run.lock), `xla_cache` (the compiled programs carried over).
+`config_file` (config.json and its sha256), `lock` (run.lock), `xla_cache` (the compiled programs carried over).
 """
 
 from __future__ import annotations
 
 from ..layout import CONFIG_FILE as CONFIG_FILE  # chat and tests read these names here
+from ..layout import CONFIG_SUM as CONFIG_SUM
 from ..layout import SESSIONS_FILE as SESSIONS_FILE
+from ..layout import STOP_FILE as STOP_FILE
 from .inputs import INPUT_DEPTH as INPUT_DEPTH
 from .inputs import input_runs as input_runs
 from .inputs import is_run as is_run
@@ -41,7 +43,6 @@ from .lock import LOCK_FILE as LOCK_FILE
 from .lock import LOCK_STALE_S as LOCK_STALE_S
 from .resume import check_resume as check_resume
 from .resume import link_checkpoints as link_checkpoints
-from .run import CONFIG_SUM as CONFIG_SUM
 from .run import RunDir as RunDir
 from .sessions import begin_session as begin_session
 from .sessions import end_session as end_session
@@ -49,7 +50,6 @@ from .sessions import newest_step as newest_step
 from .sessions import read_sessions as read_sessions
 from .stages import IDENTITY as IDENTITY
 from .stages import STAGES as STAGES
-from .stages import STOP_FILE as STOP_FILE
 from .stages import TRAINING_STAGES as TRAINING_STAGES
 from .stages import RunDirBusy as RunDirBusy
 from .stages import RunDirError as RunDirError

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..layout import LOCK_FILE as LOCK_FILE
 from .stages import RunDirBusy
 
-LOCK_FILE = "run.lock"  # the run holding this run directory: pid, host, since (one run per run directory)
 LOCK_BEAT_S = 60.0  # the holder touches its lock this often
 LOCK_STALE_S = 600.0  # a lock of another host untouched this long is a run that is gone (a Colab runtime ended)
 

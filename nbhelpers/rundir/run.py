@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from .. import (
     provenance,  # below rundir: it imports RunDir only for annotations
 )
 from ..config import RunConfig
-from ..files import atomic_write_text, read_json, write_text_if_changed
+from ..files import atomic_write_text, read_json
 from ..layout import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -27,34 +26,17 @@ from ..layout import (
     RUN_NOTEBOOKS,
     SFT,
     STEP_PREFIX,
+    STOP_FILE,
     TOKENIZER,
 )
 from . import location
+from .config_file import check_config_file, check_profile, write_config
 from .inputs import link_inputs
 from .location import _prepare, resolve_run_dir
 from .lock import LOCK_FILE, hold
 from .resume import link_checkpoints
-from .stages import STAGES, STOP_FILE, TRAINING_STAGES, RunDirError, StageMissing, config_diff, continue_hint
+from .stages import STAGES, TRAINING_STAGES, RunDirError, StageMissing, continue_hint
 from .xla_cache import carry_xla_cache
-
-CONFIG_SUM = "config.json.sha256"  # `sha256sum -c` format: what nbhelpers last wrote to config.json (a hand edit shows)
-
-
-def _check_profile(root: Path, profile: str) -> None:
-    """Refuse a run directory whose config.json records another profile: its artifacts belong to that run."""
-    recorded_file = root / CONFIG_FILE
-    if not recorded_file.is_file():
-        return
-    try:
-        recorded = read_json(recorded_file).get("profile")
-    except (OSError, ValueError, AttributeError) as err:
-        raise RunDirError(f"{recorded_file}: cannot read the recorded configuration ({err}); "
-                          "fix or delete the file, or use another RUN_DIR") from err
-    if recorded and recorded != profile:
-        raise RunDirError(
-            f"{root} holds a run made with profile {recorded!r} ({recorded_file}), not {profile!r}: set "
-            f"PROFILE = \"{recorded}\" (--profile {recorded}) to continue it, or another RUN_DIR for a "
-            f"{profile} run; PROFILE = \"auto\" chose {profile!r} for this machine if you did not name it")
 
 
 @dataclass(frozen=True)
@@ -77,7 +59,7 @@ class RunDir:
         path = resolve_run_dir(root, config.profile, plat)  # "": Kaggle working dir, Drive, runs/
         writable = _prepare(path)
         run = cls(path.resolve(), config, read_only=not writable)
-        _check_profile(run.root, config.profile)
+        check_profile(run.root, config.profile)
         if run.read_only:
             print(f"{run.root} is read-only: its artifacts are read, nothing is written there")
             return run
@@ -86,37 +68,10 @@ class RunDir:
             link_checkpoints(run, plat)  # earlier versions of a training notebook stopped by the time budget
             carry_xla_cache(run, plat)  # and the programs they compiled on the TPU
         if not (run.root / CONFIG_FILE).exists():
-            run._write_config()
+            write_config(run.root, config)
         else:
-            run.check_config_file()
+            check_config_file(run.root, config)
         return run
-
-    def _write_config(self) -> None:
-        text = json.dumps(self.config.to_dict(), indent=2, ensure_ascii=False)
-        write_text_if_changed(self.root / CONFIG_FILE, text)
-        write_text_if_changed(self.root / CONFIG_SUM, f"{hashlib.sha256(text.encode()).hexdigest()}  {CONFIG_FILE}\n")
-
-    def check_config_file(self) -> None:
-        """RunDirError when config.json was edited by hand (it differs from config.json.sha256) in a way this run's
-        settings do not share: the run would overwrite the edit, so it names the keys and what to do instead."""
-        path, record = self.root / CONFIG_FILE, self.root / CONFIG_SUM
-        if not record.is_file():
-            return  # a run dir of an earlier nbhelpers: the record comes with the next finished stage
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() == record.read_text(encoding="utf-8").split(" ")[0].strip():
-            return
-        try:
-            differ = config_diff(json.loads(data), self.config.to_dict())
-        except ValueError as err:
-            differ = [f"the file is not valid JSON ({err})"]
-        if not differ:
-            self._write_config()  # edited to exactly this run's settings: nothing would be lost
-            return
-        raise RunDirError(
-            f"{path} was edited by hand (it no longer matches {CONFIG_SUM}): {'; '.join(differ)} (there: the file, "
-            "here: this run's --profile and --set). The settings come from --profile and --set (a notebook's PROFILE "
-            "and OVERRIDES), never from config.json, which the next finished stage overwrites: pass the edit as "
-            "--set KEY=VALUE, then delete config.json (it is written again); or delete it to drop the edit")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[Path]:
@@ -186,7 +141,7 @@ class RunDir:
         data = self.metrics()
         data[stage] = entry
         atomic_write_text(self.metrics_path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
-        self._write_config()  # the configuration the run's newest finished stage was made with
+        write_config(self.root, self.config)  # the configuration the run's newest finished stage was made with
         if stage in TRAINING_STAGES:
             self.clear_stop(stage)
             self.unlink_inputs(stage)

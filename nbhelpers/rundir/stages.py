@@ -6,7 +6,18 @@ import json
 from typing import Any
 
 from .. import platform
-from ..layout import CONFIG_FILE, CORPUS, EVAL, FINAL, MANIFEST, PRETRAIN, RESULTS_FILE, SFT, SPM_FILE, TOKENIZER
+from ..layout import (
+    CONFIG_FILE,
+    CORPUS,
+    EVAL,
+    FINAL,
+    MANIFEST,
+    PRETRAIN,
+    RESULTS_FILE,
+    SFT,
+    SPM_FILE,
+    TOKENIZER,
+)
 
 # Stage name -> (notebook, config sections its output depends on, files that must exist when done).
 # The stage names are also the stages' folder names (layout); the sections are config.RunConfig's.
@@ -20,7 +31,6 @@ STAGES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 TRAINING_STAGES = (PRETRAIN, SFT)  # the stages that checkpoint and resume (03, 04)
 IDENTITY = ("tokenizer", "corpus", "model")  # sections that make an input's checkpoints this run's
-STOP_FILE = "stopped.json"  # in a stage folder: the stage stopped by its time budget, to be continued
 
 
 class StageMissing(RuntimeError):
