@@ -288,7 +288,7 @@ class _Planted:
 
 
 def _legacy(path, planted=None):
-    """Turn a checkpoint into the format of earlier versions: pickled .pt parts, state.json without a file list."""
+    """Turn a checkpoint into pickled .pt parts with a state.json that lists no files (a folder never to unpickle)."""
     state = json.loads((path / "state.json").read_text())
     for name in state.pop("files"):
         if name != "model.safetensors":
