@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import platform, quota, rundir
 from .files import read_json
-from .layout import RUN_METRICS
+from .layout import CHECKPOINTS, RUN_METRICS
 from .platform import Platform
 
 VERDICTS = ("ok", "info", "warn", "fail")
@@ -157,7 +157,7 @@ def input_runs_report(plat: Platform, name: str | None = None) -> list[Finding]:
         return [Finding("inputs", "info", "none (only Kaggle attaches inputs)")]
     if not plat.inputs.is_dir():
         return [Finding("inputs", "warn", f"{plat.inputs} does not exist", "run on Kaggle, or create it in a rehearsal")]
-    runs = [p for p in rundir._walk_dirs(plat.inputs, rundir.INPUT_DEPTH) if rundir._is_run(p)
+    runs = [p for p in rundir.walk_dirs(plat.inputs, rundir.INPUT_DEPTH) if rundir.is_run(p)
             and (name is None or p.name == name)]
     if not runs:
         return [Finding("inputs", "info", f"no run directory under {plat.inputs}: a first session starts from nothing",
@@ -166,7 +166,7 @@ def input_runs_report(plat: Platform, name: str | None = None) -> list[Finding]:
     for run in runs:
         steps = []
         for stage in rundir.TRAINING_STAGES:
-            step = rundir.newest_step(run / stage / "checkpoints")
+            step = rundir.newest_step(run / stage / CHECKPOINTS)
             sessions = rundir.read_sessions(run / stage)
             if step is not None or sessions:
                 steps.append(f"{stage} step {step if step is not None else '-'}"

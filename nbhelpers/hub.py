@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .credentials import HF_TOKEN_PATTERN, Secret, platform_secret, scrub
+from .layout import CONFIG_FILE
 from .platform import Platform, PlatformError
 
 __all__ = ["HF_TOKEN_PATTERN", "Secret", "scrub", "hf_token", "find_secrets", "check_repo_id", "plan_upload",
@@ -78,7 +79,7 @@ def _weights(folder: Path) -> list[Path]:
 
 
 def _check_folder(folder: Path) -> None:
-    missing = [f for f in ("config.json", "tokenizer_config.json") if not (folder / f).is_file()]
+    missing = [f for f in (CONFIG_FILE, "tokenizer_config.json") if not (folder / f).is_file()]
     if not folder.is_dir() or missing or not _weights(folder):
         what = "the folder" if not folder.is_dir() else ", ".join(missing + ([] if _weights(folder) else
                                                                           ["*.safetensors"]))
@@ -156,10 +157,10 @@ def stage_folder(folder: str | os.PathLike, out: str | os.PathLike, dtype: str =
         del tensors
     for p in _copied(folder):
         shutil.copy2(p, out / p.name)
-    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
     key = next((k for k in ("dtype", "torch_dtype") if k in config), "dtype")
     config[key] = PUSH_DTYPES[dtype]  # what from_pretrained loads it as by default
-    (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if (folder / WEIGHT_INDEX).is_file():
         (out / WEIGHT_INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": index},
                                                    indent=2) + "\n", encoding="utf-8")

@@ -90,12 +90,6 @@ def kaggle_url(stem: str, url: str | None = None, ref: str | None = None) -> str
     return f"https://kaggle.com/kernels/welcome?src={base}/blob/{ref}/notebooks/{stem}.ipynb"
 
 
-def install_spec(url: str | None = None, ref: str | None = None, extras: str = "") -> str:
-    """The pip requirement that installs nbhelpers (with `extras`, e.g. "eval") from the repository at the pinned ref."""
-    base, _, _, ref = repo(url, ref)
-    return f"nbhelpers{f'[{extras}]' if extras else ''} @ git+{base}@{ref}"
-
-
 def badge_lines(stem: str, url: str | None = None, ref: str | None = None) -> list[str]:
     """The title cell's two badge lines (as jupytext markdown comment lines)."""
     return [

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import atomic_write_text, read_json
-from .layout import CONFIG_FILE, MANIFEST, STEP_PREFIX
+from .layout import CHECKPOINTS, CONFIG_FILE, CORPUS, FINAL, INPUTS_FILE, MANIFEST, PRETRAIN, SFT, SPM_FILE, STEP_PREFIX
 
 if TYPE_CHECKING:
     from .rundir import RunDir
 
-MODEL_NOTEBOOK = {"pretrain": "03_pretrain", "sft": "04_instruction_tuning"}
-INPUTS_FILE = "inputs.json"  # in pretrain/ and sft/: what the checkpoints there were trained from
+MODEL_NOTEBOOK = {PRETRAIN: "03_pretrain", SFT: "04_instruction_tuning"}
 # sft settings that change which rows are trained (the schedule's may change between sessions: it is re-planned)
 SFT_DATA_FIELDS = ("data", "template", "response_marker", "prompt_prefix", "max_length", "overflow", "on_invalid",
                    "max_examples", "arithmetic_pairs", "replay_ratio", "replay_len", "heldout_fraction", "micro_batch",
@@ -36,7 +35,7 @@ class StageMismatch(RuntimeError):
 
 def _tokenizer(run: RunDir) -> tuple[str | None, int | None]:
     """(sha256 of spm.model, vocabulary size) of the run's tokenizer; None for what it does not have."""
-    from .tokenizer import SPM_FILE, tokenizer_hash
+    from .tokenizer import tokenizer_hash
 
     if (run.tokenizer / SPM_FILE).is_file():
         import sentencepiece
@@ -50,7 +49,6 @@ def _tokenizer(run: RunDir) -> tuple[str | None, int | None]:
 def check_corpus(run: RunDir) -> None:
     """The corpus was tokenized by the run's tokenizer and built with the configuration's corpus settings."""
     from .corpus.build import STREAM_FIELDS
-    from .corpus.reader import MANIFEST
 
     path = run.corpus / MANIFEST
     manifest = read_json(path)
@@ -83,7 +81,7 @@ def check_model(run: RunDir, stage: str) -> None:
 
     Its architecture may differ from `model.*`: 04, 05 and 06 use the model as trained.
     """
-    final = getattr(run, stage) / "final"
+    final = getattr(run, stage) / FINAL
     notebook = MODEL_NOTEBOOK[stage]
     saved = read_json(final / CONFIG_FILE)
     from .checkpoint import safetensors_problem  # torch and safetensors: only for a stage that reads a model
@@ -117,11 +115,11 @@ def _pieces(path: Path) -> list[str] | None:
 
 def check(run: RunDir, stage: str) -> None:
     """Before reading `stage`'s output: it (and the corpus, when one exists) agrees with the run's inputs."""
-    if stage in ("pretrain", "sft"):
-        check_model(run, "pretrain")
-    if stage == "sft":
-        check_model(run, "sft")
-    if stage in ("corpus", "pretrain", "sft") and (run.corpus / MANIFEST).exists():
+    if stage in (PRETRAIN, SFT):
+        check_model(run, PRETRAIN)
+    if stage == SFT:
+        check_model(run, SFT)
+    if stage in (CORPUS, PRETRAIN, SFT) and (run.corpus / MANIFEST).exists():
         check_corpus(run)  # 03 trains on it; 04 replays it; 06 scores its held-out blocks
 
 
@@ -130,13 +128,13 @@ def stage_inputs(run: RunDir, stage: str) -> dict[str, Any]:
     cfg = run.config
     tok_hash, tok_vocab = _tokenizer(run)
     out: dict[str, Any] = {"tokenizer": tok_hash or tok_vocab}
-    if stage == "pretrain":
+    if stage == PRETRAIN:
         manifest = read_json(run.corpus / MANIFEST)
         # the stream's identity, not its length: a corpus grown by a later part continues the same stream
         out.update(model=dataclasses.asdict(cfg.model), corpus=manifest.get("fingerprint") or manifest.get("config"),
                    data_seed=cfg.train.seed)
     else:
-        result = json.dumps(run.metrics().get("pretrain"), sort_keys=True, default=str)
+        result = json.dumps(run.metrics().get(PRETRAIN), sort_keys=True, default=str)
         out.update(pretrained=hashlib.sha256(result.encode()).hexdigest(),  # 03's recorded result: a rerun changes it
                    sft={k: getattr(cfg.sft, k) for k in SFT_DATA_FIELDS})
     return _plain(out)
@@ -151,13 +149,13 @@ def check_resume(run: RunDir, stage: str, write: bool = True) -> None:
     folder = getattr(run, stage)
     path = folder / INPUTS_FILE
     now = stage_inputs(run, stage)
-    has_checkpoints = any((folder / "checkpoints").glob(f"{STEP_PREFIX}*"))
+    has_checkpoints = any((folder / CHECKPOINTS).glob(f"{STEP_PREFIX}*"))
     if has_checkpoints and path.is_file():
         before = read_json(path)
         differ = _differences(before, now)
         if differ:
             raise StageMismatch(
-                f"{folder / 'checkpoints'} holds a training run made from other inputs than now: {'; '.join(differ)}. "
+                f"{folder / CHECKPOINTS} holds a training run made from other inputs than now: {'; '.join(differ)}. "
                 f"Resuming it would continue that run, not this one. Set them back to resume it, or move {folder} "
                 f"away to train afresh (nothing is deleted for you).")
     if write:

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             if step == args.stall_save_at:
                 (out / "stalled").write_text(str(step))
                 time.sleep(600)
-        checkpoint.before_commit = stall
+        checkpoint.saving.before_commit = stall
     source = RecordingBatches(PackedBatches(ArrayBlocks(blocks()), args.micro_batch, seed=3))
     cfg = train_cfg(micro_batch=args.micro_batch, grad_accum=args.grad_accum, max_steps=args.steps,
                     save_every=args.save_every, eval_every=args.eval_every, optimizer=args.optimizer,

@@ -69,7 +69,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     def crash(tmp, step):
         raise KeyboardInterrupt("killed while saving")
 
-    monkeypatch.setattr(ckpt, "before_commit", crash)
+    monkeypatch.setattr(ckpt.saving, "before_commit", crash)
     with pytest.raises(KeyboardInterrupt):
         _save(tmp_path, 8, model, opt)
     assert ckpt.latest(tmp_path) == good
@@ -141,7 +141,7 @@ def test_state_json_is_written_last_and_lists_every_other_file(tmp_path, monkeyp
     def look(tmp, step):  # the moment before the rename that commits the checkpoint
         seen.update(state=json.loads((tmp / "state.json").read_text()), files={p.name for p in tmp.iterdir()})
 
-    monkeypatch.setattr(ckpt, "before_commit", look)
+    monkeypatch.setattr(ckpt.saving, "before_commit", look)
     path = ckpt.save(tmp_path, 3, model=model, optimizer=opt, state={"model_config": ckpt.model_config_dict(model)},
                      scaler=torch.amp.GradScaler("cpu"), arrays={"hashes": np.arange(5, dtype=np.uint64)})
     listed = seen["state"]["files"]
@@ -288,11 +288,11 @@ class _Planted:
 
 
 def _legacy(path, planted=None):
-    """Turn a checkpoint into the format of earlier versions: pickled .pt parts, state.json without a file list."""
+    """Turn a checkpoint into pickled .pt parts with a state.json that lists no files (a folder never to unpickle)."""
     state = json.loads((path / "state.json").read_text())
     for name in state.pop("files"):
         if name != "model.safetensors":
-            obj = ckpt._read_part(path / name, None)
+            obj = ckpt.parts._read_part(path / name, None)
             (path / name).unlink()
             torch.save(obj, path / name.replace(".safetensors", ".pt"))
     for name, obj in (planted or {}).items():
@@ -306,15 +306,11 @@ def test_a_planted_pickle_is_refused_and_never_runs(tmp_path, planted_in):
     model, opt = _trained()
     path = _save(tmp_path / "ckpt", 4, model, opt)
     _legacy(path, {planted_in: {"python": _Planted(marker)}})
-    with pytest.raises(ckpt.LegacyCheckpoint, match=r"earlier nbhelpers .*not loaded: unpickling .*migrate"):
+    with pytest.raises(ckpt.LegacyCheckpoint, match=r"pickled format .*not loaded: unpickling .*Move it away"):
         ckpt.load(path, model=model, optimizer=opt)
     with pytest.raises(ckpt.LegacyCheckpoint):
         ckpt.load_latest(tmp_path / "ckpt", model=model, optimizer=opt)
-    with pytest.raises(ckpt.UnsafeCheckpoint, match=rf"{planted_in} holds pickled references to posix.system"):
-        ckpt.migrate(path)
     assert not marker.exists()
-    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "optimizer.pt", "rng_rank0.pt",
-                                                       "state.json"]  # the refused conversion changed nothing
 
 
 def test_a_state_json_that_lists_a_pickle_is_refused(tmp_path):
@@ -327,24 +323,6 @@ def test_a_state_json_that_lists_a_pickle_is_refused(tmp_path):
     with pytest.raises(ckpt.UnsafeCheckpoint, match="lists 'rng_rank0.pt'.*never unpickles"):
         ckpt.load_latest(tmp_path, model=model, optimizer=opt)
     assert not (tmp_path / "ran").exists()
-
-
-def test_an_old_checkpoint_is_migrated_with_the_restricted_loader_and_then_resumes(tmp_path):
-    model, opt = _trained()
-    random.seed(3)
-    np.random.seed(3)
-    torch.manual_seed(3)
-    path = _save(tmp_path, 4, model, opt)
-    expected = (random.random(), np.random.rand(), torch.rand(2))
-    _legacy(path)
-    assert ckpt.migrate(tmp_path) == [path]
-    assert not list(path.glob("*.pt")) and ckpt.verify(path, full=True)["format"] == ckpt.FORMAT
-    fresh, fresh_opt = _trained(seed=7)
-    ckpt.load(path, model=fresh, optimizer=fresh_opt)
-    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(2), expected[2])
-    for a, b in zip(opt.state.values(), fresh_opt.state.values()):
-        assert torch.equal(a["exp_avg"], b["exp_avg"])
-    assert ckpt.migrate(tmp_path) == []  # already converted
 
 
 # ---------------------------------------------------------------- a full disk during a save
@@ -385,7 +363,7 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(small_disk):
 def test_an_injected_enospc_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    real = ckpt.save_file
+    real = ckpt.parts.save_file
 
     def short_write(tensors, path, metadata=None):
         if sum(t.numel() * t.element_size() for t in tensors.values()) > 500_000:
@@ -395,7 +373,7 @@ def test_an_injected_enospc_during_a_save_keeps_the_previous_checkpoint(tmp_path
             raise SafetensorError(f"Error while serializing: I/O error: No space left on device (os error {errno.ENOSPC})")
         return real(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(ckpt, "save_file", short_write)
+    monkeypatch.setattr(ckpt.parts, "save_file", short_write)
     _fill_then_fail(tmp_path)
 
 

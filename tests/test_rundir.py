@@ -53,7 +53,7 @@ def fake_drive(monkeypatch, shared, answer: list[str]):
     monkeypatch.setitem(sys.modules, "google", sys.modules.get("google") or types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     monkeypatch.setitem(sys.modules, "google.colab.drive", colab.drive)
-    monkeypatch.setattr(rundir, "_drive_asked", False)
+    monkeypatch.setattr(rundir.location, "_drive_asked", False)
     (shared / "MyDrive").mkdir(parents=True, exist_ok=True)
     return calls
 
@@ -403,7 +403,7 @@ def test_kaggle_resume_copies_the_xla_cache_once(tmp_path, monkeypatch):
     """The compiled programs of an earlier version arrive as a writable copy; a run with its own cache keeps it."""
     cfg = config.load("smoke")
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
-    monkeypatch.setattr(rundir, "_xla_host", lambda: True)  # a TPU kernel
+    monkeypatch.setattr(platform, "xla_installed", lambda: True)  # a TPU kernel
     source = _stopped_version(tmp_path, cfg)
     (source / "xla_cache/ab").mkdir(parents=True)
     (source / "xla_cache/ab/program").write_bytes(b"compiled")
@@ -421,7 +421,7 @@ def test_kaggle_resume_copies_the_xla_cache_once(tmp_path, monkeypatch):
 def test_kaggle_resume_leaves_another_runs_xla_cache(tmp_path, monkeypatch):
     cfg = config.load("smoke")
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
-    monkeypatch.setattr(rundir, "_xla_host", lambda: True)
+    monkeypatch.setattr(platform, "xla_installed", lambda: True)
     source = _stopped_version(tmp_path, config.load("smoke", ["model.preset=tiny"]))
     (source / "xla_cache").mkdir()
     run = RunDir.open("", cfg)
@@ -432,7 +432,7 @@ def test_a_kernel_without_torch_xla_leaves_the_xla_cache_in_the_input(tmp_path, 
     """A CPU or GPU kernel (01, 02, 06 on a T4) would only add the compiled programs to its 20 GB of output."""
     cfg = config.load("smoke")
     monkeypatch.setattr(platform, "detect", lambda *a, **k: kaggle_here(tmp_path))
-    monkeypatch.setattr(rundir, "_xla_host", lambda: False)
+    monkeypatch.setattr(platform, "xla_installed", lambda: False)
     source = _stopped_version(tmp_path, cfg)
     (source / "xla_cache").mkdir()
     run = RunDir.open("", cfg)
