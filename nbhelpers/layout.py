@@ -19,6 +19,7 @@ STEP_PREFIX = "step_"
 STATE_FILE = "state.json"  # in a checkpoint: step, data position, RNG; written last, so its presence means complete
 MANIFEST = "manifest.json"  # the corpus: its settings, files and checksums
 SPM_FILE = "spm.model"  # the tokenizer's SentencePiece model
+EVAL_DIR = "eval"  # 06's results.json, lm-eval outputs and report.md (the run's report card)
 XLA_CACHE = "xla_cache"  # torch_xla's compiled programs, reused by the next session (carried on Kaggle)
 TOKEN_DTYPE = np.uint16  # token ids on disk: the vocabulary (32,000 at most by the rules) fits 16 bits
 
