@@ -19,7 +19,8 @@ from typing import Any, TextIO
 from . import config as config_mod
 from .files import read_json
 from .generate import Response, generate_batch, prompt_budget, trimmed_turns
-from .rundir import CONFIG_FILE, STAGES
+from .layout import CONFIG_FILE, FINAL
+from .rundir import STAGES
 
 COMMANDS = "/reset: forget the conversation · /exit: leave (or an end of input)"
 
@@ -77,10 +78,10 @@ def model_dir(run_dir: str | Path, stage: str = "sft") -> Path:
                         "(runs/PROFILE by default)")
     if stage not in ("sft", "pretrain"):
         raise ChatError(f"stage must be sft or pretrain, got {stage!r}")
-    final = root / stage / "final"
-    if not (final / "config.json").is_file():
+    final = root / stage / FINAL
+    if not (final / CONFIG_FILE).is_file():
         hint = " (or pass --stage pretrain to talk to the base model, which only continues text)" \
-            if stage == "sft" and (root / "pretrain" / "final" / "config.json").is_file() else ""
+            if stage == "sft" and (root / "pretrain" / FINAL / CONFIG_FILE).is_file() else ""
         raise ChatError(f"{final}: no model yet; run notebooks/{STAGES[stage][0]} first{hint}")
     return final
 

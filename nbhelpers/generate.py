@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from .collator import DEFAULT_TEMPLATE, fit_conversation, prompt_ids, special_id
-from .fixed_shapes import Sampling, decode
+from .decoding import new_tokens
+from .fixed_shapes import Sampling
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,9 @@ def generate_batch(
 ) -> list[Response]:
     """Answers to `prompts` (greedy unless do_sample) as Response objects, in order.
 
-    fixed_shapes (default: on for XLA) decodes with `fixed_shapes.decode`: a few prompt-width buckets and a fixed
-    batch, one compiled program per bucket and a host check every 16 tokens, instead of `model.generate` (a new
-    shape and a host read per token). Its sampling draws from the same distribution with another random stream.
+    Every answer comes from `decoding.new_tokens`, the one generation path. fixed_shapes (default: on for XLA)
+    decodes with `fixed_shapes.decode`: a few prompt-width buckets and a fixed batch, one compiled program per
+    bucket and a host check every 16 tokens, instead of `model.generate` (a new shape and a host read per token). Its sampling draws from the same distribution with another random stream.
     A prompt is a user message or a conversation (a list of {"role", "content"} messages, answered as its next turn).
     `streamer` (transformers' TextStreamer or TextIteratorStreamer, one prompt) receives the tokens as they come.
     """
@@ -97,36 +98,23 @@ def generate_batch(
             from . import xla
 
             xla.set_seed(seed)
-    sampling: dict[str, Any] = {"do_sample": do_sample}
-    if do_sample:
-        sampling.update(temperature=temperature, top_p=top_p, top_k=top_k)
+    after_step = None
+    if fixed and device.type == "xla":
+        from . import xla
+
+        xla.use_xla_attention(model)
+        after_step = xla.sync
+    chunks = [prompt_tokens(tokenizer, p, template, prefix, max_prompt) for p in prompts]
     was_training = model.training
     model.eval()
-    out: list[Response] = []
     try:
-        if fixed:
-            rows = _decode_fixed(model, tokenizer, prompts, template, prefix, max_prompt, max_new_tokens, batch_size,
-                                 eos, pad, Sampling(temperature, top_k, top_p) if do_sample else None)
-            return [_response(tokenizer, row, eos) for row in rows]
-        for start in range(0, len(prompts), batch_size):
-            chunk = [prompt_tokens(tokenizer, p, template, prefix, max_prompt) for p in prompts[start:start + batch_size]]
-            width = -(-max(len(c) for c in chunk) // pad_to_multiple_of) * pad_to_multiple_of
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # (B, T) left-padded
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, c in enumerate(chunk):
-                ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
-                mask[i, width - len(c):] = 1
-            with torch.no_grad():
-                gen = model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                    eos_token_id=eos, pad_token_id=pad, repetition_penalty=repetition_penalty, streamer=streamer,
-                    **sampling,
-                )
-            new = gen[:, width:].cpu()  # (B, <= max_new_tokens): the prompt's tokens cut off
-            out += [_response(tokenizer, row, eos) for row in new.tolist()]
+        rows = new_tokens(model, chunks, max_new_tokens, pad_id=pad, eos_id=eos, fixed=fixed,
+                          sampling=Sampling(temperature, top_k, top_p) if do_sample else None, batch_size=batch_size,
+                          after_step=after_step, pad_to_multiple_of=pad_to_multiple_of,
+                          repetition_penalty=repetition_penalty, streamer=streamer)
     finally:
         model.train(was_training)
-    return out
+    return [_response(tokenizer, row, eos) for row in rows]
 
 
 def _response(tokenizer: Any, row: list[int], eos: int) -> Response:
@@ -135,24 +123,6 @@ def _response(tokenizer: Any, row: list[int], eos: int) -> Response:
     body = row[:end] if end is not None else row
     text = tokenizer.decode(body, skip_special_tokens=True).strip()
     return Response(text, end is not None, (end + 1) if end is not None else len(row))
-
-
-def _decode_fixed(model: Any, tokenizer: Any, prompts: Sequence[Prompt], template: str, prefix: str,
-                  max_prompt: int | None, max_new_tokens: int, batch_size: int, eos: int, pad: int,
-                  sampling: Sampling | None) -> list[list[int]]:
-    """New ids per prompt from `fixed_shapes.decode`, `batch_size` rows at a time (one program per width bucket)."""
-    after_step = None
-    if _device_of(model).type == "xla":
-        from . import xla
-
-        xla.use_xla_attention(model)
-        after_step = xla.sync
-    rows: list[list[int]] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = [prompt_tokens(tokenizer, p, template, prefix, max_prompt) for p in prompts[start:start + batch_size]]
-        rows += decode(model, chunk, max_new_tokens, pad_id=pad, rows=batch_size, eos_id=eos, sampling=sampling,
-                       after_step=after_step)
-    return rows
 
 
 def generate(model: Any, tokenizer: Any, prompt: str | Sequence[Prompt], **kwargs: Any) -> str | list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_text, read_json
+from .layout import CONFIG_FILE, EVAL, FINAL
 from .licences import licence_of, model_licence
 from .report import TRAINING_HEADER, data_section, evaluation_section, fmt, load_records, table, training_rows
 
@@ -21,8 +22,8 @@ def final_dir(root: str | Path, stage: str) -> Path:
     """`root/stage/final`, or a FileNotFoundError naming the notebook that writes it."""
     if stage not in STAGE_NAMES:
         raise ValueError(f"stage: expected pretrain or sft, got {stage!r}")
-    path = Path(root) / stage / "final"
-    if not (path / "config.json").is_file():
+    path = Path(root) / stage / FINAL
+    if not (path / CONFIG_FILE).is_file():
         notebook = "03_pretrain" if stage == "pretrain" else "04_instruction_tuning"
         raise FileNotFoundError(f"{path}: no final model (config.json not found); run notebooks/{notebook} to the end "
                                 "first")
@@ -50,7 +51,7 @@ def card_metadata(config: dict[str, Any], stage: str, base_model: str | None = N
 
 
 def _architecture(folder: Path) -> list[list[Any]]:
-    cfg = read_json(folder / "config.json")
+    cfg = read_json(folder / CONFIG_FILE)
     return [[k, cfg[k]] for k in ARCH_FIELDS if k in cfg]
 
 
@@ -164,7 +165,7 @@ def write_card(root: str | Path, stage: str, repo_id: str | None = None, base_mo
     except OSError as err:
         if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        path = Path(root) / "eval" / f"{stage}_{CARD_FILE}"
+        path = Path(root) / EVAL / f"{stage}_{CARD_FILE}"
         atomic_write_text(path, text)
         print(f"{Path(root) / stage / 'final'} is read-only: its model card is in {path}")
     return path
@@ -173,4 +174,4 @@ def write_card(root: str | Path, stage: str, repo_id: str | None = None, base_mo
 def write_cards(root: str | Path) -> list[Path]:
     """Refresh the card of every stage that has a final model (06 calls it after writing results.json)."""
     return [write_card(root, stage) for stage in STAGE_NAMES
-            if (Path(root) / stage / "final" / "config.json").is_file()]
+            if (Path(root) / stage / FINAL / CONFIG_FILE).is_file()]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_text, read_json
-from .layout import CONFIG_FILE, RUN_METRICS, STAGE_METRICS
+from .layout import CONFIG_FILE, EVAL, RUN_METRICS, STAGE_METRICS
 from .licences import licence_of
 
 REPORT_FILE = "report.md"
@@ -88,7 +88,7 @@ def load_records(root: str | Path) -> RunRecords:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory")
-    cfg_path, metrics_path, results_path = root / CONFIG_FILE, root / RUN_METRICS, root / "eval" / RESULTS_FILE
+    cfg_path, metrics_path, results_path = root / CONFIG_FILE, root / RUN_METRICS, root / EVAL / RESULTS_FILE
     config = read_json(cfg_path) if cfg_path.is_file() else {}
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     stages = {s: stage_record(root / s / STAGE_METRICS) for s in ("pretrain", "sft")
@@ -229,7 +229,7 @@ def render_report(root: str | Path) -> str:
 
 def write_report(root: str | Path) -> Path:
     """Write eval/report.md for the run at `root`; return its path."""
-    path = Path(root) / "eval" / REPORT_FILE
+    path = Path(root) / EVAL / REPORT_FILE
     atomic_write_text(path, render_report(root))
     return path
 

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from nbhelpers import evaluation as ev  # noqa: E402
-from nbhelpers.evaluation import harness  # noqa: E402
+from nbhelpers.evaluation import task_data  # noqa: E402
 
 DATA = ev.LOCAL_TASK_DIR / "data"
 
@@ -23,7 +23,7 @@ DATA = ev.LOCAL_TASK_DIR / "data"
 
 def _corpus_text() -> list[str]:
     texts = ev.heldout_prose()
-    texts += [(DATA / f"{name}.json").read_text(encoding="utf-8") for name in harness.LOCAL_FIELDS]
+    texts += [(DATA / f"{name}.json").read_text(encoding="utf-8") for name in task_data.LOCAL_FIELDS]
     return texts
 
 
@@ -252,7 +252,7 @@ def test_local_data_renders_with_the_prompt_templates():
         from lm_eval.tasks._yaml_loader import load_yaml
 
         cfg = load_yaml(ev.LOCAL_TASK_DIR / f"{local}.yaml", resolve_func=False)
-        for doc in harness.read_local_data(name)["validation"]:
+        for doc in task_data.read_local_data(name)["validation"]:
             text = env.from_string(cfg["doc_to_text"]).render(**doc)
             target = env.from_string(cfg["doc_to_target"]).render(**doc)
             assert doc["question"] in text and target == doc["answers"]["text"][0]
@@ -274,7 +274,7 @@ def test_local_data_in_the_wrong_shape(tmp_path, mutate, message):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "jcommonsenseqa.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(ev.LocalTaskError, match=message) as err:
-        harness.read_local_data("jcommonsenseqa", tmp_path)
+        task_data.read_local_data("jcommonsenseqa", tmp_path)
     assert "jcommonsenseqa.json" in str(err.value)
 
 
@@ -345,7 +345,7 @@ def test_jaqket_records_match_the_loading_scripts_shape():
     assert [r["qid"] for r in out] == ["Q1"]  # Q2's answer is only in the 7th passage
     assert out[0]["ctxs"]["text"] == [f"本文{i}" for i in range(5)]
     assert out[0]["ctxs"]["score"] == [10.0, 9.0, 8.0, 7.0, 6.0]
-    harness.validate_records("jaqket_v2", {"train": out, "validation": out}, "converted")
+    task_data.validate_records("jaqket_v2", {"train": out, "validation": out}, "converted")
     with pytest.raises(ev.LocalTaskError, match="JAQKET record 0"):
         ev.jaqket_records([{"qid": "Q", "question": "q"}])
 

@@ -2,13 +2,10 @@
 
 from .harness import (
     JAQKET_JSON_TASK,
-    LOCAL_TASK_DIR,
     ONLINE_TO_LOCAL,
     SCRIPT_FREE,
-    LocalTaskError,
     TaskDataError,
     UnknownTask,
-    jaqket_records,
     resolve_tasks,
     run_lm_eval,
     task_manager,
@@ -26,6 +23,7 @@ from .results import (
 )
 from .stage import available_models, eval_device, score_lm_eval, score_perplexity
 from .summary import run_summary
+from .task_data import LOCAL_TASK_DIR, LocalTaskError, jaqket_records
 from .texts import heldout_prose, texts_from_blocks, validation_texts
 
 __all__ = [

@@ -18,7 +18,8 @@ import torch
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
-from ..fixed_shapes import Sampling, bucket_width, continuation_scores, decode
+from ..decoding import new_tokens
+from ..fixed_shapes import Sampling, bucket_width, continuation_scores
 
 Request = tuple[Any, list[int], list[int]]  # ((context, continuation) strings or None, context ids, continuation ids)
 
@@ -86,9 +87,9 @@ class FixedShapeLM(HFLM):
             return any(s in text for s in stop)
 
         with self._autocast():
-            new = decode(self.model, prompts, max_length - ids.shape[1], pad_id=self.tokenizer.pad_token_id or 0,
-                         rows=max(int(self.batch_size), len(prompts)), eos_id=self.eot_token_id, stop=stopped,
-                         sampling=sampling, after_step=self.after_batch)
+            new = new_tokens(self.model, prompts, max_length - ids.shape[1], pad_id=self.tokenizer.pad_token_id or 0,
+                             eos_id=self.eot_token_id, fixed=True, sampling=sampling,
+                             batch_size=max(int(self.batch_size), len(prompts)), after_step=self.after_batch, stop=stopped)
         eos = self.eot_token_id
         new = [row[: row.index(eos) + 1] if eos in row else row for row in new]  # generate pads after EOS
         out = torch.full((ids.shape[0], ids.shape[1] + max(map(len, new), default=0)),

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..layout import CONFIG_FILE
 from ..token_bytes import TokenBytes, bits_per_byte
 
 if TYPE_CHECKING:  # torch and transformers load only when a model is scored
@@ -47,7 +48,7 @@ def model_dir_error(path: Path) -> str:
         return f"{path}: no such directory"
     if not path.is_dir():
         return f"{path}: not a directory"
-    if not (path / "config.json").is_file():
+    if not (path / CONFIG_FILE).is_file():
         return f"{path}: no config.json (not a save_pretrained model directory)"
     return ""
 

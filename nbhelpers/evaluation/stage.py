@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EvalConfig, RunConfig
+from ..layout import FINAL
 from .harness import run_lm_eval
 from .perplexity import PerplexityResult, load_model, model_dir_error, perplexity
 
@@ -17,7 +18,7 @@ def available_models(run: Any) -> dict[str, Path]:
     """The run's final models: pretrain/final (required) and sft/final when 04 has written it."""
     models = {}
     for stage in MODEL_STAGES:
-        final = Path(getattr(run, stage)) / "final"
+        final = Path(getattr(run, stage)) / FINAL
         if not model_dir_error(final):
             models[stage] = final
     if "pretrain" not in models:

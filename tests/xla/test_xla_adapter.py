@@ -40,7 +40,7 @@ def test_missing_torch_xla_says_what_to_do():
     ],
 )
 def test_fsdp_shards_the_largest_dimension_that_splits_evenly(shape, devices, spec):
-    assert xla._fsdp_spec(torch.empty(shape), devices) == spec
+    assert xla.sharding._fsdp_spec(torch.empty(shape), devices) == spec
 
 
 def test_cpu_copy_of_cpu_tensors_is_a_detached_view():
