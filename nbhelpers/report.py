@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_text, read_json
-from .layout import CONFIG_FILE, EVAL, RUN_METRICS, STAGE_METRICS
+from .layout import CONFIG_FILE, EVAL, RESULTS_FILE, RUN_METRICS, STAGE_METRICS
 from .licences import licence_of
 
 REPORT_FILE = "report.md"
-RESULTS_FILE = "results.json"
 SAMPLES_KEY = "samples"  # eval/results.json: [{"prompt", "pretrain", "sft"}] written by 06
 
 
