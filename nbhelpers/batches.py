@@ -14,12 +14,12 @@ checkpoint and stops, naming the cause) or `DataExhausted` (the stream has ended
 
 from __future__ import annotations
 
-import os
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from . import dist
 from .layout import TOKEN_DTYPE
 
 
@@ -78,7 +78,7 @@ def dist_rank_world() -> tuple[int, int]:
     """(rank, world size) of this process: torch.distributed when initialised, else torchrun's env vars."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return dist.rank(), dist.world_size()
 
 
 class PackedBatches:
