@@ -29,7 +29,7 @@ from typing import Any
 
 from . import config as config_mod
 from .files import atomic_write_text, read_json
-from .layout import CONFIG_FILE, STAGE_METRICS
+from .layout import CHECKPOINTS, CONFIG_FILE, FINAL, STAGE_METRICS
 from .rundir import RunDir
 from .train import BadStepsError, Job, TrainingError, TrainResult
 
@@ -105,7 +105,7 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
         replay = replay_blocks(cfg, run.root, trainers=dist_rank_world()[1])
     train_batches, eval_batches = sft.make_batches(cfg.sft, tokenizer, train_rows, heldout_rows, corpus.val, replay,
                                                    sft.use_fixed_length(cfg, choice.backend))
-    model = AutoModelForCausalLM.from_pretrained(run.pretrain / "final")
+    model = AutoModelForCausalLM.from_pretrained(run.pretrain / FINAL)
     # steps from this rank's share of an epoch; the time budget is what is left of the session now
     peak = planner.peak_flops(choice)
     train_cfg = platform.apply_session_limit(sft.train_config(cfg, len(train_batches)))
@@ -205,9 +205,9 @@ def finished_result(run: RunDir, stage: str) -> TrainResult | None:
     evals = {r.get("split"): r for r in records if r.get("kind") == "eval"}
     step = int(train[-1]["step"]) if train else 0
     print(f"{stage} is complete (step {step}) in {folder.resolve().parent}, an input: nothing to train; its model is "
-          f"{folder / 'final'}")
+          f"{folder / FINAL}")
     return TrainResult(status="done", step=step, total_steps=step, out_dir=folder, metrics_path=metrics,
-                       final_dir=folder / "final", train_loss=train[-1].get("loss") if train else None,
+                       final_dir=folder / FINAL, train_loss=train[-1].get("loss") if train else None,
                        eval={split: {k: r.get(k) for k in ("loss", "ppl", "bpb")} for split, r in evals.items()},
                        tokens_per_s=train[-1].get("tokens_per_s") if train else None)
 
@@ -342,7 +342,7 @@ def _failure(out: Path, stage: str, nproc: int, code: int, tail: list[str]) -> E
         msg = f"{stage} worker rank {err['rank']} of {nproc} failed: {err['type']}: {err['message']}\n{where}"
         return BadStepsError(msg) if err["type"] == "BadStepsError" else LaunchError(msg)
     return LaunchError(f"the {nproc} {stage} worker processes failed (torchrun exit code {code}); the newest "
-                       f"complete checkpoint in {out / 'checkpoints'} is kept and a rerun resumes it; {where}")
+                       f"complete checkpoint in {out / CHECKPOINTS} is kept and a rerun resumes it; {where}")
 
 
 def result_to_json(result: TrainResult) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The one training loop for CPU, CUDA (DDP under torchrun) and XLA: exact resume, time budget, NaN guard.
 
-`train(Job(model, batches, cfg.train, out_dir, ...))` (or the same arguments as keywords) writes `out_dir/checkpoints/step_*/`,
+`train(Job(model, batches, cfg.train, out_dir, ...))` (or `train(model, batches, ...)`) writes `out_dir/checkpoints/step_*/`,
 `out_dir/metrics.jsonl` (one JSON object per line, `kind` = train | eval | samples | event; an eval record
 holds loss, ppl and, with a tokenizer, bpb: bits per UTF-8 byte of the scored text, see token_bytes.py) and, when
 the planned steps are done, `out_dir/final/` (save_pretrained + tokenizer). A call returns with status
@@ -33,8 +33,9 @@ checkpoint and evaluate by wall time.
 MFU divides by the `peak_flops` the caller passes (the planner's figure, measured there on a CPU).
 
 The package, one purpose a module: `job` (what a call is given and returns), `trainer` (set-up and the step loop),
-`hooks` (the backend seams), `checks` (the bad-step guards), `clock` (time budget, saving and evaluating by
-minutes), `metrics` (metrics.jsonl), `setup` (processes, shapes, FLOPs), `final` (final/).
+`resume` (checkpoint first, then the batch at its data position), `hooks` (the backend seams), `checks` (the
+bad-step guards), `clock` (time budget, saving and evaluating by minutes), `evaluate` (eval loss, ppl, bpb),
+`metrics` (metrics.jsonl), `setup` (processes, shapes, FLOPs, a step's micro-batches), `final` (final/).
 """
 
 from __future__ import annotations

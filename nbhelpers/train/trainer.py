@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import random
 import time
 from collections.abc import Callable
@@ -18,16 +17,18 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from .. import optim
-from ..batches import DataExhausted, DataSourceError, join_state, split_state
-from ..layout import CHECKPOINTS
-from ..token_bytes import TokenBytes, bits_per_byte
+from ..batches import DataExhausted, DataSourceError, split_state
+from ..layout import CHECKPOINTS, FINAL
+from ..token_bytes import TokenBytes
 from .checks import BadSteps, guarded_update
 from .clock import Clock
+from .evaluate import eval_figures
 from .final import write_final
 from .hooks import Hooks, default_hooks
 from .job import Job, TrainingError, TrainResult
 from .metrics import METRICS_FILE, MetricsLog
-from .setup import check_batch, cpu_groups, enable_checkpointing, flops_per_token, init_distributed
+from .resume import first_batch, load_checkpoint
+from .setup import cpu_groups, enable_checkpointing, flops_per_token, init_distributed
 
 
 class Trainer:
@@ -84,9 +85,11 @@ class Trainer:
         # an empty scratch folder builds only the part it resumes in), then the schedule from there
         if self.main:
             self.ckpt_root.mkdir(parents=True, exist_ok=True)
-        self.resumed, state = self._load_checkpoint()
+        self.resumed, state = load_checkpoint(self.ckpt_root, self.raw, self.optimizer, self.scaler, self.rank,
+                                              self._barrier, self.train_batches)
         self.start = int(state["step"]) if state else 0
-        self.start_micro, self.micro_shape = self._first_batch(state)  # (B, T)
+        self.start_micro, self.micro_shape = first_batch(self.train_batches, state, self.world, self.raw,
+                                                         self.tokenizer)  # (B, T)
         self.tokens_per_step = self.micro_shape[0] * self.micro_shape[1] * self.accum * self.world
         self.plan, self.plan_note = self._plan(state.get("lr_plan") if state else None)
         self.scheduler = optim.make_scheduler(self.optimizer, self.plan, self.start, peaks)
@@ -153,45 +156,6 @@ class Trainer:
             return optim.replan(saved, wanted, self.start)
         self.total = self.horizon = int(plan["total"])  # the run ends where the decay does, and writes final/
         return plan, note
-
-    def _load_checkpoint(self) -> tuple[Path | None, dict[str, Any] | None]:
-        """(path, state) of the newest complete checkpoint, loaded into the model, optimizer, scaler and the batch
-        source's data position; (None, None) for a fresh start."""
-        if self.main:
-            ckpt.clean_incomplete(self.ckpt_root)
-        self._barrier()
-        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
-        # the newest checkpoint that loads whole; newer ones with a missing or damaged part are named and set aside
-        found = ckpt.load_latest(self.ckpt_root, model=self.raw, optimizer=self.optimizer, scaler=self.scaler,
-                                 rank=self.rank, restore_rng_state=False, set_aside=self.main)
-        if found is None:
-            return None, None
-        path, state = found
-        for group, kept in zip(self.optimizer.param_groups, kernels):  # this device's kernels, not the saver's
-            group.update(kept)
-        if "data" in state and hasattr(self.train_batches, "load_state_dict"):  # the stream's position (batches.py)
-            self.train_batches.load_state_dict(join_state(state["data"], ckpt.read_arrays(path)))
-        return path, state
-
-    def _first_batch(self, state: dict[str, Any] | None) -> tuple[int, tuple[int, int]]:
-        """(micro-batch index to start at, micro-batch shape (B, T)), checking the batch there against the model.
-
-        A checkpoint written with another micro-batch size or world size resumes after the same samples, counted
-        in the new layout (exact for PackedBatches); the source's `micro_batch` (batches.py) gives the new size
-        without a read, else the checkpoint's size is assumed for the one batch read.
-        """
-        src = self.train_batches
-        if state is None:
-            return 0, check_batch(src.batch(0), 0, self.raw, self.tokenizer)
-        micro = int(state["micro_index"])
-        old_b, old_world = state.get("micro_batch"), state.get("world_size")
-        b = getattr(src, "micro_batch", None) or old_b
-        if (old_b, old_world) != (b, self.world):
-            micro = micro * old_b * old_world // (b * self.world)
-        shape = check_batch(src.batch(micro), micro, self.raw, self.tokenizer)
-        if shape[0] != b:  # a source without `micro_batch` whose size changed: count again in its real size
-            micro = int(state["micro_index"]) * old_b * old_world // (shape[0] * self.world)
-        return micro, shape
 
     def _barrier(self) -> None:
         if self.world > 1:
@@ -275,30 +239,11 @@ class Trainer:
         with torch.no_grad():
             for name, source in self.eval_batches.items():
                 n = len(source) if self.cfg.eval_batches <= 0 else min(len(source), self.cfg.eval_batches)
-                counts: dict[int, int] = {}
-                byte_counts: dict[int, int] = {}
-                loss_sum = torch.zeros((), device=self.device)
-                targets = nbytes = 0
-                cpu = cpu_groups(source, 0, 1, counts, 0, limit=n, token_bytes=self.token_bytes, byte_counts=byte_counts)
-                for i, group in enumerate(self.hooks.device_batches(cpu, self.device)):
-                    with self._autocast():
-                        out = self.raw(**group[0], num_items_in_batch=1)  # summed over targets
-                    loss_sum = loss_sum + out.loss.float()
-                    targets += counts.pop(i)
-                    nbytes += byte_counts.pop(i, 0)
-                    self.hooks.after_eval_batch()
-                if self.world > 1:  # ranks may hold different eval shares: sum losses, targets and bytes over ranks
-                    stats = torch.stack([loss_sum, torch.tensor(float(targets), device=self.device),
-                                         torch.tensor(float(nbytes), device=self.device)])
-                    torch.distributed.all_reduce(stats)
-                    total, count, nbytes = stats.tolist()
-                else:
-                    total, count = loss_sum.item(), float(targets)
-                loss = total / max(count, 1.0)
-                ppl = math.exp(loss) if loss < 700 else float("inf")
-                bpb = bits_per_byte(total, nbytes) if self.token_bytes is not None else None
-                self.last_eval[name] = {"loss": loss, "ppl": ppl, "bpb": bpb}
-                self.metrics.write(kind="eval", step=step, split=name, loss=loss, ppl=ppl, bpb=bpb)
+                figures = eval_figures(self.raw, source, n, self.device, self.hooks, self._autocast, self.world,
+                                       self.token_bytes)
+                loss, ppl, bpb = figures["loss"], figures["ppl"], figures["bpb"]
+                self.last_eval[name] = figures
+                self.metrics.write(kind="eval", step=step, split=name, **figures)
                 if self.bar is not None:
                     self.bar.write(f"step {step}: {name} loss {loss:.4f} ppl {ppl:,.2f}"
                                    + (f" bpb {bpb:.4f}" if bpb is not None else ""))
@@ -340,7 +285,7 @@ class Trainer:
         if self.main:
             write_final(self.raw, self.tokenizer, self.out_dir)
         self._barrier()
-        return self.out_dir / "final"
+        return self.out_dir / FINAL
 
     # ------------------------------------------------------------ run
 
