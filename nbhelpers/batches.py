@@ -3,6 +3,8 @@
 A batch source is any object with `__len__()` (micro-batches in one pass) and `batch(i)` returning
 `{"input_ids", "labels"}` int64 tensors of shape (B, T); `batch(i)` is a pure function of `i`, and
 past `len` it continues into the next pass, so a resumed run reads exactly what it would have read.
+A source may also tell its micro-batch size B as `micro_batch`: a resume then finds where to read on
+without reading a batch first (after a change of B it would otherwise read one batch at the old layout's index).
 
 A source whose data position must travel with the checkpoint (the corpus producer's stream, whose parts
 are not kept) also has `state_dict(index) -> dict`, the position from which micro-batch `index` on can be
@@ -14,12 +16,12 @@ checkpoint and stops, naming the cause) or `DataExhausted` (the stream has ended
 
 from __future__ import annotations
 
-import os
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from . import dist
 from .layout import TOKEN_DTYPE
 
 
@@ -78,7 +80,7 @@ def dist_rank_world() -> tuple[int, int]:
     """(rank, world size) of this process: torch.distributed when initialised, else torchrun's env vars."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return dist.rank(), dist.world_size()
 
 
 class PackedBatches:

@@ -1,14 +1,14 @@
 """Train a stage in the notebook's process or in torchrun worker processes (DDP over several GPUs).
 
 `train_stage(run, "pretrain")` is what 03 calls (04: "sft"). With one process (a CPU, one GPU, a TPU host) it builds
-the stage's job (`pretrain_job`: tokenizer, corpus, model, batches, lr horizon; `sft_job`) and runs `loop.train` in
+the stage's job (`pretrain_job`: tokenizer, corpus, model, batches, lr horizon; `sft_job`) and runs `train.train` in
 the kernel. With several (CUDA with more than one visible GPU, or `train.nproc=N`) it runs
 
     python -m torch.distributed.run --standalone --nproc_per_node=N -m nbhelpers train --stage pretrain ...
 
 streams rank 0's progress into the notebook and returns the TrainResult rank 0 wrote to the stage
 folder (`launch_result.json`). Each worker builds its job with the same function (one code path) and
-joins the process group inside `loop.train` (NCCL on CUDA, gloo on the CPU). A resume is the loop's own:
+joins the process group inside `train.train` (NCCL on CUDA, gloo on the CPU). A resume is the loop's own:
 it finds the newest complete checkpoint whichever way the previous session ran.
 """
 
@@ -24,15 +24,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
 from .files import atomic_write_text, read_json
-from .layout import CONFIG_FILE, STAGE_METRICS
-from .loop import BadStepsError, TrainingError, TrainResult
+from .layout import CHECKPOINTS, CONFIG_FILE, FINAL, STAGE_METRICS
 from .rundir import RunDir
+from .train import BadStepsError, Job, TrainingError, TrainResult
 
 STAGES = ("pretrain", "sft")  # the stages whose training runs here (03 and 04)
 RESULT_FILE = "launch_result.json"  # rank 0's TrainResult, read back by the notebook
@@ -46,21 +45,6 @@ PROGRESS_S = "10"  # rank 0's bar redraws at most every 10 s (TQDM_MININTERVAL):
 
 class LaunchError(TrainingError):
     """The worker processes failed; the message holds their last output lines."""
-
-
-@dataclass
-class Job:
-    """Everything `loop.train` needs for one stage, built the same way in the kernel and in each worker."""
-
-    model: Any
-    train_batches: Any
-    eval_batches: dict[str, Any]
-    tokenizer: Any
-    train_cfg: config_mod.TrainConfig
-    choice: Any
-    out_dir: Path
-    lr_horizon: int | None = None
-    peak_flops: float | None = None  # one device's, for MFU (the planner's figure; measured there on a CPU)
 
 
 # ---------------------------------------------------------------- the stage's training set-up
@@ -94,7 +78,8 @@ def pretrain_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) 
     eval_batches = {"val": PackedBatches(corpus.val, t.micro_batch, shuffle=False)}
     peak = planner.peak_flops(choice)
     train_cfg = platform.apply_session_limit(t)  # last: what is left of the session once the model is built
-    return Job(net, train_batches, eval_batches, tokenizer, train_cfg, choice, run.pretrain, peak_flops=peak)
+    return Job(net, train_batches, train_cfg, run.pretrain, eval_batches, tokenizer, device_choice=choice,
+               peak_flops=peak)
 
 
 def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Job:
@@ -115,30 +100,28 @@ def sft_job(cfg: config_mod.RunConfig, run: RunDir, *, choice: Any = None) -> Jo
     corpus = corpus_mod.load_corpus(run.corpus)
     replay = None
     if cfg.sft.replay_ratio > 0:  # the stream's first part, made by the producer as in 03
-        from .batches import dist_rank_world
         from .corpus.stream import replay_blocks
 
         replay = replay_blocks(cfg, run.root, trainers=dist_rank_world()[1])
     train_batches, eval_batches = sft.make_batches(cfg.sft, tokenizer, train_rows, heldout_rows, corpus.val, replay,
                                                    sft.use_fixed_length(cfg, choice.backend))
-    model = AutoModelForCausalLM.from_pretrained(run.pretrain / "final")
+    model = AutoModelForCausalLM.from_pretrained(run.pretrain / FINAL)
     # steps from this rank's share of an epoch; the time budget is what is left of the session now
     peak = planner.peak_flops(choice)
     train_cfg = platform.apply_session_limit(sft.train_config(cfg, len(train_batches)))
-    return Job(model, train_batches, eval_batches, tokenizer, train_cfg, choice, run.sft, peak_flops=peak)
+    return Job(model, train_batches, train_cfg, run.sft, eval_batches, tokenizer, device_choice=choice,
+               peak_flops=peak)
 
 
 JOBS = {"pretrain": pretrain_job, "sft": sft_job}
 
 
 def run_job(job: Job, progress: bool = True, on_eval: Any = None) -> TrainResult:
-    """`loop.train` on a job; the batch source is closed after it (the producer stops) and its reading figures kept."""
-    from . import loop
+    """`train.train` on a job; the batch source is closed after it (the producer stops) and its reading figures kept."""
+    from .train import train
 
     try:
-        return loop.train(job.model, job.train_batches, job.train_cfg, job.out_dir, eval_batches=job.eval_batches,
-                          tokenizer=job.tokenizer, device_choice=job.choice, lr_horizon=job.lr_horizon,
-                          peak_flops=job.peak_flops, progress=progress, on_eval=on_eval)
+        return train(job, progress=progress, on_eval=on_eval)
     finally:
         close = getattr(job.train_batches, "close", None)
         if close is not None:
@@ -211,7 +194,7 @@ def finished_result(run: RunDir, stage: str) -> TrainResult | None:
     Saving the training notebook again after its stage completed then trains nothing and writes nothing there:
     the figures are read from the stage's metrics.jsonl and the notebook's later cells show them.
     """
-    from .loop import read_metrics
+    from .train import read_metrics
 
     folder = run.root / stage
     if not folder.is_symlink() or not run.is_complete(stage):
@@ -222,9 +205,9 @@ def finished_result(run: RunDir, stage: str) -> TrainResult | None:
     evals = {r.get("split"): r for r in records if r.get("kind") == "eval"}
     step = int(train[-1]["step"]) if train else 0
     print(f"{stage} is complete (step {step}) in {folder.resolve().parent}, an input: nothing to train; its model is "
-          f"{folder / 'final'}")
+          f"{folder / FINAL}")
     return TrainResult(status="done", step=step, total_steps=step, out_dir=folder, metrics_path=metrics,
-                       final_dir=folder / "final", train_loss=train[-1].get("loss") if train else None,
+                       final_dir=folder / FINAL, train_loss=train[-1].get("loss") if train else None,
                        eval={split: {k: r.get(k) for k in ("loss", "ppl", "bpb")} for split, r in evals.items()},
                        tokens_per_s=train[-1].get("tokens_per_s") if train else None)
 
@@ -359,7 +342,7 @@ def _failure(out: Path, stage: str, nproc: int, code: int, tail: list[str]) -> E
         msg = f"{stage} worker rank {err['rank']} of {nproc} failed: {err['type']}: {err['message']}\n{where}"
         return BadStepsError(msg) if err["type"] == "BadStepsError" else LaunchError(msg)
     return LaunchError(f"the {nproc} {stage} worker processes failed (torchrun exit code {code}); the newest "
-                       f"complete checkpoint in {out / 'checkpoints'} is kept and a rerun resumes it; {where}")
+                       f"complete checkpoint in {out / CHECKPOINTS} is kept and a rerun resumes it; {where}")
 
 
 def result_to_json(result: TrainResult) -> dict[str, Any]:
@@ -397,7 +380,8 @@ def worker_main(stage: str, run_dir: str | os.PathLike, profile: str | None, ove
     try:
         job = JOBS[stage](cfg, run)
         if deadline is not None:  # what is left of the notebook's budget once this rank's job is built
-            job.train_cfg = dataclasses.replace(job.train_cfg, max_minutes=max(0.05, (deadline - time.time()) / 60.0))
+            left = max(0.05, (deadline - time.time()) / 60.0)
+            job = dataclasses.replace(job, cfg=dataclasses.replace(job.cfg, max_minutes=left))
         result = run_job(job, progress=progress and rank == 0)
     except Exception as err:
         if not (out / ERROR_FILE).exists():  # the first rank to fail names the cause

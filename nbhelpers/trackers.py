@@ -24,6 +24,7 @@ from typing import Any
 
 from .config import REPORT_TO
 from .credentials import platform_secret, scrub
+from .layout import CONFIG_FILE
 
 # report_to -> (module imported, pip requirement)
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard>=2.14"), "wandb": ("wandb", "wandb>=0.17"),
@@ -176,7 +177,7 @@ class TrackioTracker(Tracker):
 
 
 def _run_config(out_dir: Path, fallback: Mapping[str, Any]) -> dict[str, Any]:
-    path = out_dir.parent / "config.json"  # a stage folder's parent is the run directory
+    path = out_dir.parent / CONFIG_FILE  # a stage folder's parent is the run directory
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else dict(fallback)
     except (OSError, json.JSONDecodeError):

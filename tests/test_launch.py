@@ -214,8 +214,7 @@ def test_instruction_tuning_runs_in_two_launched_ranks(tmp_path, monkeypatch, pr
     monkeypatch.delenv("WORLD_SIZE")
     result = launch.train_stage(RunDir(run.root, config.apply_overrides(run.config, ["train.nproc=2"])), "sft",
                                 progress=False)
-    assert (result.status, result.step, result.total_steps) == ("done", job.train_cfg.max_steps,
-                                                                job.train_cfg.max_steps)
+    assert (result.status, result.step, result.total_steps) == ("done", job.cfg.max_steps, job.cfg.max_steps)
     assert result.final_dir == run.sft / "final" and (run.sft / "final" / "model.safetensors").exists()
     assert set(result.eval) == {"instructions", "corpus"} and np.isfinite(result.eval["instructions"]["loss"])
 

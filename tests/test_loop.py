@@ -248,6 +248,47 @@ def test_interrupted_run_resumes_exactly_with_dropout(tmp_path):
     assert [r["loss"] for r in _records(tmp_path / "a", "train")] == [r["loss"] for r in _records(tmp_path / "b", "train")]
 
 
+class _Recorded:
+    """A batch source that records the indices it is asked for and keeps a data position, as the corpus stream does."""
+
+    def __init__(self, inner):
+        self.inner, self.read, self.loaded = inner, [], None
+
+    def __len__(self):
+        return len(self.inner)
+
+    def batch(self, index):
+        self.read.append(index)
+        return self.inner.batch(index)
+
+    def state_dict(self, index):
+        return {"index": index}
+
+    def load_state_dict(self, state):
+        self.loaded = state
+
+
+def test_a_resume_loads_the_checkpoint_before_it_reads_a_batch(tmp_path):
+    """A stream resumed with an empty scratch folder must not build part 0 to check a batch: the first batch read is
+    the one at the checkpoint's data position, after the position was loaded."""
+    def src():
+        return _Recorded(PackedBatches(ArrayBlocks(blocks()), 4, seed=3))
+
+    _train(tiny_model(), tmp_path, train_cfg(max_steps=4, save_every=4), src())
+    again = src()
+    _train(tiny_model(), tmp_path, train_cfg(max_steps=6), again)
+    assert again.loaded == {"index": 8} and again.read[0] == 8 and 0 not in again.read  # 4 steps x grad_accum 2
+
+
+def test_a_resume_with_another_micro_batch_reads_on_after_the_same_samples(tmp_path):
+    """Saved at 4 steps of 2 x 4 blocks (32 blocks), resumed with micro-batches of 8: the next is micro-batch 4."""
+    _train(tiny_model(), tmp_path, train_cfg(max_steps=4, save_every=4))
+    again = _Recorded(PackedBatches(ArrayBlocks(blocks()), 8, seed=3))
+    again.micro_batch = 8  # the batch-source protocol's optional size: no read needed to find the new layout
+    result = _train(tiny_model(), tmp_path, train_cfg(micro_batch=8, grad_accum=1, max_steps=6), again)
+    assert result.resumed_from == 4 and again.read == [4, 4, 5]  # the check, then steps 5 and 6
+
+
 def test_the_loop_measures_no_peak_mfu_needs_the_callers(tmp_path, monkeypatch):
     """MFU divides by the peak the caller passes (the planner's); the loop never benchmarks the CPU itself."""
     from nbhelpers import planner

@@ -275,7 +275,7 @@ def test_repeated_instruction_pairs_are_dropped_before_the_split_and_counted(tmp
     cfg = config.SFTConfig(data=(f"files:{mixed}", f"files:{same}"), heldout_fraction=0.2)
     with pytest.warns(UserWarning, match=r"179 duplicate .*80 in files:.*99 in files:"):
         data = sft.load_instructions(cfg)
-    key = sft._pair_key
+    key = sft.instructions._pair_key
     assert {key(e) for e in data.train}.isdisjoint({key(e) for e in data.heldout})
     assert len(data.train) + len(data.heldout) == 21 and data.duplicates[f"files:{mixed}"] == 80
     table = {row["what"]: row for row in sft.data_table(data, {})}

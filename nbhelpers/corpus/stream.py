@@ -71,7 +71,7 @@ class StreamBatches:
                  owner: bool | None = None, last_part: int | None = None) -> None:
         self.stream = stream
         self.store = stream.store()
-        self.B = int(micro_batch)
+        self.B = self.micro_batch = int(micro_batch)  # micro_batch: the batch-source protocol's (batches.py)
         self.seed = int(seed)
         self.rank, self.world = rank_world(micro_batch, rank, world_size)
         # torchrun sets LOCAL_RANK; processes started without it have one owner, the global rank 0

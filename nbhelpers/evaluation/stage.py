@@ -36,7 +36,7 @@ def eval_device(cfg: RunConfig, run_root: Any = None) -> tuple[Any, Any]:
     """(torch device, after-batch hook) for evaluation: the training backend, through the loop's hooks (on XLA with
     `run_root`, compiled programs persist in the run's xla_cache/)."""
     from ..device import select
-    from ..loop import default_hooks
+    from ..train.hooks import default_hooks
 
     choice = select(cfg.train)
     hooks = default_hooks(choice, run_root)

@@ -36,8 +36,7 @@ RUN = ["train.micro_batch=4", "train.max_steps=6", "train.save_every=3", "train.
 
 def _train(run, steps: int, horizon: int | None = None) -> loop.TrainResult:
     job = launch.pretrain_job(run.config, run, choice=tiny.choice("xla"))
-    job.train_cfg = dataclasses.replace(job.train_cfg, max_steps=steps)
-    job.lr_horizon = horizon
+    job = dataclasses.replace(job, cfg=dataclasses.replace(job.cfg, max_steps=steps), lr_horizon=horizon)
     return launch.run_job(job, progress=False)
 
 

@@ -1,37 +1,27 @@
-"""Instruction tuning data: loading and validation, held-out split, encoding, and batches with pre-training replay."""
+"""Instruction data: loading and validation (bundled, files, the Hub), dedup, the held-out split, encoding."""
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import gzip
 import importlib.resources
 import json
-import math
-import os
 import random
-import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from . import arithmetic, sources
-from .chat_format import ChatFormatError, chat_template, check_messages
-from .collator import IGNORE, Collator, OverflowStats, build_conversation, build_example, check_template, special_id
-from .config import RunConfig, SFTConfig, TrainConfig, check_value
-from .registry import InstructionDataError as InstructionDataError  # re-exported: config checks the names below it
-from .registry import data_name_problem as data_name_problem
-from .registry import hub_fields, instruction_source
+from .. import arithmetic, sources
+from ..chat_format import ChatFormatError, chat_template, check_messages
+from ..collator import IGNORE, OverflowStats, build_conversation, build_example, check_template, special_id
+from ..config import SFTConfig, check_value
+from ..registry import InstructionDataError, hub_fields, instruction_source
 
 BUNDLED_FILE = "instructions_ja.jsonl"
-MIN_STEPS = 50  # fewer optimizer steps than this rarely teach the response format and EOS
 
 
 @dataclass(frozen=True)
@@ -329,166 +319,6 @@ def trained_tokens(rows: Sequence[dict[str, Sequence[int]]]) -> int:
     return sum(sum(1 for t in r["labels"] if t != IGNORE) for r in rows)
 
 
-# ---------------------------------------------------------------- batches with replay
-
-
-def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """This process's (rank, world): torch.distributed when initialised, else torchrun's env (the loop joins later)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        env_rank, env_world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    else:
-        env_rank, env_world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    return (env_rank if rank is None else int(rank)), (env_world if world_size is None else int(world_size))
-
-
-class SFTBatches:
-    """Micro-batches of instruction rows mixed with pre-training blocks (replay); `batch(i)` is pure in `i`.
-
-    Global micro-batch g holds floor((g+1)·B·r) − floor(g·B·r) replay rows and the rest instruction rows, so the
-    realised replay share over any run of batches is `replay_ratio` to within one row. Instruction rows are
-    read from a stream of per-pass permutations (seeded by (seed, pass)); replay rows take the first
-    `replay_len` tokens of corpus blocks from their own seeded stream; all their tokens are trained. The default
-    `replay_len` (0) is the mean trained length of an instruction row, so the trained-token share matches the
-    row share instead of long corpus rows drowning the responses. Rank r of w reads global micro-batches j·w + r.
-    """
-
-    def __init__(self, rows: Sequence[dict[str, Sequence[int]]], micro_batch: int, collator: Collator, *,
-                 replay: Any = None, replay_ratio: float = 0.0, replay_len: int = 0, seed: int = 0,
-                 shuffle: bool = True, limit: int = 0, rank: int | None = None, world_size: int | None = None) -> None:
-        if not 0.0 <= replay_ratio <= 1.0:
-            raise ValueError(f"replay_ratio must be in [0, 1], got {replay_ratio}")
-        if replay_ratio > 0 and (replay is None or len(replay) == 0):
-            raise ValueError("replay_ratio > 0 needs pre-training blocks (the corpus train reader)")
-        if replay_ratio < 1 and not rows:
-            raise ValueError("no instruction rows to batch (all dropped as too long? raise sft.max_length)")
-        if micro_batch < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
-        self.rows, self.B, self.collator, self.replay = list(rows), int(micro_batch), collator, replay
-        self.ratio = Fraction(replay_ratio).limit_denominator(1000)  # exact arithmetic: no float drift in counts
-        self.seed, self.shuffle = int(seed), shuffle
-        self.rank, self.world = _rank_world(rank, world_size)
-        mean_trained = trained_tokens(self.rows) / len(self.rows) if self.rows else collator.max_length
-        width = min(collator.max_length, len(replay[0]) if replay is not None and len(replay) else collator.max_length)
-        self.replay_len = min(width, replay_len or max(1, round(mean_trained)))
-        if self.ratio < 1:
-            global_batches = math.ceil(len(self.rows) / (self.B * (1 - self.ratio)))
-        else:
-            global_batches = max(1, len(replay) // self.B)
-        per_rank = max(1, math.ceil(global_batches / self.world))
-        self._len = min(per_rank, limit) if limit > 0 else per_rank
-        self._perms: dict[tuple[str, int], np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return self._len
-
-    def _n_replay_before(self, g: int) -> int:
-        return math.floor(g * self.B * self.ratio)
-
-    def _pick(self, kind: str, k: int, n: int) -> int:
-        """Item k of an endless stream over n items: pass k // n in a permutation seeded by (seed, kind, pass)."""
-        epoch, pos = divmod(k, n)
-        if not self.shuffle:
-            return pos
-        key = (kind, epoch)
-        if key not in self._perms:
-            if len(self._perms) > 4:  # keep a few passes cached: memory stays bounded, batch(i) stays pure
-                self._perms.clear()
-            self._perms[key] = np.random.default_rng([self.seed, int(kind == "replay"), epoch]).permutation(n)
-        return int(self._perms[key][pos])
-
-    def layout(self, index: int) -> tuple[list[int], list[int]]:
-        """(instruction row indices, replay block indices) of this rank's micro-batch `index`."""
-        if index < 0:
-            raise IndexError(f"batch index must be >= 0, got {index}")
-        g = index * self.world + self.rank
-        r0, r1 = self._n_replay_before(g), self._n_replay_before(g + 1)
-        i0, i1 = g * self.B - r0, (g + 1) * self.B - r1
-        instr = [self._pick("instr", k, len(self.rows)) for k in range(i0, i1)]
-        replay = [self._pick("replay", k, len(self.replay)) for k in range(r0, r1)]
-        return instr, replay
-
-    def batch(self, index: int) -> dict[str, torch.Tensor]:
-        """Micro-batch `index`: input_ids, labels, attention_mask (B, T) int64; replay rows last."""
-        instr, replay = self.layout(index)
-        rows = [self.rows[k] for k in instr]
-        for k in replay:
-            ids = [int(t) for t in np.asarray(self.replay[k])[: self.replay_len]]
-            rows.append({"input_ids": ids, "labels": ids, "attention_mask": [1] * len(ids)})
-        return self.collator(rows)
-
-
-def corpus_eval_batches(reader: Any, micro_batch: int, collator: Collator, limit: int) -> SFTBatches:
-    """Held-out corpus blocks (cut to the SFT width), in order: the forgetting side of the eval plot."""
-    return SFTBatches([], micro_batch, collator, replay=reader, replay_ratio=1.0, replay_len=collator.max_length,
-                      shuffle=False, limit=limit)
-
-
-# ---------------------------------------------------------------- training configuration
-
-
-def train_config(cfg: RunConfig, steps_per_epoch: int, fixed_length: bool | None = None) -> TrainConfig:
-    """The loop's TrainConfig for tuning: the pre-training one with SFT's lr, batch, steps and eval cadence."""
-    s = cfg.sft
-    max_steps = max(1, math.ceil(s.epochs * steps_per_epoch / s.grad_accum))
-    if max_steps < MIN_STEPS:  # a big batch on a small set: too few updates to learn the format
-        warnings.warn(f"instruction tuning gets only {max_steps} optimizer steps ({steps_per_epoch} micro-batches an "
-                      f"epoch, sft.epochs={s.epochs}, sft.grad_accum={s.grad_accum}); lower sft.micro_batch or "
-                      f"sft.grad_accum, or raise sft.epochs, for at least {MIN_STEPS}", stacklevel=2)
-    return dataclasses.replace(
-        cfg.train, lr=s.lr, micro_batch=s.micro_batch, grad_accum=s.grad_accum, warmup_steps=min(s.warmup_steps,
-        max_steps // 4), max_steps=max_steps, eval_every=min(s.eval_every, max_steps), save_every=min(s.save_every,
-        max_steps), eval_batches=s.eval_batches, weight_decay=s.weight_decay, sample_tokens=s.max_new_tokens,
-        sample_prompts=(), seed=s.seed, schedule=s.schedule)
-
-
-def use_fixed_length(cfg: RunConfig, backend: str) -> bool:
-    """Pad every batch to max_length when asked, and always on XLA (each new shape is a recompilation)."""
-    return cfg.sft.fixed_length or backend == "xla"
-
-
-# ---------------------------------------------------------------- response figures
-
-
-_ANSWER = re.compile(r"答えは\s*(-?[\d,]+)")
-_NUMBER = re.compile(r"-?\d[\d,]*")
-
-
-def extract_answer(text: str) -> int | None:
-    """The number after 答えは, else the last number in the text; None when there is none."""
-    m = _ANSWER.search(text)
-    found = m.group(1) if m else (_NUMBER.findall(text) or [None])[-1]
-    if found is None:
-        return None
-    try:
-        return int(found.replace(",", ""))
-    except ValueError:
-        return None
-
-
-def response_figures(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: SFTConfig,
-                     batch_size: int = 16) -> dict[str, Any]:
-    """Greedy answers to held-out prompts: share ending with EOS before max_new_tokens, arithmetic accuracy."""
-    from .generate import generate_batch
-
-    pick = interleave(examples, cfg.eval_prompts)
-    arith = [ex for ex in examples if ex.answer is not None][: cfg.eval_prompts]
-    kw = {"template": cfg.template, "prefix": cfg.prompt_prefix, "max_new_tokens": cfg.max_new_tokens,
-          "batch_size": batch_size}
-    outs = generate_batch(model, tokenizer, [ex.prompt for ex in pick], **kw) if pick else []
-    figures: dict[str, Any] = {
-        "eos_share": sum(o.ended for o in outs) / len(outs) if outs else float("nan"),
-        "eos_prompts": len(outs),
-        "mean_response_tokens": float(np.mean([o.new_tokens for o in outs])) if outs else float("nan"),
-    }
-    if arith:
-        answers = generate_batch(model, tokenizer, [ex.prompt for ex in arith], **kw)
-        correct = [extract_answer(a.text) == ex.answer for a, ex in zip(answers, arith)]
-        figures.update(arithmetic_accuracy=sum(correct) / len(correct), arithmetic_prompts=len(correct))
-    samples = [{"prompt": ex.prompt, "target": ex.target, "response": o.text, "ended_with_eos": o.ended}
-               for ex, o in zip(pick, outs)]
-    return {"figures": figures, "samples": samples}
-
-
 def interleave(examples: Sequence[Example], n: int) -> list[Example]:
     """Up to n examples taken in turn from each source, so a large source does not crowd out a small one."""
     by_source: dict[str, list[Example]] = {}
@@ -506,69 +336,6 @@ def explain_row(tokenizer: Any, row: dict[str, Sequence[int]]) -> dict[str, Any]
     trained = [lab for lab in row["labels"] if lab != IGNORE]
     return {"context": tokenizer.decode(context), "trained": tokenizer.decode(trained),
             "context_tokens": len(context), "trained_tokens": len(trained)}
-
-
-def make_batches(cfg: SFTConfig, tokenizer: Any, train_rows: Sequence[dict[str, Sequence[int]]],
-                 heldout_rows: Sequence[dict[str, Sequence[int]]], val: Any, replay: Any, fixed_length: bool,
-                 ) -> tuple[SFTBatches, dict[str, SFTBatches]]:
-    """Training batches (instructions + replay of pre-training blocks) and eval batches: held-out instructions and corpus.
-
-    `val` is the corpus's validation blocks; `replay` the pre-training blocks to replay (the stream's first part,
-    `corpus.stream.replay_blocks`), or None when `sft.replay_ratio` is 0.
-    """
-    collate = Collator(pad_id=pad_id(tokenizer), max_length=cfg.max_length, fixed_length=fixed_length)
-    train = SFTBatches(train_rows, cfg.micro_batch, collate, replay=replay if cfg.replay_ratio > 0 else None,
-                       replay_ratio=cfg.replay_ratio, replay_len=cfg.replay_len, seed=cfg.seed)
-    evals = {"corpus": corpus_eval_batches(val, cfg.micro_batch, collate, cfg.eval_batches)}
-    if heldout_rows:  # none when every source is a single example (sft.heldout_fraction cannot split one)
-        evals = {"instructions": SFTBatches(heldout_rows, cfg.micro_batch, collate, shuffle=False,
-                                            limit=cfg.eval_batches), **evals}
-    return train, evals
-
-
-def replay_share(batches: SFTBatches, n: int = 200) -> dict[str, float]:
-    """Realised share of replay rows and of replay trained tokens over the first n micro-batches."""
-    rows = [0, 0]
-    tokens = [0, 0]
-    for i in range(n):
-        b = batches.batch(i)["labels"]  # (B, T)
-        for r in range(b.shape[0]):
-            replay = int(b[r, 0].item() != IGNORE)  # instruction rows open with a masked prompt
-            rows[replay] += 1
-            tokens[replay] += int((b[r] != IGNORE).sum())
-    return {"replay_rows": rows[1] / sum(rows), "replay_tokens": tokens[1] / max(1, sum(tokens))}
-
-
-def inference_device(choice: Any, run_root: Any = None) -> torch.device:
-    """Where to generate: the training device (through the loop's hooks, so torch_xla stays in its adapter); on XLA
-    with `run_root`, compiled programs persist in the run's xla_cache/."""
-    from .loop import default_hooks
-
-    return default_hooks(choice, run_root).device(choice)
-
-
-def record_figures(data: InstructionData, overflow: dict[str, OverflowStats], batches: SFTBatches, result: Any,
-                   before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The headline figures of tuning for metrics.json: data, overflow, eval losses at the start and end, before/after."""
-    from .loop import read_metrics
-
-    evals = [r for r in read_metrics(result.metrics_path) if r.get("kind") == "eval"]
-    first = {r["split"]: r["loss"] for r in sorted(evals, key=lambda r: -r["step"])}  # the earliest wins
-    last = {r["split"]: r["loss"] for r in sorted(evals, key=lambda r: r["step"])}  # the latest wins
-    figures: dict[str, Any] = {
-        "train_examples": len(data.train), "heldout_examples": len(data.heldout),
-        "skipped_invalid": len(data.errors), "duplicates_dropped": sum(data.duplicates.values()),
-        "truncated": sum(s.truncated for s in overflow.values()), "dropped": sum(s.dropped for s in overflow.values()),
-        "steps": result.step, "replay_ratio": float(batches.ratio),
-        "instruction_loss_before": first.get("instructions"), "instruction_loss_after": last.get("instructions"),
-        "corpus_loss_before": first.get("corpus"), "corpus_loss_after": last.get("corpus"),
-    }
-    for key in ("eos_share", "arithmetic_accuracy", "mean_response_tokens"):
-        if key in before or key in after:
-            figures[f"{key}_before"], figures[f"{key}_after"] = before.get(key), after.get(key)
-    figures["eos_prompts"] = after.get("eos_prompts")
-    figures["arithmetic_prompts"] = after.get("arithmetic_prompts")
-    return figures
 
 
 def pad_id(tokenizer: Any) -> int:
