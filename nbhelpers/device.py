@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import BACKENDS as BACKENDS  # re-exported: the choices are declared with the field, in config.py
+from .config import BACKENDS as BACKENDS  # re-exported: the choices are declared with the field, in config/train.py
 from .config import PRECISIONS as PRECISIONS
 from .config import TrainConfig, check_section, precision_problem
 from .dist import local_rank
@@ -189,7 +189,7 @@ def cpu_matmul_probe() -> MatmulProbe:
 def select(train_cfg: TrainConfig) -> DeviceChoice:
     """Pick backend and precision from `train.backend` / `train.precision` (auto: the best this machine has)."""
     backend, precision = train_cfg.backend, train_cfg.precision
-    check_section(train_cfg, DeviceError)  # config.py's rules: choices, and precisions a named backend cannot run
+    check_section(train_cfg, DeviceError)  # config's rules: choices, and precisions a named backend cannot run
 
     if backend == "xla" or (backend == "auto" and xla_installed() and xla_configured()):
         return _select_xla(precision, asked=backend == "xla")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
-from .config import PRESETS as PRESETS  # re-exported: the presets are declared with model.preset, in config.py
+from .config import PRESETS as PRESETS  # re-exported: the presets are declared with model.preset, in config/model.py
 from .config import ModelConfig, check_section, model_parameters, model_value
 from .config import Preset as Preset
 
@@ -22,7 +22,7 @@ _ARCH_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "inte
 
 
 def resolve(cfg: ModelConfig) -> ModelConfig:
-    """The config with every 0 field filled from its preset (config.py's rules checked: preset, sizes, heads)."""
+    """The config with every 0 field filled from its preset (config's rules checked: preset, sizes, heads)."""
     check_section(cfg, ModelError)
     return replace(cfg, **{name: model_value(cfg, name) for name in _ARCH_FIELDS})
 

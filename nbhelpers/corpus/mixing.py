@@ -54,7 +54,7 @@ def validate_mixture(mixture: dict[str, float]) -> dict[str, float]:
     for name, w in mixture.items():
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
             raise MixtureError(f"corpus.mixture[{name!r}]: weight must be a finite number, got {w!r}")
-    check_value("corpus.mixture", mixture, MixtureError)  # config.py's rule: known names, weights >= 0, one positive
+    check_value("corpus.mixture", mixture, MixtureError)  # config's rule: known names, weights >= 0, one positive
     total = float(sum(mixture.values()))
     return {name: w / total for name, w in mixture.items() if w > 0}
 
@@ -101,7 +101,7 @@ class Mixer:
     def __init__(self, cfg: CorpusConfig, model_file: str | None = None, seed: int | None = None,
                  workers: int | None = None, state: dict | None = None, dedup_hashes: np.ndarray | None = None,
                  cleaning: bool = True):
-        check_section(cfg, ValueError)  # config.py's rules, for a CorpusConfig built by hand
+        check_section(cfg, ValueError)  # config's rules, for a CorpusConfig built by hand
         self.cfg = cfg
         self.seed = cfg.seed if seed is None else seed
         self.weights = validate_mixture(cfg.mixture)

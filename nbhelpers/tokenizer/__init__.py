@@ -9,7 +9,7 @@ HF tokenizer; the corpus packer and the instruction collator add EOS by id thems
 
 from __future__ import annotations
 
-from ..config import NORMALIZATIONS as NORMALIZATIONS  # re-exported: declared with the field, in config.py
+from ..config import NORMALIZATIONS as NORMALIZATIONS  # re-exported: declared with the field, in config/corpus.py
 from ..layout import SPM_FILE as SPM_FILE
 from .hf import SCORE_STEP as SCORE_STEP
 from .hf import SETTINGS_FILE as SETTINGS_FILE

@@ -32,7 +32,7 @@ def resolve_settings(config: TokenizerConfig | None = None, **settings: Any) -> 
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
             raise TypeError(f"unknown tokenizer setting {key!r}{hint}")
     config = dataclasses.replace(config, **settings)
-    check_section(config, TokenizerError)  # config.py's rules: model type, normalization, vocabulary range
+    check_section(config, TokenizerError)  # config's rules: model type, normalization, vocabulary range
     return config
 
 

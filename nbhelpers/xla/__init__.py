@@ -8,7 +8,7 @@ image, `KAGGLE_TPU_PAIR`; CI runs the xla tests with it) and 2.9: `torch_xla.dev
 mark_sharding, XLAShardedTensor, apply_backward_optimization_barrier), the parallel loader (`ParallelLoader`,
 what `MpDeviceLoader` wraps), `utils.checkpoint` and `debug.metrics`.
 
-How the loop uses it (`loop_hooks(choice)` -> `XlaHooks`, the backend seams of `loop.Hooks`):
+How the loop uses it (`loop_hooks(choice)` -> `XlaHooks`, the backend seams of `train.hooks.Hooks`):
 
 - `device`: SPMD is switched on and a one-axis mesh spans every chip (8 on a v5e-8); the batch is split along
   that `data` axis, so the loop's micro-batch is the global one.
@@ -26,7 +26,7 @@ How the loop uses it (`loop_hooks(choice)` -> `XlaHooks`, the backend seams of `
   (`cpu_copy`; `.cpu()` would compile a new gather graph per tensor on every save), so checkpoints are
   device-independent and saving adds no graph. Saves and evaluations by wall time (`train.save_minutes`,
   `train.eval_minutes`) are decided on the host by the one SPMD process's clock between steps, so every chip
-  takes part in the same save and no graph changes (the loop's `_due_by_time`).
+  takes part in the same save and no graph changes (`train.clock.Clock.due_by_time`).
 - `generate`: greedy samples with one fixed-shape graph for every position (not `model.generate`, which
   compiles a graph per length and syncs per token).
 - Persistent compilation cache (`enable_persistent_cache`, `CACHE_DIR` under the run directory): compiled

@@ -164,7 +164,7 @@ class XlaBackend:
 
 
 class XlaHooks:
-    """The loop's backend seams (the methods of `loop.Hooks`) for torch_xla; see the package docstring."""
+    """The loop's backend seams (the methods of `train.hooks.Hooks`) for torch_xla; see the package docstring."""
 
     def __init__(self, choice: Any = None, run_root: str | os.PathLike | None = None) -> None:
         self.choice = choice
