@@ -1,4 +1,11 @@
-"""nbhelpers: train a Japanese GPT-NeoX language model from nothing on free notebook hardware."""
+"""nbhelpers: train a Japanese GPT-NeoX language model from nothing on free notebook hardware.
+
+The modules stand in one layer order, bottom to top: base (files, layout, registry, platform, dist, ...), config,
+data (sources, tokenizer, corpus, ...), compute (model, optim, device, xla, checkpoint, planner, decoding, ...),
+use (train, loop, sft, generate, evaluation), provenance, orchestration (rundir, launch, runner, hub, ...), and
+the command line. A module imports only from its layer or below; `lint-imports` checks it. docs/ARCHITECTURE.md
+says what each module holds.
+"""
 
 from __future__ import annotations
 

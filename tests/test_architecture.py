@@ -48,3 +48,12 @@ def test_a_misplaced_module_is_caught():
     page = _page_layers()
     page["loop"] = "base"
     assert {m for m in page if page[m] != _contract_layers()[m]} == {"loop"}
+
+
+def test_the_package_docstring_names_the_layers_in_the_contracts_order():
+    import nbhelpers
+
+    doc = " ".join(nbhelpers.__doc__.split())
+    words = [("command line" if name == "entry" else name) for name in reversed(LAYER_NAMES)]
+    places = [doc.find(w) for w in words]
+    assert -1 not in places and places == sorted(places), dict(zip(words, places))
