@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import PROFILES, ConfigError
+from .layout import TRAINING_STAGES
 
 EPILOG = """examples:
   python -m nbhelpers run --profile smoke --run-dir runs/smoke
@@ -116,9 +117,9 @@ no longer fit the model's context are forgotten, with a notice. /reset starts ov
 
 def _chat(args: argparse.Namespace) -> int:
     """`python -m nbhelpers chat`: a terminal conversation with the run's tuned (or base) model."""
-    import torch
 
     from . import chat
+    from .device import local_default
 
     bad = [f"{flag} {why}, got {value}" for flag, value, ok, why in [
         ("--temperature", args.temperature, args.temperature >= 0, "must be >= 0 (0 = greedy)"),
@@ -130,7 +131,7 @@ def _chat(args: argparse.Namespace) -> int:
     if bad:
         print("error: " + "; ".join(bad), file=sys.stderr)
         return 1
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device if args.device != "auto" else local_default()
     sampling = {"do_sample": args.temperature > 0, "repetition_penalty": args.repetition_penalty, "seed": args.seed}
     if args.temperature > 0:
         sampling.update(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     p_kg.add_argument("--notebooks", type=Path, default=None, help="notebooks folder (default: the repository's)")
     p_tr = sub.add_parser("train", help="train one stage in this process; torchrun starts one per GPU "
                           "(launch.train_stage does that from the notebooks)")
-    p_tr.add_argument("--stage", required=True, choices=["pretrain", "sft"], help="the stage whose training runs")
+    p_tr.add_argument("--stage", required=True, choices=TRAINING_STAGES, help="the stage whose training runs")
     p_tr.add_argument("--run-dir", required=True, type=Path, help="run directory prepared by the earlier notebooks")
     p_tr.add_argument("--profile", default=None, choices=[*sorted(PROFILES), "auto"],
                       help="configuration profile; auto: the platform's (default: the run directory's config.json)")
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p_push = sub.add_parser("push", help="upload a run's pretrain/final or sft/final to the Hugging Face Hub "
                             "(bf16 safetensors, tokenizer, model card), private unless --public")
     p_push.add_argument("--run-dir", required=True, type=Path, help="the run directory")
-    p_push.add_argument("--stage", required=True, choices=["pretrain", "sft"], help="which final/ to upload")
+    p_push.add_argument("--stage", required=True, choices=TRAINING_STAGES, help="which final/ to upload")
     p_push.add_argument("--repo", required=True, help="owner/name on the Hub (created if missing)")
     p_push.add_argument("--public", action="store_true", help="make a new repository public (default: private)")
     p_push.add_argument("--dry-run", action="store_true", help="list the files and sizes; upload nothing")

@@ -34,7 +34,7 @@ class BlockReader(Protocol):
 
 
 class BatchSource(Protocol):
-    """What `loop.train` reads: `len()` micro-batches per pass, `batch(i)` pure in `i`."""
+    """What `train.train` reads: `len()` micro-batches per pass, `batch(i)` pure in `i`."""
 
     def __len__(self) -> int: ...
 

@@ -49,12 +49,6 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, split_special_tokens=False)["input_ids"]) if text else []
 
 
-def prefix_ids(tokenizer: Any, prefix: str = "eos") -> list[int]:
-    """Tokens put before every prompt: EOS by default, because pre-training packs each document after an EOS."""
-    check_value("sft.prompt_prefix", prefix, ValueError)
-    return [] if prefix == "none" else [special_id(tokenizer, prefix)]
-
-
 def prompt_ids(tokenizer: Any, prompt: str, template: str = DEFAULT_TEMPLATE, prefix: str = "eos",
                max_tokens: int | None = None) -> tuple[list[int], int]:
     """The prompt's ids and how many tokens were cut: the chat template's one user turn with the generation prompt,

@@ -15,6 +15,7 @@ from .config import BACKENDS as BACKENDS  # re-exported: the choices are declare
 from .config import PRECISIONS as PRECISIONS
 from .config import TrainConfig, check_section, precision_problem
 from .dist import local_rank
+from .platform import host_memory_bytes
 from .platform import xla_installed as xla_installed  # the one probe; select() looks it up here (tests patch it)
 
 
@@ -90,14 +91,6 @@ def xla_info() -> tuple[str, int, int]:
 
     kind, count, memory = xla_mod.device_info()
     return str(kind), int(count), int(memory)
-
-
-def host_memory_bytes() -> int:
-    """Physical RAM of this machine."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 def cpu_threads() -> int:
@@ -258,3 +251,11 @@ def _select_cpu(precision: str, backend: str) -> DeviceChoice:
         attn_implementation="sdpa", num_devices=1, memory_bytes=host_memory_bytes(), capability=None,
         reason=f"{why}; {how}.",
     )
+
+
+def local_default() -> str:
+    """Where a model runs outside training when nothing is named (chat, scoring): CUDA when present, else the CPU.
+    An XLA device is named explicitly (training's choice is `select`)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

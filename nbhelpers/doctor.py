@@ -108,7 +108,7 @@ def _meminfo() -> dict[str, int]:
 
 
 def _host() -> Finding:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+    cores = platform.cpu_cores()
     mem = _meminfo()
     total, avail = mem.get("MemTotal"), mem.get("MemAvailable")
     ram = f", RAM {total / GB:.1f} GB ({avail / GB:.1f} GB available)" if total and avail else ""

@@ -29,11 +29,12 @@ from typing import Any
 
 from . import config as config_mod
 from .files import atomic_write_text, read_json
-from .layout import CHECKPOINTS, CONFIG_FILE, FINAL, STAGE_METRICS
+from .layout import CHECKPOINTS, CONFIG_FILE, FINAL, STAGE_METRICS, TRAINING_STAGES
+from .platform import cpu_cores
 from .rundir import RunDir
 from .train import BadStepsError, Job, TrainingError, TrainResult
 
-STAGES = ("pretrain", "sft")  # the stages whose training runs here (03 and 04)
+STAGES = TRAINING_STAGES  # the stages whose training runs here (03 and 04)
 RESULT_FILE = "launch_result.json"  # rank 0's TrainResult, read back by the notebook
 ERROR_FILE = "launch_error.json"  # the first failing rank's exception, re-raised in the notebook
 DATA_FILE = "data_stats.json"  # rank 0's reading figures: waits for the producer, parts read, disk
@@ -252,7 +253,7 @@ def launch(run: RunDir, stage: str, nproc: int, *, deadline: float | None = None
     package_root = str(Path(__file__).resolve().parents[1])  # the workers import this very nbhelpers
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each rank its share of the cores
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+        env["OMP_NUM_THREADS"] = str(max(1, cpu_cores() // nproc))
     env.setdefault("TQDM_MININTERVAL", PROGRESS_S)
     cmd = worker_command(run, stage, nproc, deadline, progress)
     _release_cuda_cache()

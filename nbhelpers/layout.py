@@ -28,10 +28,13 @@ CORPUS = "corpus"  # stage 02's folder: the validation shard, manifest.json, the
 PRETRAIN = "pretrain"  # stage 03's folder (a training stage: checkpoints/, metrics.jsonl, final/)
 SFT = "sft"  # stage 04's folder, shaped like pretrain/
 EVAL = "eval"  # stage 06's folder: results.json, report.md
+TRAINING_STAGES = (PRETRAIN, SFT)  # the stages that train: checkpoints/, metrics.jsonl, sessions.jsonl, final/
+REPORT_FILE = "report.md"  # in eval/: the run's report card
 RESULTS_FILE = "results.json"  # in eval/: the evaluation's figures
 RUN_NOTEBOOKS = "notebooks"  # the run's executed notebooks
 XLA_CACHE = "xla_cache"  # torch_xla's compiled programs, reused by the next session (carried on Kaggle)
-TOKEN_DTYPE = np.uint16  # token ids on disk: the vocabulary (32,000 at most by the rules) fits 16 bits
+TOKEN_DTYPE = np.uint16  # token ids on disk, half the bytes of int32
+MAX_VOCAB = int(np.iinfo(TOKEN_DTYPE).max) + 1  # 65,536: the largest vocabulary whose ids fit TOKEN_DTYPE (config's bound)
 
 
 def step_dir(step: int) -> str:

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_text, read_json
-from .layout import CONFIG_FILE, EVAL, RESULTS_FILE, RUN_METRICS, STAGE_METRICS
+from .layout import CONFIG_FILE, EVAL, REPORT_FILE, RESULTS_FILE, RUN_METRICS, STAGE_METRICS, TRAINING_STAGES
 from .licences import licence_of
 
-REPORT_FILE = "report.md"
 SAMPLES_KEY = "samples"  # eval/results.json: [{"prompt", "pretrain", "sft"}] written by 06
 
 
@@ -90,7 +89,7 @@ def load_records(root: str | Path) -> RunRecords:
     cfg_path, metrics_path, results_path = root / CONFIG_FILE, root / RUN_METRICS, root / EVAL / RESULTS_FILE
     config = read_json(cfg_path) if cfg_path.is_file() else {}
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-    stages = {s: stage_record(root / s / STAGE_METRICS) for s in ("pretrain", "sft")
+    stages = {s: stage_record(root / s / STAGE_METRICS) for s in TRAINING_STAGES
               if (root / s / STAGE_METRICS).is_file()}
     results = read_json(results_path) if results_path.is_file() else None
     return RunRecords(root, config, metrics, stages, results)

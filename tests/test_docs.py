@@ -62,3 +62,23 @@ def test_every_file_of_the_package_a_page_names_exists(page):
     """A page that names `nbhelpers/x.py` after x.py moved would send a reader to nothing."""
     named = set(re.findall(r"`(nbhelpers/[\w/]+(?:\.py)?)`", page.read_text(encoding="utf-8")))
     assert sorted(p for p in named if not (ROOT / p).exists()) == []
+
+
+def test_the_quotas_and_session_lengths_the_pages_state_are_the_codes():
+    """The weekly quotas (quota.WEEKLY_QUOTA_HOURS) and session limits (platform's SESSION_LIMIT_MINUTES) as the
+    README and PLATFORMS.md state them, so a quota that changes is changed once, in the code, and here."""
+    from nbhelpers.platform import SESSION_LIMIT_MINUTES, SESSION_MARGIN_MINUTES
+    from nbhelpers.quota import WEEKLY_QUOTA_HOURS
+
+    def h(value: float) -> str:
+        return f"{value:g}"
+
+    tpu, gpu = WEEKLY_QUOTA_HOURS[("kaggle", "tpu")], WEEKLY_QUOTA_HOURS[("kaggle", "gpu")]
+    tpu_session, gpu_session = SESSION_LIMIT_MINUTES[("kaggle", "tpu")] / 60, SESSION_LIMIT_MINUTES[("kaggle", "gpu")] / 60
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"Kaggle's quota is {h(tpu)} TPU hours and {h(gpu)} GPU hours a week" in readme
+    assert f"one {h(WEEKLY_QUOTA_HOURS[('colab', 'gpu')] / 7)}-hour session a day" in readme
+    platforms = " ".join((ROOT / "docs" / "PLATFORMS.md").read_text(encoding="utf-8").split())
+    assert (f"Kaggle gives about {h(tpu)} TPU hours a week (a session lasts at most {h(tpu_session)} hours) and "
+            f"{h(gpu)} GPU hours a week (a T4 x2 session lasts at most {h(gpu_session)} hours). Each session trains "
+            f"for its length less a {h(SESSION_MARGIN_MINUTES)}-minute margin") in platforms

@@ -87,7 +87,7 @@ def test_memory_optimizer_and_precision_variants():
     assert c.parts["activations"] < a.parts["activations"]
     # replicated weights + gradients + AdamW: about 11.6 GiB (issue 5's "about 12 GiB before activations")
     assert (a.parts["weights"] + a.parts["gradients"] + a.parts["optimizer_state"]) / GiB == pytest.approx(11.56, abs=0.01)
-    sharded = memory_plan(SEED, 32000, precision="bf16", optimizer="adamw", shards=8, **base)
+    sharded = memory_plan(SEED, 32000, precision="bf16", optimizer="adamw", fsdp_devices=8, **base)
     assert sharded.parts["optimizer_state"] == pytest.approx(c.parts["optimizer_state"] / 8)
     with pytest.raises(ValueError, match="precision: expected one of fp32, fp16, bf16, got 'int8'"):
         memory_plan(SEED, 32000, precision="int8", **base)

@@ -15,7 +15,7 @@ PIECES = ["<unk>", "<pad>", "<s>", "</s>", "<0xE3>", "<0x41>", "▁東京", "は
 
 
 def _unigram_tokenizer():
-    """An HF fast tokenizer over PIECES (a Unigram model with byte fallback, as tokenizer.py exports ours)."""
+    """An HF fast tokenizer over PIECES (a Unigram model with byte fallback, as tokenizer/hf.py exports ours)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

@@ -264,7 +264,7 @@ def test_bad_settings(tmp_path):
         T.train_tokenizer(["テキスト"], tmp_path, normalization="nfd")
     with pytest.raises(T.TokenizerError, match=r"vocab_size: expected in \[355, 65536\], got 100 .*4 special pieces"):
         T.train_tokenizer(["テキスト"], tmp_path, vocab_size=100)
-    # config.py's smallest vocabulary counts exactly the pieces every tokenizer of this module holds
+    # config/corpus.py's smallest vocabulary counts exactly the pieces every tokenizer of this module holds
     assert len(T.SPECIAL_TOKENS) + 256 + len(T.REQUIRED_CHARS) + 1 == config.MIN_VOCAB_SIZE
 
 

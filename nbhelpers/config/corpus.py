@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import registry
+from ..layout import MAX_VOCAB as MAX_VOCAB_SIZE  # the corpus stores token ids as layout.TOKEN_DTYPE
 from .rules import cross_rule, setting
 
 # Seed corpus mixture: the report mixes Wikipedia, Wikibooks, C4 (ja) and JaMARD by ratio.
@@ -16,7 +17,6 @@ SMOKE_MIXTURE = {"bundled_prose": 0.8, "arithmetic": 0.2}
 NORMALIZATIONS = ("nfkc", "identity", "nmt_nfkc", "nfkc_cf", "nmt_nfkc_cf")  # SentencePiece's built-in rules
 # 4 special pieces + 256 byte pieces + the 94 printable ASCII characters every tokenizer keeps + 1
 MIN_VOCAB_SIZE = 4 + 256 + 94 + 1
-MAX_VOCAB_SIZE = 65536  # the corpus stores token ids as uint16
 
 
 @dataclass(frozen=True)

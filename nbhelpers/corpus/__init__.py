@@ -5,13 +5,14 @@ validation shard and the training stream's start), `open_stream` and `stream.Str
 stream the producer makes while training, as a batch source; `stream` imports torch, so it is not imported
 here), `build_parts` (parts made ahead), `load_corpus`, `token_budget`.
 
-The data's units, smallest first (one meaning each; the size setting; where it lives):
-- chunk: bytes decoded at a time when a text file is read front to back; TEXT_CHUNK (4 MiB, the first 64 KiB);
+The data's units, smallest first (one meaning each; the size setting; where it lives in the code; docs/DATA.md's
+glossary says the same for users):
+- chunk: bytes decoded at a time when a text file is read front to back; TEXT_CHUNK (smaller first);
   memory only (sources/local.py).
 - document: one text (a blank-line paragraph, a JSON line's field, a parquet row's column, a hub row's fields),
   cleaned, deduplicated and tokenized, ending with EOS; corpus.min_chars drops shorter ones; memory only.
 - slice: a byte range of a local text or JSONL file cut at a paragraph or line end, or a run of parquet row
-  groups; FIRST_RANGE_BYTES doubling to RANGE_BYTES (24 KB to 192 KB); planned in sources/slices.py.
+  groups; FIRST_RANGE_BYTES doubling to RANGE_BYTES; planned in sources/slices.py.
 - piece: the unit of reading and cleaning, one worker task: a slice, one Debian file, numbered generated
   problems, or the documents a reader thread read from a streamed source (hub, gzip); PIECE_PROBLEMS,
   STREAM_CHARS and corpus.shuffle_buffer; memory only (pieces.py, reading.py). SentencePiece's "pieces" are

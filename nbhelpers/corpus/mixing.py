@@ -27,7 +27,6 @@ interleave_datasets' all_exhausted; repeats are not counted as duplicates) and "
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from .. import sources as sources_mod
 from ..config import CorpusConfig, check_section, check_value
+from ..platform import cpu_cores
 from .clean import CleanedBatch, clean_batch, init_worker, warm
 from .dedup import HashSet as HashSet  # re-exported: the mixer's duplicate memory
 from .feed import Document as Document  # re-exported: what the mixer yields without a tokenizer
@@ -59,18 +59,10 @@ def validate_mixture(mixture: dict[str, float]) -> dict[str, float]:
     return {name: w / total for name, w in mixture.items() if w > 0}
 
 
-def cpu_count() -> int:
-    """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
-
-
 def resolve_workers(workers: int) -> int:
     """0 means every core this process may use."""
     check_value("corpus.workers", workers, ValueError)
-    return workers or cpu_count()
+    return workers or cpu_cores()
 
 
 def _init_pool_worker(model_file: str | None, symbol_level: float | None) -> None:

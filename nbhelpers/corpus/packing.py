@@ -12,9 +12,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..layout import MAX_VOCAB as MAX_VOCAB
 from ..layout import TOKEN_DTYPE as DTYPE  # re-exported: the ids' type on disk
-
-MAX_VOCAB = int(np.iinfo(DTYPE).max) + 1  # 65536 ids fit in uint16
 
 
 class VocabTooLarge(ValueError):

@@ -32,8 +32,9 @@ import numpy as np
 
 from ..config import CorpusConfig, RunConfig
 from ..files import atomic_write_text, read_json
-from ..layout import SPM_FILE
-from .mixing import Mixer, cpu_count
+from ..layout import CORPUS, SPM_FILE, TOKENIZER
+from ..platform import cpu_cores
+from .mixing import Mixer
 from .parts import PartStore, same_state
 from .workers import bind_to_parent
 
@@ -50,7 +51,7 @@ def training_workers(corpus_workers: int, trainers: int = 1, cores: int | None =
     """
     if corpus_workers > 0:
         return corpus_workers
-    return max(1, min((cores or cpu_count()) - trainers - 1, MAX_WORKERS))
+    return max(1, min((cores or cpu_cores()) - trainers - 1, MAX_WORKERS))
 
 
 def parts_dir(run_root: str | os.PathLike, fingerprint: str) -> Path:
@@ -62,7 +63,7 @@ def parts_dir(run_root: str | os.PathLike, fingerprint: str) -> Path:
 
     root = Path(run_root)
     scratch = platform.scratch_dir(f"{root.name}-train-{fingerprint}")
-    return scratch if scratch is not None else root / "corpus" / f"train-{fingerprint}"
+    return scratch if scratch is not None else root / CORPUS / f"train-{fingerprint}"
 
 
 def run_token() -> str:
@@ -278,10 +279,10 @@ def open_stream(cfg: RunConfig, run_root: str | os.PathLike, *, trainers: int = 
     from .reader import load_corpus
 
     root = Path(run_root)
-    manifest = load_corpus(root / "corpus").manifest
-    fp = fingerprint(cfg.corpus, tokenizer_hash(root / "tokenizer"), manifest.get("cleaning", True))
+    manifest = load_corpus(root / CORPUS).manifest
+    fp = fingerprint(cfg.corpus, tokenizer_hash(root / TOKENIZER), manifest.get("cleaning", True))
     stream, start, hashes = corpus_stream(
-        cfg.corpus, root / "tokenizer", root / "corpus", parts_dir(root, fp),
+        cfg.corpus, root / TOKENIZER, root / CORPUS, parts_dir(root, fp),
         workers=workers if workers is not None else training_workers(cfg.corpus.workers, trainers))
     return stream, start, hashes, token_budget(cfg, int(manifest["vocab_size"]))
 

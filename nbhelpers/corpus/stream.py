@@ -29,7 +29,7 @@ import torch
 
 from ..batches import DataExhausted, DataSourceError, rank_world
 from ..dist import local_rank
-from .mixing import cpu_count
+from ..platform import cpu_cores
 from .parts import read_complete, same_state
 from .producer import Producer, Stream, run_token, stop_process
 
@@ -52,7 +52,7 @@ def trainer_threads(cores: int | None = None) -> int:
     import nbhelpers
 
     threads = torch.get_num_threads()
-    cores = cores or cpu_count()
+    cores = cores or cpu_cores()
     if not nbhelpers.OMP_PASSIVE and cores <= SMALL_HOST_CORES and threads >= cores > 1:
         threads = cores - 1
         torch.set_num_threads(threads)

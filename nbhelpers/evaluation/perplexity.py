@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..device import local_default
 from ..layout import CONFIG_FILE
 from ..token_bytes import TokenBytes, bits_per_byte
 
@@ -75,13 +76,6 @@ def check_tokenizer(model: Any, tokenizer: Any, where: str | Path = "") -> None:
             raise ModelMismatch(f"{at}tokenizer.{name}={value} is outside the model's vocabulary (0..{model_vocab - 1})")
 
 
-def default_device() -> str:
-    """CUDA when present, else CPU; pass an XLA device explicitly to score on a TPU."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_model(path: str | Path, *, tokenizer_path: str | Path | None = None, device: Any = None,
                dtype: Any = None) -> tuple[Any, Any]:
     """Load a save_pretrained causal LM and its tokenizer, checking that they belong together."""
@@ -97,7 +91,7 @@ def load_model(path: str | Path, *, tokenizer_path: str | Path | None = None, de
     tokenizer = AutoTokenizer.from_pretrained(tok_path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype) if dtype else AutoModelForCausalLM.from_pretrained(path)
     check_tokenizer(model, tokenizer, where=path)
-    model.to(device or default_device())
+    model.to(device or local_default())
     model.eval()
     return model, tokenizer
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EvalConfig, RunConfig
-from ..layout import FINAL
+from ..layout import FINAL, TRAINING_STAGES
 from .harness import run_lm_eval
 from .perplexity import PerplexityResult, load_model, model_dir_error, perplexity
 
-MODEL_STAGES = ("pretrain", "sft")  # the pre-trained model and the instruction-tuned one, in this order
+MODEL_STAGES = TRAINING_STAGES  # the pre-trained model and the instruction-tuned one, in this order
 
 
 def available_models(run: Any) -> dict[str, Path]:

@@ -105,10 +105,10 @@ class MemoryPlan:
 
 def memory_plan(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_len: int, precision: str = "fp32",
                 optimizer: str = "adamw", gradient_checkpointing: bool = False, attention: str = "sdpa",
-                shards: int = 1, accelerator: bool = True) -> MemoryPlan:
+                fsdp_devices: int = 1, accelerator: bool = True) -> MemoryPlan:
     """Memory of one device: fp32 master weights, fp32 gradients, optimizer state, autocast copies, activations.
 
-    `shards` > 1 divides weights, gradients and optimizer state (FSDP); `accelerator` adds FRAGMENTATION (5%) for
+    `fsdp_devices` > 1 divides weights, gradients and optimizer state (FSDP); `accelerator` adds FRAGMENTATION (5%) for
     the caching allocator's rounding and split blocks (not on a CPU). What the device holds outside these tensors
     (CUDA context, cuBLAS workspaces, NCCL buffers) is `reserve()`, taken off the usable memory instead.
     """
@@ -122,11 +122,11 @@ def memory_plan(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_le
     tokens = batch_per_device * seq_len
     act = activation_bytes_per_token(cfg, vocab_size, seq_len, precision, gradient_checkpointing, attention)
     out = {
-        "weights": 4.0 * n / shards,  # fp32 master weights; autocast computes in 16 bits from them
-        "gradients": 4.0 * n / shards,
-        "optimizer_state": optimizer_state_bytes(cfg, vocab_size, optimizer) / shards,
+        "weights": 4.0 * n / fsdp_devices,  # fp32 master weights; autocast computes in 16 bits from them
+        "gradients": 4.0 * n / fsdp_devices,
+        "optimizer_state": optimizer_state_bytes(cfg, vocab_size, optimizer) / fsdp_devices,
         # autocast's 16-bit copies of the matmul weights live from forward until backward has used them
-        "autocast_copies": 2.0 * (n - parts["embed_in"]) / shards if mixed else 0.0,
+        "autocast_copies": 2.0 * (n - parts["embed_in"]) / fsdp_devices if mixed else 0.0,
         "activations": act * tokens,
         # the returned logits plus their fp32 gradient during backward
         "logits_transient": tokens * vocab_size * (PRECISION_BYTES[precision] + 4),
@@ -137,7 +137,7 @@ def memory_plan(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_le
 
 
 def memory_grid(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_len: int, attention: str = "sdpa",
-                shards: int = 1, accelerator: bool = True, usable_bytes: float | None = None) -> pd.DataFrame:
+                fsdp_devices: int = 1, accelerator: bool = True, usable_bytes: float | None = None) -> pd.DataFrame:
     """GiB by part for fp32 / fp16 / bf16 x AdamW / 8-bit AdamW / Muon x with / without gradient checkpointing; `fits`
     when within PLAN_HEADROOM of `usable_bytes`."""
     import pandas as pd
@@ -147,7 +147,7 @@ def memory_grid(cfg: ModelConfig, vocab_size: int, batch_per_device: int, seq_le
         for optimizer in OPTIMIZER_BYTES:
             for ckpt in (False, True):
                 m = memory_plan(cfg, vocab_size, batch_per_device, seq_len, precision, optimizer, ckpt, attention,
-                                shards, accelerator)
+                                fsdp_devices, accelerator)
                 row = {"precision": precision, "optimizer": optimizer, "grad_ckpt": ckpt}
                 row.update({k: round(v / GiB, 2) for k, v in m.parts.items()})
                 row["total_GiB"] = round(m.total / GiB, 2)

@@ -48,7 +48,7 @@ class Plan:
     peak_flops_total: float | None
     model_config: ModelConfig  # resolved: every field filled from the preset
     attention: str  # sdpa | eager
-    shards: int  # devices the weights and optimizer state are split over (FSDP), else 1
+    fsdp_devices: int  # devices the weights and optimizer state are split over (FSDP), else 1
     accelerator: bool  # False on a CPU
     notes: tuple[str, ...] = field(default=())
     reserve: dict[str, float] = field(default_factory=dict)  # bytes held outside the planned tensors
@@ -87,7 +87,7 @@ class Plan:
     def grid(self) -> pd.DataFrame:
         """This plan's model and batch under every precision, optimizer and checkpointing choice (GiB)."""
         return memory_grid(self.model_config, self.vocab_size, self.batch_per_device, self.seq_len, self.attention,
-                           self.shards, self.accelerator, self.usable_bytes)
+                           self.fsdp_devices, self.accelerator, self.usable_bytes)
 
     def rows(self) -> list[tuple[str, str]]:
         """(item, value) pairs in reading order."""
@@ -159,11 +159,11 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
     # notebook kernel alone drives one GPU however many are visible
     ranks = processes or world_size()
     devices = {"xla": choice.num_devices, "cuda": ranks}.get(choice.backend, 1)
-    shards = devices if (choice.backend == "xla" and cfg.train.fsdp) else 1
+    fsdp_devices = devices if (choice.backend == "xla" and cfg.train.fsdp) else 1
     bpd = batch_per_device(cfg, choice)
     attention = mc.attn_implementation if mc.attn_implementation != "auto" else choice.attn_implementation
     mem = memory_plan(mc, vocab_size, bpd, seq_len, choice.precision, cfg.train.optimizer,
-                      cfg.train.gradient_checkpointing, attention, shards, accelerator=choice.backend != "cpu")
+                      cfg.train.gradient_checkpointing, attention, fsdp_devices, accelerator=choice.backend != "cpu")
     held = reserve(choice, devices if choice.backend == "cuda" else 1)
     usable = device_memory(choice) - sum(held.values())
     ratio = mem.total / usable if usable > 0 else math.inf
@@ -205,7 +205,7 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
         weeks = hours / weekly if weekly else None
     notes = []
     if choice.backend == "xla" and cfg.train.fsdp:
-        notes.append(f"FSDP: weights, gradients and optimizer state sharded over {shards} devices")
+        notes.append(f"FSDP: weights, gradients and optimizer state sharded over {fsdp_devices} devices")
     advice = ""
     if weeks is not None and weeks > 1:
         advice = (f"This run needs {hours:,.0f} training hours, {weeks:.1f} weeks of {quota_text}: more than a "
@@ -218,7 +218,7 @@ def make_plan(cfg: RunConfig, vocab_size: int, choice: DeviceChoice, *, tokens_p
         gradient_checkpointing=cfg.train.gradient_checkpointing, batch_per_device=bpd, memory=mem,
         usable_bytes=usable, fits=fits, verdict=verdict, budget_tokens=budget, tokens_per_s=tokens_per_s,
         throughput_source=source, session_minutes=minutes, tokens_per_session=per_session, sessions=sessions,
-        hours=hours, peak_flops_total=peak_total, model_config=mc, attention=attention, shards=shards,
+        hours=hours, peak_flops_total=peak_total, model_config=mc, attention=attention, fsdp_devices=fsdp_devices,
         accelerator=choice.backend != "cpu", notes=tuple(notes), reserve=held, profile=cfg.profile,
         assumed_mfu=None if source.startswith("measured") else assumed_mfu, rate_flops=rate_total,
         weekly_hours=weekly, quota_text=quota_text, weeks=weeks, quota_advice=advice,

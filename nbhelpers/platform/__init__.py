@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..layout import CONFIG_FILE
 from .clock import SessionClock as SessionClock
 from .clock import session_clock as session_clock
 from .clock import session_elapsed_minutes as session_elapsed_minutes
@@ -53,6 +54,8 @@ from .facts import SESSION_LIMIT_MINUTES as SESSION_LIMIT_MINUTES
 from .facts import SESSION_MARGIN_MINUTES as SESSION_MARGIN_MINUTES
 from .facts import Platform as Platform
 from .facts import PlatformError as PlatformError
+from .host import cpu_cores as cpu_cores
+from .host import host_memory_bytes as host_memory_bytes
 from .torch_pair import _version as _version
 from .torch_pair import check_torch_xla as check_torch_xla
 from .torch_pair import installed as installed
@@ -105,8 +108,8 @@ def resolve_profile(requested: str = AUTO_PROFILE, platform: Platform | None = N
     choice = choose_profile(requested, plat)
     if requested == AUTO_PROFILE:
         print(choice)
-        others = sorted(p for p in PROFILE_NAMES if p != choice.profile and (plat.runs_root / p / "config.json").is_file())
-        if others and not (plat.runs_root / choice.profile / "config.json").is_file():
+        others = sorted(p for p in PROFILE_NAMES if p != choice.profile and (plat.runs_root / p / CONFIG_FILE).is_file())
+        if others and not (plat.runs_root / choice.profile / CONFIG_FILE).is_file():
             # an automatic choice must not start a second run quietly beside the one the user has been making
             print(f"note: {plat.runs_root} holds a run of {', '.join(others)} and none of {choice.profile}; with "
                   f"RUN_DIR = \"\" this starts a new run in {plat.runs_root / choice.profile}. To continue the "

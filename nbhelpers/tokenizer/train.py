@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import TokenizerConfig, check_section
 from ..layout import SPM_FILE
+from ..platform import cpu_cores
 from .hf import NORMAL, SCORE_STEP, SPECIAL_TOKENS, TokenizerError, export_hf
 from .sample import document_lines, input_texts
 
@@ -45,7 +46,7 @@ def _trainer_args(cfg: TokenizerConfig) -> dict[str, Any]:
         normalization_rule_name=cfg.normalization, remove_extra_whitespaces=cfg.remove_extra_whitespaces,
         split_by_whitespace=cfg.split_by_whitespace, split_by_number=cfg.split_by_number,
         split_by_unicode_script=cfg.split_by_unicode_script, byte_fallback=cfg.byte_fallback,
-        max_sentence_length=cfg.max_sentence_length, num_threads=cfg.num_threads or os.cpu_count() or 1,
+        max_sentence_length=cfg.max_sentence_length, num_threads=cfg.num_threads or cpu_cores(),
         input_sentence_size=0, shuffle_input_sentence=False, required_chars=REQUIRED_CHARS,
         add_dummy_prefix=True, **ids, **pieces,
     )

@@ -229,6 +229,6 @@ class XlaHooks:
 
 
 def loop_hooks(choice: Any = None, run_root: str | os.PathLike | None = None) -> XlaHooks:
-    """The hooks `loop.train` uses on the XLA backend; with `run_root`, compiled programs persist in its xla_cache/."""
+    """The hooks `train.train` uses on the XLA backend; with `run_root`, compiled programs persist in its xla_cache/."""
     _xla()
     return XlaHooks(choice, run_root)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..platform import xla_installed
+from ..platform import host_memory_bytes, xla_installed
 
 # The attention implementation the XLA backend uses (see the package docstring for the measurement).
 ATTN_IMPLEMENTATION = "eager"
@@ -107,7 +107,7 @@ def device_info() -> tuple[str, int, int]:
     kind = str(xr.device_type() or os.environ.get("PJRT_DEVICE", "TPU"))
     count = int(xr.global_runtime_device_count())
     if kind.upper() == "CPU":
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = host_memory_bytes()
     else:
         accel = os.environ.get("TPU_ACCELERATOR_TYPE", "v5litepod").split("-")[0].lower()
         memory = _TPU_MEMORY.get(accel, 16 * 2**30)
