@@ -15,7 +15,7 @@ from .config import BACKENDS as BACKENDS  # re-exported: the choices are declare
 from .config import PRECISIONS as PRECISIONS
 from .config import TrainConfig, check_section, precision_problem
 from .dist import local_rank
-from .platform import host_memory_bytes
+from .platform import detect, host_memory_bytes
 from .platform import xla_installed as xla_installed  # the one probe; select() looks it up here (tests patch it)
 
 
@@ -78,11 +78,9 @@ def cuda_info(index: int = 0) -> CudaInfo | None:
 
 
 def xla_configured() -> bool:
-    """True when a PJRT device is named or this looks like a TPU host (Kaggle / Colab TPU VMs)."""
-    if any(os.environ.get(k) for k in ("PJRT_DEVICE", "TPU_NAME", "TPU_ACCELERATOR_TYPE", "COLAB_TPU_ADDR")):
-        return True
-    # TPU VMs expose their chips as /dev/accel* (v4 and later) or through VFIO (v5e)
-    return any(Path("/dev").glob("accel*")) or Path("/dev/vfio/0").exists()
+    """True when a PJRT device is named (PJRT_DEVICE=CPU runs XLA on the CPU) or the platform is a TPU host, as
+    `platform.detect` finds it (its environment variables and device files: the one TPU probe)."""
+    return bool(os.environ.get("PJRT_DEVICE")) or detect().accelerator == "tpu"
 
 
 def xla_info() -> tuple[str, int, int]:
